@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The TPM chip: a reference on the kernel's default TPM 2.0 chip, its ops lock, and the
+//! transport the protocol core sends commands through.
+//!
+//! Everything here goes through the C shim (`tpmrs_shim.c`): the kernel crate has no TPM
+//! bindings and the layout of `struct tpm_chip` depends on Kconfig.
+
+use crate::proto::{TransportError, Tpm};
+use kernel::{bindings, error::to_result, prelude::*};
+
+/// Opaque `struct tpm_chip`.
+#[repr(C)]
+pub(crate) struct RawChip {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    fn tpmrs_chip_get() -> *mut RawChip;
+    fn tpmrs_chip_put(chip: *mut RawChip);
+    fn tpmrs_chip_name(chip: *mut RawChip) -> *const kernel::ffi::c_char;
+    fn tpmrs_chip_lock(chip: *mut RawChip) -> kernel::ffi::c_int;
+    fn tpmrs_chip_unlock(chip: *mut RawChip);
+    fn tpmrs_transmit(
+        chip: *mut RawChip,
+        cmd: *const u8,
+        cmd_len: usize,
+        rsp: *mut u8,
+        rsp_size: usize,
+    ) -> isize;
+    fn tpmrs_wq_alloc() -> *mut bindings::workqueue_struct;
+    fn tpmrs_wq_destroy(wq: *mut bindings::workqueue_struct);
+}
+
+/// A counted reference on the default TPM 2.0 chip.
+///
+/// # Invariants
+///
+/// `ptr` is a valid chip on which this object holds a device reference.
+pub(crate) struct Chip {
+    ptr: *mut RawChip,
+}
+
+// SAFETY: A device reference may be used and dropped from any thread; every operation on the
+// chip that needs exclusion takes the chip's own lock (`tpm_try_get_ops`).
+unsafe impl Send for Chip {}
+// SAFETY: See `Send`: `&Chip` only allows lock/transmit, which the chip serializes itself.
+unsafe impl Sync for Chip {}
+
+impl Chip {
+    /// Takes a reference on the default TPM 2.0 chip.
+    ///
+    /// # Errors
+    ///
+    /// `ENODEV` if there is no TPM, or it is not a TPM 2.0.
+    pub(crate) fn get_default() -> Result<Self> {
+        // SAFETY: No preconditions; returns a referenced chip or NULL.
+        let ptr = unsafe { tpmrs_chip_get() };
+        if ptr.is_null() {
+            return Err(ENODEV);
+        }
+        // INVARIANT: `tpmrs_chip_get` returned a chip with a reference taken for us.
+        Ok(Self { ptr })
+    }
+
+    /// The chip's device name ("tpm0").
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: By the type invariant the chip is valid; `dev_name` is a NUL-terminated string
+        // that lives as long as the device, which our reference keeps alive.
+        unsafe { CStr::from_char_ptr(tpmrs_chip_name(self.ptr)) }
+    }
+
+    /// Takes the chip's ops lock (sleeps). The TPM can be used until the guard is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `EPIPE` when the chip is going away (what /dev/tpmrm0 answers then).
+    pub(crate) fn lock(&self) -> Result<ChipGuard<'_>> {
+        // SAFETY: By the type invariant the chip is valid.
+        to_result(unsafe { tpmrs_chip_lock(self.ptr) }).map_err(|_| EPIPE)?;
+        // INVARIANT: the lock was taken just above.
+        Ok(ChipGuard { chip: self })
+    }
+}
+
+impl Drop for Chip {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold a reference, dropped exactly once here.
+        unsafe { tpmrs_chip_put(self.ptr) };
+    }
+}
+
+/// The chip's ops lock, held: the only way to send commands to the TPM.
+///
+/// # Invariants
+///
+/// `tpm_try_get_ops` succeeded on `chip` and `tpm_put_ops` has not been called yet.
+pub(crate) struct ChipGuard<'a> {
+    chip: &'a Chip,
+}
+
+impl Tpm for ChipGuard<'_> {
+    fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
+        // SAFETY: The chip is valid and locked (type invariants); `cmd` and `rsp` are valid for
+        // the lengths given, and the shim copies in and out of them before returning.
+        let ret = unsafe {
+            tpmrs_transmit(
+                self.chip.ptr,
+                cmd.as_ptr(),
+                cmd.len(),
+                rsp.as_mut_ptr(),
+                rsp.len(),
+            )
+        };
+        match usize::try_from(ret) {
+            Ok(len) => Ok(len),
+            Err(_) => Err(TransportError(i32::try_from(ret).unwrap_or(-(bindings::EIO as i32)))),
+        }
+    }
+}
+
+impl Drop for ChipGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the ops lock is held; it is released exactly once here.
+        unsafe { tpmrs_chip_unlock(self.chip.ptr) };
+    }
+}
+
+/// A transport for when the chip is gone: every command fails like a vanished chip does.
+///
+/// Used at close when the ops lock cannot be taken, so that the core queues its flushes
+/// instead of forgetting them.
+pub(crate) struct DeadTpm;
+
+impl Tpm for DeadTpm {
+    fn transmit(&mut self, _cmd: &[u8], _rsp: &mut [u8]) -> Result<usize, TransportError> {
+        Err(TransportError(-(bindings::EPIPE as i32)))
+    }
+}
+
+/// The module's own workqueue for O_NONBLOCK commands.
+///
+/// Owned by the module and destroyed at module exit, which drains it: no queued work item can
+/// outlive the module's code.
+///
+/// # Invariants
+///
+/// `ptr` is a valid workqueue allocated by `tpmrs_wq_alloc` and not yet destroyed.
+pub(crate) struct WorkQueue {
+    ptr: *mut bindings::workqueue_struct,
+}
+
+// SAFETY: Workqueues may be used and destroyed from any thread.
+unsafe impl Send for WorkQueue {}
+// SAFETY: Enqueueing on a workqueue is thread safe.
+unsafe impl Sync for WorkQueue {}
+
+impl WorkQueue {
+    /// Allocates the workqueue.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`.
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: No preconditions.
+        let ptr = unsafe { tpmrs_wq_alloc() };
+        if ptr.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: just allocated.
+        Ok(Self { ptr })
+    }
+
+    /// The raw workqueue, for [`crate::device::Shared`] to enqueue on.
+    pub(crate) fn raw(&self) -> *mut bindings::workqueue_struct {
+        self.ptr
+    }
+}
+
+impl Drop for WorkQueue {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `ptr` is a live workqueue; destroyed exactly once here.
+        unsafe { tpmrs_wq_destroy(self.ptr) };
+    }
+}
+

@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `/dev/tpmrs0`: the misc device, its file operations and the state all open files share.
+//!
+//! The kernel crate's `MiscDevice` abstraction has no `poll`, which the TSS device TCTI needs
+//! (it writes with `O_NONBLOCK` and polls for the response). Like Rust Binder, tpmrs therefore
+//! builds its own `file_operations` and registers a `struct miscdevice` with it.
+//!
+//! # Lock order
+//!
+//! `Client::inner` (per open file) is never held while `Shared::rm` is taken. `Shared::rm`
+//! (the resource manager: command table, session registry) is taken before the chip's ops lock
+//! (`tpm_try_get_ops`, the chip's `tpm_mutex`), and both are held together for the whole
+//! command, so every command of every space runs one at a time, like tpmrm0.
+
+use crate::{
+    chip::{Chip, DeadTpm},
+    client::Client,
+    proto::{Rm, Space},
+};
+use kernel::{
+    bindings,
+    error::to_result,
+    ffi::{c_char, c_int},
+    fs::File,
+    new_mutex,
+    prelude::*,
+    sync::{poll::PollTable, Arc, Mutex},
+    types::{ForeignOwnable, Opaque},
+    uaccess::{UserPtr, UserSlice},
+};
+
+/// What every open file shares: the chip and the resource manager's global state.
+#[pin_data]
+pub(crate) struct Shared {
+    /// The TPM.
+    pub(crate) chip: Chip,
+    /// The resource manager. Lock order: before the chip's ops lock.
+    #[pin]
+    pub(crate) rm: Mutex<Rm>,
+    /// Where O_NONBLOCK commands run.
+    pub(crate) wq: *mut bindings::workqueue_struct,
+}
+
+// SAFETY: `wq` is only used to enqueue work, which is thread safe; the module keeps the
+// workqueue alive longer than any `Shared` user (see `TpmrsModule`). The other fields are
+// `Send`/`Sync` themselves.
+unsafe impl Send for Shared {}
+// SAFETY: As for `Send`.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Creates the shared state around an initialized resource manager.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`.
+    pub(crate) fn new(
+        chip: Chip,
+        rm: Rm,
+        wq: &crate::chip::WorkQueue,
+    ) -> Result<Arc<Self>> {
+        let wq = wq.raw();
+        Arc::pin_init(
+            pin_init!(Self {
+                chip,
+                rm <- new_mutex!(rm, "tpmrs::Shared::rm"),
+                wq,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The workqueue for O_NONBLOCK commands.
+    pub(crate) fn queue(&self) -> &kernel::workqueue::Queue {
+        // SAFETY: The module destroys the workqueue only after the misc device is gone and
+        // every file is closed, i.e. after the last user of `Shared` can enqueue.
+        unsafe { kernel::workqueue::Queue::from_raw(self.wq) }
+    }
+
+    /// Runs one client command for `space`, holding the resource manager and the chip.
+    ///
+    /// # Errors
+    ///
+    /// `EPIPE` when the chip is going away; otherwise the errno the protocol core chose
+    /// (`EINVAL` for malformed commands, a transport errno, ...).
+    pub(crate) fn execute(&self, space: &mut Space, cmd: &[u8], rsp: &mut [u8]) -> Result<usize> {
+        let mut rm = self.rm.lock();
+        let mut tpm = self.chip.lock()?;
+        rm.execute(space, &mut tpm, now_ns(), cmd, rsp)
+            .map_err(|e| Error::from_errno(e.to_errno()))
+    }
+
+    /// Flushes everything `space` holds from the TPM (at close). Never fails: what cannot be
+    /// flushed now is queued in the resource manager and retried with the next command.
+    pub(crate) fn close_space(&self, mut space: Space) {
+        let mut rm = self.rm.lock();
+        match self.chip.lock() {
+            Ok(mut tpm) => rm.close_space(&mut space, &mut tpm),
+            Err(_) => rm.close_space(&mut space, &mut DeadTpm),
+        }
+    }
+
+    /// Creates the space for a newly opened file.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`.
+    pub(crate) fn new_space(&self) -> Result<Space> {
+        self.rm
+            .lock()
+            .new_space()
+            .map_err(|e| Error::from_errno(e.to_errno()))
+    }
+}
+
+/// Monotonic time in nanoseconds, for session timestamps.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: `ktime_get` has no preconditions.
+    let t = unsafe { bindings::ktime_get() };
+    u64::try_from(t).unwrap_or(0)
+}
+
+/// The registered `/dev/tpmrs0`.
+///
+/// # Invariants
+///
+/// `misc` is registered (with [`FOPS`]) for as long as this object exists.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    #[pin]
+    misc: Opaque<bindings::miscdevice>,
+}
+
+impl Registration {
+    /// Registers `/dev/tpmrs0`.
+    ///
+    /// # Errors
+    ///
+    /// What `misc_register` returns (`EBUSY` if the name is taken, `ENOMEM`).
+    pub(crate) fn register(shared: Arc<Shared>) -> Result<Pin<KBox<Self>>> {
+        KBox::try_pin_init(
+            // `shared` is initialized before `misc`: `open` may run as soon as it is registered.
+            try_pin_init!(Self {
+                shared,
+                misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                    // SAFETY: The initializer may write to `slot`; all-zero is a valid
+                    // `miscdevice` which we then fill in.
+                    unsafe {
+                        slot.write(pin_init::zeroed());
+                        (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+                        (*slot).name = c"tpmrs0".as_ptr();
+                        (*slot).fops = &FOPS.0;
+                    }
+                    // SAFETY: `slot` holds a filled-in miscdevice in pinned memory that lives
+                    // until `PinnedDrop` deregisters it.
+                    // INVARIANT: registered on success.
+                    to_result(unsafe { bindings::misc_register(slot) })
+                }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Registration {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: Registered by the type invariant; deregistered exactly once here.
+        unsafe { bindings::misc_deregister(self.misc.get()) };
+    }
+}
+
+/// Makes a C operations table usable as a `static`.
+#[repr(transparent)]
+struct AssertSync<T>(T);
+// SAFETY: Only used for the `file_operations` table, which is never written after build time.
+unsafe impl<T> Sync for AssertSync<T> {}
+
+/// The file operations of `/dev/tpmrs0`.
+static FOPS: AssertSync<bindings::file_operations> = AssertSync(bindings::file_operations {
+    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    open: Some(tpmrs_open),
+    release: Some(tpmrs_release),
+    read: Some(tpmrs_read),
+    write: Some(tpmrs_write),
+    poll: Some(tpmrs_poll),
+    ..pin_init::zeroed()
+});
+
+/// # Safety
+///
+/// Called by the VFS through `misc_open`, which has set `private_data` to our `miscdevice`
+/// and keeps it registered during the call.
+unsafe extern "C" fn tpmrs_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: `misc_open` stored the `struct miscdevice` pointer in `private_data`.
+    let misc = unsafe { (*file).private_data }.cast::<Opaque<bindings::miscdevice>>();
+    // SAFETY: Our only miscdevice is the `misc` field of a `Registration`, which stays alive
+    // while it is registered, i.e. for this whole call (`Opaque` is `repr(transparent)`).
+    let reg = unsafe { &*kernel::container_of!(misc, Registration, misc) };
+
+    let client = match Client::new(reg.shared.clone()) {
+        Ok(client) => client,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: `open` owns `private_data`; from here on it holds our `Arc<Client>`, which
+    // `tpmrs_release` takes back.
+    unsafe { (*file).private_data = client.into_foreign().cast() };
+    0
+}
+
+/// # Safety
+///
+/// Called by the VFS once per successful `tpmrs_open`, after the last other file operation.
+unsafe extern "C" fn tpmrs_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open`; release owns it.
+    let client = unsafe { <Arc<Client> as ForeignOwnable>::from_foreign((*file).private_data.cast()) };
+    client.release();
+    0
+}
+
+/// # Safety
+///
+/// Called by the VFS between `tpmrs_open` and `tpmrs_release`; `buf` is a user pointer.
+unsafe extern "C" fn tpmrs_read(
+    file: *mut bindings::file,
+    buf: *mut c_char,
+    count: usize,
+    _ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open` until release.
+    let client = unsafe { <Arc<Client> as ForeignOwnable>::borrow((*file).private_data.cast()) };
+    let user = UserSlice::new(UserPtr::from_ptr(buf.cast()), count).writer();
+    match client.read(user, count) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// Called by the VFS between `tpmrs_open` and `tpmrs_release`; `buf` is a user pointer.
+unsafe extern "C" fn tpmrs_write(
+    file: *mut bindings::file,
+    buf: *const c_char,
+    count: usize,
+    _ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open` until release.
+    let client = unsafe { <Arc<Client> as ForeignOwnable>::borrow((*file).private_data.cast()) };
+    // SAFETY: The VFS passes a valid file, with no fdget_pos region of ours on this thread.
+    let f = unsafe { File::from_raw_file(file) };
+    let nonblock = f.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
+    let user = UserSlice::new(UserPtr::from_ptr(buf.cast_mut().cast()), count).reader();
+    match client.write(user, count, nonblock) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// Called by the VFS between `tpmrs_open` and `tpmrs_release`.
+unsafe extern "C" fn tpmrs_poll(
+    file: *mut bindings::file,
+    wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open` until release.
+    let client = unsafe { <Arc<Client> as ForeignOwnable>::borrow((*file).private_data.cast()) };
+    // SAFETY: The VFS passes a valid file, with no fdget_pos region of ours on this thread.
+    let f = unsafe { File::from_raw_file(file) };
+    // SAFETY: The VFS passes a valid (or NULL) poll table for the duration of the call.
+    let table = unsafe { PollTable::from_raw(wait) };
+    client.poll(f, table)
+}

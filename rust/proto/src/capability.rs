@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0
+//! TPM2_GetCapability(TPM_CAP_HANDLES) as a space sees it: transient handles synthesized from
+//! the space's own virtual handles, other lists filtered.
+
+use super::codec::{get_u32, put_u32, Reader, Truncated, Writer};
+use super::constants::{TPM_CAP_HANDLES, TPM_RC_SUCCESS, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS};
+
+/// Most handles one TPML_HANDLE holds (MAX_CAP_HANDLES for a 1024-byte MAX_CAP_BUFFER).
+pub const MAX_CAP_HANDLES: u32 = 254;
+
+/// The parameters of a TPM2_GetCapability command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapabilityRequest {
+    /// capability.
+    pub capability: u32,
+    /// property.
+    pub property: u32,
+    /// propertyCount.
+    pub property_count: u32,
+}
+
+impl CapabilityRequest {
+    /// Reads the parameters at `params_offset` of `cmd`.
+    ///
+    /// # Errors
+    /// [`Truncated`] if they are incomplete.
+    pub fn parse(cmd: &[u8], params_offset: usize) -> Result<Self, Truncated> {
+        let mut r = Reader::at(cmd, params_offset);
+        Ok(CapabilityRequest {
+            capability: r.u32()?,
+            property: r.u32()?,
+            property_count: r.u32()?,
+        })
+    }
+}
+
+/// Writes a TPM_CAP_HANDLES response listing, in ascending order, the handles of `handles`
+/// that are >= `property`, at most `property_count` (and [`MAX_CAP_HANDLES`]) of them, with
+/// moreData set if more remain. `handles` need not be sorted and must not repeat.
+///
+/// # Errors
+/// [`Truncated`] if `rsp` is too small.
+pub fn write_handles_response(
+    rsp: &mut [u8],
+    handles: &[u32],
+    property: u32,
+    property_count: u32,
+) -> Result<usize, Truncated> {
+    let limit = property_count.min(MAX_CAP_HANDLES);
+    let eligible = handles.iter().filter(|h| **h >= property).count();
+    let listed = usize::try_from(limit).map_or(eligible, |l| l.min(eligible));
+    let mut w = Writer::new(rsp);
+    w.u16(TPM_ST_NO_SESSIONS)?;
+    w.u32(0)?; // size, patched below
+    w.u32(TPM_RC_SUCCESS)?;
+    w.u8(u8::from(listed < eligible))?;
+    w.u32(TPM_CAP_HANDLES)?;
+    w.u32(u32::try_from(listed).map_err(|_| Truncated)?)?;
+    // Selection by repeated minimum: tables are small.
+    let mut floor = property;
+    let mut first = true;
+    for _ in 0..listed {
+        let next = handles
+            .iter()
+            .copied()
+            .filter(|h| if first { *h >= floor } else { *h > floor })
+            .min();
+        let Some(h) = next else { break };
+        w.u32(h)?;
+        floor = h;
+        first = false;
+    }
+    let n = w.len();
+    w.patch_u32(2, u32::try_from(n).map_err(|_| Truncated)?)?;
+    Ok(n)
+}
+
+/// Rewrites, in place, the successful TPM_CAP_HANDLES response of `len` bytes in `rsp` so that
+/// it lists only the handles for which `keep` is true. Other responses are left alone.
+/// Returns the new length.
+///
+/// # Errors
+/// [`Truncated`] if the response is malformed.
+pub fn filter_handles_response(
+    rsp: &mut [u8],
+    len: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Result<usize, Truncated> {
+    let r = rsp.get(..len).ok_or(Truncated)?;
+    let mut rd = Reader::new(r);
+    let tag = rd.u16()?;
+    let _size = rd.u32()?;
+    if rd.u32()? != TPM_RC_SUCCESS {
+        return Ok(len);
+    }
+    // With sessions, parameterSize precedes the parameters and an auth area follows them.
+    let param_size_at = if tag == TPM_ST_SESSIONS {
+        let at = rd.position();
+        rd.u32()?;
+        Some(at)
+    } else if tag == TPM_ST_NO_SESSIONS {
+        None
+    } else {
+        return Err(Truncated);
+    };
+    let params_start = rd.position();
+    let _more = rd.u8()?;
+    if rd.u32()? != TPM_CAP_HANDLES {
+        return Ok(len);
+    }
+    let count_at = rd.position();
+    let count = rd.u32()?;
+    let list_at = rd.position();
+    let mut kept: u32 = 0;
+    let mut out = list_at;
+    let mut pos = list_at;
+    for _ in 0..count {
+        let h = get_u32(rsp, pos).ok_or(Truncated)?;
+        pos = pos.checked_add(4).ok_or(Truncated)?;
+        if pos > len {
+            return Err(Truncated);
+        }
+        if keep(h) {
+            put_u32(rsp, out, h)?;
+            out = out.checked_add(4).ok_or(Truncated)?;
+            kept = kept.saturating_add(1);
+        }
+    }
+    if param_size_at.is_none() && pos != len {
+        return Err(Truncated);
+    }
+    // Move whatever follows the list (the auth area of a TPM_ST_SESSIONS response).
+    let removed = pos.checked_sub(out).ok_or(Truncated)?;
+    let mut src = pos;
+    while src < len {
+        let b = *rsp.get(src).ok_or(Truncated)?;
+        *rsp.get_mut(src.checked_sub(removed).ok_or(Truncated)?)
+            .ok_or(Truncated)? = b;
+        src = src.checked_add(1).ok_or(Truncated)?;
+    }
+    let new_len = len.checked_sub(removed).ok_or(Truncated)?;
+    put_u32(rsp, count_at, kept)?;
+    if let Some(at) = param_size_at {
+        let params_len = out.checked_sub(params_start).ok_or(Truncated)?;
+        put_u32(rsp, at, u32::try_from(params_len).map_err(|_| Truncated)?)?;
+    }
+    put_u32(rsp, 2, u32::try_from(new_len).map_err(|_| Truncated)?)?;
+    Ok(new_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(rsp: &[u8]) -> (u8, std::vec::Vec<u32>) {
+        let n = u32::from_be_bytes(rsp[15..19].try_into().unwrap()) as usize;
+        let v = (0..n)
+            .map(|i| u32::from_be_bytes(rsp[19 + 4 * i..23 + 4 * i].try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            u32::from_be_bytes(rsp[2..6].try_into().unwrap()) as usize,
+            19 + 4 * n
+        );
+        (rsp[10], v)
+    }
+
+    #[test]
+    fn synthesized_transient_list() {
+        let mut b = [0u8; 4096];
+        let hs = [0x80ff_fffe, 0x80ff_fffc, 0x80ff_fffd, 0x8000_0005];
+        let n = write_handles_response(&mut b, &hs, 0x8000_0000, 100).unwrap();
+        assert_eq!(n, 19 + 16);
+        assert_eq!(
+            list(&b[..n]),
+            (0, vec![0x8000_0005, 0x80ff_fffc, 0x80ff_fffd, 0x80ff_fffe])
+        );
+        let n = write_handles_response(&mut b, &hs, 0x80ff_fffd, 100).unwrap();
+        assert_eq!(list(&b[..n]), (0, vec![0x80ff_fffd, 0x80ff_fffe]));
+        let n = write_handles_response(&mut b, &hs, 0x8000_0000, 2).unwrap();
+        assert_eq!(list(&b[..n]), (1, vec![0x8000_0005, 0x80ff_fffc]));
+        let n = write_handles_response(&mut b, &hs, 0x8000_0000, 0).unwrap();
+        assert_eq!(list(&b[..n]), (1, vec![]));
+        let n = write_handles_response(&mut b, &[], 0x8000_0000, 10).unwrap();
+        assert_eq!(list(&b[..n]), (0, vec![]));
+        assert_eq!(b[..10], [0x80, 1, 0, 0, 0, 19, 0, 0, 0, 0]);
+        assert_eq!(
+            write_handles_response(&mut b[..20], &hs, 0, 9),
+            Err(Truncated)
+        );
+    }
+
+    fn cap_rsp(handles: &[u32]) -> std::vec::Vec<u8> {
+        let mut v = vec![0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1];
+        v.extend_from_slice(&(handles.len() as u32).to_be_bytes());
+        for h in handles {
+            v.extend_from_slice(&h.to_be_bytes());
+        }
+        let n = v.len() as u32;
+        v[2..6].copy_from_slice(&n.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn filtering() {
+        let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001, 0x0200_0002]);
+        let len = r.len();
+        let n = filter_handles_response(&mut r, len, |h| h != 0x0200_0001).unwrap();
+        assert_eq!(list(&r[..n]), (1, vec![0x0200_0000, 0x0200_0002]));
+        // Not TPM_CAP_HANDLES: untouched.
+        let mut r = cap_rsp(&[1, 2]);
+        r[14] = 6;
+        let len = r.len();
+        assert_eq!(filter_handles_response(&mut r, len, |_| false), Ok(len));
+        // Errors: untouched.
+        let mut e = vec![0x80, 1, 0, 0, 0, 10, 0, 0, 1, 0x01];
+        assert_eq!(filter_handles_response(&mut e, 10, |_| false), Ok(10));
+    }
+
+    #[test]
+    fn filtering_with_sessions() {
+        // Tag 0x8002: parameterSize, parameters, then a 5-byte auth area.
+        let mut v = vec![
+            0x80, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 1, 0, 0, 0, 2,
+        ];
+        v.extend_from_slice(&0x0300_0001u32.to_be_bytes());
+        v.extend_from_slice(&0x0300_0002u32.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 1, 0, 0]);
+        let n = v.len() as u32;
+        v[2..6].copy_from_slice(&n.to_be_bytes());
+        let len = v.len();
+        let n = filter_handles_response(&mut v, len, |h| h == 0x0300_0002).unwrap();
+        assert_eq!(n, len - 4);
+        assert_eq!(&v[10..14], &13u32.to_be_bytes());
+        assert_eq!(&v[19..23], &1u32.to_be_bytes());
+        assert_eq!(&v[23..27], &0x0300_0002u32.to_be_bytes());
+        assert_eq!(&v[27..32], &[0, 0, 1, 0, 0]);
+        assert_eq!(&v[2..6], &(n as u32).to_be_bytes());
+    }
+
+    #[test]
+    fn filtering_malformed() {
+        let good = cap_rsp(&[0x0200_0000, 0x0200_0001]);
+        for cut in 10..good.len() {
+            let mut r = good.clone();
+            assert_eq!(
+                filter_handles_response(&mut r, cut, |_| true),
+                Err(Truncated),
+                "{cut}"
+            );
+        }
+        let mut r = good.clone();
+        r[18] = 200; // count too large
+        let len = r.len();
+        assert_eq!(
+            filter_handles_response(&mut r, len, |_| true),
+            Err(Truncated)
+        );
+        let mut r = good.clone();
+        r.push(0); // trailing byte
+        let len = r.len();
+        assert_eq!(
+            filter_handles_response(&mut r, len, |_| true),
+            Err(Truncated)
+        );
+        let mut r = good.clone();
+        assert_eq!(
+            filter_handles_response(&mut r, 5000, |_| true),
+            Err(Truncated)
+        );
+        let mut r = good;
+        r[1] = 0xC4; // bad tag
+        let len = r.len();
+        assert_eq!(
+            filter_handles_response(&mut r, len, |_| true),
+            Err(Truncated)
+        );
+    }
+}

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: GPL-2.0
+//! tpmrs protocol core: a TPM 2.0 resource manager (like Linux's /dev/tpmrm0) in plain Rust,
+//! with no kernel types. The same files build the host crate `tpmrs-proto` (tests) and, with
+//! `--cfg tpmrs_kernel`, a module of the tpmrs kernel module.
+//!
+//! Rules of this code: no `std`/`alloc` types (collections come from `platform`), no panics
+//! on any input, no `unsafe`, sibling modules named through `super::` (never `crate::`).
+
+#![cfg_attr(not(tpmrs_kernel), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(not(tpmrs_kernel))]
+extern crate alloc;
+#[cfg(all(test, not(tpmrs_kernel)))]
+#[macro_use]
+extern crate std;
+
+#[cfg(tpmrs_kernel)]
+#[path = "platform_kernel.rs"]
+mod platform;
+#[cfg(not(tpmrs_kernel))]
+#[path = "platform_std.rs"]
+mod platform;
+
+pub mod capability;
+pub mod cc_table;
+pub mod codec;
+pub mod command;
+pub mod constants;
+pub mod context;
+pub mod error;
+pub mod response;
+pub mod rm;
+pub mod sessions;
+pub mod space;
+pub mod stats;
+pub mod tpm;
+
+pub use cc_table::{CcAttrs, CcTable};
+pub use constants::TPM_BUFSIZE;
+pub use error::RmError;
+pub use platform::{OutOfMemory, Vec};
+pub use rm::{Config, Rm};
+pub use sessions::{SessionEntry, SessionRegistry, SessionState};
+pub use space::Space;
+pub use stats::Stats;
+pub use tpm::{Tpm, TransportError};

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Host implementation of the platform shim (the kernel build uses `platform_kernel.rs`).
+//!
+//! This is the only collection type the protocol core may use. Every allocation is fallible;
+//! the API is deliberately small so that the kernel version can provide the same one.
+
+use core::ops::{Deref, DerefMut};
+
+/// An allocation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+/// A growable array with fallible allocation.
+pub struct Vec<T>(alloc::vec::Vec<T>);
+
+impl<T> Vec<T> {
+    /// An empty vector; allocates nothing.
+    pub const fn new() -> Self {
+        Vec(alloc::vec::Vec::new())
+    }
+
+    /// An empty vector with room for `n` elements.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`] if the allocation fails.
+    pub fn try_with_capacity(n: usize) -> Result<Self, OutOfMemory> {
+        let mut v = alloc::vec::Vec::new();
+        v.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
+        Ok(Vec(v))
+    }
+
+    /// Appends `v`.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`] if growing the vector fails (the vector is unchanged).
+    pub fn try_push(&mut self, v: T) -> Result<(), OutOfMemory> {
+        self.0.try_reserve(1).map_err(|_| OutOfMemory)?;
+        self.0.push(v);
+        Ok(())
+    }
+
+    /// Removes and returns the last element.
+    pub fn pop(&mut self) -> Option<T> {
+        self.0.pop()
+    }
+
+    /// Removes element `i`, replacing it by the last one; `None` if `i` is out of range.
+    pub fn swap_remove(&mut self, i: usize) -> Option<T> {
+        if i < self.0.len() {
+            Some(self.0.swap_remove(i))
+        } else {
+            None
+        }
+    }
+
+    /// Removes every element.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Keeps the first `n` elements.
+    pub fn truncate(&mut self, n: usize) {
+        self.0.truncate(n);
+    }
+}
+
+impl<T: Copy> Vec<T> {
+    /// Appends a copy of `s`.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`] if growing the vector fails (the vector is unchanged).
+    pub fn try_extend_from_slice(&mut self, s: &[T]) -> Result<(), OutOfMemory> {
+        self.0.try_reserve(s.len()).map_err(|_| OutOfMemory)?;
+        self.0.extend_from_slice(s);
+        Ok(())
+    }
+}
+
+impl<T> Default for Vec<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Deref for Vec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Vec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}

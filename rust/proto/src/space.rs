@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+//! What one open file owns: its transient objects, each saved as a context blob under a
+//! virtual handle. (Its sessions live in the global session registry, tagged with the space
+//! id.)
+
+use super::platform::{OutOfMemory, Vec};
+
+/// The first virtual handle handed out; later ones count down from here.
+pub const VHANDLE_FIRST: u32 = 0x80FF_FFFE;
+/// The lowest virtual handle; below it, allocation wraps to [`VHANDLE_FIRST`].
+pub const VHANDLE_LAST: u32 = 0x8000_0000;
+
+/// One transient object of a space. Nothing of it is loaded in the TPM between commands.
+pub struct ObjectEntry {
+    /// The handle the client uses.
+    pub vhandle: u32,
+    /// The TPMS_CONTEXT from TPM2_ContextSave (or the client's TPM2_ContextLoad).
+    pub blob: Vec<u8>,
+    /// A sequence object: its state changes with use, so it is saved again after each use.
+    pub sequence: bool,
+}
+
+/// Why an object could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The space holds its maximum number of objects.
+    Full,
+    /// The table could not grow.
+    OutOfMemory,
+}
+
+impl From<OutOfMemory> for InsertError {
+    fn from(_: OutOfMemory) -> Self {
+        InsertError::OutOfMemory
+    }
+}
+
+/// The resource-manager state of one open file.
+pub struct Space {
+    id: u64,
+    objects: Vec<ObjectEntry>,
+    next_vhandle: u32,
+}
+
+impl Space {
+    /// An empty space with identifier `id` (unique among live spaces; the resource manager
+    /// assigns them).
+    pub fn new(id: u64) -> Self {
+        Space {
+            id,
+            objects: Vec::new(),
+            next_vhandle: VHANDLE_FIRST,
+        }
+    }
+
+    /// The space's identifier (owner id in the session registry).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The space's objects.
+    pub fn objects(&self) -> &[ObjectEntry] {
+        &self.objects
+    }
+
+    /// Index of the object with virtual handle `vhandle`.
+    pub fn find_object(&self, vhandle: u32) -> Option<usize> {
+        self.objects.iter().position(|o| o.vhandle == vhandle)
+    }
+
+    /// The object with virtual handle `vhandle`.
+    pub fn object(&self, vhandle: u32) -> Option<&ObjectEntry> {
+        self.objects.iter().find(|o| o.vhandle == vhandle)
+    }
+
+    /// The object with virtual handle `vhandle`, mutably.
+    pub fn object_mut(&mut self, vhandle: u32) -> Option<&mut ObjectEntry> {
+        self.objects.iter_mut().find(|o| o.vhandle == vhandle)
+    }
+
+    /// Removes and returns the object with virtual handle `vhandle`.
+    pub fn remove_object(&mut self, vhandle: u32) -> Option<ObjectEntry> {
+        let i = self.find_object(vhandle)?;
+        self.objects.swap_remove(i)
+    }
+
+    /// Drops every object (nothing of them is loaded in the TPM).
+    pub fn clear(&mut self) {
+        self.objects.clear();
+    }
+
+    /// The next free virtual handle: counting down from [`VHANDLE_FIRST`], wrapping at
+    /// [`VHANDLE_LAST`], skipping handles in use (so a handle is not reused soon).
+    fn alloc_vhandle(&mut self) -> u32 {
+        // At most objects.len() handles are taken, so this ends within len + 1 steps.
+        loop {
+            let h = self.next_vhandle;
+            // PANIC: h > VHANDLE_LAST in the subtraction.
+            self.next_vhandle = if h <= VHANDLE_LAST {
+                VHANDLE_FIRST
+            } else {
+                h - 1
+            };
+            if self.find_object(h).is_none() {
+                return h;
+            }
+        }
+    }
+
+    /// Adds an object whose saved context is `blob`, if the space has fewer than `max`
+    /// objects; returns its new virtual handle.
+    ///
+    /// # Errors
+    /// [`InsertError::Full`] or [`InsertError::OutOfMemory`] (the blob is dropped).
+    pub fn insert_object(
+        &mut self,
+        blob: Vec<u8>,
+        sequence: bool,
+        max: usize,
+    ) -> Result<u32, InsertError> {
+        if self.objects.len() >= max {
+            return Err(InsertError::Full);
+        }
+        let vhandle = self.alloc_vhandle();
+        self.objects.try_push(ObjectEntry {
+            vhandle,
+            blob,
+            sequence,
+        })?;
+        Ok(vhandle)
+    }
+
+    #[cfg(test)]
+    fn set_next_vhandle(&mut self, h: u32) {
+        self.next_vhandle = h;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.try_extend_from_slice(&[1, 2, 3]).unwrap();
+        v
+    }
+
+    #[test]
+    fn handles_count_down_and_are_not_reused_soon() {
+        let mut s = Space::new(7);
+        assert_eq!(s.id(), 7);
+        let a = s.insert_object(blob(), false, 64).unwrap();
+        let b = s.insert_object(blob(), true, 64).unwrap();
+        assert_eq!((a, b), (0x80FF_FFFE, 0x80FF_FFFD));
+        assert!(s.remove_object(a).is_some());
+        let c = s.insert_object(blob(), false, 64).unwrap();
+        assert_eq!(c, 0x80FF_FFFC);
+        assert!(s.object(b).unwrap().sequence);
+        assert_eq!(s.object(c).unwrap().blob.len(), 3);
+        assert!(s.object(a).is_none());
+        assert!(s.remove_object(a).is_none());
+        assert_eq!(s.objects().len(), 2);
+        s.object_mut(c).unwrap().sequence = true;
+        assert!(s.object(c).unwrap().sequence);
+    }
+
+    #[test]
+    fn full_table() {
+        let mut s = Space::new(1);
+        for _ in 0..3 {
+            s.insert_object(blob(), false, 3).unwrap();
+        }
+        assert_eq!(
+            s.insert_object(blob(), false, 3).err(),
+            Some(InsertError::Full)
+        );
+        s.clear();
+        assert!(s.objects().is_empty());
+    }
+
+    #[test]
+    fn wraps_and_skips_collisions() {
+        let mut s = Space::new(1);
+        let top = s.insert_object(blob(), false, 64).unwrap();
+        assert_eq!(top, VHANDLE_FIRST);
+        s.set_next_vhandle(VHANDLE_LAST + 1);
+        assert_eq!(
+            s.insert_object(blob(), false, 64).unwrap(),
+            VHANDLE_LAST + 1
+        );
+        assert_eq!(s.insert_object(blob(), false, 64).unwrap(), VHANDLE_LAST);
+        // Wraps to the top, which is taken: skips it.
+        assert_eq!(
+            s.insert_object(blob(), false, 64).unwrap(),
+            VHANDLE_FIRST - 1
+        );
+        let mut seen = std::vec::Vec::new();
+        for o in s.objects() {
+            assert!(!seen.contains(&o.vhandle));
+            seen.push(o.vhandle);
+        }
+    }
+}

@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A small fake TPM that models just what the resource manager relies on (transient object
+//! and session slots, context save/load/flush with replay protection, a command table) and
+//! lets a test inject faults on chosen commands.
+
+use std::collections::BTreeMap;
+
+use super::marshal::{Buf, Rd};
+use tpmrs_proto::{Tpm, TransportError};
+
+/// What to do to a matching command.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Answer this response code without executing.
+    Rc(u32),
+    /// Fail on the transport without executing.
+    Transport(i32),
+    /// Execute, then fail on the transport (the response is lost).
+    TransportAfter(i32),
+    /// Answer a malformed response.
+    Garbage,
+}
+
+struct Rule {
+    cc: u32,
+    skip: usize,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy)]
+struct Object {
+    id: u32,
+    state: u32,
+    sequence: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Session {
+    loaded: bool,
+    seq: u64,
+}
+
+/// The fake TPM.
+pub struct FakeTpm {
+    objects: BTreeMap<u32, Object>,
+    sessions: BTreeMap<u32, Session>,
+    next_id: u32,
+    next_seq: u64,
+    rules: Vec<Rule>,
+    /// Every command code received, in order.
+    pub log: Vec<u32>,
+    /// Every transmit fails while set.
+    pub down: bool,
+    /// TPM_CAP_COMMANDS entries per response (exercises moreData).
+    pub page: usize,
+    /// Most sessions (loaded + saved).
+    pub max_sessions: usize,
+}
+
+pub const CC_VENDOR: u32 = 0x2000_0001;
+
+/// (cc, cHandles, rHandle, flushed)
+const TABLE: &[(u32, u32, bool, bool)] = &[
+    (0x131, 1, true, false),  // CreatePrimary
+    (0x13E, 1, false, true),  // SequenceComplete
+    (0x15C, 1, false, false), // SequenceUpdate
+    (0x15D, 1, false, false), // Sign
+    (0x161, 0, true, false),  // ContextLoad
+    (0x162, 1, false, false), // ContextSave
+    (0x165, 0, false, false), // FlushContext
+    (0x176, 2, true, false),  // StartAuthSession
+    (0x17A, 0, false, false), // GetCapability
+    (0x17B, 0, false, false), // GetRandom
+    (0x186, 0, true, false),  // HashSequenceStart
+    (0x18C, 1, false, false), // PolicyPassword
+    (CC_VENDOR, 1, false, false),
+];
+
+fn attrs(e: &(u32, u32, bool, bool)) -> u32 {
+    e.0 | (e.1 << 25) | if e.2 { 1 << 28 } else { 0 } | if e.3 { 1 << 24 } else { 0 }
+}
+
+impl Default for FakeTpm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeTpm {
+    pub fn new() -> Self {
+        FakeTpm {
+            objects: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            next_id: 1,
+            next_seq: 1,
+            rules: Vec::new(),
+            log: Vec::new(),
+            down: false,
+            page: 5,
+            max_sessions: 64,
+        }
+    }
+
+    /// Applies `fault` to the (`skip`+1)-th next command with code `cc`.
+    pub fn fail(&mut self, cc: u32, skip: usize, fault: Fault) {
+        self.rules.push(Rule { cc, skip, fault });
+    }
+
+    pub fn loaded_objects(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Sessions the TPM holds (loaded or saved).
+    pub fn sessions(&self) -> Vec<u32> {
+        self.sessions.keys().copied().collect()
+    }
+
+    pub fn loaded_sessions(&self) -> usize {
+        self.sessions.values().filter(|s| s.loaded).count()
+    }
+
+    /// Asserts that nothing is left in the TPM.
+    pub fn assert_empty(&self) {
+        assert_eq!(self.loaded_objects(), 0, "objects left loaded");
+        assert_eq!(self.sessions(), vec![], "sessions left");
+    }
+
+    pub fn count(&self, cc: u32) -> usize {
+        self.log.iter().filter(|c| **c == cc).count()
+    }
+
+    fn rsp(rc: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = Buf::new().u16(0x8001).u32(0).u32(rc).bytes(body).done();
+        let n = v.len() as u32;
+        v[2..6].copy_from_slice(&n.to_be_bytes());
+        v
+    }
+
+    fn new_phandle(&self) -> u32 {
+        (0x8000_0000..)
+            .find(|h| !self.objects.contains_key(h))
+            .unwrap()
+    }
+
+    fn blob(seq: u64, saved: u32, data: &[u8]) -> Vec<u8> {
+        let mut b = Buf::new()
+            .bytes(&seq.to_be_bytes())
+            .u32(saved)
+            .u32(0x4000_0001)
+            .b2(data);
+        b = b.bytes(&[]);
+        b.done()
+    }
+
+    fn execute(&mut self, cmd: &[u8]) -> Vec<u8> {
+        let cc = u32::from_be_bytes(cmd[6..10].try_into().unwrap());
+        let Some(e) = TABLE.iter().find(|e| e.0 == cc) else {
+            return Self::rsp(0x143, &[]);
+        };
+        let tag = u16::from_be_bytes([cmd[0], cmd[1]]);
+        let mut r = Rd(cmd, 10);
+        let handles: Vec<u32> = (0..e.1).map(|_| r.u32()).collect();
+        for (i, h) in handles.iter().enumerate() {
+            let ok = match h >> 24 {
+                0x80 => self.objects.contains_key(h),
+                0x02 | 0x03 => self.sessions.get(h).is_some_and(|s| s.loaded),
+                _ => true,
+            };
+            if !ok {
+                return Self::rsp(0x910 + i as u32, &[]);
+            }
+        }
+        let mut ended = Vec::new();
+        if tag == 0x8002 {
+            let size = r.u32() as usize;
+            let end = r.1.saturating_add(size).min(cmd.len());
+            let mut i = 0;
+            while r.1 < end {
+                let h = r.u32();
+                r.b2();
+                let a = r.u8();
+                r.b2();
+                if h >> 24 == 2 || h >> 24 == 3 {
+                    if !self.sessions.get(&h).is_some_and(|s| s.loaded) {
+                        return Self::rsp(0x918 + i, &[]);
+                    }
+                    if a & 1 == 0 {
+                        ended.push(h);
+                    }
+                }
+                i += 1;
+            }
+        }
+        if r.overrun() {
+            return Self::rsp(0x095, &[]);
+        }
+        let params = &cmd[r.1..];
+        let out = match cc {
+            0x131 | 0x186 => {
+                let h = self.new_phandle();
+                let id = self.next_id;
+                self.next_id += 1;
+                self.objects.insert(
+                    h,
+                    Object {
+                        id,
+                        state: 0,
+                        sequence: cc == 0x186,
+                    },
+                );
+                Self::rsp(0, &h.to_be_bytes())
+            }
+            0x176 => {
+                if self.sessions.len() >= self.max_sessions {
+                    return Self::rsp(0x905, &[]);
+                }
+                let h = (0x0200_0000..)
+                    .find(|h| !self.sessions.contains_key(h))
+                    .unwrap();
+                self.sessions.insert(
+                    h,
+                    Session {
+                        loaded: true,
+                        seq: 0,
+                    },
+                );
+                Self::rsp(0, &Buf::new().u32(h).b2(&[7; 16]).done())
+            }
+            0x162 => {
+                let h = handles[0];
+                if let Some(o) = self.objects.get(&h) {
+                    let saved = if o.sequence { 0x8000_0001 } else { 0x8000_0000 };
+                    let data = Buf::new().u32(o.id).u32(o.state).done();
+                    Self::rsp(0, &Self::blob(0, saved, &data))
+                } else {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let Some(s) = self.sessions.get_mut(&h) else {
+                        return Self::rsp(0x18B, &[]);
+                    };
+                    s.loaded = false;
+                    s.seq = seq;
+                    Self::rsp(0, &Self::blob(seq, h, &h.to_be_bytes()))
+                }
+            }
+            0x161 => {
+                let mut p = Rd(params, 0);
+                let seq = u64::from_be_bytes(p.bytes(8).try_into().unwrap());
+                let saved = p.u32();
+                p.u32();
+                let data = p.b2();
+                if p.overrun() {
+                    return Self::rsp(0x095, &[]);
+                }
+                if saved >> 24 == 0x80 {
+                    let mut d = Rd(&data, 0);
+                    let (id, state) = (d.u32(), d.u32());
+                    let h = self.new_phandle();
+                    self.objects.insert(
+                        h,
+                        Object {
+                            id,
+                            state,
+                            sequence: saved == 0x8000_0001,
+                        },
+                    );
+                    Self::rsp(0, &h.to_be_bytes())
+                } else {
+                    match self.sessions.get_mut(&saved) {
+                        Some(s) if !s.loaded && s.seq == seq => {
+                            s.loaded = true;
+                            Self::rsp(0, &saved.to_be_bytes())
+                        }
+                        _ => Self::rsp(0x1CB, &[]),
+                    }
+                }
+            }
+            0x165 => {
+                let h = Rd(params, 0).u32();
+                if self.objects.remove(&h).is_some() || self.sessions.remove(&h).is_some() {
+                    Self::rsp(0, &[])
+                } else {
+                    Self::rsp(0x1CB, &[])
+                }
+            }
+            0x15C => {
+                match self.objects.get_mut(&handles[0]) {
+                    Some(o) => o.state += 1,
+                    None => return Self::rsp(0x18B, &[]),
+                }
+                Self::rsp(0, &[])
+            }
+            0x13E => {
+                let Some(o) = self.objects.remove(&handles[0]) else {
+                    return Self::rsp(0x18B, &[]);
+                };
+                Self::rsp(0, &Buf::new().u32(o.state).done())
+            }
+            0x17A => {
+                let mut p = Rd(params, 0);
+                let (cap, prop, count) = (p.u32(), p.u32(), p.u32() as usize);
+                if cap == 2 {
+                    let all: Vec<u32> = TABLE.iter().filter(|e| e.0 >= prop).map(attrs).collect();
+                    let n = all.len().min(self.page).min(count);
+                    let mut b = Buf::new().u8(u8::from(n < all.len())).u32(2).u32(n as u32);
+                    for a in &all[..n] {
+                        b = b.u32(*a);
+                    }
+                    Self::rsp(0, &b.done())
+                } else if cap == 1 {
+                    let list: Vec<u32> = match prop >> 24 {
+                        0x80 => self.objects.keys().copied().collect(),
+                        0x02 => self
+                            .sessions
+                            .iter()
+                            .filter(|s| s.1.loaded)
+                            .map(|s| *s.0)
+                            .collect(),
+                        0x03 => self
+                            .sessions
+                            .iter()
+                            .filter(|s| !s.1.loaded)
+                            .map(|s| *s.0)
+                            .collect(),
+                        _ => vec![],
+                    };
+                    let list: Vec<u32> = list
+                        .into_iter()
+                        .filter(|h| *h & 0xFF_FFFF >= prop & 0xFF_FFFF)
+                        .take(count)
+                        .collect();
+                    let mut b = Buf::new().u8(0).u32(1).u32(list.len() as u32);
+                    for h in list {
+                        b = b.u32(h);
+                    }
+                    Self::rsp(0, &b.done())
+                } else {
+                    Self::rsp(0x2C4, &[])
+                }
+            }
+            _ => Self::rsp(0, &[]),
+        };
+        if u32::from_be_bytes(out[6..10].try_into().unwrap()) == 0 {
+            for h in ended {
+                self.sessions.remove(&h);
+            }
+        }
+        out
+    }
+}
+
+impl Tpm for FakeTpm {
+    fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
+        assert!(
+            cmd.len() >= 10 && cmd.len() <= 4096,
+            "RM sent a malformed command"
+        );
+        assert_eq!(
+            u32::from_be_bytes(cmd[2..6].try_into().unwrap()) as usize,
+            cmd.len()
+        );
+        let cc = u32::from_be_bytes(cmd[6..10].try_into().unwrap());
+        self.log.push(cc);
+        if self.down {
+            return Err(TransportError(-19));
+        }
+        let mut fault = None;
+        if let Some(i) = self.rules.iter().position(|r| r.cc == cc) {
+            if self.rules[i].skip == 0 {
+                fault = Some(self.rules.remove(i).fault);
+            } else {
+                self.rules[i].skip -= 1;
+            }
+        }
+        let out = match fault {
+            None => self.execute(cmd),
+            Some(Fault::Rc(rc)) => Self::rsp(rc, &[]),
+            Some(Fault::Transport(e)) => return Err(TransportError(e)),
+            Some(Fault::TransportAfter(e)) => {
+                self.execute(cmd);
+                return Err(TransportError(e));
+            }
+            Some(Fault::Garbage) => vec![0x80, 0x01, 0, 0, 0, 99, 0, 0, 0, 0],
+        };
+        rsp[..out.len()].copy_from_slice(&out);
+        Ok(out.len())
+    }
+}

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Shared helpers of the integration tests: command marshaling, response parsing, a fake TPM
+//! with fault injection, and a real swtpm reached over TCP.
+#![allow(dead_code)]
+
+pub mod fake;
+pub mod marshal;
+pub mod swtpm;
+
+use tpmrs_proto::{Config, Rm, RmError, Space, Tpm, TPM_BUFSIZE};
+
+/// A resource manager, a TPM and helpers to run client commands.
+pub struct Harness<T: Tpm> {
+    pub rm: Rm,
+    pub tpm: T,
+    pub now: u64,
+}
+
+impl<T: Tpm> Harness<T> {
+    pub fn new(tpm: T, config: Config) -> Self {
+        let mut rm = Rm::new(config).expect("Rm::new");
+        let mut tpm = tpm;
+        rm.init(&mut tpm).expect("Rm::init");
+        Harness {
+            rm,
+            tpm,
+            now: 1_000,
+        }
+    }
+
+    pub fn space(&mut self) -> Space {
+        self.rm.new_space().expect("new_space")
+    }
+
+    /// Runs one client command; returns the response bytes or the error.
+    pub fn exec(&mut self, space: &mut Space, cmd: &[u8]) -> Result<Vec<u8>, RmError> {
+        let mut rsp = vec![0u8; TPM_BUFSIZE];
+        self.now += 1_000_000;
+        let n = self
+            .rm
+            .execute(space, &mut self.tpm, self.now, cmd, &mut rsp)?;
+        rsp.truncate(n);
+        Ok(rsp)
+    }
+
+    /// Runs one client command that must get a response; returns it.
+    pub fn ok(&mut self, space: &mut Space, cmd: &[u8]) -> Vec<u8> {
+        self.exec(space, cmd).expect("execute returned an errno")
+    }
+
+    /// Like `ok`, and the response code must be 0.
+    pub fn success(&mut self, space: &mut Space, cmd: &[u8]) -> Vec<u8> {
+        let r = self.ok(space, cmd);
+        assert_eq!(
+            marshal::rc(&r),
+            0,
+            "rc {:#x} for cc {:#x}",
+            marshal::rc(&r),
+            marshal::cc_of(cmd)
+        );
+        r
+    }
+
+    pub fn tpm_commands(&self) -> u64 {
+        self.rm.stats().tpm_commands
+    }
+
+    pub fn close(&mut self, space: &mut Space) {
+        self.rm.close_space(space, &mut self.tpm);
+    }
+}

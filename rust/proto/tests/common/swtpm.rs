@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A real swtpm, one per test, reached over its TCP data port (raw TPM 2.0 commands, as
+//! tpm2-tss's swtpm TCTI sends them). Killed and its state removed on drop.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tpmrs_proto::{Tpm, TransportError};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running swtpm.
+pub struct SwTpm {
+    child: Child,
+    stream: TcpStream,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl SwTpm {
+    /// Starts a fresh swtpm. Panics (fails the test) if swtpm is missing or does not start.
+    pub fn start() -> SwTpm {
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(s) => return s,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("cannot start swtpm: {last_err}");
+    }
+
+    fn try_start() -> Result<SwTpm, String> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tpmrs-swtpm-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let port = free_port();
+        let ctrl = free_port();
+        let mut child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.display()))
+            .arg("--flags")
+            .arg("not-need-init,startup-clear")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawning swtpm (is it installed?): {e}"))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("swtpm exited with {st}: {err}"));
+            }
+            if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .map_err(|e| e.to_string())?;
+                return Ok(SwTpm { child, stream, dir });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err("swtpm did not accept connections".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a command straight to the TPM (not through the resource manager).
+    pub fn raw(&mut self, cmd: &[u8]) -> Vec<u8> {
+        let mut rsp = vec![0u8; 4096];
+        let n = self.transmit(cmd, &mut rsp).expect("raw transmit");
+        rsp.truncate(n);
+        rsp
+    }
+
+    /// Handles of one TPM_CAP_HANDLES range as the TPM itself sees them (0x80000000:
+    /// transient, 0x02000000: loaded sessions, 0x03000000: saved sessions; session handles
+    /// may come back in either the HMAC or the policy form).
+    pub fn raw_handles(&mut self, first: u32) -> Vec<u32> {
+        let r = self.raw(&super::marshal::get_capability(
+            super::marshal::CAP_HANDLES,
+            first,
+            256,
+        ));
+        super::marshal::handles_of(&r).1
+    }
+
+    /// Asserts the TPM holds no transient object and no session (loaded or saved).
+    pub fn assert_empty(&mut self) {
+        assert_eq!(
+            self.raw_handles(0x8000_0000),
+            vec![],
+            "transient objects left"
+        );
+        assert_eq!(
+            self.raw_handles(0x0200_0000),
+            vec![],
+            "loaded sessions left"
+        );
+        assert_eq!(self.raw_handles(0x0300_0000), vec![], "saved sessions left");
+    }
+}
+
+impl Tpm for SwTpm {
+    fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
+        let io = |_| TransportError(-5);
+        self.stream.write_all(cmd).map_err(io)?;
+        let mut hdr = [0u8; 10];
+        self.stream.read_exact(&mut hdr).map_err(io)?;
+        let size = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]) as usize;
+        if !(10..=rsp.len()).contains(&size) {
+            return Err(TransportError(-5));
+        }
+        rsp[..10].copy_from_slice(&hdr);
+        self.stream.read_exact(&mut rsp[10..size]).map_err(io)?;
+        Ok(size)
+    }
+}
+
+impl Drop for SwTpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Deterministic tests of the pipeline against a fake TPM with fault injection.
+
+mod common;
+
+use common::fake::{FakeTpm, Fault, CC_VENDOR};
+use common::marshal::*;
+use common::Harness;
+use tpmrs_proto::{Config, Rm, RmError, Space, TransportError, TPM_BUFSIZE};
+
+const LAYER: u32 = 0xB_0000;
+
+fn harness() -> Harness<FakeTpm> {
+    Harness::new(FakeTpm::new(), Config::default())
+}
+
+fn new_key(h: &mut Harness<FakeTpm>, s: &mut Space) -> u32 {
+    let r = h.success(s, &create_primary(&ecc_signing_public(&[])));
+    rhandle(&r)
+}
+
+fn new_session(h: &mut Harness<FakeTpm>, s: &mut Space) -> u32 {
+    let r = h.success(s, &start_auth_session(SE_POLICY, &[1; 16]));
+    rhandle(&r)
+}
+
+#[test]
+fn init_follows_more_data() {
+    let h = harness();
+    // 13 commands, 5 per page: 3 GetCapability round trips.
+    assert_eq!(h.tpm.count(CC_GET_CAPABILITY), 3);
+    assert_eq!(h.rm.command_table().len(), 13);
+    assert!(h.rm.command_table().lookup(CC_VENDOR).unwrap().vendor());
+    assert_eq!(h.rm.command_table().lookup(CC_VENDOR & 0xFFFF), None);
+}
+
+#[test]
+fn init_errors() {
+    let mut rm = Rm::new(Config::default()).unwrap();
+    let mut t = FakeTpm::new();
+    t.down = true;
+    assert_eq!(rm.init(&mut t), Err(RmError::Transport(-19)));
+    let mut sp = rm.new_space().unwrap();
+    let mut rsp = vec![0; TPM_BUFSIZE];
+    assert_eq!(
+        rm.execute(&mut sp, &mut t, 0, &get_random(8), &mut rsp),
+        Err(RmError::NotInitialized)
+    );
+    t.down = false;
+    t.fail(CC_GET_CAPABILITY, 1, Fault::Rc(0x101));
+    assert_eq!(rm.init(&mut t), Err(RmError::BadResponse));
+    t.fail(CC_GET_CAPABILITY, 0, Fault::Garbage);
+    assert_eq!(rm.init(&mut t), Err(RmError::BadResponse));
+    assert_eq!(rm.init(&mut t), Ok(()));
+}
+
+#[test]
+fn space_ids_are_unique() {
+    let mut h = harness();
+    let a = h.space();
+    let b = h.space();
+    assert_ne!(a.id(), b.id());
+}
+
+#[test]
+fn sign_costs_five_and_leaves_nothing_loaded() {
+    let mut h = harness();
+    let mut s = h.space();
+    let key = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    assert_eq!(key, 0x80FF_FFFE);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    let before = h.tpm_commands();
+    h.success(&mut s, &sign(key, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(h.tpm_commands() - before, 5);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    let before = h.tpm_commands();
+    h.success(&mut s, &get_random(8));
+    assert_eq!(h.tpm_commands() - before, 1);
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn object_load_resource_error_is_returned_and_entry_kept() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k1 = new_key(&mut h, &mut s);
+    let k2 = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    // Second ContextLoad (the session) fails with TPM_RC_OBJECT_MEMORY... use a 2-object
+    // command: the vendor command has one handle, so fail the object load itself.
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x902));
+    let r = h.ok(&mut s, &sign(k1, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x902);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    // Session load fails with TPM_RC_SESSION_MEMORY after the key was loaded: the key is
+    // flushed again, both entries kept.
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x903));
+    let r = h.ok(&mut s, &sign(k2, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x903);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    // Everything still works.
+    h.success(&mut s, &sign(k1, Auth::policy(sess, true, KEY_AUTH)));
+    h.success(&mut s, &sign(k2, Auth::policy(sess, true, KEY_AUTH)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn object_load_other_error_drops_entry() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x09F)); // TPM_RC_INTEGRITY-like
+    let r = h.ok(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(
+        h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
+        Err(RmError::InvalidCommand)
+    );
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn session_load_failure_forgets_session() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x18B));
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert!(h.rm.sessions().get(sess).is_none());
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    // Now unknown: a handle error from the RM, nothing sent.
+    let before = h.tpm_commands();
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert_eq!(h.tpm_commands(), before);
+    // The fake still holds the (saved) session: we forgot it, as tpmrm0 would.
+    assert_eq!(h.tpm.sessions(), vec![sess]);
+}
+
+#[test]
+fn session_save_failures() {
+    let mut h = harness();
+    let mut s = h.space();
+    let s1 = new_session(&mut h, &mut s);
+    // Reference error on save: the session is gone, forget it, no flush.
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x910));
+    let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
+    h.success(&mut s, &policy_password(s1));
+    assert!(h.rm.sessions().get(s1).is_none());
+    assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes);
+    // Another error: flushed and forgotten.
+    let s2 = new_session(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x901));
+    h.success(&mut s, &policy_password(s2));
+    assert!(h.rm.sessions().get(s2).is_none());
+    assert!(!h.tpm.sessions().contains(&s2));
+}
+
+#[test]
+fn new_session_save_failure_on_start_auth_session() {
+    let mut h = harness();
+    let mut s = h.space();
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x901));
+    let r = h.ok(&mut s, &start_auth_session(SE_HMAC, &[1; 16]));
+    assert_eq!(rc(&r), 0); // the command itself worked, the session is flushed
+    assert!(h.rm.sessions().is_empty());
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn new_object_save_failure() {
+    let mut h = harness();
+    let mut s = h.space();
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
+    assert_eq!(rc(&r), 0x902);
+    assert!(s.objects().is_empty());
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn transport_failure_on_command_cleans_up() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    h.tpm.fail(CC_SIGN, 0, Fault::Transport(-62));
+    assert_eq!(
+        h.exec(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH))),
+        Err(RmError::Transport(-62))
+    );
+    assert_eq!(RmError::Transport(-62).to_errno(), -62);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn transport_failure_on_flush_is_queued_and_retried() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Transport(-5));
+    assert_eq!(
+        h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
+        Err(RmError::Transport(-5))
+    );
+    assert_eq!(h.rm.pending_flushes().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    h.success(&mut s, &get_random(4));
+    assert!(h.rm.pending_flushes().is_empty());
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn close_with_transport_down_queues_flushes() {
+    let mut h = harness();
+    let mut a = h.space();
+    let mut b = h.space();
+    new_session(&mut h, &mut a);
+    new_session(&mut h, &mut a);
+    new_key(&mut h, &mut a);
+    h.tpm.down = true;
+    h.close(&mut a);
+    assert_eq!(h.rm.pending_flushes().len(), 2);
+    assert!(h.rm.sessions().is_empty());
+    h.tpm.down = false;
+    h.success(&mut b, &get_random(4));
+    assert!(h.rm.pending_flushes().is_empty());
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn transport_failure_on_save_of_new_object() {
+    let mut h = harness();
+    let mut s = h.space();
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Transport(-5));
+    assert_eq!(
+        h.exec(&mut s, &create_primary(&ecc_signing_public(&[]))),
+        Err(RmError::Transport(-5))
+    );
+    assert!(s.objects().is_empty());
+    h.success(&mut s, &get_random(4));
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn lost_response_of_context_load() {
+    // The TPM loads the object but the response is lost: it stays loaded (we cannot know
+    // its handle) -- that is the one unavoidable leak; the RM must still not crash and the
+    // space must keep working.
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::TransportAfter(-5));
+    assert_eq!(
+        h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
+        Err(RmError::Transport(-5))
+    );
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+}
+
+#[test]
+fn malformed_tpm_response_is_eio() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    h.tpm.fail(CC_SIGN, 0, Fault::Garbage);
+    let e = h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))).unwrap_err();
+    assert_eq!(e, RmError::BadResponse);
+    assert_eq!(e.to_errno(), -5);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+}
+
+#[test]
+fn sequence_objects_are_resaved() {
+    let mut h = harness();
+    let mut s = h.space();
+    let seq = rhandle(&h.success(&mut s, &hash_sequence_start()));
+    assert!(s.objects()[0].sequence);
+    let before = h.tpm_commands();
+    h.success(&mut s, &sequence_update(seq, b"a"));
+    // load, update, save, flush
+    assert_eq!(h.tpm_commands() - before, 4);
+    h.success(&mut s, &sequence_update(seq, b"b"));
+    let before = h.tpm_commands();
+    let r = h.success(&mut s, &sequence_complete(seq, b""));
+    assert_eq!(u32_at(&r, 10), 2, "both updates were kept");
+    // load, complete (the TPM flushed it): nothing else.
+    assert_eq!(h.tpm_commands() - before, 2);
+    assert!(s.objects().is_empty());
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn failed_resave_of_sequence_drops_it() {
+    let mut h = harness();
+    let mut s = h.space();
+    let seq = rhandle(&h.success(&mut s, &hash_sequence_start()));
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    h.success(&mut s, &sequence_update(seq, b"a"));
+    assert!(s.objects().is_empty());
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn continue_session_accounting() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    // Failure: the session lives on.
+    h.tpm.fail(CC_SIGN, 0, Fault::Rc(0x98E));
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, false, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x98E);
+    assert!(h.rm.sessions().get(sess).is_some());
+    // Success with continueSession clear: the TPM ended it; no save attempted.
+    let saves = h.tpm.count(CC_CONTEXT_SAVE);
+    h.success(&mut s, &sign(k, Auth::policy(sess, false, KEY_AUTH)));
+    assert_eq!(h.tpm.count(CC_CONTEXT_SAVE), saves);
+    assert!(h.rm.sessions().get(sess).is_none());
+    h.tpm.assert_empty_sessions_and(0);
+}
+
+trait Extra {
+    fn assert_empty_sessions_and(&self, objects: usize);
+}
+
+impl Extra for FakeTpm {
+    fn assert_empty_sessions_and(&self, objects: usize) {
+        assert_eq!(self.sessions(), vec![]);
+        assert_eq!(self.loaded_objects(), objects);
+    }
+}
+
+#[test]
+fn per_space_session_limit() {
+    let mut h = Harness::new(
+        FakeTpm::new(),
+        Config {
+            max_objects: 64,
+            max_sessions: 2,
+        },
+    );
+    let mut s = h.space();
+    new_session(&mut h, &mut s);
+    new_session(&mut h, &mut s);
+    let r = h.ok(&mut s, &start_auth_session(SE_HMAC, &[1; 16]));
+    assert_eq!(rc(&r), 0x903 | LAYER);
+    assert_eq!(h.tpm.sessions().len(), 2);
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn capability_handles_are_filtered_per_space() {
+    let mut h = harness();
+    let mut a = h.space();
+    let mut b = h.space();
+    let sa = new_session(&mut h, &mut a);
+    let sb = new_session(&mut h, &mut b);
+    new_key(&mut h, &mut a);
+    new_key(&mut h, &mut a);
+    let kb = new_key(&mut h, &mut b);
+    let (_, la) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0300_0000, 64)));
+    assert_eq!(la, vec![sa]);
+    let (_, lb) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x0300_0000, 64)));
+    assert_eq!(lb, vec![sb]);
+    let before = h.tpm_commands();
+    let (more, ta) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
+    assert_eq!((more, ta), (0, vec![0x80FF_FFFD, 0x80FF_FFFE]));
+    let (more, ta) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x8000_0000, 1)));
+    assert_eq!((more, ta), (1, vec![0x80FF_FFFD]));
+    let (_, tb) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
+    assert_eq!(tb, vec![kb]);
+    assert_eq!(h.tpm_commands(), before);
+}
+
+#[test]
+fn malformed_commands_send_nothing() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let good = sign(k, Auth::pw(KEY_AUTH));
+    let before = h.tpm_commands();
+    let mut cases: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x80, 1, 0, 0, 0, 10, 0, 0, 1],
+        good[..good.len() - 1].to_vec(),
+    ];
+    let mut c = good.clone();
+    c[5] += 1; // size field larger than written
+    cases.push(c);
+    // Handle area truncated.
+    cases.push(command(CC_SIGN, &[], &[], &[]));
+    // authorizationSize overflowing.
+    let mut c = good.clone();
+    c[17] = 0xff;
+    cases.push(c);
+    // Four sessions.
+    let pw = Auth::pw(&[]);
+    cases.push(command(
+        CC_SIGN,
+        &[k],
+        &[pw.clone(), pw.clone(), pw.clone(), pw],
+        &[],
+    ));
+    // Transient handle not in the space.
+    cases.push(sign(0x80FF_0000, Auth::pw(&[])));
+    cases.push(flush_context(0x80FF_0000));
+    for c in &cases {
+        assert_eq!(h.exec(&mut s, c), Err(RmError::InvalidCommand), "{c:02x?}");
+    }
+    assert_eq!(h.tpm_commands(), before);
+    // Unknown command code and bad tag: synthesized responses.
+    let r = h.ok(&mut s, &command(0x0000_0FFF, &[], &[], &[]));
+    assert_eq!(r, vec![0x80, 1, 0, 0, 0, 10, 0, 0x0B, 0x01, 0x43]);
+    let mut c = get_random(8);
+    c[1] = 0xC1;
+    assert_eq!(rc(&h.ok(&mut s, &c)), 0x1E);
+    assert_eq!(h.tpm_commands(), before);
+    // Too big, small response buffer.
+    let big = vec![0u8; TPM_BUFSIZE + 1];
+    assert_eq!(h.exec(&mut s, &big), Err(RmError::TooBig));
+    let mut small = vec![0u8; 100];
+    assert_eq!(
+        h.rm.execute(&mut s, &mut h.tpm, 0, &get_random(1), &mut small),
+        Err(RmError::BufferTooSmall)
+    );
+    assert_eq!(h.tpm_commands(), before);
+}
+
+#[test]
+fn fuzzed_commands_never_panic_or_leak() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    let seeds = [
+        sign(k, Auth::policy(sess, true, KEY_AUTH)),
+        flush_context(k),
+        context_save(sess),
+        get_capability(CAP_HANDLES, 0x8000_0000, 5),
+        start_auth_session(SE_HMAC, &[3; 16]),
+    ];
+    let mut x: u32 = 12345;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for round in 0..4000 {
+        let mut c = seeds[round % seeds.len()].clone();
+        for _ in 0..(rnd() % 3 + 1) {
+            let i = rnd() as usize % c.len();
+            c[i] = rnd() as u8;
+        }
+        if rnd() % 4 == 0 {
+            let n = rnd() as usize % c.len();
+            c.truncate(n);
+        }
+        let _ = h.exec(&mut s, &c);
+        assert_eq!(h.tpm.loaded_objects(), 0);
+        assert_eq!(h.tpm.loaded_sessions(), 0);
+    }
+    h.close(&mut s);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+}
+
+#[test]
+fn transport_error_type() {
+    assert_eq!(TransportError(-19).0, -19);
+}

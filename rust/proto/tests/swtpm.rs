@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Integration tests against a real swtpm (each test starts its own). swtpm must be
+//! installed: these tests fail, never skip, without it.
+
+mod common;
+
+use common::marshal::*;
+use common::swtpm::SwTpm;
+use common::Harness;
+use tpmrs_proto::{Config, RmError, Space};
+
+const LAYER: u32 = 0xB_0000;
+
+fn harness() -> Harness<SwTpm> {
+    Harness::new(SwTpm::start(), Config::default())
+}
+
+/// An ECC signing key (auth KEY_AUTH) whose policy is PolicyPassword.
+fn ecc_key(h: &mut Harness<SwTpm>, s: &mut Space) -> (u32, Vec<u8>) {
+    let r = h.success(
+        s,
+        &create_primary(&ecc_signing_public(&policy_password_digest())),
+    );
+    (rhandle(&r), create_primary_name(&r))
+}
+
+fn policy_session(h: &mut Harness<SwTpm>, s: &mut Space) -> u32 {
+    rhandle(&h.success(s, &start_auth_session(SE_POLICY, &[1; 16])))
+}
+
+#[test]
+fn swtpm_is_installed() {
+    let out = std::process::Command::new("swtpm")
+        .arg("--version")
+        .output();
+    assert!(
+        out.is_ok_and(|o| o.status.success()),
+        "swtpm missing: install the swtpm package"
+    );
+}
+
+#[test]
+fn command_costs() {
+    let mut h = harness();
+    let mut s = h.space();
+    let before = h.tpm_commands();
+    let r = h.success(&mut s, &get_random(8));
+    assert_eq!(r.len(), 20);
+    assert_eq!(
+        h.tpm_commands() - before,
+        1,
+        "GetRandom costs one TPM command"
+    );
+
+    let before = h.tpm_commands();
+    let (key, _) = ecc_key(&mut h, &mut s);
+    assert_eq!(key, 0x80FF_FFFE);
+    assert_eq!(h.tpm_commands() - before, 3, "CreatePrimary, save, flush");
+
+    let sess = policy_session(&mut h, &mut s);
+    h.success(&mut s, &policy_password(sess));
+    let before = h.tpm_commands();
+    h.success(&mut s, &sign(key, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(
+        h.tpm_commands() - before,
+        5,
+        "load key, load session, sign, save session, flush key"
+    );
+
+    let before = h.tpm_commands();
+    h.success(&mut s, &sign(key, Auth::pw(KEY_AUTH)));
+    assert_eq!(h.tpm_commands() - before, 3, "load key, sign, flush key");
+    h.tpm.assert_empty_but_saved(1);
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+trait SwExt {
+    fn assert_empty_but_saved(&mut self, saved: usize);
+}
+
+impl SwExt for SwTpm {
+    fn assert_empty_but_saved(&mut self, saved: usize) {
+        assert_eq!(self.raw_handles(0x8000_0000), vec![]);
+        assert_eq!(self.raw_handles(0x0200_0000), vec![]);
+        assert_eq!(self.raw_handles(0x0300_0000).len(), saved);
+    }
+}
+
+#[test]
+fn sign_with_hmac_session() {
+    let mut h = harness();
+    let mut s = h.space();
+    let (key, name) = ecc_key(&mut h, &mut s);
+    let r = h.success(&mut s, &start_auth_session(SE_HMAC, &[2; 16]));
+    let sess = rhandle(&r);
+    let mut nonce_tpm = start_auth_session_nonce(&r);
+    for i in 0..3u8 {
+        let nonce = [0x10 + i; 16];
+        let params = sign_params();
+        let auth = hmac_auth(
+            sess,
+            &nonce,
+            &nonce_tpm,
+            1,
+            KEY_AUTH,
+            &cp_hash(CC_SIGN, &[&name], &params),
+        );
+        let r = h.success(&mut s, &command(CC_SIGN, &[key], &[auth], &params));
+        nonce_tpm = auth_response_nonce(&r, 0);
+    }
+    // A wrong HMAC fails (the key is noDA) and the session lives on.
+    let params = sign_params();
+    let auth = hmac_auth(
+        sess,
+        &[9; 16],
+        &nonce_tpm,
+        1,
+        b"wrong",
+        &cp_hash(CC_SIGN, &[&name], &params),
+    );
+    let r = h.ok(&mut s, &command(CC_SIGN, &[key], &[auth], &params));
+    assert_ne!(rc(&r), 0);
+    assert!(h.rm.sessions().get(sess).is_some());
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn rsa_key_signs() {
+    let mut h = harness();
+    let mut s = h.space();
+    let key = rhandle(&h.success(&mut s, &create_primary(&rsa_signing_public())));
+    h.success(&mut s, &sign(key, Auth::pw(KEY_AUTH)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn continue_session_accounting() {
+    let mut h = harness();
+    let mut s = h.space();
+    let (key, _) = ecc_key(&mut h, &mut s);
+    let sess = policy_session(&mut h, &mut s);
+    // Failure with continueSession clear: the session lives on.
+    h.success(&mut s, &policy_password(sess));
+    let r = h.ok(&mut s, &sign(key, Auth::policy(sess, false, b"wrong")));
+    assert_ne!(rc(&r), 0);
+    assert!(h.rm.sessions().get(sess).is_some());
+    assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 1);
+    // Success with continueSession clear: ended by the TPM, forgotten by us. (The failed
+    // authorization left the policy satisfied.)
+    let saves = h.rm.stats().context_saves;
+    h.success(&mut s, &sign(key, Auth::policy(sess, false, KEY_AUTH)));
+    assert_eq!(h.rm.stats().context_saves, saves, "no save attempted");
+    assert!(h.rm.sessions().get(sess).is_none());
+    h.tpm.assert_empty();
+    // Using it now is an RM-layer handle error, nothing sent.
+    let before = h.tpm_commands();
+    let r = h.ok(&mut s, &sign(key, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert_eq!(h.tpm_commands(), before);
+}
+
+#[test]
+fn spaces_are_isolated() {
+    let mut h = harness();
+    let mut a = h.space();
+    let mut b = h.space();
+    let (ka, _) = ecc_key(&mut h, &mut a);
+    let sa = policy_session(&mut h, &mut a);
+    let before = h.tpm_commands();
+    // b has no objects: a's virtual handle means nothing to it.
+    assert_eq!(
+        h.exec(&mut b, &sign(ka, Auth::pw(KEY_AUTH))),
+        Err(RmError::InvalidCommand)
+    );
+    assert_eq!(
+        h.exec(&mut b, &flush_context(ka)),
+        Err(RmError::InvalidCommand)
+    );
+    assert_eq!(
+        h.exec(&mut b, &context_save(ka)),
+        Err(RmError::InvalidCommand)
+    );
+    // a's session: not usable, not flushable, not visible, not savable from b.
+    let (kb, _) = ecc_key(&mut h, &mut b);
+    let before_b = h.tpm_commands();
+    let r = h.ok(&mut b, &sign(kb, Auth::policy(sa, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x98B | LAYER);
+    let r = h.ok(&mut b, &policy_password(sa));
+    assert_eq!(rc(&r), 0x18B | LAYER);
+    let r = h.ok(&mut b, &flush_context(sa));
+    assert_eq!(rc(&r), 0x1CB | LAYER);
+    let r = h.ok(&mut b, &context_save(sa));
+    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(h.tpm_commands(), before_b);
+    let _ = before;
+    for prop in [0x0200_0000, 0x0300_0000] {
+        let (_, l) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, prop, 64)));
+        assert!(!l.contains(&sa), "b sees a's session");
+    }
+    let (_, l) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0300_0000, 64)));
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0] & 0xFF_FFFF, sa & 0xFF_FFFF);
+    // Transient lists: each its own.
+    let (_, la) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
+    let (_, lb) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
+    assert_eq!((la, lb), (vec![ka], vec![kb]));
+    // a saves its session itself; b cannot load that blob.
+    let blob = context_save_blob(&h.success(&mut a, &context_save(sa)));
+    let before = h.tpm_commands();
+    let r = h.ok(&mut b, &context_load(&blob));
+    assert_eq!(rc(&r), 0x1CB | LAYER);
+    assert_eq!(h.tpm_commands(), before);
+    // a can.
+    let r = h.success(&mut a, &context_load(&blob));
+    assert_eq!(rhandle(&r), sa);
+    h.success(&mut a, &policy_password(sa));
+    h.success(&mut a, &sign(ka, Auth::policy(sa, true, KEY_AUTH)));
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn ten_objects_in_one_space() {
+    let mut h = harness();
+    let mut s = h.space();
+    let keys: Vec<u32> = (0..10)
+        .map(|_| rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[])))))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(*k, 0x80FF_FFFE - i as u32);
+    }
+    assert_eq!(h.tpm.raw_handles(0x8000_0000), vec![]);
+    for k in keys.iter().rev() {
+        h.success(&mut s, &sign(*k, Auth::pw(KEY_AUTH)));
+    }
+    let (more, l) = handles_of(&h.success(&mut s, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!((more, l), (0, sorted.clone()));
+    let (more, l) = handles_of(&h.success(&mut s, &get_capability(CAP_HANDLES, sorted[3], 4)));
+    assert_eq!((more, l), (1, sorted[3..7].to_vec()));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn full_object_table() {
+    let mut h = Harness::new(
+        SwTpm::start(),
+        Config {
+            max_objects: 3,
+            max_sessions: 64,
+        },
+    );
+    let mut s = h.space();
+    for _ in 0..3 {
+        h.success(&mut s, &create_primary(&ecc_signing_public(&[])));
+    }
+    let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
+    assert_eq!(rc(&r), 0x902 | LAYER);
+    assert_eq!(s.objects().len(), 3);
+    h.tpm.assert_empty();
+    // Freeing one makes room again.
+    let v = s.objects()[0].vhandle;
+    h.success(&mut s, &flush_context(v));
+    h.success(&mut s, &create_primary(&ecc_signing_public(&[])));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn flush_context_objects_and_sessions() {
+    let mut h = harness();
+    let mut s = h.space();
+    let (key, _) = ecc_key(&mut h, &mut s);
+    let before = h.tpm_commands();
+    let r = h.success(&mut s, &flush_context(key));
+    assert_eq!(r, vec![0x80, 1, 0, 0, 0, 10, 0, 0, 0, 0]);
+    assert_eq!(
+        h.tpm_commands(),
+        before,
+        "flushing a virtual object costs nothing"
+    );
+    assert_eq!(
+        h.exec(&mut s, &flush_context(key)),
+        Err(RmError::InvalidCommand)
+    );
+    assert_eq!(
+        h.exec(&mut s, &sign(key, Auth::pw(KEY_AUTH))),
+        Err(RmError::InvalidCommand)
+    );
+    let sess = policy_session(&mut h, &mut s);
+    let before = h.tpm_commands();
+    h.success(&mut s, &flush_context(sess));
+    assert_eq!(h.tpm_commands() - before, 1);
+    assert!(h.rm.sessions().is_empty());
+    h.tpm.assert_empty();
+    // A session nobody registered: RM-layer error, not sent.
+    let r = h.ok(&mut s, &flush_context(0x0200_0010));
+    assert_eq!(rc(&r), 0x1CB | LAYER);
+    // Persistent handles pass through (and the TPM refuses).
+    let r = h.ok(&mut s, &flush_context(0x8100_0001));
+    assert_ne!(rc(&r), 0);
+    assert_eq!(rc(&r) & LAYER, 0);
+}
+
+#[test]
+fn close_flushes_everything() {
+    let mut h = harness();
+    let mut s = h.space();
+    let mut other = h.space();
+    for _ in 0..4 {
+        h.success(&mut s, &create_primary(&ecc_signing_public(&[])));
+    }
+    let s1 = policy_session(&mut h, &mut s);
+    let s2 = rhandle(&h.success(&mut s, &start_auth_session(SE_HMAC, &[4; 16])));
+    let s3 = policy_session(&mut h, &mut s);
+    // s2 saved by the client (we hold no blob), s3 saved by the client and loaded again.
+    let _blob2 = context_save_blob(&h.success(&mut s, &context_save(s2)));
+    let blob3 = context_save_blob(&h.success(&mut s, &context_save(s3)));
+    h.success(&mut s, &context_load(&blob3));
+    let os = policy_session(&mut h, &mut other);
+    assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 4);
+    let _ = s1;
+    h.close(&mut s);
+    let left = h.tpm.raw_handles(0x0300_0000);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0] & 0xFF_FFFF, os & 0xFF_FFFF);
+    assert_eq!(h.tpm.raw_handles(0x8000_0000), vec![]);
+    h.close(&mut other);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn client_context_save_and_load() {
+    let mut h = harness();
+    let mut s = h.space();
+    let (key, _) = ecc_key(&mut h, &mut s);
+    let before = h.tpm_commands();
+    let blob = context_save_blob(&h.success(&mut s, &context_save(key)));
+    assert_eq!(h.tpm_commands() - before, 3, "load, save, flush");
+    assert_eq!(u32_at(&blob, 8), 0x8000_0000);
+    h.success(&mut s, &flush_context(key));
+    let before = h.tpm_commands();
+    let k2 = rhandle(&h.success(&mut s, &context_load(&blob)));
+    assert_eq!(
+        h.tpm_commands() - before,
+        2,
+        "load, flush: the client's blob is kept"
+    );
+    assert_ne!(k2, key);
+    h.success(&mut s, &sign(k2, Auth::pw(KEY_AUTH)));
+    // Load it twice: two objects.
+    let k3 = rhandle(&h.success(&mut s, &context_load(&blob)));
+    assert_ne!(k3, k2);
+    h.success(&mut s, &sign(k3, Auth::pw(KEY_AUTH)));
+    // Sessions.
+    let sess = policy_session(&mut h, &mut s);
+    let sblob = context_save_blob(&h.success(&mut s, &context_save(sess)));
+    assert!(matches!(
+        h.rm.sessions().get(sess).map(|e| &e.state),
+        Some(tpmrs_proto::SessionState::SavedByClient)
+    ));
+    // Used while the client holds it: not loaded, the TPM says so.
+    let r = h.ok(&mut s, &policy_password(sess));
+    assert_ne!(rc(&r), 0);
+    let r = h.success(&mut s, &context_load(&sblob));
+    assert_eq!(rhandle(&r), sess);
+    h.success(&mut s, &policy_password(sess));
+    h.success(&mut s, &sign(k2, Auth::policy(sess, true, KEY_AUTH)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn sequence_objects_keep_their_state() {
+    let mut h = harness();
+    let mut s = h.space();
+    let seq = rhandle(&h.success(&mut s, &hash_sequence_start()));
+    h.success(&mut s, &sequence_update(seq, b"abc"));
+    h.success(&mut s, &sequence_update(seq, b"def"));
+    let r = h.success(&mut s, &sequence_complete(seq, b"ghi"));
+    assert_eq!(sequence_complete_digest(&r), sha256(&[b"abcdefghi"]));
+    assert!(s.objects().is_empty(), "SequenceComplete flushed it");
+    assert_eq!(
+        h.exec(&mut s, &sequence_update(seq, b"x")),
+        Err(RmError::InvalidCommand)
+    );
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn load_under_a_virtual_parent() {
+    let mut h = harness();
+    let mut s = h.space();
+    let parent = rhandle(&h.success(&mut s, &create_primary(&ecc_storage_public())));
+    let r = h.success(&mut s, &create(parent, &ecc_signing_public(&[])));
+    let (private, public) = create_outputs(&r);
+    let before = h.tpm_commands();
+    let child = rhandle(&h.success(&mut s, &load(parent, &private, &public)));
+    assert_eq!(
+        h.tpm_commands() - before,
+        5,
+        "load parent, Load, save child, flush child, flush parent"
+    );
+    h.success(&mut s, &sign(child, Auth::pw(KEY_AUTH)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn unknown_and_malformed_commands_send_nothing() {
+    let mut h = harness();
+    let mut s = h.space();
+    let (key, _) = ecc_key(&mut h, &mut s);
+    let before = h.tpm_commands();
+    let r = h.ok(&mut s, &command(0x0000_0FFF, &[], &[], &[]));
+    assert_eq!(r, vec![0x80, 1, 0, 0, 0, 10, 0, 0x0B, 0x01, 0x43]);
+    let r = h.ok(&mut s, &command(0x2000_0FFF, &[], &[], &[]));
+    assert_eq!(rc(&r), 0x000B_0143);
+    let good = sign(key, Auth::pw(KEY_AUTH));
+    let mut short = good.clone();
+    short.truncate(9);
+    let mut size = good.clone();
+    size[5] ^= 0x10;
+    let mut auth = good.clone();
+    auth[17] = 0x7f;
+    let pw = Auth::pw(&[]);
+    for c in [
+        short,
+        size,
+        auth,
+        command(CC_SIGN, &[], &[], &[]),
+        command(
+            CC_SIGN,
+            &[key],
+            &[pw.clone(), pw.clone(), pw.clone(), pw],
+            &[],
+        ),
+    ] {
+        assert_eq!(h.exec(&mut s, &c), Err(RmError::InvalidCommand));
+    }
+    assert_eq!(h.tpm_commands(), before);
+}

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: GPL-2.0
+//! tpmrs: a TPM 2.0 resource manager.
+//!
+//! `/dev/tpmrs0` is a /dev/tpmrmX-style node: each open file holds a space with its own
+//! virtual object handles and sessions, and every command is intercepted, mapped, and
+//! accounted. The protocol logic lives in `proto/` (plain Rust, also built and tested on the
+//! host); this crate is the kernel glue around it:
+//!
+//! - [`chip`]: the TPM chip, its ops lock, the transport (through `tpmrs_shim.c`);
+//! - [`device`]: the misc device, its file operations and the shared state;
+//! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol.
+
+use kernel::prelude::*;
+
+mod chip;
+mod client;
+mod device;
+#[path = "proto/src/lib.rs"]
+#[allow(dead_code, unreachable_pub, clippy::all)]
+mod proto;
+mod tests;
+
+module! {
+    type: TpmrsModule,
+    name: "tpmrs",
+    authors: ["tpmrs developers"],
+    description: "TPM 2.0 resource manager with global session accounting (/dev/tpmrs0)",
+    license: "GPL",
+    params: {
+        max_objects: u32 {
+            default: 64,
+            description: "Transient objects one open file may hold (1-1024, default 64)",
+        },
+        max_sessions: u32 {
+            default: 64,
+            description: "Sessions one open file may hold (1-64, default 64)",
+        },
+    },
+}
+
+struct TpmrsModule {
+    /// `/dev/tpmrs0`. Dropped first: no new file can be opened after it.
+    _dev: Pin<KBox<device::Registration>>,
+    /// Dropped second: draining it runs (or drops) every queued O_NONBLOCK command.
+    _wq: chip::WorkQueue,
+}
+
+impl kernel::Module for TpmrsModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let config = proto::Config {
+            max_objects: (*module_parameters::max_objects.value()).clamp(1, 1024) as usize,
+            max_sessions: (*module_parameters::max_sessions.value()).clamp(1, 64) as usize,
+        };
+        let chip = chip::Chip::get_default().inspect_err(|_| {
+            pr_err!("no TPM 2.0 chip\n");
+        })?;
+        let mut rm = proto::Rm::new(config).map_err(|e| Error::from_errno(e.to_errno()))?;
+        {
+            let mut tpm = chip.lock()?;
+            rm.init(&mut tpm).map_err(|e| {
+                pr_err!("reading the TPM's command table failed ({})\n", e.to_errno());
+                Error::from_errno(e.to_errno())
+            })?;
+        }
+        let wq = chip::WorkQueue::new()?;
+        pr_info!("/dev/tpmrs0 on {}\n", chip.name());
+        let shared = device::Shared::new(chip, rm, &wq)?;
+        let dev = device::Registration::register(shared)?;
+        Ok(Self { _dev: dev, _wq: wq })
+    }
+}

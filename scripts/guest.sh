@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots a tpmrs dev kernel in QEMU (TCG) with a fresh swtpm behind tpm-tis and the host's root
+# shared read-only over virtio-9p (the virtme-ng approach: every host program runs in the
+# guest as it is), runs one guest script as part of PID 1, and powers off.
+#
+# usage: scripts/guest.sh KDIR GUEST_SCRIPT OUTDIR [TIMEOUT_SECONDS]
+#   GUEST_SCRIPT  a path relative to the checkout (e.g. tests/guest/suite.sh), run as root in
+#                 the guest with TPMRS_ROOT (the checkout), TPMRS_OUT (a writable share that
+#                 is OUTDIR on the host) and TPMRS_KO (the module) in its environment.
+#   OUTDIR        receives console.log, the guest script's files and the swtpm state/log.
+# Environment: TPMRS_SWTPM_LOG=1 makes swtpm log every command (for counting TPM traffic);
+#              TPMRS_INTERACTIVE=1 gives a shell on the console after the script;
+#              TPMRS_SHOW_CONSOLE=1 shows the console while it runs (and logs it).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+
+kdir=$1 script=$2 out=$3 timeout=${4:-1500}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+tpmdir=$out/swtpm
+rm -rf "$tpmdir" && mkdir -p "$tpmdir"
+
+swtpm_args=(socket --tpm2 --tpmstate "dir=$tpmdir" --ctrl "type=unixio,path=$tpmdir/ctrl.sock"
+	    --terminate --daemon --pid "file=$tpmdir/pid")
+if [ "${TPMRS_SWTPM_LOG:-0}" = 1 ]; then
+	swtpm_args+=(--log "file=$tpmdir/swtpm.log,level=20")
+fi
+swtpm "${swtpm_args[@]}"
+cleanup() { [ -f "$tpmdir/pid" ] && kill "$(cat "$tpmdir/pid")" 2>/dev/null || true; }
+trap cleanup EXIT
+
+append="console=ttyS0 panic=-1 root=/dev/root rootfstype=9p"
+append+=" rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144 ro"
+append+=" init=$TPMRS_ROOT/tests/guest/init.sh"
+append+=" TPMRS_ROOT=$TPMRS_ROOT TPMRS_CACHE=$TPMRS_CACHE TPMRS_SCRIPT=$script TPMRS_INTERACTIVE=${TPMRS_INTERACTIVE:-0}"
+append+=" kmemleak=on"
+
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nographic -no-reboot
+      -kernel "$kdir/arch/x86/boot/bzImage" -append "$append"
+      -virtfs "local,path=/,mount_tag=/dev/root,security_model=none,readonly=on,multidevs=remap"
+      -virtfs "local,path=$out,mount_tag=tpmrs_out,security_model=none,multidevs=remap"
+      -chardev "socket,id=chrtpm,path=$tpmdir/ctrl.sock"
+      -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
+
+if [ "${TPMRS_INTERACTIVE:-0}" = 1 ]; then
+	"${qemu[@]}"
+else
+	rc=0
+	if [ "${TPMRS_SHOW_CONSOLE:-0}" = 1 ]; then
+		timeout --foreground -k 10 "$timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$out/console.log" || rc=$?
+	else
+		timeout --foreground -k 10 "$timeout" "${qemu[@]}" </dev/null >"$out/console.log" 2>&1 || rc=$?
+	fi
+	[ "$rc" = 124 ] && echo "[guest] timed out after ${timeout}s" >&2
+	exit "$rc"
+fi

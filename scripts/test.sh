@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs every tpmrs test and ends with the line "N passed, N failed":
+#   1. set-up (scripts/setup.sh) and the debug dev kernel (lockdep, KASAN, kmemleak; cached);
+#   2. the module build, clippy (CLIPPY=1, warnings fail) and rustfmt;
+#   3. host tests: cargo test, clippy and rustfmt of the protocol core crate;
+#   4. the guest: QEMU + swtpm, insmod (the KUnit suites run), user-space tests and the
+#      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
+# Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
+# kmemleak report in the guest's kernel log fails the run, whatever the tests said.
+# Exit status: 0 only if nothing failed.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+cd "$TPMRS_ROOT"
+
+out=$TPMRS_ROOT/target/test-results
+rm -rf "$out" && mkdir -p "$out"
+passed=0 failed=0
+t0=$(date +%s)
+log() { printf '[test %4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
+pass() { passed=$((passed + 1)); printf 'ok     %s\n' "$1"; }
+fail() { failed=$((failed + 1)); printf 'FAIL   %s\n' "$1"; }
+# check NAME LOGFILE COMMAND...: one test that passes when COMMAND succeeds.
+check() {
+	local name=$1 logf=$2; shift 2
+	if "$@" >"$logf" 2>&1; then pass "$name"; else fail "$name"; tail -n 40 "$logf" | sed 's/^/    | /'; fi
+}
+
+log "set-up"
+if ! "$here/setup.sh" >"$out/setup.log" 2>&1; then
+	tail -n 40 "$out/setup.log"; fail "setup"; echo "$passed passed, $failed failed"; exit 1
+fi
+log "debug kernel"
+if ! kdir=$("$here/kernel.sh" debug 2>"$out/kernel.log"); then
+	cat "$out/kernel.log"; fail "kernel build"; echo "$passed passed, $failed failed"; exit 1
+fi
+export KDIR=$kdir
+
+log "module build, clippy, rustfmt"
+check "module: clippy build (no warnings)" "$out/clippy.log" \
+	bash -c 'make -s clippy 2>&1 | tee /dev/stderr | { ! grep -E "^(warning|error)"; }'
+if [ ! -f tpmrs.ko ]; then
+	fail "module: tpmrs.ko built"; echo "$passed passed, $failed failed"; exit 1
+fi
+check "module: rustfmt" "$out/rustfmt.log" make -s fmt-check
+
+log "host tests (cargo)"
+cargo test --workspace --color never >"$out/cargo-test.log" 2>&1
+cargo_rc=$?
+while read -r p f; do
+	passed=$((passed + p)); failed=$((failed + f))
+done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$out/cargo-test.log")
+if [ "$cargo_rc" != 0 ]; then
+	grep -E '^(test .* FAILED|failures:|error)' "$out/cargo-test.log" | head -n 40 | sed 's/^/    | /'
+	grep -q '^test result:' "$out/cargo-test.log" || fail "host: cargo test ran"
+fi
+echo "host: $(grep -c '^test .* ok$' "$out/cargo-test.log") cargo tests passed, $(grep -c '^test .* FAILED$' "$out/cargo-test.log") failed"
+check "host: cargo clippy -D warnings" "$out/cargo-clippy.log" \
+	cargo clippy --workspace --all-targets --color never -- -D warnings
+check "host: cargo fmt --check" "$out/cargo-fmt.log" cargo fmt --all --check
+
+log "guest (QEMU TCG, swtpm, debug kernel)"
+gout=$out/guest
+if "$here/guest.sh" "$kdir" tests/guest/suite.sh "$gout"; then
+	pass "guest: booted, ran the suite and powered off"
+else
+	fail "guest: booted, ran the suite and powered off (console: $gout/console.log)"
+	tail -n 30 "$gout/console.log" | sed 's/^/    | /'
+fi
+
+# KUnit: the KTAP in the kernel log, parsed by the kernel's own tool.
+if [ -s "$gout/dmesg.txt" ]; then
+	python3 "$KSRC/tools/testing/kunit/kunit.py" parse "$gout/dmesg.txt" >"$out/kunit.txt" 2>&1
+	sed 's/^/    kunit| /' "$out/kunit.txt" | grep -vE '^\s*kunit\| *$' | tail -n 20
+	summary=$(grep -E 'Ran [0-9]+ tests' "$out/kunit.txt" | tail -n1)
+	kp=$(sed -nE 's/.*passed: ([0-9]+).*/\1/p' <<<"$summary"); kp=${kp:-0}
+	kf=0
+	for k in failed crashed errors; do
+		v=$(sed -nE "s/.*$k: ([0-9]+).*/\\1/p" <<<"$summary"); kf=$((kf + ${v:-0}))
+	done
+	passed=$((passed + kp)); failed=$((failed + kf))
+	[ "$kp" -gt 0 ] || fail "kunit: the tpmrs suite ran"
+else
+	fail "kunit: kernel log collected"
+fi
+
+# User-space TAP files written by the guest.
+for tap in "$gout"/*.tap; do
+	[ -e "$tap" ] || { fail "guest: TAP results written"; break; }
+	tp=$(grep -cE '^ok [0-9]+' "$tap"); tf=$(grep -cE '^not ok [0-9]+' "$tap")
+	planned=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' "$tap" | head -n1)
+	passed=$((passed + tp)); failed=$((failed + tf))
+	grep -E '^not ok' -A 12 "$tap" | sed "s|^|    $(basename "$tap")| |" | head -n 60
+	echo "guest: $(basename "$tap"): $tp passed, $tf failed"
+	if [ -z "$planned" ] || [ "$((tp + tf))" != "$planned" ]; then
+		fail "guest: $(basename "$tap") ran its whole plan (${planned:-no plan}, saw $((tp + tf)))"
+	fi
+done
+
+# The kernel log must be clean whatever the tests said.
+bad='(BUG:|WARNING:|Oops|general protection fault|Kernel panic|KASAN|UBSAN|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|sleeping function called from invalid context|rust_panic|panicked at|kmemleak: .*suspected memory leak|Call Trace:)'
+if [ -s "$gout/dmesg.txt" ] && grep -qE "$bad" "$gout/dmesg.txt" "$gout/console.log"; then
+	fail "guest: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+	grep -nE "$bad" "$gout/dmesg.txt" "$gout/console.log" | head -n 20 | sed 's/^/    | /'
+else
+	pass "guest: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+fi
+if [ -s "$gout/kmemleak.txt" ]; then
+	fail "guest: kmemleak reports no leak"
+	head -n 40 "$gout/kmemleak.txt" | sed 's/^/    | /'
+elif [ -e "$gout/kmemleak.txt" ]; then
+	pass "guest: kmemleak reports no leak"
+else
+	fail "guest: kmemleak scan ran"
+fi
+
+log "done (results in $out)"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

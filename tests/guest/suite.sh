@@ -1,0 +1,53 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The guest half of `make test` (run by tests/guest/init.sh as PID 1's child): loads tpmrs
+# (its KUnit suites run at insmod), runs the user-space tests against /dev/tpmrs0 and, side
+# by side, /dev/tpmrm0, unloads the module and asks kmemleak for leaks. Every result goes to
+# $TPMRS_OUT as TAP (*.tap); the host (scripts/test.sh) parses them with the KTAP in the
+# kernel log.
+set -u
+out=$TPMRS_OUT
+ksrc=${TPMRS_KSRC:-$TPMRS_CACHE/linux-source-7.3}
+here=$TPMRS_ROOT/tests/guest
+n=0
+steps=$out/steps.tap
+: >"$steps"
+step() { # step NAME COMMAND...: one TAP line for a setup step of the suite
+	local name=$1; shift
+	n=$((n + 1))
+	if "$@" >"$out/step-$n.log" 2>&1; then
+		echo "ok $n - suite.$name" >>"$steps"
+	else
+		echo "not ok $n - suite.$name" >>"$steps"
+		sed 's/^/# /' "$out/step-$n.log" >>"$steps"
+	fi
+}
+reset_da() { # clear dictionary-attack failures the tests cause on purpose
+	TPM2TOOLS_TCTI=device:/dev/tpmrm0 tpm2 dictionarylockout -c >/dev/null 2>&1 || true
+}
+
+step insmod insmod "$TPMRS_KO"
+step node_is_char_device test -c /dev/tpmrs0
+
+reset_da
+echo "[suite] user-space tests"
+python3 "$here/tap.py" "$here"/test_*.py >"$out/guest.tap" 2>&1
+
+for node in /dev/tpmrm0 /dev/tpmrs0; do
+	reset_da
+	echo "[suite] kernel tpm2 selftests on $node"
+	python3 "$here/selftests.py" "$ksrc" "$node" >"$out/selftest-${node##*/}.tap" 2>&1
+done
+reset_da
+
+step rmmod rmmod tpmrs
+step no_tpmrs0_after_rmmod test ! -e /dev/tpmrs0
+
+if [ -e /sys/kernel/debug/kmemleak ]; then
+	echo "[suite] kmemleak scan"
+	echo scan >/sys/kernel/debug/kmemleak; sleep 6
+	echo scan >/sys/kernel/debug/kmemleak
+	cat /sys/kernel/debug/kmemleak >"$out/kmemleak.txt"
+fi
+echo "1..$n" >>"$steps"

@@ -1,0 +1,190 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Raw TPM 2.0 commands for the guest tests: marshaling helpers and a client for a
+/dev/tpmrm0-style node (blocking and O_NONBLOCK + poll, like tpm2-tss's device TCTI)."""
+
+import errno
+import os
+import select
+import struct
+import subprocess
+
+TPM_ST_NO_SESSIONS = 0x8001
+TPM_ST_SESSIONS = 0x8002
+TPM_RS_PW = 0x40000009
+TPM_RH_OWNER = 0x40000001
+TPM_RH_NULL = 0x40000007
+
+CC_GET_RANDOM = 0x17B
+CC_GET_CAPABILITY = 0x17A
+CC_FLUSH_CONTEXT = 0x165
+CC_CREATE_PRIMARY = 0x131
+CC_CONTEXT_SAVE = 0x162
+CC_CONTEXT_LOAD = 0x161
+CC_START_AUTH_SESSION = 0x176
+CC_SIGN = 0x15D
+CC_READ_PUBLIC = 0x173
+
+TPM_CAP_HANDLES = 1
+TSS2_RESMGR_TPM_RC_LAYER = 11 << 16
+TPM_RC_COMMAND_CODE = 0x143
+
+
+def command(cc, body=b"", tag=TPM_ST_NO_SESSIONS):
+    return struct.pack(">HII", tag, 10 + len(body), cc) + body
+
+
+def pw_auth(password=b""):
+    """An authorization area with one password session."""
+    sess = struct.pack(">IH", TPM_RS_PW, 0) + b"\x00" + struct.pack(">H", len(password)) + password
+    return struct.pack(">I", len(sess)) + sess
+
+
+def tpm2b(data):
+    return struct.pack(">H", len(data)) + data
+
+
+def header(rsp):
+    tag, size, rc = struct.unpack(">HII", rsp[:10])
+    return tag, size, rc
+
+
+def rc_of(rsp):
+    return header(rsp)[2]
+
+
+def get_random(n=8):
+    return command(CC_GET_RANDOM, struct.pack(">H", n))
+
+
+def get_capability(cap, prop, count):
+    return command(CC_GET_CAPABILITY, struct.pack(">III", cap, prop, count))
+
+
+def flush_context(handle):
+    return command(CC_FLUSH_CONTEXT, struct.pack(">I", handle))
+
+
+# An RSA-2048 restricted decryption (storage) primary template, the classic SRK.
+RSA_STORAGE_TEMPLATE = (
+    struct.pack(">HHI", 0x0001, 0x000B, 0x00030072)  # RSA, SHA256, fixedTPM|fixedParent|
+    # sensitiveDataOrigin|userWithAuth|restricted|decrypt
+    + tpm2b(b"")  # authPolicy
+    + struct.pack(">HHH", 0x0006, 128, 0x0043)  # AES-128-CFB
+    + struct.pack(">H", 0x0010)  # scheme NULL
+    + struct.pack(">HI", 2048, 0)  # keyBits, exponent
+    + tpm2b(b"")  # unique
+)
+
+# An ECC P-256 restricted decryption primary: much faster to create on swtpm.
+ECC_STORAGE_TEMPLATE = (
+    struct.pack(">HHI", 0x0023, 0x000B, 0x00030072)
+    + tpm2b(b"")
+    + struct.pack(">HHH", 0x0006, 128, 0x0043)
+    + struct.pack(">H", 0x0010)  # scheme NULL
+    + struct.pack(">H", 0x0003)  # NIST P-256
+    + struct.pack(">H", 0x0010)  # kdf NULL
+    + tpm2b(b"")
+    + tpm2b(b"")
+)
+
+
+def create_primary(template=ECC_STORAGE_TEMPLATE, hierarchy=TPM_RH_OWNER):
+    body = (
+        struct.pack(">I", hierarchy)
+        + pw_auth()
+        + tpm2b(struct.pack(">H", 0) + struct.pack(">H", 0))  # inSensitive: empty auth, data
+        + tpm2b(template)
+        + tpm2b(b"")  # outsideInfo
+        + struct.pack(">I", 0)  # creationPCR: empty
+    )
+    return command(CC_CREATE_PRIMARY, body, TPM_ST_SESSIONS)
+
+
+def start_auth_session_hmac():
+    """An unbound, unsalted HMAC session with SHA-256."""
+    body = (
+        struct.pack(">II", TPM_RH_NULL, TPM_RH_NULL)
+        + tpm2b(b"\x11" * 16)  # nonceCaller
+        + tpm2b(b"")  # encryptedSalt
+        + struct.pack(">B", 0x00)  # TPM_SE_HMAC
+        + struct.pack(">H", 0x0010)  # symmetric NULL
+        + struct.pack(">H", 0x000B)  # SHA-256
+    )
+    return command(CC_START_AUTH_SESSION, body)
+
+
+def context_save(handle):
+    return command(CC_CONTEXT_SAVE, struct.pack(">I", handle))
+
+
+def context_load(blob):
+    return command(CC_CONTEXT_LOAD, blob)
+
+
+def response_handle(rsp):
+    return struct.unpack(">I", rsp[10:14])[0]
+
+
+def handles_in(rsp):
+    """The handle list of a GetCapability(TPM_CAP_HANDLES) response."""
+    more, cap, count = struct.unpack(">BII", rsp[10:19])
+    return [struct.unpack(">I", rsp[19 + 4 * i : 23 + 4 * i])[0] for i in range(count)]
+
+
+class Node:
+    """One open file of a /dev/tpmrm0-style node."""
+
+    def __init__(self, path="/dev/tpmrs0", nonblock=False):
+        self.path = path
+        flags = os.O_RDWR | (os.O_NONBLOCK if nonblock else 0)
+        self.fd = os.open(path, flags)
+        self.nonblock = nonblock
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def write(self, data):
+        return os.write(self.fd, data)
+
+    def read(self, n=4096):
+        return os.read(self.fd, n)
+
+    def poll(self, timeout_ms=10000):
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        return p.poll(timeout_ms)
+
+    def transact(self, cmd):
+        """Sends a command, returns the response (raises OSError on an errno)."""
+        n = self.write(cmd)
+        assert n == len(cmd), (n, len(cmd))
+        if self.nonblock:
+            events = self.poll()
+            assert events, "no response within 10 s"
+        return self.read(4096)
+
+    def expect_errno(self, cmd, err):
+        """Sends a command that must fail with errno `err` (at write, or at read)."""
+        try:
+            self.transact(cmd)
+        except OSError as e:
+            assert e.errno == err, f"errno {errno.errorcode.get(e.errno)} != {errno.errorcode.get(err)}"
+            return
+        raise AssertionError(f"expected {errno.errorcode.get(err)}, got a response")
+
+
+def tpm2(*args, node="/dev/tpmrs0", check=True):
+    """Runs a tpm2-tools command against `node`; returns stdout."""
+    env = dict(os.environ, TPM2TOOLS_TCTI=f"device:{node}")
+    p = subprocess.run(["tpm2", *args], env=env, capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"tpm2 {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p

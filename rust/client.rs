@@ -24,7 +24,7 @@ use kernel::{
     prelude::*,
     sync::{
         poll::{PollCondVar, PollTable},
-        Arc, Mutex,
+        Arc, ArcBorrow, Mutex,
     },
     new_poll_condvar,
     uaccess::{UserSliceReader, UserSliceWriter},
@@ -112,7 +112,7 @@ impl Client {
     /// queued), `EFAULT` (bad user buffer), `EINVAL` (shorter than its size field), and in
     /// blocking mode whatever running the command returns (`EPIPE`, `EINVAL`, ...).
     pub(crate) fn write(
-        self: &Arc<Self>,
+        this: ArcBorrow<'_, Self>,
         mut user: UserSliceReader,
         count: usize,
         nonblock: bool,
@@ -120,7 +120,7 @@ impl Client {
         if count > TPM_BUFSIZE {
             return Err(E2BIG);
         }
-        let mut inner = self.inner.lock();
+        let mut inner = this.inner.lock();
         if (!inner.response_read && inner.response_len != 0) || inner.command_enqueued {
             return Err(EBUSY);
         }
@@ -147,14 +147,14 @@ impl Client {
             inner.command_enqueued = true;
             drop(inner);
             // Cannot already be queued: `command_enqueued` was false under the lock.
-            let _ = self.shared.queue().enqueue(self.clone());
+            let _ = this.shared.queue().enqueue(Arc::from(this));
             return Ok(count);
         }
 
         let exec = inner.exec.take();
         drop(inner);
-        let (exec, ret) = self.run(exec);
-        let mut inner = self.inner.lock();
+        let (exec, ret) = this.run(exec);
+        let mut inner = this.inner.lock();
         let ret = match ret {
             Ok(len) => {
                 inner.response_len = len as isize;
@@ -162,7 +162,7 @@ impl Client {
             }
             Err(e) => Err(e),
         };
-        self.finish(inner, exec);
+        this.finish(inner, exec);
         ret
     }
 

@@ -15,16 +15,16 @@
 use crate::{
     chip::{Chip, DeadTpm},
     client::Client,
-    proto::{Rm, Space},
+    proto::{Rm, RmError, Space, Ticket, WaitStep},
 };
 use kernel::{
     bindings,
     error::to_result,
     ffi::{c_char, c_int},
     fs::File,
-    new_mutex,
+    new_condvar, new_mutex,
     prelude::*,
-    sync::{poll::PollTable, Arc, Mutex},
+    sync::{poll::PollTable, Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard},
     types::{ForeignOwnable, Opaque},
     uaccess::{UserPtr, UserSlice},
 };
@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     /// The resource manager. Lock order: before the chip's ops lock.
     #[pin]
     pub(crate) rm: Mutex<Rm>,
+    /// Commands waiting for a session slot sleep here (with `rm` released); notified whenever
+    /// the resource manager reports a freed slot or a reservation ([`Rm::take_wakeup`]).
+    #[pin]
+    session_freed: CondVar,
     /// Where O_NONBLOCK commands run.
     pub(crate) wq: *mut bindings::workqueue_struct,
 }
@@ -64,6 +68,7 @@ impl Shared {
             pin_init!(Self {
                 chip,
                 rm <- new_mutex!(rm, "tpmrs::Shared::rm"),
+                session_freed <- new_condvar!("tpmrs::Shared::session_freed"),
                 wq,
             }),
             GFP_KERNEL,
@@ -79,15 +84,79 @@ impl Shared {
 
     /// Runs one client command for `space`, holding the resource manager and the chip.
     ///
+    /// When the TPM's session slots are exhausted, the command waits its turn in the resource
+    /// manager's FIFO queue: it sleeps on [`Self::session_freed`] with `rm` and the chip
+    /// released, and retries when a slot is freed or reserved for it, or when the scheduler
+    /// says an eviction is due (after SESSION_TIMEOUT). The wait is interruptible; a signal
+    /// leaves the queue (passing on any reservation) and nothing of the command behind.
+    ///
     /// # Errors
     ///
-    /// `EPIPE` when the chip is going away; otherwise the errno the protocol core chose
-    /// (`EINVAL` for malformed commands, a transport errno, ...).
+    /// `EPIPE` when the chip is going away; `ERESTARTSYS` when a signal ends a wait;
+    /// otherwise the errno the protocol core chose (`EINVAL` for malformed commands, a
+    /// transport errno, ...).
     pub(crate) fn execute(&self, space: &mut Space, cmd: &[u8], rsp: &mut [u8]) -> Result<usize> {
         let mut rm = self.rm.lock();
-        let mut tpm = self.chip.lock()?;
-        rm.execute(space, &mut tpm, now_ns(), cmd, rsp)
-            .map_err(|e| Error::from_errno(e.to_errno()))
+        let mut ticket: Option<Ticket> = None;
+        let ret = self.execute_waiting(&mut rm, &mut ticket, space, cmd, rsp);
+        if let Some(ticket) = ticket {
+            rm.wait_end(ticket, now_ns());
+        }
+        self.wake_waiters(&mut rm);
+        ret
+    }
+
+    fn execute_waiting(
+        &self,
+        rm: &mut MutexGuard<'_, Rm>,
+        ticket: &mut Option<Ticket>,
+        space: &mut Space,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Result<usize> {
+        loop {
+            let ret = {
+                let mut tpm = self.chip.lock()?;
+                rm.execute_as(space, &mut tpm, now_ns(), ticket.as_ref(), cmd, rsp)
+            };
+            match ret {
+                Err(RmError::SessionsExhausted) => {}
+                other => return other.map_err(to_error),
+            }
+            if ticket.is_none() {
+                *ticket = Some(rm.wait_begin(space, now_ns()).map_err(to_error)?);
+            }
+            self.wake_waiters(rm);
+            let Some(t) = ticket.as_ref() else {
+                return Err(EINVAL);
+            };
+            loop {
+                let step = {
+                    let mut tpm = self.chip.lock()?;
+                    rm.wait_step(t, &mut tpm, now_ns())
+                };
+                self.wake_waiters(rm);
+                match step.map_err(to_error)? {
+                    WaitStep::Retry => break,
+                    WaitStep::Sleep { until_ns } => {
+                        let ms = until_ns.saturating_sub(now_ns()).div_ceil(1_000_000).max(1);
+                        let jiffies = kernel::time::msecs_to_jiffies(ms.min(60_000) as u32);
+                        if let CondVarTimeoutResult::Signal { .. } =
+                            self.session_freed.wait_interruptible_timeout(rm, jiffies)
+                        {
+                            return Err(ERESTARTSYS);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wakes the sleeping waiters if the resource manager freed or reserved a slot.
+    fn wake_waiters(&self, rm: &mut MutexGuard<'_, Rm>) {
+        if rm.take_wakeup() {
+            self.session_freed.notify_all();
+        }
     }
 
     /// Flushes everything `space` holds from the TPM (at close). Never fails: what cannot be
@@ -95,9 +164,10 @@ impl Shared {
     pub(crate) fn close_space(&self, mut space: Space) {
         let mut rm = self.rm.lock();
         match self.chip.lock() {
-            Ok(mut tpm) => rm.close_space(&mut space, &mut tpm),
-            Err(_) => rm.close_space(&mut space, &mut DeadTpm),
+            Ok(mut tpm) => rm.close_space_at(&mut space, &mut tpm, now_ns()),
+            Err(_) => rm.close_space_at(&mut space, &mut DeadTpm, now_ns()),
         }
+        self.wake_waiters(&mut rm);
     }
 
     /// Creates the space for a newly opened file.
@@ -109,8 +179,13 @@ impl Shared {
         self.rm
             .lock()
             .new_space()
-            .map_err(|e| Error::from_errno(e.to_errno()))
+            .map_err(to_error)
     }
+}
+
+/// The kernel error for a resource-manager error.
+fn to_error(e: RmError) -> Error {
+    Error::from_errno(e.to_errno())
 }
 
 /// Monotonic time in nanoseconds, for session timestamps.
@@ -149,7 +224,7 @@ impl Registration {
                     unsafe {
                         slot.write(pin_init::zeroed());
                         (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
-                        (*slot).name = c"tpmrs0".as_ptr();
+                        (*slot).name = c"tpmrs0".as_char_ptr();
                         (*slot).fops = &FOPS.0;
                     }
                     // SAFETY: `slot` holds a filled-in miscdevice in pinned memory that lives
@@ -162,6 +237,12 @@ impl Registration {
         )
     }
 }
+
+// SAFETY: `misc_register`/`misc_deregister` may be called from any thread, and `&Registration`
+// gives no access to the `miscdevice` beyond what the misc core synchronizes itself.
+unsafe impl Send for Registration {}
+// SAFETY: See `Send`.
+unsafe impl Sync for Registration {}
 
 #[pinned_drop]
 impl PinnedDrop for Registration {
@@ -252,7 +333,7 @@ unsafe extern "C" fn tpmrs_write(
     let f = unsafe { File::from_raw_file(file) };
     let nonblock = f.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
     let user = UserSlice::new(UserPtr::from_ptr(buf.cast_mut().cast()), count).reader();
-    match client.write(user, count, nonblock) {
+    match Client::write(client, user, count, nonblock) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }

@@ -5,7 +5,7 @@
 //! shim, a full-size command, and the protocol core compiled for the kernel.
 
 #[kernel::macros::kunit_tests(tpmrs)]
-mod tests {
+mod kunit {
     use crate::chip::Chip;
     use crate::proto::{self, Tpm, TPM_BUFSIZE};
     use kernel::{alloc::KVec, prelude::*};
@@ -65,6 +65,7 @@ mod tests {
         let mut rm = proto::Rm::new(proto::Config {
             max_objects: 4,
             max_sessions: 4,
+            ..Default::default()
         })
         .map_err(|_| ENOMEM)?;
         let mut tpm = chip.lock()?;
@@ -97,6 +98,7 @@ mod tests {
         let mut rm = proto::Rm::new(proto::Config {
             max_objects: 4,
             max_sessions: 4,
+            ..Default::default()
         })
         .map_err(|_| ENOMEM)?;
         let mut tpm = chip.lock()?;

@@ -16,7 +16,7 @@ mod chip;
 mod client;
 mod device;
 #[path = "proto/src/lib.rs"]
-#[allow(dead_code, unreachable_pub, clippy::all)]
+#[allow(dead_code, unreachable_pub, unused_imports)]
 mod proto;
 mod tests;
 
@@ -35,6 +35,16 @@ module! {
             default: 64,
             description: "Sessions one open file may hold (1-64, default 64)",
         },
+        max_abandoned: u32 {
+            default: 8,
+            description: "Sessions a client saved and left behind at close, kept for another \
+                          open file to ContextLoad (0-32, default 8; 0 disables)",
+        },
+        session_timeout_ms: u32 {
+            default: 2000,
+            description: "SESSION_TIMEOUT: how long a session lives before it may be evicted \
+                          for a waiting client (100-600000 ms, default 2000)",
+        },
     },
 }
 
@@ -48,8 +58,15 @@ struct TpmrsModule {
 impl kernel::Module for TpmrsModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let config = proto::Config {
-            max_objects: (*module_parameters::max_objects.value()).clamp(1, 1024) as usize,
-            max_sessions: (*module_parameters::max_sessions.value()).clamp(1, 64) as usize,
+            max_objects: module_parameters::max_objects.value().clamp(1, 1024) as usize,
+            max_sessions: module_parameters::max_sessions.value().clamp(1, 64) as usize,
+            max_abandoned: module_parameters::max_abandoned.value().clamp(0, 32) as usize,
+            session_timeout_ns: u64::from(
+                module_parameters::session_timeout_ms
+                    .value()
+                    .clamp(100, 600_000),
+            ) * 1_000_000,
+            ..Default::default()
         };
         let chip = chip::Chip::get_default().inspect_err(|_| {
             pr_err!("no TPM 2.0 chip\n");

@@ -32,16 +32,18 @@ swtpm "${swtpm_args[@]}"
 cleanup() { [ -f "$tpmdir/pid" ] && kill "$(cat "$tpmdir/pid")" 2>/dev/null || true; }
 trap cleanup EXIT
 
-append="console=ttyS0 panic=-1 root=/dev/root rootfstype=9p"
+append="console=ttyS0 printk.time=1 panic=-1 root=/dev/root rootfstype=9p"
 append+=" rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144 ro"
 append+=" init=$TPMRS_ROOT/tests/guest/init.sh"
 append+=" TPMRS_ROOT=$TPMRS_ROOT TPMRS_CACHE=$TPMRS_CACHE TPMRS_SCRIPT=$script TPMRS_INTERACTIVE=${TPMRS_INTERACTIVE:-0}"
 append+=" kmemleak=on"
 
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nographic -no-reboot
+qemu=(qemu-system-x86_64 -M q35 -accel tcg${TPMRS_QEMU_CPU:+ -cpu $TPMRS_QEMU_CPU} -m 2G -smp 2 -nographic -no-reboot
       -kernel "$kdir/arch/x86/boot/bzImage" -append "$append"
-      -virtfs "local,path=/,mount_tag=/dev/root,security_model=none,readonly=on,multidevs=remap"
-      -virtfs "local,path=$out,mount_tag=tpmrs_out,security_model=none,multidevs=remap"
+      -fsdev "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap"
+      -device virtio-9p-pci,fsdev=hostroot,mount_tag=/dev/root
+      -fsdev "local,id=out,path=$out,security_model=none,multidevs=remap"
+      -device virtio-9p-pci,fsdev=out,mount_tag=tpmrs_out
       -chardev "socket,id=chrtpm,path=$tpmdir/ctrl.sock"
       -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
 

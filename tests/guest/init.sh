@@ -13,7 +13,7 @@ mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm 2>/dev/null
 mount -t devpts devpts /dev/pts 2>/dev/null
 mount -t tmpfs tmpfs /dev/shm
-for d in /tmp /run /var/tmp /var/lib /root; do mount -t tmpfs tmpfs "$d"; done
+for d in /tmp /run /var/tmp /var/lib; do mount -t tmpfs tmpfs "$d"; done
 mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /run/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 tpmrs_out /run/out

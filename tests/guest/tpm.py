@@ -113,6 +113,15 @@ def start_auth_session_hmac():
     return command(CC_START_AUTH_SESSION, body)
 
 
+def tpm_property(node, prop):
+    """One TPM_CAP_TPM_PROPERTIES value."""
+    rsp = node.transact(get_capability(6, prop, 1))
+    assert rc_of(rsp) == 0, hex(rc_of(rsp))
+    count, got, value = struct.unpack(">III", rsp[15:27])
+    assert count == 1 and got == prop, (count, hex(got))
+    return value
+
+
 def context_save(handle):
     return command(CC_CONTEXT_SAVE, struct.pack(">I", handle))
 
@@ -188,3 +197,76 @@ def tpm2(*args, node="/dev/tpmrs0", check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"tpm2 {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p
+
+
+# An unrestricted ECC P-256 ECDSA/SHA-256 signing key template.
+ECC_SIGNING_TEMPLATE = (
+    struct.pack(">HHI", 0x0023, 0x000B, 0x00040072)  # fixedTPM|fixedParent|sensitiveDataOrigin|
+    # userWithAuth|sign
+    + tpm2b(b"")
+    + struct.pack(">H", 0x0010)  # symmetric NULL
+    + struct.pack(">HH", 0x0018, 0x000B)  # ECDSA with SHA-256
+    + struct.pack(">H", 0x0003)  # NIST P-256
+    + struct.pack(">H", 0x0010)  # kdf NULL
+    + tpm2b(b"")
+    + tpm2b(b"")
+)
+
+CC_SIGN = 0x15D
+TPM_ST_HASHCHECK = 0x8024
+
+
+def read_public_name(node, handle):
+    rsp = node.transact(command(CC_READ_PUBLIC, struct.pack(">I", handle)))
+    assert rc_of(rsp) == 0, hex(rc_of(rsp))
+    off = 10
+    (size,) = struct.unpack(">H", rsp[off : off + 2])
+    off += 2 + size
+    (size,) = struct.unpack(">H", rsp[off : off + 2])
+    return rsp[off + 2 : off + 2 + size]
+
+
+class HmacSession:
+    """An unbound, unsalted SHA-256 HMAC session used to authorize objects with an empty
+    authValue: the HMAC key is empty, the nonces roll with every command."""
+
+    def __init__(self, node):
+        import hashlib
+        import hmac
+
+        self.hashlib, self.hmac = hashlib, hmac
+        rsp = node.transact(start_auth_session_hmac())
+        assert rc_of(rsp) == 0, hex(rc_of(rsp))
+        self.handle = response_handle(rsp)
+        (size,) = struct.unpack(">H", rsp[14:16])
+        self.nonce_tpm = rsp[16 : 16 + size]
+
+    def auth_area(self, cc, names, params, attrs=0x01):
+        nonce_caller = os.urandom(16)
+        cp = self.hashlib.sha256(struct.pack(">I", cc) + b"".join(names) + params).digest()
+        mac = self.hmac.new(b"", cp + nonce_caller + self.nonce_tpm + bytes([attrs]), "sha256").digest()
+        sess = struct.pack(">I", self.handle) + tpm2b(nonce_caller) + bytes([attrs]) + tpm2b(mac)
+        return struct.pack(">I", len(sess)) + sess
+
+    def update(self, rsp):
+        """Takes the TPM's new nonce from a response with sessions."""
+        if rc_of(rsp) != 0:
+            return
+        (param_size,) = struct.unpack(">I", rsp[10:14])
+        off = 14 + param_size
+        (size,) = struct.unpack(">H", rsp[off : off + 2])
+        self.nonce_tpm = rsp[off + 2 : off + 2 + size]
+
+
+def sign_with_session(node, key, name, session, digest=b"\x5a" * 32):
+    params = (
+        tpm2b(digest)
+        + struct.pack(">HH", 0x0018, 0x000B)  # ECDSA, SHA-256
+        + struct.pack(">HI", TPM_ST_HASHCHECK, TPM_RH_NULL)
+        + tpm2b(b"")
+    )
+    auth = session.auth_area(CC_SIGN, [name], params)
+    cmd = command(CC_SIGN, struct.pack(">I", key) + auth + params, TPM_ST_SESSIONS)
+    rsp = node.transact(cmd)
+    session.update(rsp)
+    return rsp

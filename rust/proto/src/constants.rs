@@ -52,6 +52,9 @@ pub const TPM_RC_COMMAND_CODE: u32 = RC_VER1 + 0x043;
 pub const RC_FMT1: u32 = 0x080;
 /// The handle is not correct for its use.
 pub const TPM_RC_HANDLE: u32 = RC_FMT1 + 0x00B;
+/// The policy has expired. The resource manager answers it (in its own layer, with the
+/// position of the handle or session) for a session it evicted: see `Rm` ("Evicted sessions").
+pub const TPM_RC_EXPIRED: u32 = RC_FMT1 + 0x023;
 /// Format one: the code refers to a parameter (`N` is its 1-based number).
 pub const TPM_RC_P: u32 = 0x040;
 /// Format one: the code refers to a session (`N` is its 1-based number).
@@ -138,12 +141,28 @@ pub const fn is_transient_handle(handle: u32) -> bool {
 
 /// A format-one TPM_RC_HANDLE for handle number `n` (1-based) in the handle area.
 pub const fn rc_handle_at_handle(n: u32) -> u32 {
-    TPM_RC_HANDLE | ((n & 0x7) << TPM_RC_N_SHIFT)
+    rc_at_handle(TPM_RC_HANDLE, n)
 }
 
 /// A format-one TPM_RC_HANDLE for session number `n` (1-based) in the authorization area.
 pub const fn rc_handle_at_session(n: u32) -> u32 {
-    TPM_RC_HANDLE | TPM_RC_S | ((n & 0x7) << TPM_RC_N_SHIFT)
+    rc_at_session(TPM_RC_HANDLE, n)
+}
+
+/// The format-one code `rc` for handle number `n` (1-based) in the handle area.
+pub const fn rc_at_handle(rc: u32, n: u32) -> u32 {
+    rc | ((n & 0x7) << TPM_RC_N_SHIFT)
+}
+
+/// The format-one code `rc` for session number `n` (1-based) in the authorization area.
+pub const fn rc_at_session(rc: u32, n: u32) -> u32 {
+    rc | TPM_RC_S | ((n & 0x7) << TPM_RC_N_SHIFT)
+}
+
+/// Whether `rc` says the TPM is out of session slots or session memory: the command can
+/// succeed once a session is freed (global session exhaustion).
+pub const fn is_session_exhaustion_rc(rc: u32) -> bool {
+    rc == TPM_RC_SESSION_HANDLES || rc == TPM_RC_SESSION_MEMORY
 }
 
 /// A format-one TPM_RC_HANDLE for parameter number `n` (1-based).
@@ -174,6 +193,11 @@ mod tests {
         assert_eq!(rc_handle_at_session(1), 0x98B);
         assert_eq!(rc_handle_at_parameter(1), 0x1CB);
         assert_eq!(TPM_RC_COMMAND_CODE | TSS2_RESMGR_TPM_RC_LAYER, 0x000B_0143);
+        assert_eq!(rc_at_handle(TPM_RC_EXPIRED, 1), 0x1A3);
+        assert_eq!(rc_at_session(TPM_RC_EXPIRED, 2), 0xAA3);
+        assert!(is_session_exhaustion_rc(0x903));
+        assert!(is_session_exhaustion_rc(0x905));
+        assert!(!is_session_exhaustion_rc(0x904));
     }
 
     #[test]

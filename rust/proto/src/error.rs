@@ -38,14 +38,15 @@ pub enum RmError {
     BadResponse,
     /// The transport failed with this (negative) errno.
     Transport(i32),
-    /// No TPM session slot is free right now; the caller may wait and retry (`-EAGAIN`).
-    /// Reserved for global session-exhaustion handling: not returned yet.
+    /// No TPM session slot is free right now, or other commands wait for one ahead of this
+    /// one; nothing was changed. The caller waits and retries (see `Rm::wait_begin`,
+    /// `Rm::wait_step`); `-EAGAIN` if it does not.
     SessionsExhausted,
 }
 
 impl RmError {
     /// The negative errno for this error.
-    pub fn to_errno(&self) -> i32 {
+    pub fn to_errno(self) -> i32 {
         match self {
             RmError::InvalidCommand | RmError::BufferTooSmall => -EINVAL,
             RmError::TooBig => -E2BIG,
@@ -54,7 +55,7 @@ impl RmError {
             RmError::BadResponse => -EIO,
             RmError::SessionsExhausted => -EAGAIN,
             // A transport that reports a non-negative code still fails the call.
-            RmError::Transport(code) if *code < 0 => *code,
+            RmError::Transport(code) if code < 0 => code,
             RmError::Transport(_) => -EIO,
         }
     }

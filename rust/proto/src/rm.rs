@@ -5,6 +5,45 @@
 //! (objects from their saved blobs, sessions saved by us), send, map the response, then save
 //! the sessions used and flush the objects loaded. Nothing of a space stays loaded in the TPM
 //! between commands, so any number of spaces and objects fit.
+//!
+//! # Sessions
+//!
+//! * **Strict accounting.** FlushContext, continueSession = 0 and close are intercepted, so
+//!   we know when one of our session slots is freed; a failed context save is the lazy
+//!   backup (the session is forgotten, and flushed unless the TPM says it is gone).
+//! * **Continuation.** At close, a session the client saved itself (TPM2_ContextSave) is not
+//!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`,
+//!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its
+//!   own. This is what `tpm2 startauthsession -S s.ctx` followed by another process using
+//!   `session:s.ctx` needs. Only the owner (or, for an abandoned session, a loader) may name
+//!   a session; FlushContext of an abandoned session is refused (load it first).
+//! * **Global exhaustion.** When the TPM has no session slot (TPM_RC_SESSION_HANDLES or
+//!   TPM_RC_SESSION_MEMORY on StartAuthSession, on a client's ContextLoad of a session or on
+//!   our own load of a session), the command is undone and fails with
+//!   [`RmError::SessionsExhausted`]; the caller queues (see [`super::scheduler`] for the
+//!   policy and [`Rm::wait_step`] for how to drive it).
+//! * **Evicted sessions.** A session flushed by force (for a waiter, or to close a context
+//!   gap) leaves a *tombstone* in its owner's name. The owner's first reference to that
+//!   handle afterwards -- in the handle area or the authorization area -- is answered, without
+//!   sending anything, `TPM_RC_EXPIRED` in the resource-manager layer with the position of
+//!   the handle (e.g. 0x000B01A3 for handle 1, 0x000B09A3 for session 1); a FlushContext of
+//!   it is answered success. Either consumes the tombstone. This holds even if the TPM has
+//!   since handed the same handle number out again, to another space or to the same one:
+//!   the rule is that the owner's *first* reference after the eviction means the evicted
+//!   session. So a space that got the number back from a new StartAuthSession sees one
+//!   `TPM_RC_EXPIRED` for its first use of the new session (a deterministic, retryable
+//!   failure) rather than risk an old reference silently driving the new session. A
+//!   ContextLoad is not affected (a blob names its session unambiguously; the TPM checks it).
+//! * **Context gap.** When a ContextSave of a session (ours or the client's, or any other
+//!   command) fails with TPM_RC_CONTEXT_GAP, the oldest saved session we track is loaded and
+//!   saved again (renewing its sequence number) and the command retried; a session whose
+//!   blob only the client holds cannot be renewed, so it is evicted instead. Clients never see
+//!   TPM_RC_CONTEXT_GAP for sessions we hold the blob of.
+//!
+//!   GetCapability(TPM_PT_CONTEXT_GAP_MAX) is passed through unchanged (tpm2-abrmd reports
+//!   UINT32_MAX instead): the TPM's value is still the truth for blobs a client holds itself,
+//!   which we do not renew but evict, and rewriting TPM_CAP_TPM_PROPERTIES would add a parser
+//!   for no client we know of that acts on it.
 
 use super::capability::{filter_handles_response, write_handles_response, CapabilityRequest};
 use super::cc_table::{CcAttrs, CcTable, CcTableError};
@@ -18,6 +57,7 @@ use super::context::{
 use super::error::RmError;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error, ResponseHeader};
+use super::scheduler::{choose_victim, Action, Scheduler, Ticket, WaitStep};
 use super::sessions::{same_session, SessionEntry, SessionRegistry, SessionState};
 use super::space::{InsertError, Space};
 use super::stats::{bump, Stats};
@@ -28,8 +68,22 @@ use super::tpm::Tpm;
 pub struct Config {
     /// Most transient objects one space may hold (default 64).
     pub max_objects: usize,
-    /// Most sessions one space may own (default 64).
+    /// Most sessions one space may own (default 64). Abandoned sessions count for nobody.
     pub max_sessions: usize,
+    /// Most abandoned sessions kept for continuation (default 8, like tpm2-abrmd's 4-8;
+    /// 0 flushes every session at close). Each holds one of the TPM's session slots
+    /// (TPM_PT_ACTIVE_SESSIONS_MAX, typically 64) until it is loaded again, overflows or is
+    /// evicted (abandoned sessions are the first victims), so keep it well below that:
+    /// 0..=32 is a sensible range for a module parameter.
+    pub max_abandoned: usize,
+    /// SESSION_TIMEOUT (default 2 s): how long a command waits for a session slot before it
+    /// may evict a session, and how long a session is safe from eviction after its owner got
+    /// it. Must be > 0.
+    pub session_timeout_ns: u64,
+    /// How often the head of the wait queue retries without being woken (default 100 ms):
+    /// slots held outside tpmrs can free up without us knowing. Also the least time between
+    /// two eviction attempts of one waiter. Must be > 0.
+    pub retry_interval_ns: u64,
 }
 
 impl Default for Config {
@@ -37,6 +91,9 @@ impl Default for Config {
         Config {
             max_objects: 64,
             max_sessions: 64,
+            max_abandoned: 8,
+            session_timeout_ns: 2_000_000_000,
+            retry_interval_ns: 100_000_000,
         }
     }
 }
@@ -45,6 +102,9 @@ impl Default for Config {
 const MAX_CAP_COMMANDS_ROUNDS: usize = 64;
 /// Sessions one command can touch: its handle area, its authorization area, a new one.
 const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAND + 1;
+/// Most context-gap repairs (each renews or evicts one session) for one failed command or
+/// save. More than one is needed only if a session outside tpmrs is the oldest.
+const MAX_GAP_REPAIRS: usize = 4;
 
 /// A small fixed-capacity list (no allocation, never panics).
 struct List<T: Copy, const N: usize> {
@@ -246,25 +306,292 @@ impl Io {
     }
 }
 
+/// Where a freed session slot goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    /// To the oldest waiter without a reservation (if any).
+    Queue,
+    /// To this waiter (it evicted for it).
+    Waiter(u64),
+}
+
+/// How a session of ours ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The TPM ended it already (continueSession = 0, a handle error on save).
+    Gone,
+    /// Flush it.
+    Flush,
+}
+
+/// A session evicted from space `owner`: its owner's next reference to `handle` gets
+/// TPM_RC_EXPIRED (see the module documentation).
+#[derive(Clone, Copy)]
+struct Tombstone {
+    owner: u64,
+    handle: u32,
+}
+
+/// Global session bookkeeping, shared by every space.
+struct State {
+    sessions: SessionRegistry,
+    /// Handles whose FlushContext failed on the transport, retried later.
+    pending: Vec<u32>,
+    tombstones: Vec<Tombstone>,
+    sched: Scheduler,
+    next_session_id: u64,
+    abandon_tick: u64,
+    /// The TPM's answer behind the last `SessionsExhausted`.
+    exhaustion_rc: Option<u32>,
+    /// (space, TPM answer) of the last `SessionsExhausted` that reached the TPM, for
+    /// `wait_begin`.
+    last_exhaustion: Option<(u64, u32)>,
+}
+
+/// `sequence` of a TPMS_CONTEXT.
+fn blob_seq(blob: &[u8]) -> Option<u64> {
+    parse_context(blob).ok().map(|i| i.sequence)
+}
+
+impl State {
+    fn new() -> Result<Self, RmError> {
+        Ok(State {
+            sessions: SessionRegistry::new(),
+            pending: Vec::try_with_capacity(16)?,
+            tombstones: Vec::new(),
+            sched: Scheduler::new(),
+            next_session_id: 1,
+            abandon_tick: 0,
+            exhaustion_rc: None,
+            last_exhaustion: None,
+        })
+    }
+
+    fn new_session_id(&mut self) -> u64 {
+        let id = self.next_session_id;
+        self.next_session_id = self.next_session_id.wrapping_add(1);
+        id
+    }
+
+    fn grant(&mut self, g: Grant) {
+        match g {
+            Grant::Queue => self.sched.slot_freed(),
+            Grant::Waiter(id) => self.sched.reserve(id),
+        }
+    }
+
+    /// The TPM handed handle `h` to us (a new or loaded object or session): it was free, so a
+    /// pending flush of it is stale and must never be sent.
+    fn handed_out(&mut self, h: u32) {
+        let session = is_session_handle(h);
+        let mut i = 0;
+        while let Some(&p) = self.pending.get(i) {
+            if p == h || (session && is_session_handle(p) && same_session(p, h)) {
+                self.pending.swap_remove(i);
+            } else {
+                // PANIC: i < pending.len() here.
+                i += 1;
+            }
+        }
+    }
+
+    /// Queues a flush of session `h` that failed on the transport; `entry` is its registry
+    /// entry (already removed). Never loses it: if the queue cannot grow, the entry stays in
+    /// the registry as [`SessionState::FlushPending`] (its removal left room for it).
+    fn queue_session_flush(&mut self, h: u32, entry: Option<SessionEntry>) {
+        if self.pending.try_push(h).is_ok() {
+            return;
+        }
+        let mut e = entry.unwrap_or_else(|| SessionEntry::new(h, 0, 0, 0));
+        e.owner = None;
+        e.state = SessionState::FlushPending;
+        // If even this fails the handle leaks: nothing else can be done.
+        let _ = self.sessions.insert(e);
+    }
+
+    /// Ends session `h` of ours: forgets it, flushes it if needed and hands the slot to
+    /// `grant`. A flush that fails on the transport is queued (the slot is granted when it
+    /// is retried) and its error returned.
+    fn end_session(
+        &mut self,
+        io: &mut Io,
+        tpm: &mut dyn Tpm,
+        h: u32,
+        end: End,
+        grant: Grant,
+    ) -> Result<(), RmError> {
+        let entry = self.sessions.remove(h);
+        if end == End::Flush {
+            if let Err(e) = io.flush(tpm, h) {
+                self.queue_session_flush(h, entry);
+                return Err(e);
+            }
+            // A TPM error: gone already.
+        }
+        self.grant(grant);
+        Ok(())
+    }
+
+    /// Evicts session `h`: its owner (if any) gets a tombstone, the slot goes to `grant`.
+    fn evict(
+        &mut self,
+        io: &mut Io,
+        tpm: &mut dyn Tpm,
+        h: u32,
+        grant: Grant,
+    ) -> Result<(), RmError> {
+        if let Some(owner) = self.sessions.get(h).and_then(|e| e.owner) {
+            // At most one per space and slot, so they stay bounded. Without memory for it,
+            // the owner gets the plain unknown-handle answer.
+            let dup = self
+                .tombstones
+                .iter()
+                .any(|t| t.owner == owner && same_session(t.handle, h));
+            if !dup {
+                let _ = self.tombstones.try_push(Tombstone { owner, handle: h });
+            }
+        }
+        bump(&mut io.stats.evictions);
+        self.end_session(io, tpm, h, End::Flush, grant)
+    }
+
+    /// Consumes the tombstone of space `owner` for the session slot of `h`, if any.
+    fn take_tombstone(&mut self, owner: u64, h: u32) -> bool {
+        let Some(i) = self
+            .tombstones
+            .iter()
+            .position(|t| t.owner == owner && same_session(t.handle, h))
+        else {
+            return false;
+        };
+        self.tombstones.swap_remove(i);
+        true
+    }
+
+    /// Drops every tombstone of space `owner`.
+    fn drop_tombstones(&mut self, owner: u64) {
+        while let Some(i) = self.tombstones.iter().position(|t| t.owner == owner) {
+            self.tombstones.swap_remove(i);
+        }
+    }
+
+    /// Retries queued flushes; those that fail on the transport stay queued.
+    fn retry_pending(&mut self, io: &mut Io, tpm: &mut dyn Tpm) {
+        let mut tries = self.pending.len();
+        while tries > 0 {
+            // PANIC: tries > 0 here.
+            tries -= 1;
+            let Some(h) = self.pending.pop() else {
+                break;
+            };
+            if io.flush(tpm, h).is_err() {
+                let _ = self.pending.try_push(h); // room: it was just popped
+                return; // the transport is still down
+            }
+            if is_session_handle(h) {
+                self.sched.slot_freed();
+            }
+        }
+        while let Some(h) = self.sessions.find_flush_pending() {
+            if io.flush(tpm, h).is_err() {
+                return;
+            }
+            self.sessions.remove(h);
+            self.sched.slot_freed();
+        }
+    }
+
+    /// Abandons session `h` (saved by its client, whose file is being closed).
+    fn abandon(&mut self, h: u32) {
+        self.abandon_tick = self.abandon_tick.wrapping_add(1);
+        let tick = self.abandon_tick;
+        if let Some(e) = self.sessions.get_mut(h) {
+            e.owner = None;
+            e.abandoned_at = tick;
+        }
+    }
+
+    /// Flushes the oldest abandoned sessions while there are more than `max`.
+    fn trim_abandoned(&mut self, io: &mut Io, tpm: &mut dyn Tpm, max: usize) {
+        while self.sessions.abandoned_count() > max {
+            let Some(h) = self.sessions.oldest_abandoned() else {
+                break;
+            };
+            // A transport failure queues the flush; the entry is gone from the list either way.
+            let _ = self.end_session(io, tpm, h, End::Flush, Grant::Queue);
+        }
+    }
+
+    /// One context-gap repair: renews the oldest saved session we track (load, save), or
+    /// evicts it if we cannot (its blob is the client's, or the TPM has no room to load it).
+    /// Ok(false) if there is nothing to repair.
+    fn repair_gap(&mut self, io: &mut Io, tpm: &mut dyn Tpm) -> Result<bool, RmError> {
+        let Some(h) = self.sessions.oldest_saved() else {
+            return Ok(false);
+        };
+        bump(&mut io.stats.gap_repairs);
+        let loaded = match self.sessions.get(h).map(|e| &e.state) {
+            Some(SessionState::SavedByRm(blob)) => io.context_load(tpm, blob),
+            // The client holds the blob: it cannot be renewed.
+            _ => return self.evict(io, tpm, h, Grant::Queue).map(|()| true),
+        };
+        match loaded {
+            Ok(Ok(p)) if p == h => {}
+            Ok(Ok(p)) => {
+                // Restored under another handle: should never happen. Drop both.
+                let _ = io.flush_or_queue(tpm, &mut self.pending, p);
+                return self.evict(io, tpm, h, Grant::Queue).map(|()| true);
+            }
+            Ok(Err(rc)) if is_handle_rc(rc) => {
+                self.end_session(io, tpm, h, End::Gone, Grant::Queue)?;
+                return Ok(true);
+            }
+            // No room to load it (or a bad blob): flushing needs no room.
+            Ok(Err(_)) => return self.evict(io, tpm, h, Grant::Queue).map(|()| true),
+            Err(e) => {
+                // Perhaps loaded, perhaps not: our blob may be spent. Forget it.
+                let _ = self.evict(io, tpm, h, Grant::Queue);
+                return Err(e);
+            }
+        }
+        match io.context_save(tpm, h) {
+            Ok(Ok(())) => {
+                if let Ok(blob) = io.saved_blob() {
+                    if let Some(e) = self.sessions.get_mut(h) {
+                        e.saved_seq = blob_seq(&blob);
+                        e.state = SessionState::SavedByRm(blob);
+                        return Ok(true);
+                    }
+                }
+                self.evict(io, tpm, h, Grant::Queue).map(|()| true)
+            }
+            Ok(Err(_)) => self.evict(io, tpm, h, Grant::Queue).map(|()| true),
+            Err(e) => {
+                let _ = self.evict(io, tpm, h, Grant::Queue);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// The TPM 2.0 resource manager: global state shared by every space.
 pub struct Rm {
     config: Config,
     cc: CcTable,
-    sessions: SessionRegistry,
+    st: State,
     io: Io,
     /// Copy of the client command, patched with physical handles.
     work: Vec<u8>,
-    /// Handles whose FlushContext failed on the transport, retried later.
-    pending_flushes: Vec<u32>,
     next_space_id: u64,
 }
 
-/// Writes a synthesized response code into `rsp` (RM layer if `layer`).
+/// Writes a synthesized response code into `rsp`.
 fn synth(rsp: &mut [u8], stats: &mut Stats, rc: u32) -> Result<usize, RmError> {
     bump(&mut stats.synthesized_responses);
     write_rc_response(rsp, rc).map_err(|_| RmError::BufferTooSmall)
 }
 
+/// Writes a synthesized response code of the resource-manager layer into `rsp`.
 fn synth_rm(rsp: &mut [u8], stats: &mut Stats, rc: u32) -> Result<usize, RmError> {
     bump(&mut stats.synthesized_responses);
     write_rm_error(rsp, rc).map_err(|_| RmError::BufferTooSmall)
@@ -283,12 +610,25 @@ fn starts_sequence(cc: u32) -> bool {
     matches!(cc, TPM_CC_HASH_SEQUENCE_START | TPM_CC_HMAC_START)
 }
 
+/// 1-based position `i + 1` as a response-code position.
+fn pos(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(0).saturating_add(1)
+}
+
+/// The session handle saved in the context a TPM2_ContextLoad command loads, if it is one.
+fn loaded_session(command: &Command, cmd: &[u8]) -> Option<u32> {
+    if command.cc() != TPM_CC_CONTEXT_LOAD {
+        return None;
+    }
+    let ctx = parse_context(cmd.get(command.params_offset()..)?).ok()?;
+    is_session_handle(ctx.saved_handle).then_some(ctx.saved_handle)
+}
+
 /// One command in flight: disjoint borrows of the resource manager's state.
 struct Exec<'a> {
     config: Config,
     io: &'a mut Io,
-    sessions: &'a mut SessionRegistry,
-    pending: &'a mut Vec<u32>,
+    st: &'a mut State,
     space: &'a mut Space,
     tpm: &'a mut dyn Tpm,
     now: u64,
@@ -318,6 +658,7 @@ impl Exec<'_> {
                     let sequence = obj.sequence;
                     match self.io.context_load(self.tpm, &obj.blob)? {
                         Ok(p) => {
+                            self.st.handed_out(p);
                             self.txn.objects.add(LoadedObject {
                                 vhandle: h,
                                 phandle: p,
@@ -331,8 +672,7 @@ impl Exec<'_> {
                         }
                         Err(_) => {
                             self.space.remove_object(h);
-                            let pos = u32::try_from(i).unwrap_or(0).saturating_add(1);
-                            return synth_rm(rsp, &mut self.io.stats, rc_handle_at_handle(pos))
+                            return synth_rm(rsp, &mut self.io.stats, rc_handle_at_handle(pos(i)))
                                 .map(Some);
                         }
                     }
@@ -346,28 +686,29 @@ impl Exec<'_> {
 
     /// Loads every session the command names that we hold saved, and marks every session it
     /// names for saving afterwards.
+    ///
+    /// # Errors
+    /// [`RmError::SessionsExhausted`] if the TPM has no room to load one.
     fn load_sessions(
         &mut self,
         command: &Command,
         rsp: &mut [u8],
     ) -> Result<Option<usize>, RmError> {
-        let from_handles = command.handles().iter().enumerate().map(|(i, h)| {
-            (
-                *h,
-                rc_handle_at_handle(u32::try_from(i).unwrap_or(0).saturating_add(1)),
-            )
-        });
-        let from_auth = command.sessions().iter().enumerate().map(|(i, s)| {
-            (
-                s.handle,
-                rc_handle_at_session(u32::try_from(i).unwrap_or(0).saturating_add(1)),
-            )
-        });
+        let from_handles = command
+            .handles()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, rc_handle_at_handle(pos(i))));
+        let from_auth = command
+            .sessions()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.handle, rc_handle_at_session(pos(i))));
         for (h, err_rc) in from_handles.chain(from_auth) {
             if !is_session_handle(h) || self.txn.sessions.contains(h) {
                 continue;
             }
-            let Some(entry) = self.sessions.get_mut(h) else {
+            let Some(entry) = self.st.sessions.get_mut(h) else {
                 continue; // checked before: cannot happen
             };
             entry.last_used_ns = self.now;
@@ -376,23 +717,32 @@ impl Exec<'_> {
                     self.txn.sessions.add(h);
                     continue;
                 }
-                SessionState::SavedByClient => continue,
+                SessionState::SavedByClient | SessionState::FlushPending => continue,
                 SessionState::SavedByRm(blob) => self.io.context_load(self.tpm, blob)?,
             };
             match result {
                 Ok(p) if p == h => {
                     entry.state = SessionState::Loaded;
+                    entry.saved_seq = None;
                     self.txn.sessions.add(h);
                 }
                 Ok(p) => {
                     // Restored under another handle: should never happen. Drop it.
-                    self.sessions.remove(h);
-                    let _ = self.io.flush_or_queue(self.tpm, self.pending, p);
+                    self.st.sessions.remove(h);
+                    let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, p);
+                    self.st.grant(Grant::Queue);
                     return synth_rm(rsp, &mut self.io.stats, err_rc).map(Some);
+                }
+                Err(rc) if is_session_exhaustion_rc(rc) => {
+                    self.st.exhaustion_rc = Some(rc);
+                    return Err(RmError::SessionsExhausted);
                 }
                 Err(rc) if is_resource_rc(rc) => return self.io.copy_last(rsp).map(Some),
                 Err(_) => {
-                    self.sessions.remove(h);
+                    // Not flushed: after a failed load the slot's fate is unknown, and the
+                    // handle may belong to someone else by now (e.g. after a TPM reset).
+                    self.st
+                        .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)?;
                     return synth_rm(rsp, &mut self.io.stats, err_rc).map(Some);
                 }
             }
@@ -411,8 +761,10 @@ impl Exec<'_> {
         rsp: &mut [u8],
         len: usize,
     ) -> Result<usize, RmError> {
+        self.st.handed_out(phandle);
+        let pending = &mut self.st.pending;
         if self.space.objects().len() >= self.config.max_objects {
-            self.io.flush_or_queue(self.tpm, self.pending, phandle)?;
+            self.io.flush_or_queue(self.tpm, pending, phandle)?;
             return synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY);
         }
         let (blob, sequence) = match client_blob {
@@ -420,12 +772,12 @@ impl Exec<'_> {
                 let mut v = match Vec::try_with_capacity(b.len()) {
                     Ok(v) => v,
                     Err(e) => {
-                        self.io.flush_or_queue(self.tpm, self.pending, phandle)?;
+                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
                         return Err(e.into());
                     }
                 };
                 if v.try_extend_from_slice(b).is_err() {
-                    self.io.flush_or_queue(self.tpm, self.pending, phandle)?;
+                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
                     return Err(RmError::OutOfMemory);
                 }
                 let seq =
@@ -436,18 +788,18 @@ impl Exec<'_> {
                 let saved = match self.io.context_save(self.tpm, phandle) {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = self.pending.try_push(phandle);
+                        let _ = pending.try_push(phandle);
                         return Err(e);
                     }
                 };
                 if let Err(rc) = saved {
-                    self.io.flush_or_queue(self.tpm, self.pending, phandle)?;
+                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
                     return synth(rsp, &mut self.io.stats, rc);
                 }
                 let v = match self.io.saved_blob() {
                     Ok(v) => v,
                     Err(e) => {
-                        self.io.flush_or_queue(self.tpm, self.pending, phandle)?;
+                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
                         return Err(e);
                     }
                 };
@@ -456,7 +808,7 @@ impl Exec<'_> {
                 (v, seq)
             }
         };
-        self.io.flush_or_queue(self.tpm, self.pending, phandle)?;
+        self.io.flush_or_queue(self.tpm, pending, phandle)?;
         match self
             .space
             .insert_object(blob, sequence, self.config.max_objects)
@@ -470,70 +822,143 @@ impl Exec<'_> {
         }
     }
 
-    /// A successful command returned the session `handle`: register it as this space's.
-    fn adopt_session(&mut self, handle: u32, rsp: &mut [u8], len: usize) -> Result<usize, RmError> {
+    /// A successful command (StartAuthSession, ContextLoad) returned the session `handle`:
+    /// register it as this space's. A ContextLoad of an abandoned session is a continuation:
+    /// the session becomes this space's, protected from eviction for a new SESSION_TIMEOUT.
+    fn adopt_session(
+        &mut self,
+        cc: u32,
+        handle: u32,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<usize, RmError> {
         let owner = self.space.id();
+        self.st.handed_out(handle);
         let others = self
+            .st
             .sessions
             .entries()
             .iter()
-            .filter(|e| e.owner == owner && !same_session(e.handle, handle))
+            .filter(|e| e.owner == Some(owner) && !same_session(e.handle, handle))
             .count();
         if others >= self.config.max_sessions {
-            self.sessions.remove(handle);
-            self.io.flush_or_queue(self.tpm, self.pending, handle)?;
+            self.st
+                .end_session(self.io, self.tpm, handle, End::Flush, Grant::Queue)?;
             return synth_rm(rsp, &mut self.io.stats, TPM_RC_SESSION_MEMORY);
         }
-        let created_ns = match self.sessions.get(handle) {
-            Some(e) if e.owner == owner => e.created_ns,
-            _ => self.now,
+        let reload = cc == TPM_CC_CONTEXT_LOAD;
+        let previous = self.st.sessions.get(handle);
+        let (id, created_ns, owned_since_ns, continued) = match previous {
+            Some(e) if reload && e.owner == Some(owner) => {
+                (e.id, e.created_ns, e.owned_since_ns, false)
+            }
+            Some(e) if reload && e.is_abandoned() => (e.id, e.created_ns, self.now, true),
+            _ => (self.st.new_session_id(), self.now, self.now, false),
         };
-        let entry = SessionEntry {
-            handle,
-            owner,
-            state: SessionState::Loaded,
-            created_ns,
-            last_used_ns: self.now,
-        };
-        if self.sessions.insert(entry).is_err() {
-            self.io.flush_or_queue(self.tpm, self.pending, handle)?;
+        let mut entry = SessionEntry::new(handle, id, owner, self.now);
+        entry.created_ns = created_ns;
+        entry.owned_since_ns = owned_since_ns;
+        if self.st.sessions.insert(entry).is_err() {
+            self.st
+                .end_session(self.io, self.tpm, handle, End::Flush, Grant::Queue)?;
             return Err(RmError::OutOfMemory);
+        }
+        if continued {
+            bump(&mut self.io.stats.continuation_hits);
         }
         self.txn.sessions.add(handle);
         Ok(len)
+    }
+
+    /// Saves session `h` (loaded for this command) and records its blob. Ok(false) if the
+    /// save failed with TPM_RC_CONTEXT_GAP (the session is still loaded).
+    fn save_session(&mut self, h: u32) -> Result<bool, RmError> {
+        match self.io.context_save(self.tpm, h) {
+            Ok(Ok(())) => {
+                let blob = self.io.saved_blob().ok();
+                match (blob, self.st.sessions.get_mut(h)) {
+                    (Some(blob), Some(entry)) => {
+                        entry.saved_seq = blob_seq(&blob);
+                        entry.state = SessionState::SavedByRm(blob);
+                        Ok(true)
+                    }
+                    _ => self
+                        .st
+                        .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
+                        .map(|()| true),
+                }
+            }
+            Ok(Err(TPM_RC_CONTEXT_GAP)) => Ok(false),
+            // Gone from the TPM (lazy backup of strict accounting): forget it.
+            Ok(Err(rc)) if is_handle_rc(rc) => self
+                .st
+                .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)
+                .map(|()| true),
+            Ok(Err(_)) => self
+                .st
+                .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
+                .map(|()| true),
+            Err(e) => {
+                let entry = self.st.sessions.remove(h);
+                self.st.queue_session_flush(h, entry);
+                Err(e)
+            }
+        }
     }
 
     /// Saves the sessions used and flushes the objects loaded. Never leaves anything of ours
     /// in the TPM that we do not track. Returns the first transport error, after trying all.
     fn finish(&mut self) -> Result<(), RmError> {
         let mut first_err = None;
-        for h in self.txn.sessions.iter() {
-            let loaded = self.sessions.get(h).is_some_and(|e| e.state.is_loaded());
+        let mut gap: List<u32, MAX_TXN_SESSIONS> = List::new();
+        let used = self.txn.sessions.items;
+        for h in used.iter().flatten().copied() {
+            let loaded = self.st.sessions.get(h).is_some_and(|e| e.state.is_loaded());
             if !loaded {
                 continue;
             }
-            let saved = match self.io.context_save(self.tpm, h) {
-                Ok(Ok(())) => self.io.saved_blob().ok(),
-                Ok(Err(rc)) if is_handle_rc(rc) => {
-                    // Gone from the TPM (lazy backup of strict accounting): forget it.
-                    self.sessions.remove(h);
-                    continue;
+            match self.save_session(h) {
+                Ok(true) => {}
+                Ok(false) => {
+                    gap.add(h);
                 }
-                Ok(Err(_)) => None,
                 Err(e) => {
-                    let _ = self.pending.try_push(h);
-                    self.sessions.remove(h);
                     first_err.get_or_insert(e);
-                    continue;
                 }
-            };
-            match (saved, self.sessions.get_mut(h)) {
-                (Some(blob), Some(entry)) => entry.state = SessionState::SavedByRm(blob),
-                _ => {
-                    self.sessions.remove(h);
-                    if let Err(e) = self.io.flush_or_queue(self.tpm, self.pending, h) {
+            }
+        }
+        // Context gap: renew (or evict) the oldest saved sessions, with fewer of ours
+        // loaded now, and try again.
+        for h in gap.iter() {
+            let mut saved = false;
+            for _ in 0..MAX_GAP_REPAIRS {
+                match self.st.repair_gap(self.io, self.tpm) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
                         first_err.get_or_insert(e);
+                        break;
                     }
+                }
+                match self.save_session(h) {
+                    Ok(true) => {
+                        saved = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        saved = true; // handled (queued)
+                        break;
+                    }
+                }
+            }
+            if !saved {
+                if let Err(e) = self
+                    .st
+                    .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
+                {
+                    first_err.get_or_insert(e);
                 }
             }
         }
@@ -558,7 +983,10 @@ impl Exec<'_> {
                     }
                 }
             }
-            if let Err(e) = self.io.flush_or_queue(self.tpm, self.pending, o.phandle) {
+            if let Err(e) = self
+                .io
+                .flush_or_queue(self.tpm, &mut self.st.pending, o.phandle)
+            {
                 first_err.get_or_insert(e);
             }
         }
@@ -586,10 +1014,9 @@ impl Rm {
         Ok(Rm {
             config,
             cc: CcTable::new(),
-            sessions: SessionRegistry::new(),
+            st: State::new()?,
             io: Io::new()?,
             work,
-            pending_flushes: Vec::try_with_capacity(16)?,
             next_space_id: 1,
         })
     }
@@ -644,12 +1071,17 @@ impl Rm {
 
     /// The session registry.
     pub fn sessions(&self) -> &SessionRegistry {
-        &self.sessions
+        &self.st.sessions
+    }
+
+    /// The wait queue.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.st.sched
     }
 
     /// Handles whose flush is still pending (transport failures).
     pub fn pending_flushes(&self) -> &[u32] {
-        &self.pending_flushes
+        &self.st.pending
     }
 
     /// The configuration.
@@ -662,36 +1094,30 @@ impl Rm {
         &self.io.stats
     }
 
+    /// Updates the gauges of [`Stats`].
+    fn sync_stats(&mut self) {
+        let s = &mut self.io.stats;
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        s.sessions = n(self.st.sessions.live_count());
+        s.abandoned = n(self.st.sessions.abandoned_count());
+        s.waiting = n(self.st.sched.len());
+        s.waits = self.st.sched.waits;
+        s.longest_wait_ns = self.st.sched.longest_wait_ns;
+    }
+
     /// A new, empty space with a unique id.
     ///
     /// # Errors
     /// None today; reserved for allocation failures.
     pub fn new_space(&mut self) -> Result<Space, RmError> {
         let id = self.next_space_id;
-        self.next_space_id = self.next_space_id.wrapping_add(1);
+        // Never 0, never reused in practice (64 bits).
+        self.next_space_id = self.next_space_id.wrapping_add(1).max(1);
         Ok(Space::new(id))
     }
 
-    /// Retries queued flushes; those that fail on the transport stay queued.
-    fn retry_pending_flushes(&mut self, tpm: &mut dyn Tpm) {
-        let mut tries = self.pending_flushes.len();
-        while tries > 0 {
-            // PANIC: tries > 0 here.
-            tries -= 1;
-            let Some(h) = self.pending_flushes.pop() else {
-                break;
-            };
-            if self.io.flush(tpm, h).is_err() {
-                let _ = self.pending_flushes.try_push(h);
-                break; // the transport is still down
-            }
-        }
-    }
-
-    /// One client command for `space`. `cmd` is exactly what the client wrote (the caller
-    /// already rejected >4096 with E2BIG).
-    /// Ok(n): a response of n bytes in `rsp` (from the TPM or synthesized in the RM layer).
-    /// Err: the errno tpmrm0 would give.
+    /// One client command for `space`, not waiting for a session slot: `execute_as` with no
+    /// ticket.
     ///
     /// # Errors
     /// See [`RmError`].
@@ -703,12 +1129,165 @@ impl Rm {
         cmd: &[u8],
         rsp: &mut [u8],
     ) -> Result<usize, RmError> {
+        self.execute_as(space, tpm, now_ns, None, cmd, rsp)
+    }
+
+    /// One client command for `space`. `cmd` is exactly what the client wrote (the caller
+    /// already rejected >4096 with E2BIG). `ticket` is the command's place in the wait queue
+    /// if it is retried after [`RmError::SessionsExhausted`] (see [`Rm::wait_begin`]).
+    /// Ok(n): a response of n bytes in `rsp` (from the TPM or synthesized in the RM layer).
+    /// Err: the errno tpmrm0 would give.
+    ///
+    /// # Errors
+    /// See [`RmError`]. [`RmError::SessionsExhausted`]: no session slot now (or others wait
+    /// ahead of this command); nothing changed, wait and retry with a ticket.
+    pub fn execute_as(
+        &mut self,
+        space: &mut Space,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+        ticket: Option<&Ticket>,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Result<usize, RmError> {
         bump(&mut self.io.stats.client_commands);
-        let r = self.execute_inner(space, tpm, now_ns, cmd, rsp);
+        let id = ticket.map(Ticket::id);
+        self.st.exhaustion_rc = None;
+        let r = self.execute_inner(space, tpm, now_ns, id, cmd, rsp);
+        if r == Err(RmError::SessionsExhausted) {
+            let rc = self.st.exhaustion_rc.take();
+            if let Some(rc) = rc {
+                self.st.last_exhaustion = Some((space.id(), rc));
+            }
+            self.st.sched.exhausted(id, now_ns, rc);
+        }
         if r.is_err() {
             bump(&mut self.io.stats.rejected_commands);
         }
+        self.sync_stats();
         r
+    }
+
+    /// Queues a command of `space` that got [`RmError::SessionsExhausted`], at the tail.
+    ///
+    /// # Errors
+    /// [`RmError::OutOfMemory`] if the queue cannot grow (fail the command).
+    pub fn wait_begin(&mut self, space: &Space, now_ns: u64) -> Result<Ticket, RmError> {
+        let rc = self
+            .st
+            .last_exhaustion
+            .filter(|(s, _)| *s == space.id())
+            .map(|(_, rc)| rc);
+        let t = self.st.sched.begin(space.id(), now_ns, rc)?;
+        self.sync_stats();
+        Ok(t)
+    }
+
+    /// The command of `ticket` stops waiting (it got its answer, a signal, or its file is
+    /// closing). An unused reservation passes to the next waiter: call
+    /// [`Rm::take_wakeup`] afterwards.
+    pub fn wait_end(&mut self, ticket: Ticket, now_ns: u64) {
+        self.st.sched.end(ticket, now_ns);
+        self.sync_stats();
+    }
+
+    /// Whether the command of `ticket` may retry now without being refused at once: it holds
+    /// a reservation or heads the queue. ([`Rm::wait_step`] also says when.)
+    pub fn may_retry(&self, ticket: &Ticket) -> bool {
+        self.st.sched.may_take_slot(Some(ticket.id()))
+    }
+
+    /// Whether waiters must be woken since the last call (a slot was reserved for one, or
+    /// the head changed). The glue then wakes every waiter (notify_all); each asks
+    /// [`Rm::wait_step`].
+    pub fn take_wakeup(&mut self) -> bool {
+        self.st.sched.take_wakeup()
+    }
+
+    /// What the command of `ticket` should do now: retry, or sleep until woken or until the
+    /// time given. Retries pending flushes, and evicts a session for this waiter when it is
+    /// due (see [`Rm::evict_for`]).
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] if an eviction's flush failed on the transport (queued; the
+    /// caller may keep waiting or fail the command).
+    pub fn wait_step(
+        &mut self,
+        ticket: &Ticket,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+    ) -> Result<WaitStep, RmError> {
+        self.st.retry_pending(&mut self.io, tpm);
+        let (t, p) = (
+            self.config.session_timeout_ns,
+            self.config.retry_interval_ns,
+        );
+        let id = ticket.id();
+        if !self.st.sched.contains(id) {
+            // A stale ticket (its space was closed): never a busy loop.
+            return Ok(WaitStep::Sleep {
+                until_ns: now_ns.saturating_add(p.max(1)),
+            });
+        }
+        let mut r = Ok(WaitStep::Retry);
+        for _ in 0..2 {
+            r = match self.st.sched.step(id, now_ns, t, p) {
+                Action::Retry => Ok(WaitStep::Retry),
+                Action::Sleep(until_ns) => Ok(WaitStep::Sleep { until_ns }),
+                Action::Evict => match self.evict_inner(id, tpm, now_ns) {
+                    Ok(true) => Ok(WaitStep::Retry),
+                    Ok(false) => {
+                        // Asked again: the attempt is recorded, so no second Evict.
+                        r = Ok(WaitStep::Sleep {
+                            until_ns: now_ns.saturating_add(p.max(1)),
+                        });
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            break;
+        }
+        self.sync_stats();
+        r
+    }
+
+    /// Evicts one of our sessions for the command of `ticket`, if it is due: it is the
+    /// oldest waiter without a reservation and has waited `session_timeout_ns`. The victim
+    /// ([`super::scheduler::choose_victim`]) is flushed, its owner gets a tombstone, and the
+    /// slot is reserved for this waiter. Ok(true) if the waiter holds a reservation now;
+    /// Ok(false) if nothing was eligible (keep waiting).
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] if the flush failed on the transport (it is queued).
+    pub fn evict_for(
+        &mut self,
+        ticket: &Ticket,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+    ) -> Result<bool, RmError> {
+        self.st.retry_pending(&mut self.io, tpm);
+        let r = self.evict_inner(ticket.id(), tpm, now_ns);
+        self.sync_stats();
+        r
+    }
+
+    fn evict_inner(&mut self, id: u64, tpm: &mut dyn Tpm, now: u64) -> Result<bool, RmError> {
+        let sched = &mut self.st.sched;
+        if sched.is_reserved(id) {
+            return Ok(true);
+        }
+        let timeout = self.config.session_timeout_ns;
+        if !sched.is_first_unreserved(id) || !sched.waited(id, now, timeout) {
+            return Ok(false);
+        }
+        sched.eviction_attempted(id, now);
+        let Some(victim) = choose_victim(self.st.sessions.entries(), now, timeout) else {
+            return Ok(false);
+        };
+        self.st
+            .evict(&mut self.io, tpm, victim, Grant::Waiter(id))
+            .map(|()| true)
     }
 
     fn execute_inner(
@@ -716,6 +1295,7 @@ impl Rm {
         space: &mut Space,
         tpm: &mut dyn Tpm,
         now: u64,
+        ticket: Option<u64>,
         cmd: &[u8],
         rsp: &mut [u8],
     ) -> Result<usize, RmError> {
@@ -738,24 +1318,48 @@ impl Rm {
             Err(FramingError::BadTag) => return synth(rsp, &mut self.io.stats, TPM_RC_BAD_TAG),
             Err(_) => return Err(RmError::InvalidCommand),
         };
-        self.retry_pending_flushes(tpm);
-
-        // Ownership checks, before anything is sent.
+        self.st.retry_pending(&mut self.io, tpm);
         let owner = space.id();
+
+        // Sessions this space lost to an eviction: its first reference to one is answered.
         for (i, &h) in command.handles().iter().enumerate() {
-            let pos = u32::try_from(i).unwrap_or(0).saturating_add(1);
-            if is_transient_handle(h) && space.object(h).is_none() {
-                return Err(RmError::InvalidCommand);
-            }
-            if is_session_handle(h) && !self.sessions.is_owned_by(h, owner) {
-                return synth_rm(rsp, &mut self.io.stats, rc_handle_at_handle(pos));
+            if is_session_handle(h) && self.st.take_tombstone(owner, h) {
+                let rc = rc_at_handle(TPM_RC_EXPIRED, pos(i));
+                return synth_rm(rsp, &mut self.io.stats, rc);
             }
         }
         for (i, s) in command.sessions().iter().enumerate() {
-            let pos = u32::try_from(i).unwrap_or(0).saturating_add(1);
-            if is_session_handle(s.handle) && !self.sessions.is_owned_by(s.handle, owner) {
-                return synth_rm(rsp, &mut self.io.stats, rc_handle_at_session(pos));
+            if is_session_handle(s.handle) && self.st.take_tombstone(owner, s.handle) {
+                let rc = rc_at_session(TPM_RC_EXPIRED, pos(i));
+                return synth_rm(rsp, &mut self.io.stats, rc);
             }
+        }
+        if header.cc == TPM_CC_FLUSH_CONTEXT {
+            if let Some(h) = get_u32(cmd, command.params_offset()) {
+                if is_session_handle(h) && self.st.take_tombstone(owner, h) {
+                    return synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS);
+                }
+            }
+        }
+
+        // Ownership checks, before anything is sent.
+        for (i, &h) in command.handles().iter().enumerate() {
+            if is_transient_handle(h) && space.object(h).is_none() {
+                return Err(RmError::InvalidCommand);
+            }
+            if is_session_handle(h) && !self.st.sessions.is_owned_by(h, owner) {
+                return synth_rm(rsp, &mut self.io.stats, rc_handle_at_handle(pos(i)));
+            }
+        }
+        for (i, s) in command.sessions().iter().enumerate() {
+            if is_session_handle(s.handle) && !self.st.sessions.is_owned_by(s.handle, owner) {
+                return synth_rm(rsp, &mut self.io.stats, rc_handle_at_session(pos(i)));
+            }
+        }
+
+        // FIFO: a new session slot only for the head of the queue or a reservation holder.
+        if header.cc == TPM_CC_START_AUTH_SESSION && !self.st.sched.may_take_slot(ticket) {
+            return Err(RmError::SessionsExhausted);
         }
 
         self.work.clear();
@@ -774,15 +1378,13 @@ impl Rm {
                 }
             }
             TPM_CC_CONTEXT_LOAD => {
-                if let Ok(ctx) = cmd
-                    .get(command.params_offset()..)
-                    .map_or(Err(super::codec::Truncated), parse_context)
-                {
-                    if is_session_handle(ctx.saved_handle)
-                        && self
-                            .sessions
-                            .get(ctx.saved_handle)
-                            .is_some_and(|e| e.owner != owner)
+                // Another space's session may not be loaded; an abandoned one may.
+                if let Some(h) = loaded_session(&command, cmd) {
+                    if self
+                        .st
+                        .sessions
+                        .get(h)
+                        .is_some_and(|e| e.owner.is_some_and(|o| o != owner) || !e.is_live())
                     {
                         return synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1));
                     }
@@ -790,7 +1392,7 @@ impl Rm {
             }
             _ => {}
         }
-        self.general(space, tpm, now, &command, rsp)
+        self.general(space, tpm, now, ticket, &command, rsp)
     }
 
     /// GetCapability(TPM_CAP_HANDLES) of transient handles: the space's own, synthesized.
@@ -828,12 +1430,13 @@ impl Rm {
             };
         }
         if is_session_handle(h) {
-            if !self.sessions.is_owned_by(h, space.id()) {
+            if !self.st.sessions.is_owned_by(h, space.id()) {
                 return synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1));
             }
             let n = send(&mut self.io.stats, tpm, &self.work, rsp)?;
             if get_u32(rsp, 6) == Some(TPM_RC_SUCCESS) {
-                self.sessions.remove(h);
+                self.st.sessions.remove(h);
+                self.st.grant(Grant::Queue);
             }
             return Ok(n);
         }
@@ -846,22 +1449,21 @@ impl Rm {
         space: &mut Space,
         tpm: &mut dyn Tpm,
         now: u64,
+        ticket: Option<u64>,
         command: &Command,
         rsp: &mut [u8],
     ) -> Result<usize, RmError> {
         let Rm {
             config,
-            sessions,
+            st,
             io,
             work,
-            pending_flushes,
             ..
         } = self;
         let mut x = Exec {
             config: *config,
             io,
-            sessions,
-            pending: pending_flushes,
+            st,
             space,
             tpm,
             now,
@@ -875,11 +1477,38 @@ impl Rm {
             Ok(None) => {}
             r => return x.conclude(r.map(|n| n.unwrap_or(0))),
         }
-        let n = match send(&mut x.io.stats, x.tpm, work, rsp) {
+        let mut n = match send(&mut x.io.stats, x.tpm, work, rsp) {
             Ok(n) => n,
             Err(e) => return x.conclude(Err(e)),
         };
+        // TPM_RC_CONTEXT_GAP (a warning: the command was not executed): renew the oldest
+        // saved session and send the command again.
+        for _ in 0..MAX_GAP_REPAIRS {
+            if get_u32(rsp, 6) != Some(TPM_RC_CONTEXT_GAP) {
+                break;
+            }
+            match x.st.repair_gap(x.io, x.tpm) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return x.conclude(Err(e)),
+            }
+            n = match send(&mut x.io.stats, x.tpm, work, rsp) {
+                Ok(n) => n,
+                Err(e) => return x.conclude(Err(e)),
+            };
+        }
+        let rc = get_u32(rsp, 6).unwrap_or(u32::MAX);
+        let cc = command.cc();
+        if is_session_exhaustion_rc(rc)
+            && (cc == TPM_CC_START_AUTH_SESSION || loaded_session(command, work).is_some())
+        {
+            x.st.exhaustion_rc = Some(rc);
+            return x.conclude(Err(RmError::SessionsExhausted));
+        }
         let r = Self::map_response(&mut x, command, work, rsp, n);
+        if cc == TPM_CC_START_AUTH_SESSION && rc == TPM_RC_SUCCESS {
+            x.st.sched.took_slot(ticket);
+        }
         x.conclude(r)
     }
 
@@ -905,21 +1534,28 @@ impl Rm {
             }
         }
         for s in command.sessions() {
-            if is_session_handle(s.handle) && s.attributes & TPMA_SESSION_CONTINUESESSION == 0 {
+            if is_session_handle(s.handle)
+                && s.attributes & TPMA_SESSION_CONTINUESESSION == 0
+                && x.st.sessions.get(s.handle).is_some()
+            {
                 // The TPM ended it.
-                x.sessions.remove(s.handle);
+                x.st.end_session(x.io, x.tpm, s.handle, End::Gone, Grant::Queue)?;
             }
         }
         if cc == TPM_CC_CONTEXT_SAVE {
             if let Some(&h) = command.handles().first() {
-                if let Some(e) = x.sessions.get_mut(h) {
+                if let Some(e) = x.st.sessions.get_mut(h) {
                     e.state = SessionState::SavedByClient;
+                    e.saved_seq = rsp
+                        .get(..n)
+                        .and_then(|r| context_save_blob(r).ok())
+                        .and_then(blob_seq);
                 }
             }
         }
         if cc == TPM_CC_GET_CAPABILITY {
             let owner = x.space.id();
-            let sessions = &*x.sessions;
+            let sessions = &x.st.sessions;
             return filter_handles_response(rsp, n, |h| {
                 if is_transient_handle(h) {
                     false
@@ -943,22 +1579,49 @@ impl Rm {
                 return x.adopt_object(cc, h, client_blob, rsp, n);
             }
             if is_session_handle(h) {
-                return x.adopt_session(h, rsp, n);
+                return x.adopt_session(cc, h, rsp, n);
             }
         }
         Ok(n)
     }
 
-    /// Close: flush everything the space holds from the TPM. Never fails; a flush that fails
-    /// on the transport is queued and retried at the next execute/close.
+    /// Close: flush everything the space holds from the TPM, except sessions its client
+    /// saved itself, which are abandoned (kept for continuation; the oldest abandoned ones
+    /// are flushed beyond `Config::max_abandoned`). The space's waiters leave the queue and
+    /// its tombstones are dropped. Never fails; a flush that fails on the transport is queued
+    /// and retried at the next execute/close. Call [`Rm::take_wakeup`] afterwards.
     pub fn close_space(&mut self, space: &mut Space, tpm: &mut dyn Tpm) {
-        self.retry_pending_flushes(tpm);
-        while let Some(e) = self.sessions.remove_one_owned(space.id()) {
-            // A TPM error means it is gone already.
-            let _ = self
-                .io
-                .flush_or_queue(tpm, &mut self.pending_flushes, e.handle);
+        self.close_space_at(space, tpm, 0);
+    }
+
+    /// [`Rm::close_space`] at time `now_ns` (for the wait statistics of the space's
+    /// waiters, if any are left). Tickets of the space's waiters become stale: `execute_as`
+    /// treats a stale ticket as none and `wait_step` answers it `Sleep`; end such commands
+    /// (and call `wait_end`) before closing.
+    pub fn close_space_at(&mut self, space: &mut Space, tpm: &mut dyn Tpm, now_ns: u64) {
+        let owner = space.id();
+        self.st.retry_pending(&mut self.io, tpm);
+        self.st.sched.remove_space(owner, now_ns);
+        self.st.drop_tombstones(owner);
+        let keep = self.config.max_abandoned > 0;
+        while let Some(h) = self.st.sessions.find_owned(owner) {
+            let client_saved = self
+                .st
+                .sessions
+                .get(h)
+                .is_some_and(|e| matches!(e.state, SessionState::SavedByClient));
+            if client_saved && keep {
+                self.st.abandon(h);
+            } else {
+                // A TPM error means it is gone already; a transport error queues the flush.
+                let _ = self
+                    .st
+                    .end_session(&mut self.io, tpm, h, End::Flush, Grant::Queue);
+            }
         }
+        self.st
+            .trim_abandoned(&mut self.io, tpm, self.config.max_abandoned);
         space.clear();
+        self.sync_stats();
     }
 }

@@ -4,6 +4,10 @@
 //!
 //! Session handles are not virtualized (a session handle feeds HMAC computation), so a
 //! handle names the same session for every space; ownership is what isolates spaces.
+//!
+//! A session without an owner is either *abandoned* (saved by a client whose file was
+//! closed: any space may load it again, see `Rm::close_space`) or waiting for a flush that
+//! failed on the transport ([`SessionState::FlushPending`]).
 
 use super::platform::{OutOfMemory, Vec};
 
@@ -15,6 +19,9 @@ pub enum SessionState {
     SavedByRm(Vec<u8>),
     /// Saved by the client (TPM2_ContextSave); the client holds the blob, we hold nothing.
     SavedByClient,
+    /// To be flushed (a FlushContext failed on the transport and the pending-flush queue
+    /// could not grow); retried with the pending flushes. Never owned.
+    FlushPending,
 }
 
 impl SessionState {
@@ -22,20 +29,65 @@ impl SessionState {
     pub fn is_loaded(&self) -> bool {
         matches!(self, SessionState::Loaded)
     }
+
+    /// Whether the session is saved (by us or by the client).
+    pub fn is_saved(&self) -> bool {
+        matches!(
+            self,
+            SessionState::SavedByRm(_) | SessionState::SavedByClient
+        )
+    }
 }
 
 /// One session.
 pub struct SessionEntry {
     /// The session handle (0x02xxxxxx HMAC, 0x03xxxxxx policy).
     pub handle: u32,
-    /// Id of the space that owns it.
-    pub owner: u64,
+    /// Unique id of this entry (never reused, unlike handles).
+    pub id: u64,
+    /// Id of the space that owns it; `None` if abandoned or flush-pending.
+    pub owner: Option<u64>,
     /// Where its context is.
     pub state: SessionState,
-    /// When it was registered (ns, clock of the caller).
+    /// When it was created (ns, clock of the caller).
     pub created_ns: u64,
+    /// When its current owner got it: created, or loaded from the abandoned list. A session
+    /// is not evicted before it has been owned for `Config::session_timeout_ns`.
+    pub owned_since_ns: u64,
     /// When a command last used it (ns, clock of the caller).
     pub last_used_ns: u64,
+    /// `sequence` of its last saved context (ours or the client's), if known: orders saved
+    /// sessions for context-gap repair.
+    pub saved_seq: Option<u64>,
+    /// Order of abandonment (larger is more recent); 0 if never abandoned.
+    pub abandoned_at: u64,
+}
+
+impl SessionEntry {
+    /// A new loaded session owned by `owner`, created at `now`.
+    pub fn new(handle: u32, id: u64, owner: u64, now: u64) -> Self {
+        SessionEntry {
+            handle,
+            id,
+            owner: Some(owner),
+            state: SessionState::Loaded,
+            created_ns: now,
+            owned_since_ns: now,
+            last_used_ns: now,
+            saved_seq: None,
+            abandoned_at: 0,
+        }
+    }
+
+    /// Whether the session is abandoned: saved by a client, no owner.
+    pub fn is_abandoned(&self) -> bool {
+        self.owner.is_none() && matches!(self.state, SessionState::SavedByClient)
+    }
+
+    /// Whether the session counts as ours (owned or abandoned, not merely awaiting a flush).
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, SessionState::FlushPending)
+    }
 }
 
 /// Index bits of a session handle, shared by its HMAC and policy forms.
@@ -65,14 +117,24 @@ impl SessionRegistry {
         &self.entries
     }
 
-    /// Number of sessions.
+    /// Number of entries (including flush-pending ones).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether there is no session.
+    /// Whether there is no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Number of live sessions (owned or abandoned).
+    pub fn live_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_live()).count()
+    }
+
+    /// Number of abandoned sessions.
+    pub fn abandoned_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_abandoned()).count()
     }
 
     /// The session with handle `handle`.
@@ -87,19 +149,55 @@ impl SessionRegistry {
 
     /// Whether `handle` is a session owned by space `owner`.
     pub fn is_owned_by(&self, handle: u32, owner: u64) -> bool {
-        self.get(handle).is_some_and(|e| e.owner == owner)
+        self.get(handle).is_some_and(|e| e.owner == Some(owner))
     }
 
     /// Whether the session slot of `handle` (HMAC or policy form) is owned by `owner`.
     pub fn slot_owned_by(&self, handle: u32, owner: u64) -> bool {
         self.entries
             .iter()
-            .any(|e| e.owner == owner && same_session(e.handle, handle))
+            .any(|e| e.owner == Some(owner) && same_session(e.handle, handle))
     }
 
     /// Number of sessions owned by `owner`.
     pub fn count_owned(&self, owner: u64) -> usize {
-        self.entries.iter().filter(|e| e.owner == owner).count()
+        self.entries
+            .iter()
+            .filter(|e| e.owner == Some(owner))
+            .count()
+    }
+
+    /// Handle of one session owned by `owner`.
+    pub fn find_owned(&self, owner: u64) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|e| e.owner == Some(owner))
+            .map(|e| e.handle)
+    }
+
+    /// Handle of the session abandoned first.
+    pub fn oldest_abandoned(&self) -> Option<u32> {
+        self.entries
+            .iter()
+            .filter(|e| e.is_abandoned())
+            .min_by_key(|e| (e.abandoned_at, e.id))
+            .map(|e| e.handle)
+    }
+
+    /// Handle of the live saved session with the oldest known saved context (smallest
+    /// `saved_seq`): the one that limits the TPM's context gap, as far as we know.
+    pub fn oldest_saved(&self) -> Option<u32> {
+        self.entries
+            .iter()
+            .filter(|e| e.is_live() && e.state.is_saved())
+            .filter_map(|e| e.saved_seq.map(|s| (s, e.id, e.handle)))
+            .min()
+            .map(|(_, _, h)| h)
+    }
+
+    /// Handle of one flush-pending entry.
+    pub fn find_flush_pending(&self) -> Option<u32> {
+        self.entries.iter().find(|e| !e.is_live()).map(|e| e.handle)
     }
 
     /// Adds `entry`, replacing any entry for the same session slot (a stale one: the TPM
@@ -127,7 +225,7 @@ impl SessionRegistry {
 
     /// Removes and returns one session owned by `owner`.
     pub fn remove_one_owned(&mut self, owner: u64) -> Option<SessionEntry> {
-        let i = self.entries.iter().position(|e| e.owner == owner)?;
+        let i = self.entries.iter().position(|e| e.owner == Some(owner))?;
         self.entries.swap_remove(i)
     }
 }
@@ -137,13 +235,9 @@ mod tests {
     use super::*;
 
     fn entry(handle: u32, owner: u64) -> SessionEntry {
-        SessionEntry {
-            handle,
-            owner,
-            state: SessionState::Loaded,
-            created_ns: 1,
-            last_used_ns: 2,
-        }
+        let mut e = SessionEntry::new(handle, u64::from(handle), owner, 1);
+        e.last_used_ns = 2;
+        e
     }
 
     #[test]
@@ -170,9 +264,42 @@ mod tests {
         assert!(r.get(0x0300_0001).is_none());
         assert!(r.remove(0x0200_0001).is_some());
         assert!(r.remove(0x0200_0001).is_none());
+        assert!(r.find_owned(1).is_some());
         assert!(r.remove_one_owned(1).is_some());
         assert!(r.remove_one_owned(1).is_some());
         assert!(r.remove_one_owned(1).is_none());
+        assert!(r.find_owned(1).is_none());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn abandoned_and_saved_order() {
+        let mut r = SessionRegistry::new();
+        for (i, h) in [0x0300_0000u32, 0x0300_0001, 0x0300_0002]
+            .iter()
+            .enumerate()
+        {
+            let mut e = entry(*h, 1);
+            e.state = SessionState::SavedByClient;
+            e.saved_seq = Some(10 - i as u64);
+            r.insert(e).unwrap();
+        }
+        assert_eq!(r.abandoned_count(), 0);
+        assert_eq!(r.oldest_saved(), Some(0x0300_0002));
+        for (h, at) in [(0x0300_0000u32, 5u64), (0x0300_0001, 3)] {
+            let e = r.get_mut(h).unwrap();
+            e.owner = None;
+            e.abandoned_at = at;
+        }
+        assert_eq!(r.abandoned_count(), 2);
+        assert_eq!(r.live_count(), 3);
+        assert_eq!(r.oldest_abandoned(), Some(0x0300_0001));
+        r.get_mut(0x0300_0002).unwrap().state = SessionState::FlushPending;
+        r.get_mut(0x0300_0002).unwrap().owner = None;
+        assert_eq!(r.live_count(), 2);
+        assert_eq!(r.oldest_saved(), Some(0x0300_0001));
+        assert_eq!(r.find_flush_pending(), Some(0x0300_0002));
+        assert!(r.get(0x0300_0000).unwrap().is_abandoned());
+        assert!(!r.get(0x0300_0002).unwrap().is_abandoned());
     }
 }

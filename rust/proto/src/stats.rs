@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Counters of the resource manager's work.
 
-/// What the resource manager did since it was created. Every counter only grows (wrapping).
+/// What the resource manager did since it was created. Every counter only grows (wrapping),
+/// except the gauges `sessions`, `abandoned` and `waiting`, which say how things are now, and
+/// `longest_wait_ns`, a maximum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Client commands given to `execute` (including rejected ones).
@@ -20,6 +22,25 @@ pub struct Stats {
     pub rejected_commands: u64,
     /// Transport failures.
     pub transport_errors: u64,
+    /// Gauge: sessions the resource manager tracks now (owned by a space or abandoned).
+    pub sessions: u64,
+    /// Gauge: abandoned sessions now (saved by a client whose file was closed; loadable by
+    /// any space).
+    pub abandoned: u64,
+    /// Gauge: commands waiting for a session slot now.
+    pub waiting: u64,
+    /// Waits for a session slot begun (`Rm::wait_begin`).
+    pub waits: u64,
+    /// Longest wait for a session slot, from `Rm::wait_begin` to `Rm::wait_end` (ns).
+    pub longest_wait_ns: u64,
+    /// Sessions flushed by force while their owner (or a later loader) still wanted them:
+    /// for a waiter (`Rm::evict_for`) or to close a context gap.
+    pub evictions: u64,
+    /// Context-gap repairs (one per session re-saved or evicted because of
+    /// TPM_RC_CONTEXT_GAP).
+    pub gap_repairs: u64,
+    /// Abandoned sessions loaded again by a space (session continuation).
+    pub continuation_hits: u64,
 }
 
 /// Adds one to `c`, wrapping.

@@ -98,10 +98,12 @@ fn object_load_resource_error_is_returned_and_entry_kept() {
     assert_eq!(h.tpm.loaded_objects(), 0);
     assert_eq!(h.tpm.loaded_sessions(), 0);
     // Session load fails with TPM_RC_SESSION_MEMORY after the key was loaded: the key is
-    // flushed again, both entries kept.
+    // flushed again, both entries kept, and the caller is told to wait for a session slot.
     h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x903));
-    let r = h.ok(&mut s, &sign(k2, Auth::policy(sess, true, KEY_AUTH)));
-    assert_eq!(rc(&r), 0x903);
+    assert_eq!(
+        h.exec(&mut s, &sign(k2, Auth::policy(sess, true, KEY_AUTH))),
+        Err(RmError::SessionsExhausted)
+    );
     assert_eq!(h.tpm.loaded_objects(), 0);
     assert_eq!(h.tpm.loaded_sessions(), 0);
     // Everything still works.
@@ -351,6 +353,7 @@ fn per_space_session_limit() {
         Config {
             max_objects: 64,
             max_sessions: 2,
+            ..Config::default()
         },
     );
     let mut s = h.space();

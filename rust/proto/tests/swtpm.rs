@@ -254,6 +254,7 @@ fn full_object_table() {
         Config {
             max_objects: 3,
             max_sessions: 64,
+            ..Config::default()
         },
     );
     let mut s = h.space();
@@ -310,7 +311,14 @@ fn flush_context_objects_and_sessions() {
 
 #[test]
 fn close_flushes_everything() {
-    let mut h = harness();
+    // With continuation off: every session, even one the client saved, is flushed.
+    let mut h = Harness::new(
+        SwTpm::start(),
+        Config {
+            max_abandoned: 0,
+            ..Config::default()
+        },
+    );
     let mut s = h.space();
     let mut other = h.space();
     for _ in 0..4 {
@@ -445,4 +453,154 @@ fn unknown_and_malformed_commands_send_nothing() {
         assert_eq!(h.exec(&mut s, &c), Err(RmError::InvalidCommand));
     }
     assert_eq!(h.tpm_commands(), before);
+}
+
+fn start_hmac(h: &mut Harness<SwTpm>, s: &mut Space) -> Result<u32, RmError> {
+    h.exec(s, &start_auth_session(SE_HMAC, &[3; 16]))
+        .map(|r| rhandle(&r))
+}
+
+#[test]
+fn session_continuation_across_files() {
+    let mut h = Harness::new(
+        SwTpm::start(),
+        Config {
+            max_abandoned: 2,
+            ..Config::default()
+        },
+    );
+    // Process 1: `tpm2 startauthsession --policy-session -S s.ctx`, then exit.
+    let mut a = h.space();
+    let sess = policy_session(&mut h, &mut a);
+    let blob = context_save_blob(&h.success(&mut a, &context_save(sess)));
+    h.close(&mut a);
+    assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 1, "kept at close");
+    assert_eq!(h.rm.stats().abandoned, 1);
+    // Process 2: `tpm2 policypassword -S s.ctx`, `tpm2 sign -p session:s.ctx`.
+    let mut b = h.space();
+    let (key, _) = ecc_key(&mut h, &mut b);
+    let r = h.ok(&mut b, &policy_password(sess));
+    assert_eq!(rc(&r), 0x18B | LAYER, "not b's before it loads it");
+    assert_eq!(rhandle(&h.success(&mut b, &context_load(&blob))), sess);
+    assert_eq!(h.rm.stats().continuation_hits, 1);
+    h.success(&mut b, &policy_password(sess));
+    h.success(&mut b, &sign(key, Auth::policy(sess, true, KEY_AUTH)));
+    let blob = context_save_blob(&h.success(&mut b, &context_save(sess)));
+    h.close(&mut b);
+    // Process 3: `tpm2 flushcontext s.ctx`.
+    let mut c = h.space();
+    h.success(&mut c, &context_load(&blob));
+    h.success(&mut c, &flush_context(sess));
+    h.close(&mut c);
+    h.tpm.assert_empty();
+    // The loop that leaks on /dev/tpmrm0 (65th iteration: TPM_RC_SESSION_HANDLES): here the
+    // abandoned list stays bounded and the oldest are flushed.
+    let mut blobs = vec![];
+    for i in 0..70u8 {
+        let mut x = h.space();
+        let r = h.success(&mut x, &start_auth_session(SE_POLICY, &[i; 16]));
+        let s = rhandle(&r);
+        blobs.push(context_save_blob(&h.success(&mut x, &context_save(s))));
+        h.close(&mut x);
+    }
+    assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 2);
+    assert_eq!(h.rm.stats().abandoned, 2);
+    // An overflowed one is gone (the TPM refuses its blob); the last two load.
+    let mut d = h.space();
+    let r = h.ok(&mut d, &context_load(&blobs[67]));
+    assert_ne!(rc(&r), 0);
+    assert_eq!(rc(&r) & LAYER, 0, "the TPM's own answer");
+    for b in &blobs[68..] {
+        let s = rhandle(&h.success(&mut d, &context_load(b)));
+        h.success(&mut d, &policy_password(s));
+    }
+    h.close(&mut d);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn global_session_exhaustion_and_eviction() {
+    let mut h = harness();
+    let mut a = h.space();
+    let sessions: Vec<u32> = (0..64)
+        .map(|_| start_hmac(&mut h, &mut a).unwrap())
+        .collect();
+    let mut b = h.space();
+    // The TPM's own TPM_RC_SESSION_HANDLES: the command is undone, EAGAIN.
+    assert_eq!(start_hmac(&mut h, &mut b), Err(RmError::SessionsExhausted));
+    assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 64);
+    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    assert_eq!(
+        h.rm.evict_for(&tb, &mut h.tpm, h.now),
+        Ok(false),
+        "too early"
+    );
+    h.now += 2_000_000_000;
+    assert_eq!(h.rm.evict_for(&tb, &mut h.tpm, h.now), Ok(true));
+    // Nobody else may take the freed slot.
+    let mut c = h.space();
+    assert_eq!(start_hmac(&mut h, &mut c), Err(RmError::SessionsExhausted));
+    let r = h
+        .exec_as(&mut b, Some(&tb), &start_auth_session(SE_HMAC, &[4; 16]))
+        .unwrap();
+    assert_eq!(rc(&r), 0);
+    h.rm.wait_end(tb, h.now);
+    let st = *h.rm.stats();
+    assert_eq!((st.evictions, st.waits, st.sessions), (1, 1, 64));
+    // The oldest was evicted: a's first reference to it is answered by the RM.
+    let before = h.tpm_commands();
+    let r = h.ok(&mut a, &context_save(sessions[0]));
+    assert_eq!(rc(&r), 0x1A3 | LAYER);
+    assert_eq!(h.tpm_commands(), before);
+    // The others are intact.
+    let blob = context_save_blob(&h.success(&mut a, &context_save(sessions[1])));
+    assert_eq!(
+        rhandle(&h.success(&mut a, &context_load(&blob))),
+        sessions[1]
+    );
+    h.close(&mut a);
+    h.close(&mut b);
+    h.close(&mut c);
+    h.tpm.assert_empty();
+}
+
+/// The real gap (TPM_PT_CONTEXT_GAP_MAX = 0xFFFF on swtpm) takes ~131k TPM round trips:
+/// measured 16-20 s, over the 20 s budget of the default run. Run it with
+/// `cargo test -- --ignored`; the default run covers the gap on the fake TPM.
+#[test]
+#[ignore = "~20 s: 65535 context saves on swtpm"]
+fn context_gap_on_swtpm() {
+    let mut h = harness();
+    let mut a = h.space();
+    let (key, _) = ecc_key(&mut h, &mut a);
+    let sa = policy_session(&mut h, &mut a);
+    h.success(&mut a, &policy_password(sa));
+    let mut b = h.space();
+    let sb = policy_session(&mut h, &mut b);
+    // Someone outside tpmrs saves and loads a session of its own until the TPM refuses:
+    // a's session, saved ~65535 contexts ago, is the oldest.
+    let x = rhandle(&h.tpm.raw(&start_auth_session(SE_HMAC, &[9; 16])));
+    let t = std::time::Instant::now();
+    let mut saves = 0u32;
+    loop {
+        let r = h.tpm.raw(&context_save(x));
+        if rc(&r) == 0x901 {
+            break;
+        }
+        assert_eq!(rc(&r), 0);
+        saves += 1;
+        assert_eq!(rc(&h.tpm.raw(&context_load(&context_save_blob(&r)))), 0);
+    }
+    eprintln!("context gap after {saves} saves in {:?}", t.elapsed());
+    assert!(saves > 60_000);
+    // b's next command needs a save of sb: the RM renews sa and b never sees 0x901.
+    h.success(&mut b, &policy_password(sb));
+    assert!(h.rm.stats().gap_repairs >= 1);
+    assert_eq!(h.rm.stats().evictions, 0);
+    // a's session still works (its blob was renewed).
+    h.success(&mut a, &sign(key, Auth::policy(sa, true, KEY_AUTH)));
+    assert_eq!(rc(&h.tpm.raw(&flush_context(x))), 0);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
 }

@@ -53,8 +53,13 @@ pub struct FakeTpm {
     pub down: bool,
     /// TPM_CAP_COMMANDS entries per response (exercises moreData).
     pub page: usize,
-    /// Most sessions (loaded + saved).
+    /// Most sessions (loaded + saved): TPM_RC_SESSION_HANDLES beyond.
     pub max_sessions: usize,
+    /// Most loaded sessions: TPM_RC_SESSION_MEMORY beyond.
+    pub max_loaded_sessions: usize,
+    /// Context gap: a session ContextSave fails with TPM_RC_CONTEXT_GAP when the oldest saved
+    /// session's sequence is this far behind the next one (None: no limit).
+    pub gap_max: Option<u64>,
 }
 
 pub const CC_VENDOR: u32 = 0x2000_0001;
@@ -98,6 +103,8 @@ impl FakeTpm {
             down: false,
             page: 5,
             max_sessions: 64,
+            max_loaded_sessions: 3,
+            gap_max: None,
         }
     }
 
@@ -117,6 +124,48 @@ impl FakeTpm {
 
     pub fn loaded_sessions(&self) -> usize {
         self.sessions.values().filter(|s| s.loaded).count()
+    }
+
+    /// A saved session created behind the resource manager's back (the kernel's, a
+    /// /dev/tpm0 user's): it holds a slot and takes part in the context gap.
+    pub fn external_session(&mut self) -> u32 {
+        assert!(self.sessions.len() < self.max_sessions, "fake TPM full");
+        let h = self.free_session_handle();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sessions.insert(h, Session { loaded: false, seq });
+        h
+    }
+
+    /// A session loaded (in TPM memory) behind the resource manager's back.
+    pub fn external_loaded_session(&mut self) -> u32 {
+        let h = self.external_session();
+        self.sessions.get_mut(&h).unwrap().loaded = true;
+        h
+    }
+
+    /// Flushes a session behind the resource manager's back.
+    pub fn drop_session(&mut self, h: u32) {
+        self.sessions.remove(&h);
+    }
+
+    fn free_session_handle(&self) -> u32 {
+        (0x0200_0000..)
+            .find(|h| {
+                !self.sessions.contains_key(h) && !self.sessions.contains_key(&(h | 0x0100_0000))
+            })
+            .unwrap()
+    }
+
+    /// TPM_RC_CONTEXT_GAP if saving one more session context would exceed the gap.
+    fn gap_exceeded(&self) -> bool {
+        let Some(g) = self.gap_max else { return false };
+        self.sessions
+            .values()
+            .filter(|s| !s.loaded)
+            .map(|s| s.seq)
+            .min()
+            .is_some_and(|oldest| self.next_seq - oldest >= g)
     }
 
     /// Asserts that nothing is left in the TPM.
@@ -214,9 +263,14 @@ impl FakeTpm {
                 if self.sessions.len() >= self.max_sessions {
                     return Self::rsp(0x905, &[]);
                 }
-                let h = (0x0200_0000..)
-                    .find(|h| !self.sessions.contains_key(h))
-                    .unwrap();
+                if self.loaded_sessions() >= self.max_loaded_sessions {
+                    return Self::rsp(0x903, &[]);
+                }
+                let kind = params
+                    .get(params.len().wrapping_sub(5))
+                    .copied()
+                    .unwrap_or(0);
+                let h = self.free_session_handle() | if kind == 1 { 0x0100_0000 } else { 0 };
                 self.sessions.insert(
                     h,
                     Session {
@@ -233,6 +287,12 @@ impl FakeTpm {
                     let data = Buf::new().u32(o.id).u32(o.state).done();
                     Self::rsp(0, &Self::blob(0, saved, &data))
                 } else {
+                    if !self.sessions.contains_key(&h) {
+                        return Self::rsp(0x18B, &[]);
+                    }
+                    if self.gap_exceeded() {
+                        return Self::rsp(0x901, &[]);
+                    }
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     let Some(s) = self.sessions.get_mut(&h) else {
@@ -266,7 +326,9 @@ impl FakeTpm {
                     );
                     Self::rsp(0, &h.to_be_bytes())
                 } else {
+                    let full = self.loaded_sessions() >= self.max_loaded_sessions;
                     match self.sessions.get_mut(&saved) {
+                        Some(s) if !s.loaded && s.seq == seq && full => Self::rsp(0x903, &[]),
                         Some(s) if !s.loaded && s.seq == seq => {
                             s.loaded = true;
                             Self::rsp(0, &saved.to_be_bytes())

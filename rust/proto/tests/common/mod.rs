@@ -7,7 +7,7 @@ pub mod fake;
 pub mod marshal;
 pub mod swtpm;
 
-use tpmrs_proto::{Config, Rm, RmError, Space, Tpm, TPM_BUFSIZE};
+use tpmrs_proto::{Config, Rm, RmError, Space, Ticket, Tpm, TPM_BUFSIZE};
 
 /// A resource manager, a TPM and helpers to run client commands.
 pub struct Harness<T: Tpm> {
@@ -39,6 +39,22 @@ impl<T: Tpm> Harness<T> {
         let n = self
             .rm
             .execute(space, &mut self.tpm, self.now, cmd, &mut rsp)?;
+        rsp.truncate(n);
+        Ok(rsp)
+    }
+
+    /// Runs one client command as the waiter `ticket` (if any).
+    pub fn exec_as(
+        &mut self,
+        space: &mut Space,
+        ticket: Option<&Ticket>,
+        cmd: &[u8],
+    ) -> Result<Vec<u8>, RmError> {
+        let mut rsp = vec![0u8; TPM_BUFSIZE];
+        self.now += 1_000_000;
+        let n = self
+            .rm
+            .execute_as(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)?;
         rsp.truncate(n);
         Ok(rsp)
     }

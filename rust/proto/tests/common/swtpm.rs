@@ -78,6 +78,7 @@ impl SwTpm {
                 stream
                     .set_read_timeout(Some(Duration::from_secs(60)))
                     .map_err(|e| e.to_string())?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
                 return Ok(SwTpm { child, stream, dir });
             }
             if Instant::now() > deadline {

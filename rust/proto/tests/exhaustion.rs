@@ -1,0 +1,762 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Session continuation, global session exhaustion (FIFO queue, reservations, eviction,
+//! tombstones), context-gap repair and flush retry, against the fake TPM with a
+//! controllable clock.
+
+mod common;
+
+use common::fake::{FakeTpm, Fault};
+use common::marshal::*;
+use common::Harness;
+use tpmrs_proto::{Config, RmError, SessionState, Space, Ticket, WaitStep};
+
+const LAYER: u32 = 0xB_0000;
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+const T: u64 = 2 * SEC;
+const P: u64 = 100 * MS;
+/// TPM_RC_EXPIRED | layer for handle 1 / session `n`.
+const EXPIRED_H1: u32 = 0x1A3 | LAYER;
+fn expired_s(n: u32) -> u32 {
+    0x8A3 | (n << 8) | LAYER
+}
+
+fn harness_with(slots: usize, config: Config) -> Harness<FakeTpm> {
+    let mut t = FakeTpm::new();
+    t.max_sessions = slots;
+    Harness::new(t, config)
+}
+
+fn harness(slots: usize) -> Harness<FakeTpm> {
+    harness_with(slots, Config::default())
+}
+
+fn start(h: &mut Harness<FakeTpm>, s: &mut Space) -> Result<u32, RmError> {
+    let r = h.exec(s, &start_auth_session(SE_HMAC, &[1; 16]))?;
+    assert_eq!(rc(&r), 0);
+    Ok(rhandle(&r))
+}
+
+fn start_as(h: &mut Harness<FakeTpm>, s: &mut Space, t: &Ticket) -> Result<u32, RmError> {
+    let r = h.exec_as(s, Some(t), &start_auth_session(SE_HMAC, &[1; 16]))?;
+    assert_eq!(rc(&r), 0);
+    Ok(rhandle(&r))
+}
+
+/// A command that uses session `sess` (GetRandom with it as authorization).
+fn use_cmd(sess: &[u32]) -> Vec<u8> {
+    let auths: Vec<Auth> = sess.iter().map(|s| Auth::policy(*s, true, &[])).collect();
+    command(CC_GET_RANDOM, &[], &auths, &Buf::new().u16(8).done())
+}
+
+fn use_rc(h: &mut Harness<FakeTpm>, s: &mut Space, sess: u32) -> u32 {
+    rc(&h.ok(s, &use_cmd(&[sess])))
+}
+
+fn starts_sent(h: &Harness<FakeTpm>) -> usize {
+    h.tpm.count(CC_START_AUTH_SESSION)
+}
+
+/// The glue's wait loop for one command, single-threaded: retry, queue, sleep (by moving
+/// the clock), evict, retry.
+fn run_waiting(
+    h: &mut Harness<FakeTpm>,
+    s: &mut Space,
+    cmd: &[u8],
+) -> (Result<Vec<u8>, RmError>, u64) {
+    let mut ticket: Option<Ticket> = None;
+    let mut since = 0;
+    loop {
+        match h.exec_as(s, ticket.as_ref(), cmd) {
+            Err(RmError::SessionsExhausted) => {}
+            r => {
+                let waited = if let Some(t) = ticket.take() {
+                    h.rm.wait_end(t, h.now);
+                    h.now - since
+                } else {
+                    0
+                };
+                return (r, waited);
+            }
+        }
+        if ticket.is_none() {
+            since = h.now;
+            ticket = Some(h.rm.wait_begin(s, h.now).unwrap());
+        }
+        let t = ticket.as_ref().unwrap();
+        loop {
+            match h.rm.wait_step(t, &mut h.tpm, h.now).unwrap() {
+                WaitStep::Retry => break,
+                WaitStep::Sleep { until_ns } => {
+                    assert!(until_ns > h.now);
+                    h.now = until_ns;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exhaustion_is_eagain_and_changes_nothing() {
+    let mut h = harness(2);
+    let mut a = h.space();
+    let mut b = h.space();
+    let k = rhandle(&h.success(&mut b, &create_primary(&ecc_signing_public(&[]))));
+    let s1 = start(&mut h, &mut a).unwrap();
+    let _s2 = start(&mut h, &mut a).unwrap();
+    let before = h.tpm.sessions();
+    // tpmKey is a transient object of b: loaded for the command, flushed again.
+    let c = command(
+        CC_START_AUTH_SESSION,
+        &[k, RH_NULL],
+        &[],
+        &Buf::new()
+            .b2(&[1; 16])
+            .b2(&[])
+            .u8(SE_HMAC)
+            .u16(ALG_NULL)
+            .u16(ALG_SHA256)
+            .done(),
+    );
+    assert_eq!(h.exec(&mut b, &c), Err(RmError::SessionsExhausted));
+    assert_eq!(RmError::SessionsExhausted.to_errno(), -11);
+    assert_eq!(h.tpm.sessions(), before);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    assert_eq!(h.rm.sessions().len(), 2);
+    assert_eq!(b.objects().len(), 1);
+    // A client's ContextLoad of its session without room to load it: the same.
+    let blob = context_save_blob(&h.success(&mut a, &context_save(s1)));
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x903));
+    assert_eq!(
+        h.exec(&mut a, &context_load(&blob)),
+        Err(RmError::SessionsExhausted)
+    );
+    assert!(matches!(
+        h.rm.sessions().get(s1).unwrap().state,
+        SessionState::SavedByClient
+    ));
+    assert_eq!(rhandle(&h.success(&mut a, &context_load(&blob))), s1);
+    assert_eq!(use_rc(&mut h, &mut a, s1), 0);
+    assert_eq!(h.rm.stats().sessions, 2);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn fifo_newcomer_cannot_steal_a_reserved_slot() {
+    let mut h = harness(2);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let s1 = start(&mut h, &mut a).unwrap();
+    start(&mut h, &mut a).unwrap();
+    assert_eq!(start(&mut h, &mut b), Err(RmError::SessionsExhausted));
+    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    assert!(h.rm.may_retry(&tb), "the head may retry");
+    // A newcomer queues behind: refused without asking the TPM.
+    let sent = starts_sent(&h);
+    assert_eq!(start(&mut h, &mut c), Err(RmError::SessionsExhausted));
+    assert_eq!(starts_sent(&h), sent);
+    // a frees a slot: it is b's.
+    assert!(!h.rm.take_wakeup());
+    h.success(&mut a, &flush_context(s1));
+    assert!(h.rm.take_wakeup());
+    assert_eq!(h.tpm.sessions().len(), 1, "the TPM has a free slot");
+    assert_eq!(start(&mut h, &mut c), Err(RmError::SessionsExhausted));
+    let tc = h.rm.wait_begin(&c, h.now).unwrap();
+    assert!(!h.rm.may_retry(&tc));
+    assert_eq!(
+        start_as(&mut h, &mut c, &tc),
+        Err(RmError::SessionsExhausted)
+    );
+    assert_eq!(starts_sent(&h), sent);
+    // b takes it.
+    h.now += 5 * MS;
+    start_as(&mut h, &mut b, &tb).unwrap();
+    h.rm.wait_end(tb, h.now);
+    assert!(h.rm.take_wakeup(), "c is the new head");
+    assert!(h.rm.may_retry(&tc));
+    // c is the head now, but there is no slot: the TPM says so.
+    assert_eq!(
+        start_as(&mut h, &mut c, &tc),
+        Err(RmError::SessionsExhausted)
+    );
+    assert_eq!(starts_sent(&h), sent + 2);
+    h.rm.wait_end(tc, h.now);
+    let st = *h.rm.stats();
+    assert_eq!((st.waits, st.waiting, st.sessions), (2, 0, 2));
+    assert!(st.longest_wait_ns >= 5 * MS);
+}
+
+#[test]
+fn leaving_waiter_passes_its_reservation_on() {
+    let mut h = harness(2);
+    let (mut a, mut b, mut c, mut d) = (h.space(), h.space(), h.space(), h.space());
+    let s1 = start(&mut h, &mut a).unwrap();
+    start(&mut h, &mut a).unwrap();
+    assert!(start(&mut h, &mut b).is_err());
+    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    assert!(start(&mut h, &mut c).is_err());
+    let tc = h.rm.wait_begin(&c, h.now).unwrap();
+    // continueSession = 0 frees a slot too.
+    let r = h.ok(
+        &mut a,
+        &command(CC_GET_RANDOM, &[], &[Auth::policy(s1, false, &[])], &[0, 8]),
+    );
+    assert_eq!(rc(&r), 0);
+    assert!(h.rm.sessions().get(s1).is_none());
+    assert!(h.rm.take_wakeup());
+    assert!(h.rm.may_retry(&tb));
+    assert!(!h.rm.may_retry(&tc));
+    // b is interrupted by a signal before it retries.
+    h.rm.wait_end(tb, h.now);
+    assert!(h.rm.take_wakeup());
+    assert!(h.rm.may_retry(&tc));
+    assert_eq!(h.rm.wait_step(&tc, &mut h.tpm, h.now), Ok(WaitStep::Retry));
+    assert!(
+        start(&mut h, &mut d).is_err(),
+        "newcomer still queued behind"
+    );
+    start_as(&mut h, &mut c, &tc).unwrap();
+    h.rm.wait_end(tc, h.now);
+    // Closing a space whose command waits removes it from the queue, passing a reservation.
+    assert!(start(&mut h, &mut d).is_err());
+    let td = h.rm.wait_begin(&d, h.now).unwrap();
+    assert!(start(&mut h, &mut b).is_err());
+    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    h.close(&mut c); // frees c's slot: d's reservation
+    assert!(h.rm.take_wakeup());
+    assert!(!h.rm.may_retry(&tb));
+    h.close(&mut d); // d never retried: its reservation goes to b
+    assert!(h.rm.may_retry(&tb));
+    // d's ticket is stale now: no busy loop on it.
+    assert!(matches!(
+        h.rm.wait_step(&td, &mut h.tpm, h.now),
+        Ok(WaitStep::Sleep { .. })
+    ));
+    start_as(&mut h, &mut b, &tb).unwrap();
+    h.rm.wait_end(tb, h.now);
+    assert_eq!(h.rm.stats().waiting, 0);
+}
+
+#[test]
+fn eviction_victims() {
+    let mut h = harness(4);
+    let ext = h.tpm.external_session();
+    let (mut a, mut b, mut c, mut d) = (h.space(), h.space(), h.space(), h.space());
+    let a1 = start(&mut h, &mut a).unwrap();
+    let b1 = start(&mut h, &mut b).unwrap();
+    let _blob = context_save_blob(&h.success(&mut b, &context_save(b1)));
+    h.close(&mut b);
+    assert_eq!(h.rm.stats().abandoned, 1);
+    h.now += SEC;
+    let c1 = start(&mut h, &mut c).unwrap();
+    assert_eq!(h.tpm.sessions().len(), 4);
+    assert!(start(&mut h, &mut d).is_err());
+    let td = h.rm.wait_begin(&d, h.now).unwrap();
+    let since = h.now;
+    // Not before SESSION_TIMEOUT.
+    assert_eq!(h.rm.evict_for(&td, &mut h.tpm, since + T - 1), Ok(false));
+    assert_eq!(h.rm.stats().evictions, 0);
+    h.now = since + T;
+    // The abandoned session goes first.
+    assert_eq!(h.rm.evict_for(&td, &mut h.tpm, h.now), Ok(true));
+    assert!(!h.tpm.sessions().contains(&b1));
+    assert_eq!(h.rm.stats().evictions, 1);
+    assert_eq!(h.rm.stats().abandoned, 0);
+    // The slot is d's: a newcomer cannot take it.
+    let mut e = h.space();
+    assert!(start(&mut h, &mut e).is_err());
+    let d1 = start_as(&mut h, &mut d, &td).unwrap();
+    h.rm.wait_end(td, h.now);
+    // Next: the oldest owned session (a1), never the untracked one, never a young one.
+    assert!(start(&mut h, &mut e).is_err());
+    let te = h.rm.wait_begin(&e, h.now).unwrap();
+    h.now += T;
+    assert_eq!(h.rm.evict_for(&te, &mut h.tpm, h.now), Ok(true));
+    let left = h.tpm.sessions();
+    assert!(!left.contains(&a1) && left.contains(&ext) && left.contains(&c1));
+    assert!(left.contains(&d1));
+    start_as(&mut h, &mut e, &te).unwrap();
+    h.rm.wait_end(te, h.now);
+    // Only untracked sessions left to take: nothing is eligible.
+    let mut h = harness(2);
+    h.tpm.external_session();
+    h.tpm.external_session();
+    let mut f = h.space();
+    assert!(start(&mut h, &mut f).is_err());
+    let tf = h.rm.wait_begin(&f, h.now).unwrap();
+    h.now += 10 * T;
+    assert_eq!(h.rm.evict_for(&tf, &mut h.tpm, h.now), Ok(false));
+    assert_eq!(h.tpm.sessions().len(), 2);
+    // The head polls: once the outside world frees a slot, the TPM's answer lets it in.
+    let ext = h.tpm.sessions()[0];
+    h.tpm.drop_session(ext);
+    h.now += P;
+    assert_eq!(h.rm.wait_step(&tf, &mut h.tpm, h.now), Ok(WaitStep::Retry));
+    start_as(&mut h, &mut f, &tf).unwrap();
+    h.rm.wait_end(tf, h.now);
+}
+
+#[test]
+fn session_memory_waiters_poll_and_never_evict() {
+    let mut h = harness(64);
+    let mut a = h.space();
+    let old = start(&mut h, &mut a).unwrap();
+    // Someone outside tpmrs keeps three sessions loaded: no room to load or start one.
+    let ext: Vec<u32> = (0..3).map(|_| h.tpm.external_loaded_session()).collect();
+    assert_eq!(
+        h.exec(&mut a, &use_cmd(&[old])),
+        Err(RmError::SessionsExhausted)
+    );
+    let mut b = h.space();
+    assert_eq!(start(&mut h, &mut b), Err(RmError::SessionsExhausted));
+    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    for _ in 0..10 {
+        h.now += T;
+        assert_eq!(h.rm.wait_step(&tb, &mut h.tpm, h.now), Ok(WaitStep::Retry));
+        assert_eq!(
+            start_as(&mut h, &mut b, &tb),
+            Err(RmError::SessionsExhausted)
+        );
+    }
+    assert_eq!(
+        h.rm.stats().evictions,
+        0,
+        "evicting a saved session frees no memory"
+    );
+    assert!(h.tpm.sessions().contains(&old));
+    h.tpm.drop_session(ext[0]);
+    h.now += P;
+    assert_eq!(h.rm.wait_step(&tb, &mut h.tpm, h.now), Ok(WaitStep::Retry));
+    start_as(&mut h, &mut b, &tb).unwrap();
+    h.rm.wait_end(tb, h.now);
+    assert_eq!(use_rc(&mut h, &mut a, old), 0);
+}
+
+#[test]
+fn a_continued_session_is_protected_again() {
+    let mut h = harness(1);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let s = start(&mut h, &mut a).unwrap();
+    let blob = context_save_blob(&h.success(&mut a, &context_save(s)));
+    h.close(&mut a);
+    h.now += 10 * T;
+    // b continues it just now: protected for SESSION_TIMEOUT from now.
+    assert_eq!(rhandle(&h.success(&mut b, &context_load(&blob))), s);
+    assert!(start(&mut h, &mut c).is_err());
+    let tc = h.rm.wait_begin(&c, h.now).unwrap();
+    let since = h.now;
+    let (t0, now) = (h.rm.sessions().get(s).unwrap().owned_since_ns, since + T);
+    assert!(now - t0 < T + 10 * MS);
+    assert_eq!(h.rm.evict_for(&tc, &mut h.tpm, t0 + T - 1), Ok(false));
+    h.now = since + T + P;
+    assert_eq!(h.rm.evict_for(&tc, &mut h.tpm, h.now), Ok(true));
+    h.rm.wait_end(tc, h.now);
+}
+
+#[test]
+fn reuse_hazard_handle_reissued_to_another_space() {
+    let mut h = harness(1);
+    let (mut a, mut b) = (h.space(), h.space());
+    let s = start(&mut h, &mut a).unwrap();
+    let (r, waited) = run_waiting(&mut h, &mut b, &start_auth_session(SE_HMAC, &[2; 16]));
+    let sb = rhandle(&r.unwrap());
+    assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
+    assert_eq!(sb, s, "the fake TPM hands the same number out again");
+    assert_eq!(h.rm.stats().evictions, 1);
+    // a's first reference: the deterministic answer, nothing sent.
+    let before = h.tpm_commands();
+    assert_eq!(use_rc(&mut h, &mut a, s), expired_s(1));
+    assert_eq!(h.tpm_commands(), before);
+    // Then: not a's (b's now).
+    assert_eq!(use_rc(&mut h, &mut a, s), 0x98B | LAYER);
+    let r = h.ok(&mut a, &policy_password(s));
+    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    // In the handle area: handle position.
+    let mut c = h.space();
+    let cs = {
+        let (r, _) = run_waiting(&mut h, &mut c, &start_auth_session(SE_HMAC, &[3; 16]));
+        rhandle(&r.unwrap())
+    };
+    let r = h.ok(&mut b, &policy_password(sb));
+    assert_eq!(rc(&r), EXPIRED_H1);
+    assert_eq!(use_rc(&mut h, &mut c, cs), 0);
+}
+
+#[test]
+fn reuse_hazard_handle_reissued_to_the_same_space() {
+    // a's own waiting StartAuthSession evicts a's old session and gets its number back.
+    let mut h = harness(1);
+    let mut a = h.space();
+    let old = start(&mut h, &mut a).unwrap();
+    let (r, _) = run_waiting(&mut h, &mut a, &start_auth_session(SE_HMAC, &[2; 16]));
+    let new = rhandle(&r.unwrap());
+    assert_eq!(new, old);
+    // Rule: the first reference after the eviction means the evicted session.
+    assert_eq!(use_rc(&mut h, &mut a, new), expired_s(1));
+    assert_eq!(use_rc(&mut h, &mut a, new), 0, "then it is the new one");
+    // Same with a flush as the first reference: answered success, the new one survives.
+    h.now += T;
+    let (r, _) = run_waiting(&mut h, &mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    let newer = rhandle(&r.unwrap());
+    assert_eq!(newer, old);
+    let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
+    h.success(&mut a, &flush_context(newer));
+    assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes, "nothing sent");
+    assert_eq!(h.tpm.sessions(), vec![newer]);
+    assert_eq!(use_rc(&mut h, &mut a, newer), 0);
+    // The tombstones of a closed space go with it.
+    h.close(&mut a);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn context_gap_repaired_transparently() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(6);
+    let (mut a, mut b) = (h.space(), h.space());
+    let sa = start(&mut h, &mut a).unwrap();
+    let sb = start(&mut h, &mut b).unwrap();
+    for _ in 0..20 {
+        assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    }
+    // b's own ContextSave and ContextLoad too.
+    for _ in 0..10 {
+        let blob = context_save_blob(&h.success(&mut b, &context_save(sb)));
+        h.success(&mut b, &context_load(&blob));
+    }
+    let repairs = h.rm.stats().gap_repairs;
+    assert!(repairs >= 4, "repairs {repairs}");
+    assert_eq!(h.rm.stats().evictions, 0);
+    assert_eq!(
+        use_rc(&mut h, &mut a, sa),
+        0,
+        "a's session was renewed, not lost"
+    );
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn context_gap_evicts_a_session_saved_by_its_client() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(6);
+    let (mut a, mut b) = (h.space(), h.space());
+    let sa = start(&mut h, &mut a).unwrap();
+    let blob = context_save_blob(&h.success(&mut a, &context_save(sa)));
+    let sb = start(&mut h, &mut b).unwrap();
+    for _ in 0..10 {
+        assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    }
+    assert_eq!(h.rm.stats().evictions, 1);
+    assert!(!h.tpm.sessions().contains(&sa));
+    // a's next reference gets the deterministic answer; its blob is refused by the TPM.
+    let r = h.ok(&mut a, &context_save(sa));
+    assert_eq!(rc(&r), EXPIRED_H1);
+    let r = h.ok(&mut a, &context_load(&blob));
+    assert_ne!(rc(&r), 0);
+    // An abandoned one is evicted the same way.
+    let mut c = h.space();
+    let sc = start(&mut h, &mut c).unwrap();
+    context_save_blob(&h.success(&mut c, &context_save(sc)));
+    h.close(&mut c);
+    for _ in 0..10 {
+        assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    }
+    assert!(!h.tpm.sessions().contains(&sc));
+    assert_eq!(h.rm.stats().abandoned, 0);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn context_gap_held_by_an_untracked_session_is_bounded() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(4);
+    h.tpm.external_session(); // the oldest: we cannot renew it
+    let mut a = h.space();
+    let sa = start(&mut h, &mut a).unwrap();
+    for _ in 0..5 {
+        let before = h.tpm_commands();
+        let _ = h.exec(&mut a, &use_cmd(&[sa]));
+        assert!(h.tpm_commands() - before < 30);
+    }
+    // Our session could not be saved: it was flushed, not leaked.
+    assert!(!h.tpm.sessions().contains(&sa));
+    assert_eq!(h.tpm.sessions().len(), 1);
+}
+
+#[test]
+fn continuation_across_spaces() {
+    let mut h = harness_with(
+        64,
+        Config {
+            max_abandoned: 2,
+            ..Config::default()
+        },
+    );
+    // Process 1: `tpm2 startauthsession -S s.ctx`.
+    let mut a = h.space();
+    let r = h.success(&mut a, &start_auth_session(SE_POLICY, &[1; 16]));
+    let s = rhandle(&r);
+    assert_eq!(s >> 24, 3);
+    let blob = context_save_blob(&h.success(&mut a, &context_save(s)));
+    h.close(&mut a);
+    assert_eq!(h.tpm.sessions(), vec![s], "not flushed at close");
+    assert_eq!((h.rm.stats().abandoned, h.rm.stats().sessions), (1, 1));
+    // Nobody may use or flush it without loading it.
+    let mut b = h.space();
+    let before = h.tpm_commands();
+    assert_eq!(use_rc(&mut h, &mut b, s), 0x98B | LAYER);
+    assert_eq!(rc(&h.ok(&mut b, &flush_context(s))), 0x1CB | LAYER);
+    assert_eq!(h.tpm_commands(), before);
+    // Process 2: `tpm2 ... -p session:s.ctx`.
+    assert_eq!(rhandle(&h.success(&mut b, &context_load(&blob))), s);
+    assert_eq!(h.rm.stats().continuation_hits, 1);
+    assert_eq!(h.rm.stats().abandoned, 0);
+    assert_eq!(h.rm.sessions().get(s).unwrap().owner, Some(b.id()));
+    h.success(&mut b, &policy_password(s));
+    // It saves it back and exits; process 3 loads it and flushes it (`tpm2 flushcontext`).
+    let blob = context_save_blob(&h.success(&mut b, &context_save(s)));
+    h.close(&mut b);
+    let mut c = h.space();
+    h.success(&mut c, &context_load(&blob));
+    h.success(&mut c, &flush_context(s));
+    h.tpm.assert_empty();
+    assert_eq!(h.rm.stats().continuation_hits, 2);
+    // Overflow: the oldest abandoned session is flushed.
+    let mut blobs = vec![];
+    for i in 0..3u8 {
+        let mut x = h.space();
+        let r = h.success(&mut x, &start_auth_session(SE_HMAC, &[i; 16]));
+        let sx = rhandle(&r);
+        blobs.push((sx, context_save_blob(&h.success(&mut x, &context_save(sx)))));
+        h.close(&mut x);
+    }
+    assert_eq!(h.rm.stats().abandoned, 2);
+    assert!(!h.tpm.sessions().contains(&blobs[0].0));
+    assert!(h.tpm.sessions().contains(&blobs[1].0));
+    assert!(h.tpm.sessions().contains(&blobs[2].0));
+    let r = h.ok(&mut c, &context_load(&blobs[0].1));
+    assert_ne!(rc(&r), 0);
+    assert_eq!(rc(&r) & LAYER, 0, "the TPM's own refusal");
+    h.success(&mut c, &context_load(&blobs[2].1));
+    // Sessions loaded or saved by us are flushed at close, as before.
+    h.close(&mut c);
+    assert_eq!(h.tpm.sessions(), vec![blobs[1].0]);
+    // Continuation off: flushed at close.
+    let mut h = harness_with(
+        64,
+        Config {
+            max_abandoned: 0,
+            ..Config::default()
+        },
+    );
+    let mut a = h.space();
+    let s = start(&mut h, &mut a).unwrap();
+    h.success(&mut a, &context_save(s));
+    h.close(&mut a);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn pending_flush_dropped_when_the_handle_is_reissued() {
+    let mut h = harness(64);
+    let (mut a, mut b) = (h.space(), h.space());
+    let s = start(&mut h, &mut a).unwrap();
+    // The close's flush runs but its response is lost: queued.
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::TransportAfter(-5));
+    h.close(&mut a);
+    assert_eq!(h.rm.pending_flushes(), &[s]);
+    // Its retry fails on the transport, but the StartAuthSession gets through and the TPM
+    // hands the same handle out: the pending flush is stale and must never be sent.
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Transport(-5));
+    let sb = start(&mut h, &mut b).unwrap();
+    assert_eq!(sb, s);
+    assert!(h.rm.pending_flushes().is_empty());
+    let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
+    assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn failed_flushes_never_leak_sessions() {
+    let mut h = harness(64);
+    let (mut a, mut b) = (h.space(), h.space());
+    let s = start(&mut h, &mut a).unwrap();
+    assert!(start(&mut h, &mut b).is_ok());
+    h.tpm.down = true;
+    h.close(&mut a);
+    assert_eq!(h.rm.pending_flushes(), &[s]);
+    h.tpm.down = false;
+    // A waiter is woken when the queued flush finally frees the slot.
+    h.tpm.max_sessions = 2;
+    let mut c = h.space();
+    assert!(h.tpm.sessions().len() == 2);
+    assert!(start(&mut h, &mut c).is_ok(), "retried first, then started");
+    assert!(h.rm.pending_flushes().is_empty());
+    h.close(&mut b);
+    h.close(&mut c);
+    h.tpm.assert_empty();
+}
+
+/// The glue's view of one client in the simulation.
+struct Client {
+    space: Space,
+    sessions: Vec<(u32, u64)>,
+    ticket: Option<(Ticket, u64)>,
+    next_at: u64,
+    holding: bool,
+    rounds_left: u32,
+}
+
+/// 40 clients each wanting 3 sessions at once (120 > 64 slots), 3 rounds each, random hold
+/// times (up to 1.5 s: frees come before evictions; up to 5 s: evictions), several seeds, a
+/// controllable clock. Every client finishes; waiters are served in FIFO order;
+/// every wait is bounded by T + P + Q·δ (Q = 40 waiters at most, δ = 5 ms for one
+/// eviction and retry in this simulation, where a TPM command costs 1 ms); no session is
+/// evicted before it has lived T.
+#[test]
+fn simulation_many_clients() {
+    for seed in 1..=6u64 {
+        for max_hold_ms in [1_500, 5_000] {
+            simulate(seed, max_hold_ms);
+        }
+    }
+}
+
+fn simulate(seed: u64, max_hold_ms: u64) {
+    const CLIENTS: usize = 40;
+    let mut h = harness(64);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client {
+            space: h.rm.new_space().unwrap(),
+            sessions: vec![],
+            ticket: None,
+            next_at: rnd(500) * MS,
+            holding: false,
+            rounds_left: 3,
+        })
+        .collect();
+    // (ticket id, begin, end)
+    let mut waits: Vec<(u64, u64, u64)> = vec![];
+    let mut restarts = 0;
+    let mut evicted_ages = vec![];
+    while let Some(i) = (0..CLIENTS)
+        .filter(|i| clients[*i].rounds_left > 0)
+        .min_by_key(|i| (clients[*i].next_at, *i))
+    {
+        h.now = h.now.max(clients[i].next_at);
+        assert!(h.now < 300 * SEC, "livelock");
+        let others: Vec<u64> = (0..CLIENTS)
+            .filter(|j| *j != i)
+            .filter_map(|j| clients[j].ticket.as_ref().map(|t| t.0.id()))
+            .collect();
+        let c = &mut clients[i];
+        if c.holding {
+            let handles: Vec<u32> = c.sessions.iter().map(|s| s.0).collect();
+            let r = h.ok(&mut c.space, &use_cmd(&handles));
+            let code = rc(&r);
+            if code != 0 {
+                let n = (1..=3).find(|n| code == expired_s(*n)).expect("EXPIRED");
+                evicted_ages.push(h.now - c.sessions[n as usize - 1].1);
+                restarts += 1;
+            } else {
+                c.rounds_left -= 1;
+            }
+            for (s, _) in c.sessions.drain(..) {
+                let r = h.ok(&mut c.space, &flush_context(s));
+                assert!(rc(&r) == 0 || rc(&r) & LAYER != 0);
+            }
+            c.holding = false;
+            c.next_at = h.now + rnd(300) * MS;
+            if c.rounds_left == 0 {
+                h.rm.close_space(&mut c.space, &mut h.tpm);
+            }
+        } else {
+            let mut go = true;
+            if let Some((t, _)) = &c.ticket {
+                match h.rm.wait_step(t, &mut h.tpm, h.now).unwrap() {
+                    WaitStep::Retry => {}
+                    WaitStep::Sleep { until_ns } => {
+                        c.next_at = until_ns;
+                        go = false;
+                    }
+                }
+            }
+            if go {
+                let cmd = start_auth_session(SE_HMAC, &[7; 16]);
+                match h.exec_as(&mut c.space, c.ticket.as_ref().map(|t| &t.0), &cmd) {
+                    Err(RmError::SessionsExhausted) => {
+                        if c.ticket.is_none() {
+                            c.ticket = Some((h.rm.wait_begin(&c.space, h.now).unwrap(), h.now));
+                        }
+                        c.next_at = h.now;
+                    }
+                    Ok(r) => {
+                        assert_eq!(rc(&r), 0);
+                        // FIFO: served only if every earlier waiter is served or holds a
+                        // reservation too; without a ticket, only if nobody waits.
+                        match &c.ticket {
+                            Some((t, _)) => {
+                                for id in others.iter().filter(|id| **id < t.id()) {
+                                    assert!(h.rm.scheduler().is_reserved(*id), "overtook {id}");
+                                }
+                            }
+                            None => assert!(others.is_empty(), "a newcomer overtook"),
+                        }
+                        if let Some((t, since)) = c.ticket.take() {
+                            waits.push((t.id(), since, h.now));
+                            h.rm.wait_end(t, h.now);
+                        }
+                        c.sessions.push((rhandle(&r), h.now));
+                        if c.sessions.len() == 3 {
+                            c.holding = true;
+                            c.next_at = h.now + rnd(max_hold_ms) * MS;
+                        } else {
+                            c.next_at = h.now + MS;
+                        }
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        if h.rm.take_wakeup() {
+            for c in clients.iter_mut().filter(|c| c.ticket.is_some()) {
+                c.next_at = c.next_at.min(h.now);
+            }
+        }
+    }
+    let q = CLIENTS as u64;
+    let bound = T + P + q * 5 * MS;
+    let longest = waits.iter().map(|w| w.2 - w.1).max().unwrap();
+    println!(
+        "seed {seed} hold {max_hold_ms} ms: waits {} longest {} ms (bound {} ms) \
+         evictions {} restarts {} end {} s",
+        waits.len(),
+        longest / MS,
+        bound / MS,
+        h.rm.stats().evictions,
+        restarts,
+        h.now / SEC
+    );
+    assert!(waits.len() > 40, "the simulation must exhaust the TPM");
+    assert!(longest <= bound, "longest wait {longest}");
+    assert_eq!(h.rm.stats().longest_wait_ns, longest);
+    assert!(evicted_ages.iter().all(|a| *a >= T), "{evicted_ages:?}");
+    assert!(h.rm.sessions().is_empty());
+    h.tpm.assert_empty();
+}

@@ -1,0 +1,162 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Global session exhaustion, side by side: N client processes each hold 3 HMAC sessions
+(N*3 well over the TPM's 64) and sign with them for a fixed time, through /dev/tpmrs0 and
+through /dev/tpmrm0 in the same run. On tpmrm0 the clients that come late get
+TPM_RC_SESSION_HANDLES; on tpmrs0 they wait their turn (FIFO, reserved slot, eviction of
+sessions older than SESSION_TIMEOUT) and every client gets its sessions and completes signs.
+A client whose session was evicted gets a deterministic RM-layer error for it and starts a
+new one, as a TSS client would after a flush. The comparison goes to $TPMRS_OUT/exhaustion.txt."""
+
+import os
+import signal
+import struct
+import time
+
+import tpm
+from tpm import Node
+
+CLIENTS = int(os.environ.get("TPMRS_EXHAUSTION_CLIENTS", "32"))
+SECONDS = float(os.environ.get("TPMRS_EXHAUSTION_SECONDS", "25"))
+RC_SESSION_HANDLES = 0x905
+RC_SESSION_MEMORY = 0x903
+LAYER = tpm.TSS2_RESMGR_TPM_RC_LAYER
+
+
+def client(node, deadline, wfd):
+    """One client process: writes "ops errors exhausted evicted waits_ms..." to wfd."""
+    ops = errors = exhausted = evicted = 0
+    waits = []
+    try:
+        with Node(node) as n:
+            rsp = n.transact(tpm.create_primary(tpm.ECC_SIGNING_TEMPLATE))
+            assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
+            key = tpm.response_handle(rsp)
+            name = tpm.read_public_name(n, key)
+            sessions = [None, None, None]
+            while time.monotonic() < deadline:
+                for i in range(3):
+                    if time.monotonic() >= deadline:
+                        break
+                    if sessions[i] is None:
+                        t0 = time.monotonic()
+                        try:
+                            sessions[i] = tpm.HmacSession(n)
+                        except AssertionError as e:
+                            rc = int(str(e), 16) if str(e).startswith("0x") else -1
+                            if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY):
+                                exhausted += 1
+                            else:
+                                errors += 1
+                            time.sleep(0.05)
+                            continue
+                        waits.append((time.monotonic() - t0) * 1000)
+                    rsp = tpm.sign_with_session(n, key, name, sessions[i])
+                    rc = tpm.rc_of(rsp)
+                    if rc == 0:
+                        ops += 1
+                    elif rc & 0xFFFF0000 == LAYER:
+                        evicted += 1  # our session was evicted for a waiter: start a new one
+                        sessions[i] = None
+                    else:
+                        errors += 1
+                        sessions[i] = None
+    except Exception:  # noqa: BLE001 - a crash is an error seen by the client
+        errors += 1
+    os.write(wfd, (" ".join(map(str, [ops, errors, exhausted, evicted] + [f"{w:.1f}" for w in waits])) + "\n").encode())
+    os.close(wfd)
+
+
+def run(node):
+    deadline = time.monotonic() + SECONDS
+    pipes, pids = [], []
+    for _ in range(CLIENTS):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                client(node, deadline, w)
+            finally:
+                os._exit(0)
+        os.close(w)
+        pipes.append(r)
+        pids.append(pid)
+    results = []
+    for r, pid in zip(pipes, pids):
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+        f = data.decode().split()
+        results.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), [float(x) for x in f[4:]]))
+    return results
+
+
+def summary(node, results):
+    ops = [r[0] for r in results]
+    waits = sorted(w for r in results for w in r[4])
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else 0.0
+    jain = (sum(ops) ** 2) / (len(ops) * sum(o * o for o in ops)) if any(ops) else 0.0
+    return {
+        "node": node,
+        "clients": len(results),
+        "ops_total": sum(ops),
+        "ops_min": min(ops),
+        "clients_with_no_op": sum(1 for o in ops if o == 0),
+        "errors": sum(r[1] for r in results),
+        "session_exhausted": sum(r[2] for r in results),
+        "evicted_seen": sum(r[3] for r in results),
+        "jain": round(jain, 3),
+        "wait_max_ms": round(max(waits), 1) if waits else 0.0,
+        "wait_p99_ms": round(p99, 1),
+    }
+
+
+def test_exhaustion_tpmrs0_vs_tpmrm0():
+    rows = [summary(node, run(node)) for node in ("/dev/tpmrm0", "/dev/tpmrs0")]
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    with open(os.path.join(os.environ.get("TPMRS_OUT", "/tmp"), "exhaustion.txt"), "w") as f:
+        f.write(f"{CLIENTS} clients x 3 HMAC sessions, {SECONDS:.0f} s of signing each\n")
+        f.write("\n".join(lines) + "\n")
+    for line in lines:
+        print(f"# {line}")
+    rm0, rs0 = rows
+    # The problem exists: on tpmrm0 clients are refused sessions.
+    assert rm0["session_exhausted"] > 0, rows
+    # tpmrs: nobody is refused, everybody makes progress, nothing else fails.
+    assert rs0["session_exhausted"] == 0, rows
+    assert rs0["errors"] == 0, rows
+    assert rs0["clients_with_no_op"] == 0, rows
+
+
+def test_killed_waiter_leaves_nothing_behind():
+    """Fill the TPM with sessions held by one file, then let a second process block waiting
+    for a session and kill it mid-wait: the holder is untouched until SESSION_TIMEOUT, and a
+    third client still gets a session afterwards (no lost reservation)."""
+    holder = Node()
+    avail = tpm.tpm_property(holder, 0x206)  # TPM_PT_HR_ACTIVE_AVAIL
+    assert 0 < avail <= 64, avail
+    for _ in range(avail):
+        rsp = holder.transact(tpm.start_auth_session_hmac())
+        assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
+    assert tpm.tpm_property(holder, 0x206) == 0
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with Node() as n:
+                n.transact(tpm.start_auth_session_hmac())
+        finally:
+            os._exit(0)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    # A new client gets a session within a bounded time (eviction after SESSION_TIMEOUT).
+    t0 = time.monotonic()
+    with Node() as n:
+        rsp = n.transact(tpm.start_auth_session_hmac())
+        assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
+    assert time.monotonic() - t0 < 30
+    holder.close()

@@ -5,7 +5,7 @@
 //! Everything here goes through the C shim (`tpmrs_shim.c`): the kernel crate has no TPM
 //! bindings and the layout of `struct tpm_chip` depends on Kconfig.
 
-use crate::proto::{TransportError, Tpm};
+use crate::proto::{Tpm, TransportError};
 use kernel::{bindings, error::to_result, prelude::*};
 
 /// Opaque `struct tpm_chip`.
@@ -113,7 +113,9 @@ impl Tpm for ChipGuard<'_> {
         };
         match usize::try_from(ret) {
             Ok(len) => Ok(len),
-            Err(_) => Err(TransportError(i32::try_from(ret).unwrap_or(-(bindings::EIO as i32)))),
+            Err(_) => Err(TransportError(
+                i32::try_from(ret).unwrap_or(-(bindings::EIO as i32)),
+            )),
         }
     }
 }
@@ -182,4 +184,3 @@ impl Drop for WorkQueue {
         unsafe { tpmrs_wq_destroy(self.ptr) };
     }
 }
-

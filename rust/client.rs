@@ -20,13 +20,12 @@ use kernel::{
     alloc::KVec,
     bindings,
     fs::File,
-    impl_has_work, new_mutex, new_work,
+    impl_has_work, new_mutex, new_poll_condvar, new_work,
     prelude::*,
     sync::{
         poll::{PollCondVar, PollTable},
         Arc, ArcBorrow, Mutex,
     },
-    new_poll_condvar,
     uaccess::{UserSliceReader, UserSliceWriter},
     workqueue::{Work, WorkItem},
 };
@@ -212,10 +211,7 @@ impl Client {
             } else {
                 let n = count.min(inner.response_len as usize);
                 let off = inner.read_off;
-                let chunk = inner
-                    .exec
-                    .as_ref()
-                    .and_then(|e| e.rsp.get(off..off + n));
+                let chunk = inner.exec.as_ref().and_then(|e| e.rsp.get(off..off + n));
                 match chunk.map(|c| user.write_slice(c)) {
                     Some(Ok(())) => {
                         inner.response_len -= n as isize;

@@ -58,11 +58,7 @@ impl Shared {
     /// # Errors
     ///
     /// `ENOMEM`.
-    pub(crate) fn new(
-        chip: Chip,
-        rm: Rm,
-        wq: &crate::chip::WorkQueue,
-    ) -> Result<Arc<Self>> {
+    pub(crate) fn new(chip: Chip, rm: Rm, wq: &crate::chip::WorkQueue) -> Result<Arc<Self>> {
         let wq = wq.raw();
         Arc::pin_init(
             pin_init!(Self {
@@ -176,10 +172,7 @@ impl Shared {
     ///
     /// `ENOMEM`.
     pub(crate) fn new_space(&self) -> Result<Space> {
-        self.rm
-            .lock()
-            .new_space()
-            .map_err(to_error)
+        self.rm.lock().new_space().map_err(to_error)
     }
 }
 
@@ -293,9 +286,13 @@ unsafe extern "C" fn tpmrs_open(_inode: *mut bindings::inode, file: *mut binding
 /// # Safety
 ///
 /// Called by the VFS once per successful `tpmrs_open`, after the last other file operation.
-unsafe extern "C" fn tpmrs_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+unsafe extern "C" fn tpmrs_release(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
     // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open`; release owns it.
-    let client = unsafe { <Arc<Client> as ForeignOwnable>::from_foreign((*file).private_data.cast()) };
+    let client =
+        unsafe { <Arc<Client> as ForeignOwnable>::from_foreign((*file).private_data.cast()) };
     client.release();
     0
 }

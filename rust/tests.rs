@@ -11,9 +11,7 @@ mod kunit {
     use kernel::{alloc::KVec, prelude::*};
 
     /// TPM2_GetRandom(8).
-    const GET_RANDOM_8: [u8; 12] = [
-        0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8,
-    ];
+    const GET_RANDOM_8: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8];
 
     fn be32(b: &[u8], off: usize) -> u32 {
         u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])

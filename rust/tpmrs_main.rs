@@ -75,7 +75,10 @@ impl kernel::Module for TpmrsModule {
         {
             let mut tpm = chip.lock()?;
             rm.init(&mut tpm).map_err(|e| {
-                pr_err!("reading the TPM's command table failed ({})\n", e.to_errno());
+                pr_err!(
+                    "reading the TPM's command table failed ({})\n",
+                    e.to_errno()
+                );
                 Error::from_errno(e.to_errno())
             })?;
         }

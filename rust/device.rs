@@ -176,6 +176,37 @@ impl Shared {
     }
 }
 
+/// The contents of `/sys/kernel/debug/tpmrs/stats`: the resource manager's counters, one
+/// `name value` pair per line.
+pub(crate) fn show_stats(
+    shared: &Arc<Shared>,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> kernel::fmt::Result {
+    let s = *shared.rm.lock().stats();
+    let rows: [(&str, u64); 16] = [
+        ("client_commands", s.client_commands),
+        ("tpm_commands", s.tpm_commands),
+        ("context_loads", s.context_loads),
+        ("context_saves", s.context_saves),
+        ("flushes", s.flushes),
+        ("synthesized_responses", s.synthesized_responses),
+        ("rejected_commands", s.rejected_commands),
+        ("transport_errors", s.transport_errors),
+        ("sessions", s.sessions),
+        ("abandoned", s.abandoned),
+        ("waiting", s.waiting),
+        ("waits", s.waits),
+        ("longest_wait_ns", s.longest_wait_ns),
+        ("evictions", s.evictions),
+        ("gap_repairs", s.gap_repairs),
+        ("continuation_hits", s.continuation_hits),
+    ];
+    for (name, value) in rows {
+        writeln!(f, "{name} {value}")?;
+    }
+    Ok(())
+}
+
 /// The kernel error for a resource-manager error.
 fn to_error(e: RmError) -> Error {
     Error::from_errno(e.to_errno())

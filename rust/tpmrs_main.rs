@@ -10,7 +10,7 @@
 //! - [`device`]: the misc device, its file operations and the shared state;
 //! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol.
 
-use kernel::prelude::*;
+use kernel::{debugfs, prelude::*, sync::Arc};
 
 mod chip;
 mod client;
@@ -49,7 +49,10 @@ module! {
 }
 
 struct TpmrsModule {
-    /// `/dev/tpmrs0`. Dropped first: no new file can be opened after it.
+    /// `/sys/kernel/debug/tpmrs/stats`. Dropped first: removing it waits for its readers.
+    _stats: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
+    _debugfs: debugfs::Dir,
+    /// `/dev/tpmrs0`. Dropped next: no new file can be opened after it.
     _dev: Pin<KBox<device::Registration>>,
     /// Dropped second: draining it runs (or drops) every queued O_NONBLOCK command.
     _wq: chip::WorkQueue,
@@ -85,7 +88,17 @@ impl kernel::Module for TpmrsModule {
         let wq = chip::WorkQueue::new()?;
         pr_info!("/dev/tpmrs0 on {}\n", chip.name());
         let shared = device::Shared::new(chip, rm, &wq)?;
+        let dir = debugfs::Dir::new(c"tpmrs");
+        let stats = KBox::pin_init(
+            dir.read_callback_file(c"stats", shared.clone(), &device::show_stats),
+            GFP_KERNEL,
+        )?;
         let dev = device::Registration::register(shared)?;
-        Ok(Self { _dev: dev, _wq: wq })
+        Ok(Self {
+            _stats: stats,
+            _debugfs: dir,
+            _dev: dev,
+            _wq: wq,
+        })
     }
 }

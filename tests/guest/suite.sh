@@ -32,12 +32,12 @@ step node_is_char_device test -c /dev/tpmrs0
 
 reset_da
 echo "[suite] user-space tests"
-python3 "$here/tap.py" "$here"/test_*.py >"$out/guest.tap" 2>&1
+timeout -k 5 1200 python3 "$here/tap.py" "$here"/test_*.py >"$out/guest.tap" 2>&1
 
 for node in /dev/tpmrm0 /dev/tpmrs0; do
 	reset_da
 	echo "[suite] kernel tpm2 selftests on $node"
-	python3 "$here/selftests.py" "$ksrc" "$node" >"$out/selftest-${node##*/}.tap" 2>&1
+	timeout -k 5 600 python3 "$here/selftests.py" "$ksrc" "$node" >"$out/selftest-${node##*/}.tap" 2>&1
 done
 reset_da
 

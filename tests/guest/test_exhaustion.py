@@ -114,13 +114,17 @@ def summary(node, results):
 
 
 def test_exhaustion_tpmrs0_vs_tpmrm0():
+    before = tpm.tpmrs_stats()
     rows = [summary(node, run(node)) for node in ("/dev/tpmrm0", "/dev/tpmrs0")]
+    after = tpm.tpmrs_stats()
+    delta = {k: after[k] - before[k] for k in ("waits", "evictions", "tpm_commands")}
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     with open(os.path.join(os.environ.get("TPMRS_OUT", "/tmp"), "exhaustion.txt"), "w") as f:
         f.write(f"{CLIENTS} clients x 3 HMAC sessions, {SECONDS:.0f} s of signing each\n")
         f.write("\n".join(lines) + "\n")
+        f.write(f"tpmrs debugfs during the run: {delta}, longest_wait_ns {after['longest_wait_ns']}\n")
     for line in lines:
         print(f"# {line}")
     rm0, rs0 = rows
@@ -130,12 +134,16 @@ def test_exhaustion_tpmrs0_vs_tpmrm0():
     assert rs0["session_exhausted"] == 0, rows
     assert rs0["errors"] == 0, rows
     assert rs0["clients_with_no_op"] == 0, rows
+    # The debugfs counters saw the waiting.
+    assert delta["waits"] > 0 and after["longest_wait_ns"] > 0, (delta, after)
+    assert after["waiting"] == 0, after
 
 
 def test_killed_waiter_leaves_nothing_behind():
     """Fill the TPM with sessions held by one file, then let a second process block waiting
     for a session and kill it mid-wait: the holder is untouched until SESSION_TIMEOUT, and a
     third client still gets a session afterwards (no lost reservation)."""
+    evictions = tpm.tpmrs_stats()["evictions"]
     holder = Node()
     avail = tpm.tpm_property(holder, 0x206)  # TPM_PT_HR_ACTIVE_AVAIL
     assert 0 < avail <= 64, avail
@@ -159,4 +167,9 @@ def test_killed_waiter_leaves_nothing_behind():
         rsp = n.transact(tpm.start_auth_session_hmac())
         assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
     assert time.monotonic() - t0 < 30
+    # The session was made by evicting one of the holder's (they were all older than
+    # SESSION_TIMEOUT by then), and nobody is left waiting.
+    stats = tpm.tpmrs_stats()
+    assert stats["evictions"] > evictions, stats
+    assert stats["waiting"] == 0, stats
     holder.close()

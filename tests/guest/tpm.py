@@ -270,3 +270,9 @@ def sign_with_session(node, key, name, session, digest=b"\x5a" * 32):
     rsp = node.transact(cmd)
     session.update(rsp)
     return rsp
+
+
+def tpmrs_stats():
+    """The resource manager's counters from /sys/kernel/debug/tpmrs/stats."""
+    with open("/sys/kernel/debug/tpmrs/stats") as f:
+        return {k: int(v) for k, v in (line.split() for line in f if line.strip())}

@@ -28,12 +28,12 @@
 //!   sending anything, `TPM_RC_EXPIRED` in the resource-manager layer with the position of
 //!   the handle (e.g. 0x000B01A3 for handle 1, 0x000B09A3 for session 1); a FlushContext of
 //!   it is answered success. Either consumes the tombstone. This holds even if the TPM has
-//!   since handed the same handle number out again, to another space or to the same one:
-//!   the rule is that the owner's *first* reference after the eviction means the evicted
-//!   session. So a space that got the number back from a new StartAuthSession sees one
-//!   `TPM_RC_EXPIRED` for its first use of the new session (a deterministic, retryable
-//!   failure) rather than risk an old reference silently driving the new session. A
-//!   ContextLoad is not affected (a blob names its session unambiguously; the TPM checks it).
+//!   since handed the same handle number to another space: the owner's first reference
+//!   after the eviction means the evicted session, never the other space's. If the number
+//!   comes back to the *same* space (its own StartAuthSession or ContextLoad response names
+//!   it), the tombstone is dropped: the client has just been told the number is its new
+//!   session, and a client that starts a new session after an eviction must be able to use
+//!   it. A ContextLoad is not affected (a blob names its session unambiguously).
 //! * **Context gap.** When a ContextSave of a session (ours or the client's, or any other
 //!   command) fails with TPM_RC_CONTEXT_GAP, the oldest saved session we track is loaded and
 //!   saved again (renewing its sequence number) and the command retried; a session whose
@@ -866,6 +866,9 @@ impl Exec<'_> {
         if continued {
             bump(&mut self.io.stats.continuation_hits);
         }
+        // The client is being told that `handle` now names this new session: an older
+        // tombstone of this space for the same number no longer applies.
+        self.st.take_tombstone(owner, handle);
         self.txn.sessions.add(handle);
         Ok(len)
     }

@@ -6,9 +6,9 @@
 use super::platform::{OutOfMemory, Vec};
 
 /// The first virtual handle handed out; later ones count down from here.
-pub const VHANDLE_FIRST: u32 = 0x80FF_FFFE;
-/// The lowest virtual handle; below it, allocation wraps to [`VHANDLE_FIRST`].
-pub const VHANDLE_LAST: u32 = 0x8000_0000;
+pub const VHANDLE_FIRST: u32 = 0x8000_0000;
+/// The highest virtual handle (far beyond any `max_objects`).
+pub const VHANDLE_LAST: u32 = 0x80FF_FFFF;
 
 /// One transient object of a space. Nothing of it is loaded in the TPM between commands.
 pub struct ObjectEntry {
@@ -39,7 +39,6 @@ impl From<OutOfMemory> for InsertError {
 pub struct Space {
     id: u64,
     objects: Vec<ObjectEntry>,
-    next_vhandle: u32,
 }
 
 impl Space {
@@ -49,7 +48,6 @@ impl Space {
         Space {
             id,
             objects: Vec::new(),
-            next_vhandle: VHANDLE_FIRST,
         }
     }
 
@@ -89,22 +87,17 @@ impl Space {
         self.objects.clear();
     }
 
-    /// The next free virtual handle: counting down from [`VHANDLE_FIRST`], wrapping at
-    /// [`VHANDLE_LAST`], skipping handles in use (so a handle is not reused soon).
+    /// The lowest free virtual handle, from [`VHANDLE_FIRST`] up: numbered the way the TPM
+    /// numbers its own transient objects, so that clients which walk TPM_CAP_HANDLES with
+    /// `property = last + 1` (the kernel's tpm2 selftests do) see the same dense, ascending
+    /// list as through /dev/tpmrm0.
     fn alloc_vhandle(&mut self) -> u32 {
-        // At most objects.len() handles are taken, so this ends within len + 1 steps.
-        loop {
-            let h = self.next_vhandle;
-            // PANIC: h > VHANDLE_LAST in the subtraction.
-            self.next_vhandle = if h <= VHANDLE_LAST {
-                VHANDLE_FIRST
-            } else {
-                h - 1
-            };
-            if self.find_object(h).is_none() {
-                return h;
-            }
+        // At most objects.len() handles are taken, so one of the first len + 1 is free.
+        let mut h = VHANDLE_FIRST;
+        while self.find_object(h).is_some() && h < VHANDLE_LAST {
+            h += 1;
         }
+        h
     }
 
     /// Adds an object whose saved context is `blob`, if the space has fewer than `max`
@@ -129,11 +122,6 @@ impl Space {
         })?;
         Ok(vhandle)
     }
-
-    #[cfg(test)]
-    fn set_next_vhandle(&mut self, h: u32) {
-        self.next_vhandle = h;
-    }
 }
 
 #[cfg(test)]
@@ -147,20 +135,21 @@ mod tests {
     }
 
     #[test]
-    fn handles_count_down_and_are_not_reused_soon() {
+    fn handles_are_the_lowest_free_from_0x80000000() {
         let mut s = Space::new(7);
         assert_eq!(s.id(), 7);
         let a = s.insert_object(blob(), false, 64).unwrap();
         let b = s.insert_object(blob(), true, 64).unwrap();
-        assert_eq!((a, b), (0x80FF_FFFE, 0x80FF_FFFD));
+        assert_eq!((a, b), (0x8000_0000, 0x8000_0001));
         assert!(s.remove_object(a).is_some());
         let c = s.insert_object(blob(), false, 64).unwrap();
-        assert_eq!(c, 0x80FF_FFFC);
+        assert_eq!(c, 0x8000_0000);
+        let d = s.insert_object(blob(), false, 64).unwrap();
+        assert_eq!(d, 0x8000_0002);
         assert!(s.object(b).unwrap().sequence);
         assert_eq!(s.object(c).unwrap().blob.len(), 3);
-        assert!(s.object(a).is_none());
-        assert!(s.remove_object(a).is_none());
-        assert_eq!(s.objects().len(), 2);
+        assert!(s.remove_object(0x8000_0005).is_none());
+        assert_eq!(s.objects().len(), 3);
         s.object_mut(c).unwrap().sequence = true;
         assert!(s.object(c).unwrap().sequence);
     }
@@ -180,24 +169,15 @@ mod tests {
     }
 
     #[test]
-    fn wraps_and_skips_collisions() {
+    fn handles_stay_unique() {
         let mut s = Space::new(1);
-        let top = s.insert_object(blob(), false, 64).unwrap();
-        assert_eq!(top, VHANDLE_FIRST);
-        s.set_next_vhandle(VHANDLE_LAST + 1);
-        assert_eq!(
-            s.insert_object(blob(), false, 64).unwrap(),
-            VHANDLE_LAST + 1
-        );
-        assert_eq!(s.insert_object(blob(), false, 64).unwrap(), VHANDLE_LAST);
-        // Wraps to the top, which is taken: skips it.
-        assert_eq!(
-            s.insert_object(blob(), false, 64).unwrap(),
-            VHANDLE_FIRST - 1
-        );
+        for _ in 0..64 {
+            s.insert_object(blob(), false, 64).unwrap();
+        }
         let mut seen = std::vec::Vec::new();
         for o in s.objects() {
             assert!(!seen.contains(&o.vhandle));
+            assert!((VHANDLE_FIRST..=VHANDLE_LAST).contains(&o.vhandle));
             seen.push(o.vhandle);
         }
     }

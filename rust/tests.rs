@@ -57,19 +57,24 @@ mod kunit {
         Ok(())
     }
 
-    #[test]
-    fn core_in_kernel_unknown_command_sends_nothing() -> Result {
-        let chip = Chip::get_default()?;
+    /// The protocol core, initialized from the real TPM, with one space and a response buffer.
+    fn core_with_space(tpm: &mut dyn Tpm) -> Result<(proto::Rm, proto::Space, KVec<u8>)> {
         let mut rm = proto::Rm::new(proto::Config {
             max_objects: 4,
             max_sessions: 4,
             ..Default::default()
         })
         .map_err(|_| ENOMEM)?;
+        rm.init(tpm).map_err(|_| EIO)?;
+        let space = rm.new_space().map_err(|_| ENOMEM)?;
+        Ok((rm, space, KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?))
+    }
+
+    #[test]
+    fn core_in_kernel_unknown_command_sends_nothing() -> Result {
+        let chip = Chip::get_default()?;
         let mut tpm = chip.lock()?;
-        rm.init(&mut tpm).map_err(|_| EIO)?;
-        let mut space = rm.new_space().map_err(|_| ENOMEM)?;
-        let mut rsp = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
+        let (mut rm, mut space, mut rsp) = core_with_space(&mut tpm)?;
 
         let before = rm.stats().tpm_commands;
         // Command code 0x0000ffff does not exist.
@@ -93,16 +98,8 @@ mod kunit {
     #[test]
     fn core_in_kernel_rejects_lying_size() -> Result {
         let chip = Chip::get_default()?;
-        let mut rm = proto::Rm::new(proto::Config {
-            max_objects: 4,
-            max_sessions: 4,
-            ..Default::default()
-        })
-        .map_err(|_| ENOMEM)?;
         let mut tpm = chip.lock()?;
-        rm.init(&mut tpm).map_err(|_| EIO)?;
-        let mut space = rm.new_space().map_err(|_| ENOMEM)?;
-        let mut rsp = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
+        let (mut rm, mut space, mut rsp) = core_with_space(&mut tpm)?;
         let mut cmd = GET_RANDOM_8;
         cmd[5] = 40;
         let before = rm.stats().tpm_commands;

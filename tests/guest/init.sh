@@ -13,9 +13,16 @@ mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm 2>/dev/null
 mount -t devpts devpts /dev/pts 2>/dev/null
 mount -t tmpfs tmpfs /dev/shm
-for d in /tmp /run /var/tmp /var/lib; do mount -t tmpfs tmpfs "$d"; done
+# Writable scratch space on top of the read-only host root. The checkout and the cache may
+# live under a directory that gets a tmpfs here (a CI clone in /tmp, say): bind them to
+# /run/tpmrs first and use them from there.
+mount -t tmpfs tmpfs /run
+mkdir -p /run/tpmrs/root /run/tpmrs/cache /run/out
+mount --bind "$TPMRS_ROOT" /run/tpmrs/root
+mount --bind "$TPMRS_CACHE" /run/tpmrs/cache
+export TPMRS_ROOT=/run/tpmrs/root TPMRS_CACHE=/run/tpmrs/cache
+for d in /tmp /var/tmp /var/lib; do mount -t tmpfs tmpfs "$d"; done
 mount -t debugfs debugfs /sys/kernel/debug
-mkdir -p /run/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 tpmrs_out /run/out
 export TPMRS_OUT=/run/out
 export TPMRS_KO=$TPMRS_ROOT/tpmrs.ko

@@ -36,7 +36,7 @@ append="console=ttyS0 printk.time=1 panic=-1 root=/dev/root rootfstype=9p"
 append+=" rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144 ro"
 append+=" init=$TPMRS_ROOT/tests/guest/init.sh"
 append+=" TPMRS_ROOT=$TPMRS_ROOT TPMRS_CACHE=$TPMRS_CACHE TPMRS_SCRIPT=$script TPMRS_INTERACTIVE=${TPMRS_INTERACTIVE:-0}"
-append+=" kmemleak=on"
+append+=" kmemleak=on ${TPMRS_EXTRA_ENV:-}"
 
 qemu=(qemu-system-x86_64 -M q35 -accel tcg${TPMRS_QEMU_CPU:+ -cpu $TPMRS_QEMU_CPU} -m 2G -smp 2 -nographic -no-reboot
       -kernel "$kdir/arch/x86/boot/bzImage" -append "$append"

@@ -276,3 +276,17 @@ def tpmrs_stats():
     """The resource manager's counters from /sys/kernel/debug/tpmrs/stats."""
     with open("/sys/kernel/debug/tpmrs/stats") as f:
         return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+
+
+CC_POLICY_RESTART = 0x180
+
+
+def start_auth_session_policy():
+    """An unbound, unsalted SHA-256 policy session."""
+    cmd = bytearray(start_auth_session_hmac())
+    cmd[10 + 8 + 2 + 16 + 2] = 0x01  # TPM_SE_POLICY
+    return bytes(cmd)
+
+
+def policy_restart(session):
+    return command(CC_POLICY_RESTART, struct.pack(">I", session))

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make bench`: /dev/tpmrs0 against /dev/tpmrm0 (and /dev/tpm0 where it applies) on the same
+# guest and swtpm, in the same run, on the bench kernel (the debug config without lockdep,
+# KASAN and kmemleak, which distort timings). Prints progress, then writes and prints
+# target/bench/bench.md and plots target/bench/bench.png. TPMRS_BENCH_QUICK=1: a short run.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+cd "$TPMRS_ROOT"
+
+"$here/setup.sh"
+dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q 'install ok installed' ||
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
+kdir=$("$here/kernel.sh" bench)
+out=$TPMRS_ROOT/target/bench
+build=$TPMRS_ROOT/target/bench-module
+rm -rf "$out" && mkdir -p "$out" "$build"
+# Build the module for the bench kernel in a copy, so the debug build in the checkout stays.
+cp -r Kbuild rust "$build/"
+make -s -C "$kdir" M="$build" "${KMAKE_VARS[@]}" modules
+export TPMRS_BENCH_KO=target/bench-module/tpmrs.ko  # relative: the guest sees the checkout elsewhere
+echo "[bench] guest: QEMU TCG, swtpm, bench kernel; progress follows"
+TPMRS_SWTPM_LOG=1 TPMRS_SHOW_CONSOLE=1 TPMRS_EXTRA_ENV="TPMRS_BENCH_KO=$TPMRS_BENCH_KO TPMRS_BENCH_QUICK=${TPMRS_BENCH_QUICK:-0}" \
+	"$here/guest.sh" "$kdir" tests/bench/guest.sh "$out" 1800 | grep --line-buffered -E '^\[bench|^\[guest' || true
+[ -s "$out/bench.json" ] || { echo "[bench] no results (see $out/console.log)"; exit 1; }
+/usr/bin/python3 tests/bench/report.py "$out/bench.json" "$out/bench.md" "$out/bench.png"
+cat "$out/bench.md"
+echo "[bench] plot: $out/bench.png"

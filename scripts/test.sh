@@ -4,7 +4,8 @@
 # Runs every tpmrs test and ends with the line "N passed, N failed":
 #   1. set-up (scripts/setup.sh) and the debug dev kernel (lockdep, KASAN, kmemleak; cached);
 #   2. the module build, clippy (CLIPPY=1, warnings fail) and rustfmt;
-#   3. host tests: cargo test, clippy and rustfmt of the protocol core crate;
+#   3. host tests: cargo test, clippy and rustfmt of the protocol core crate, and a short
+#      fuzz run of every cargo-fuzz target (fuzz/run.sh; crashes fail the run);
 #   4. the guest: QEMU + swtpm, insmod (the KUnit suites run), user-space tests and the
 #      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
@@ -62,6 +63,18 @@ echo "host: $(grep -c '^test .* ok$' "$out/cargo-test.log") cargo tests passed, 
 check "host: cargo clippy -D warnings" "$out/cargo-clippy.log" \
 	cargo clippy --workspace --all-targets --color never -- -D warnings
 check "host: cargo fmt --check" "$out/cargo-fmt.log" cargo fmt --all --check
+
+log "host fuzzing (a short run per target; fuzz/README.md for longer ones)"
+fuzz/run.sh "${TPMRS_FUZZ_SECONDS:-15}" >"$out/fuzz.log" 2>&1
+fuzz_rc=$?
+grep -E '^fuzz: ' "$out/fuzz.log"
+fsum=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out/fuzz.log" | tail -n1)
+if [ -n "$fsum" ]; then
+	passed=$((passed + $(cut -d' ' -f1 <<<"$fsum"))); failed=$((failed + $(cut -d' ' -f3 <<<"$fsum")))
+fi
+if [ "$fuzz_rc" != 0 ] || [ -z "$fsum" ]; then
+	fail "host: fuzz/run.sh (see $out/fuzz.log)"; tail -n 20 "$out/fuzz.log" | sed 's/^/    | /'
+fi
 
 log "guest (QEMU TCG, swtpm, debug kernel)"
 gout=$out/guest

@@ -23,6 +23,20 @@ RC_SESSION_MEMORY = 0x903
 LAYER = tpm.TSS2_RESMGR_TPM_RC_LAYER
 
 
+def new_session(n, counts, waits):
+    """A new HMAC session, or None when it is refused (counted as exhausted for
+    TPM_RC_SESSION_HANDLES/MEMORY, as an error otherwise); the wait is recorded."""
+    t0 = time.monotonic()
+    try:
+        session = tpm.HmacSession(n)
+    except AssertionError as e:
+        rc = int(str(e), 16) if str(e).startswith("0x") else -1
+        counts["exhausted" if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY) else "errors"] += 1
+        return None
+    waits.append((time.monotonic() - t0) * 1000)
+    return session
+
+
 def client(node, seconds, wfd, ready_w, go_r, must_progress):
     """One client process: writes "ops errors exhausted evicted waits_ms..." to wfd.
 
@@ -30,7 +44,8 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress):
     sessions at once, whatever the speed of the machine), then signs for `seconds`; with
     `must_progress` it goes on past that until it has completed one sign (bounded by
     HARD_LIMIT: every waiter must get a session in bounded time)."""
-    ops = errors = exhausted = evicted = 0
+    ops = evicted = 0
+    counts = {"errors": 0, "exhausted": 0}
     waits = []
     try:
         with Node(node) as n:
@@ -44,16 +59,7 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress):
             start = time.monotonic()
             # All 3 sessions first: 32 x 3 requests arrive together, well over the TPM's 64.
             for i in range(3):
-                t0 = time.monotonic()
-                try:
-                    sessions[i] = tpm.HmacSession(n)
-                    waits.append((time.monotonic() - t0) * 1000)
-                except AssertionError as e:
-                    rc = int(str(e), 16) if str(e).startswith("0x") else -1
-                    if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY):
-                        exhausted += 1
-                    else:
-                        errors += 1
+                sessions[i] = new_session(n, counts, waits)
             while True:
                 now = time.monotonic()
                 if now >= start + seconds and (not must_progress or ops > 0 or now >= start + HARD_LIMIT):
@@ -63,18 +69,10 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress):
                     if time.monotonic() >= deadline:
                         break
                     if sessions[i] is None:
-                        t0 = time.monotonic()
-                        try:
-                            sessions[i] = tpm.HmacSession(n)
-                        except AssertionError as e:
-                            rc = int(str(e), 16) if str(e).startswith("0x") else -1
-                            if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY):
-                                exhausted += 1
-                            else:
-                                errors += 1
+                        sessions[i] = new_session(n, counts, waits)
+                        if sessions[i] is None:
                             time.sleep(0.05)
                             continue
-                        waits.append((time.monotonic() - t0) * 1000)
                     rsp = tpm.sign_with_session(n, key, name, sessions[i])
                     rc = tpm.rc_of(rsp)
                     if rc == 0:
@@ -83,11 +81,11 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress):
                         evicted += 1  # our session was evicted for a waiter: start a new one
                         sessions[i] = None
                     else:
-                        errors += 1
+                        counts["errors"] += 1
                         sessions[i] = None
     except Exception:  # noqa: BLE001 - a crash is an error seen by the client
-        errors += 1
-    os.write(wfd, (" ".join(map(str, [ops, errors, exhausted, evicted] + [f"{w:.1f}" for w in waits])) + "\n").encode())
+        counts["errors"] += 1
+    os.write(wfd, (" ".join(map(str, [ops, counts["errors"], counts["exhausted"], evicted] + [f"{w:.1f}" for w in waits])) + "\n").encode())
     os.close(wfd)
 
 

@@ -18,7 +18,7 @@
 # fuzz/README.md).
 #
 # Environment: TPMRS_FUZZ_TARGETS="a b" (a subset), TPMRS_FUZZ_SANITIZER (default none;
-# address works too, about 10x slower), TPMRS_FUZZ_STRICT=1 (see fuzz/README.md).
+# address works too, about 10x slower).
 set -euo pipefail
 
 SECONDS_PER_TARGET=${1:-20}

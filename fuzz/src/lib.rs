@@ -118,25 +118,19 @@ pub fn pick_rc(inp: &mut Input<'_>) -> u32 {
     }
 }
 
-/// Whether `TPMRS_FUZZ_STRICT` is set: see [`rc_misleads`].
-pub fn strict() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("TPMRS_FUZZ_STRICT").is_some())
-}
-
 /// Whether a TPM response code, if the TPM gave it *without doing anything*, may make the
 /// resource manager believe a handle is gone while the fake TPM still holds it. Such an
 /// answer contradicts the fake's state, so after one the "nothing leaked" checks are skipped.
 ///
-/// By default: "success" (for something not done), a handle error (a real TPM gives one
-/// only when the handle really is gone), and any error on a FlushContext or a ContextLoad:
-/// the RM takes an error on its own FlushContext as "gone already", and forgets (without
-/// flushing) a session of its own whose ContextLoad failed with a code other than a
-/// resource shortage. With `TPMRS_FUZZ_STRICT=1` only the first two count: the last two
-/// then show up as leaks (see fuzz/findings/).
+/// "Success" (for something not done), a handle error (a real TPM gives one only when the
+/// handle really is gone), and an error other than a "not executed" warning on a
+/// FlushContext or ContextLoad: a real TPM fails the RM's own flush, or the load of the RM's
+/// own untouched blob, only when the handle or context is no longer valid, and the RM acts
+/// on that (it forgets the handle). A warning (TPM_RC_RETRY, TPM_RC_CANCELED, ...) is the
+/// truth: the RM must keep the handle and try again, and the leak checks hold it to that.
 pub fn rc_misleads(cc: u32, rc: u32) -> bool {
-    let lie = rc == 0 || tpmrs_proto::constants::is_handle_rc(rc);
-    lie || (!strict() && (cc == 0x165 || cc == 0x161))
+    use tpmrs_proto::constants::{is_handle_rc, is_not_executed_rc};
+    rc == 0 || is_handle_rc(rc) || ((cc == 0x165 || cc == 0x161) && !is_not_executed_rc(rc))
 }
 
 /// What [`FuzzTpm`] does to a command that matches a rule.

@@ -76,7 +76,8 @@ pub fn write_handles_response(
 }
 
 /// Rewrites, in place, the successful TPM_CAP_HANDLES response of `len` bytes in `rsp` so that
-/// it lists only the handles for which `keep` is true. Other responses are left alone.
+/// it lists, for each handle `h` it held, `map(h)` if that is `Some` (the handle as the
+/// client knows it) and nothing otherwise. Other responses are left alone.
 /// Returns the new length.
 ///
 /// # Errors
@@ -84,7 +85,7 @@ pub fn write_handles_response(
 pub fn filter_handles_response(
     rsp: &mut [u8],
     len: usize,
-    keep: impl Fn(u32) -> bool,
+    map: impl Fn(u32) -> Option<u32>,
 ) -> Result<usize, Truncated> {
     let r = rsp.get(..len).ok_or(Truncated)?;
     let mut rd = Reader::new(r);
@@ -120,7 +121,7 @@ pub fn filter_handles_response(
         if pos > len {
             return Err(Truncated);
         }
-        if keep(h) {
+        if let Some(h) = map(h) {
             put_u32(rsp, out, h)?;
             out = out.checked_add(4).ok_or(Truncated)?;
             kept = kept.saturating_add(1);
@@ -204,16 +205,16 @@ mod tests {
     fn filtering() {
         let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001, 0x0200_0002]);
         let len = r.len();
-        let n = filter_handles_response(&mut r, len, |h| h != 0x0200_0001).unwrap();
+        let n = filter_handles_response(&mut r, len, |h| (h != 0x0200_0001).then_some(h)).unwrap();
         assert_eq!(list(&r[..n]), (1, vec![0x0200_0000, 0x0200_0002]));
         // Not TPM_CAP_HANDLES: untouched.
         let mut r = cap_rsp(&[1, 2]);
         r[14] = 6;
         let len = r.len();
-        assert_eq!(filter_handles_response(&mut r, len, |_| false), Ok(len));
+        assert_eq!(filter_handles_response(&mut r, len, |_| None), Ok(len));
         // Errors: untouched.
         let mut e = vec![0x80, 1, 0, 0, 0, 10, 0, 0, 1, 0x01];
-        assert_eq!(filter_handles_response(&mut e, 10, |_| false), Ok(10));
+        assert_eq!(filter_handles_response(&mut e, 10, |_| None), Ok(10));
     }
 
     #[test]
@@ -228,7 +229,7 @@ mod tests {
         let n = v.len() as u32;
         v[2..6].copy_from_slice(&n.to_be_bytes());
         let len = v.len();
-        let n = filter_handles_response(&mut v, len, |h| h == 0x0300_0002).unwrap();
+        let n = filter_handles_response(&mut v, len, |h| (h == 0x0300_0002).then_some(h)).unwrap();
         assert_eq!(n, len - 4);
         assert_eq!(&v[10..14], &13u32.to_be_bytes());
         assert_eq!(&v[19..23], &1u32.to_be_bytes());
@@ -243,7 +244,7 @@ mod tests {
         for cut in 10..good.len() {
             let mut r = good.clone();
             assert_eq!(
-                filter_handles_response(&mut r, cut, |_| true),
+                filter_handles_response(&mut r, cut, Some),
                 Err(Truncated),
                 "{cut}"
             );
@@ -251,28 +252,16 @@ mod tests {
         let mut r = good.clone();
         r[18] = 200; // count too large
         let len = r.len();
-        assert_eq!(
-            filter_handles_response(&mut r, len, |_| true),
-            Err(Truncated)
-        );
+        assert_eq!(filter_handles_response(&mut r, len, Some), Err(Truncated));
         let mut r = good.clone();
         r.push(0); // trailing byte
         let len = r.len();
-        assert_eq!(
-            filter_handles_response(&mut r, len, |_| true),
-            Err(Truncated)
-        );
+        assert_eq!(filter_handles_response(&mut r, len, Some), Err(Truncated));
         let mut r = good.clone();
-        assert_eq!(
-            filter_handles_response(&mut r, 5000, |_| true),
-            Err(Truncated)
-        );
+        assert_eq!(filter_handles_response(&mut r, 5000, Some), Err(Truncated));
         let mut r = good;
         r[1] = 0xC4; // bad tag
         let len = r.len();
-        assert_eq!(
-            filter_handles_response(&mut r, len, |_| true),
-            Err(Truncated)
-        );
+        assert_eq!(filter_handles_response(&mut r, len, Some), Err(Truncated));
     }
 }

@@ -7,7 +7,8 @@
 use super::cc_table::CcAttrs;
 use super::codec::Reader;
 use super::constants::{
-    MAX_SESSIONS_PER_COMMAND, TPM_HEADER_SIZE, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS,
+    is_session_handle, MAX_SESSIONS_PER_COMMAND, TPM_HEADER_SIZE, TPM_ST_NO_SESSIONS,
+    TPM_ST_SESSIONS,
 };
 
 /// Most handles a handle area can hold (cHandles is three bits).
@@ -71,6 +72,8 @@ pub struct AuthSession {
     pub handle: u32,
     /// sessionAttributes (TPMA_SESSION).
     pub attributes: u8,
+    /// Offset of sessionHandle in the command.
+    pub offset: usize,
 }
 
 /// A command whose framing is valid.
@@ -109,6 +112,7 @@ impl Command {
             let auth_size = r.u32().map_err(|_| FramingError::AuthSizeTruncated)?;
             let auth_size =
                 usize::try_from(auth_size).map_err(|_| FramingError::AuthSizeOverflow)?;
+            let area_at = r.position();
             let area = r
                 .bytes(auth_size)
                 .map_err(|_| FramingError::AuthSizeOverflow)?;
@@ -117,11 +121,16 @@ impl Command {
                 let slot = sessions
                     .get_mut(n_sessions)
                     .ok_or(FramingError::TooManySessions)?;
+                let offset = area_at.saturating_add(a.position());
                 let handle = a.u32().map_err(|_| FramingError::SessionOverrun)?;
                 a.tpm2b().map_err(|_| FramingError::SessionOverrun)?; // nonceCaller
                 let attributes = a.u8().map_err(|_| FramingError::SessionOverrun)?;
                 a.tpm2b().map_err(|_| FramingError::SessionOverrun)?; // hmac
-                *slot = AuthSession { handle, attributes };
+                *slot = AuthSession {
+                    handle,
+                    attributes,
+                    offset,
+                };
                 // PANIC: n_sessions indexed a slot above, so it is < 3.
                 n_sessions += 1;
             }
@@ -153,6 +162,24 @@ impl Command {
     /// The authorization sessions.
     pub fn sessions(&self) -> &[AuthSession] {
         self.sessions.get(..self.n_sessions).unwrap_or(&[])
+    }
+
+    /// This command with every session handle `h` (handle area and authorization area)
+    /// replaced by `map(h)`, which must keep it a session handle.
+    #[must_use]
+    pub fn map_session_handles(&self, map: impl Fn(u32) -> u32) -> Command {
+        let mut c = *self;
+        for h in c.handles.iter_mut() {
+            if is_session_handle(*h) {
+                *h = map(*h);
+            }
+        }
+        for s in c.sessions.iter_mut() {
+            if is_session_handle(s.handle) {
+                s.handle = map(s.handle);
+            }
+        }
+        c
     }
 
     /// Offset in the command of handle `i` (0-based) of the handle area.
@@ -284,19 +311,30 @@ mod tests {
             &[
                 AuthSession {
                     handle: 0x0200_0000,
-                    attributes: 1
+                    attributes: 1,
+                    offset: 18
                 },
                 AuthSession {
                     handle: 0x4000_0009,
-                    attributes: 0
+                    attributes: 0,
+                    offset: 75
                 },
                 AuthSession {
                     handle: 0x0300_0001,
-                    attributes: 0x21
+                    attributes: 0x21,
+                    offset: 84
                 }
             ]
         );
         assert_eq!(p.params_offset(), c.len() - 3);
+        for s in p.sessions() {
+            assert_eq!(c[s.offset..s.offset + 4], s.handle.to_be_bytes());
+        }
+        let m = p.map_session_handles(|h| h | 0x80_0000);
+        assert_eq!(m.handles(), p.handles());
+        assert_eq!(m.sessions()[0].handle, 0x0280_0000);
+        assert_eq!(m.sessions()[1].handle, 0x4000_0009);
+        assert_eq!(m.sessions()[2].handle, 0x0380_0001);
     }
 
     #[test]

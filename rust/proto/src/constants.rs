@@ -75,6 +75,13 @@ pub const TPM_RC_MEMORY: u32 = RC_WARN + 0x004;
 pub const TPM_RC_SESSION_HANDLES: u32 = RC_WARN + 0x005;
 /// Out of object handles.
 pub const TPM_RC_OBJECT_HANDLES: u32 = RC_WARN + 0x006;
+/// The TPM did not finish the command (it may be retried): the last of the warnings
+/// TPM_RC_LOCALITY, TPM_RC_YIELDED, TPM_RC_CANCELED, TPM_RC_TESTING.
+pub const TPM_RC_TESTING: u32 = RC_WARN + 0x00A;
+/// First of TPM_RC_NV_RATE, TPM_RC_LOCKOUT, TPM_RC_RETRY, TPM_RC_NV_UNAVAILABLE.
+pub const TPM_RC_NV_RATE: u32 = RC_WARN + 0x020;
+/// Last of the NV / retry warnings.
+pub const TPM_RC_NV_UNAVAILABLE: u32 = RC_WARN + 0x023;
 /// The first handle in the handle area references a transient object or session not loaded.
 pub const TPM_RC_REFERENCE_H0: u32 = RC_WARN + 0x010;
 /// The last reference-error code (TPM_RC_REFERENCE_S6).
@@ -174,6 +181,14 @@ pub const fn rc_handle_at_parameter(n: u32) -> u32 {
 /// later): TPM_RC_CONTEXT_GAP .. TPM_RC_OBJECT_HANDLES and TPM_RC_RETRY.
 pub const fn is_resource_rc(rc: u32) -> bool {
     (rc >= TPM_RC_CONTEXT_GAP && rc <= TPM_RC_OBJECT_HANDLES) || rc == TPM_RC_RETRY
+}
+
+/// Whether `rc` is a warning that says the TPM did not execute the command and the same
+/// command may succeed later (TPM_RC_CONTEXT_GAP .. TPM_RC_TESTING, TPM_RC_NV_RATE ..
+/// TPM_RC_NV_UNAVAILABLE): the entity the command named is as it was.
+pub const fn is_not_executed_rc(rc: u32) -> bool {
+    (rc >= TPM_RC_CONTEXT_GAP && rc <= TPM_RC_TESTING)
+        || (rc >= TPM_RC_NV_RATE && rc <= TPM_RC_NV_UNAVAILABLE)
 }
 
 /// Whether `rc` says a handle does not name a loaded or valid entity: format-one

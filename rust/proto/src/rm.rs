@@ -30,10 +30,20 @@
 //!   it is answered success. Either consumes the tombstone. This holds even if the TPM has
 //!   since handed the same handle number to another space: the owner's first reference
 //!   after the eviction means the evicted session, never the other space's. If the number
-//!   comes back to the *same* space (its own StartAuthSession or ContextLoad response names
-//!   it), the tombstone is dropped: the client has just been told the number is its new
-//!   session, and a client that starts a new session after an eviction must be able to use
-//!   it. A ContextLoad is not affected (a blob names its session unambiguously).
+//!   comes back to the *same* space before it was told (its own StartAuthSession, or the
+//!   ContextLoad of an abandoned session, gets it), the space's new session is given an
+//!   *alias* instead (the same handle type, an index with
+//!   [`super::sessions::SESSION_ALIAS_BIT`] set): the old number still answers
+//!   TPM_RC_EXPIRED once and the new one works, so a client holding both references never
+//!   has its old reference reach the new session (with a stale nonce, an HMAC failure that
+//!   counts against the dictionary-attack lockout). Aliases are rewritten to the TPM's handle
+//!   in the handle area, the authorization area and FlushContext, and back in the
+//!   StartAuthSession, ContextLoad and GetCapability(TPM_CAP_HANDLES) responses.
+//!   The TPM never sees an alias. One limit: a session's Name is its handle, and a
+//!   command that names an aliased session in its handle area (PolicySecret, PolicyNV, ...)
+//!   while authorizing another handle with an HMAC session computes cpHash over the alias,
+//!   so that HMAC fails; this needs an eviction, the number reissued to the same space and
+//!   the old reference still unused, all at once.
 //! * **Context gap.** When a ContextSave of a session (ours or the client's, or any other
 //!   command) fails with TPM_RC_CONTEXT_GAP, the oldest saved session we track is loaded and
 //!   saved again (renewing its sequence number) and the command retried; a session whose
@@ -58,7 +68,9 @@ use super::error::RmError;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error, ResponseHeader};
 use super::scheduler::{choose_victim, Action, Scheduler, Ticket, WaitStep};
-use super::sessions::{same_session, SessionEntry, SessionRegistry, SessionState};
+use super::sessions::{
+    same_session, SessionEntry, SessionRegistry, SessionState, SESSION_ALIAS_BIT,
+};
 use super::space::{InsertError, Space};
 use super::stats::{bump, Stats};
 use super::tpm::Tpm;
@@ -296,6 +308,11 @@ impl Io {
         handle: u32,
     ) -> Result<(), RmError> {
         match self.flush(tpm, handle) {
+            Ok(Err(rc)) if is_not_executed_rc(rc) => {
+                // Not done (e.g. TPM_RC_RETRY): the handle is still there, try again later.
+                let _ = pending.try_push(handle);
+                Ok(())
+            }
             Ok(_) => Ok(()),
             Err(e) => {
                 // If even the queue cannot grow, the handle leaks: nothing else can be done.
@@ -346,6 +363,16 @@ struct State {
     /// (space, TPM answer) of the last `SessionsExhausted` that reached the TPM, for
     /// `wait_begin`.
     last_exhaustion: Option<(u64, u32)>,
+}
+
+/// Whether a FlushContext of ours is over: done, or answered with an error that says the
+/// handle is gone. Not over: the transport failed, or the TPM did not execute it.
+fn flush_done(r: &Result<TpmResult<()>, RmError>) -> bool {
+    match r {
+        Ok(Ok(())) => true,
+        Ok(Err(rc)) => !is_not_executed_rc(*rc),
+        Err(_) => false,
+    }
 }
 
 /// `sequence` of a TPMS_CONTEXT.
@@ -422,11 +449,21 @@ impl State {
     ) -> Result<(), RmError> {
         let entry = self.sessions.remove(h);
         if end == End::Flush {
-            if let Err(e) = io.flush(tpm, h) {
-                self.queue_session_flush(h, entry);
-                return Err(e);
+            match io.flush(tpm, h) {
+                Err(e) => {
+                    self.queue_session_flush(h, entry);
+                    return Err(e);
+                }
+                Ok(Err(rc)) if is_not_executed_rc(rc) => {
+                    // Still there (e.g. TPM_RC_RETRY): the slot is granted when the queued
+                    // flush goes through.
+                    self.queue_session_flush(h, entry);
+                    return Ok(());
+                }
+                // Done, or another TPM error: a real TPM fails the flush of a session we
+                // hold only when it is gone already (a handle error, or a reset).
+                Ok(_) => {}
             }
-            // A TPM error: gone already.
         }
         self.grant(grant);
         Ok(())
@@ -440,19 +477,48 @@ impl State {
         h: u32,
         grant: Grant,
     ) -> Result<(), RmError> {
-        if let Some(owner) = self.sessions.get(h).and_then(|e| e.owner) {
-            // At most one per space and slot, so they stay bounded. Without memory for it,
-            // the owner gets the plain unknown-handle answer.
+        let known = self
+            .sessions
+            .get(h)
+            .and_then(|e| Some((e.owner?, e.vhandle)));
+        if let Some((owner, v)) = known {
+            // At most one per space and number, so they stay bounded. Without memory for
+            // it, the owner gets the plain unknown-handle answer.
             let dup = self
                 .tombstones
                 .iter()
-                .any(|t| t.owner == owner && same_session(t.handle, h));
+                .any(|t| t.owner == owner && same_session(t.handle, v));
             if !dup {
-                let _ = self.tombstones.try_push(Tombstone { owner, handle: h });
+                let _ = self.tombstones.try_push(Tombstone { owner, handle: v });
             }
         }
         bump(&mut io.stats.evictions);
         self.end_session(io, tpm, h, End::Flush, grant)
+    }
+
+    /// The number space `owner` gets for its new session `h`: `h` itself, unless the space
+    /// still holds a tombstone for that number (it has not yet been told that its old
+    /// session of that number was evicted): then an alias that names neither a tombstone
+    /// nor another session of the space.
+    fn number_for(&self, owner: u64, h: u32) -> u32 {
+        let taken = |v: u32| {
+            self.tombstones
+                .iter()
+                .any(|t| t.owner == owner && same_session(t.handle, v))
+                || self
+                    .sessions
+                    .entries()
+                    .iter()
+                    .any(|e| e.owner == Some(owner) && same_session(e.vhandle, v))
+        };
+        if !taken(h) {
+            return h;
+        }
+        // Fewer tombstones and sessions than indices: one is free.
+        (0..=0xFFFFu32)
+            .map(|k| (h & 0xFF00_0000) | SESSION_ALIAS_BIT | k)
+            .find(|&v| !taken(v))
+            .unwrap_or(h)
     }
 
     /// Consumes the tombstone of space `owner` for the session slot of `h`, if any.
@@ -484,16 +550,16 @@ impl State {
             let Some(h) = self.pending.pop() else {
                 break;
             };
-            if io.flush(tpm, h).is_err() {
+            if !flush_done(&io.flush(tpm, h)) {
                 let _ = self.pending.try_push(h); // room: it was just popped
-                return; // the transport is still down
+                return; // the transport is still down, or the TPM still busy
             }
             if is_session_handle(h) {
                 self.sched.slot_freed();
             }
         }
         while let Some(h) = self.sessions.find_flush_pending() {
-            if io.flush(tpm, h).is_err() {
+            if !flush_done(&io.flush(tpm, h)) {
                 return;
             }
             self.sessions.remove(h);
@@ -667,7 +733,9 @@ impl Exec<'_> {
                             });
                             p
                         }
-                        Err(rc) if is_resource_rc(rc) => {
+                        // No room, or busy: the client sees the TPM's warning and the
+                        // object stays as it was.
+                        Err(rc) if is_not_executed_rc(rc) => {
                             return self.io.copy_last(rsp).map(Some);
                         }
                         Err(_) => {
@@ -737,10 +805,13 @@ impl Exec<'_> {
                     self.st.exhaustion_rc = Some(rc);
                     return Err(RmError::SessionsExhausted);
                 }
-                Err(rc) if is_resource_rc(rc) => return self.io.copy_last(rsp).map(Some),
+                // No room, or busy (e.g. TPM_RC_RETRY): the session stays saved, the
+                // client sees the TPM's warning.
+                Err(rc) if is_not_executed_rc(rc) => return self.io.copy_last(rsp).map(Some),
                 Err(_) => {
-                    // Not flushed: after a failed load the slot's fate is unknown, and the
-                    // handle may belong to someone else by now (e.g. after a TPM reset).
+                    // Not flushed: a real TPM refuses our own untouched blob only when the
+                    // context is no longer valid (a TPM reset changed the context key, or
+                    // the session is gone), and then the handle may be someone else's.
                     self.st
                         .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)?;
                     return synth_rm(rsp, &mut self.io.stats, err_rc).map(Some);
@@ -848,14 +919,16 @@ impl Exec<'_> {
         }
         let reload = cc == TPM_CC_CONTEXT_LOAD;
         let previous = self.st.sessions.get(handle);
-        let (id, created_ns, owned_since_ns, continued) = match previous {
+        let (id, created_ns, owned_since_ns, continued, number) = match previous {
             Some(e) if reload && e.owner == Some(owner) => {
-                (e.id, e.created_ns, e.owned_since_ns, false)
+                (e.id, e.created_ns, e.owned_since_ns, false, Some(e.vhandle))
             }
-            Some(e) if reload && e.is_abandoned() => (e.id, e.created_ns, self.now, true),
-            _ => (self.st.new_session_id(), self.now, self.now, false),
+            Some(e) if reload && e.is_abandoned() => (e.id, e.created_ns, self.now, true, None),
+            _ => (self.st.new_session_id(), self.now, self.now, false, None),
         };
+        let vhandle = number.unwrap_or_else(|| self.st.number_for(owner, handle));
         let mut entry = SessionEntry::new(handle, id, owner, self.now);
+        entry.vhandle = vhandle;
         entry.created_ns = created_ns;
         entry.owned_since_ns = owned_since_ns;
         if self.st.sessions.insert(entry).is_err() {
@@ -866,10 +939,10 @@ impl Exec<'_> {
         if continued {
             bump(&mut self.io.stats.continuation_hits);
         }
-        // The client is being told that `handle` now names this new session: an older
-        // tombstone of this space for the same number no longer applies.
-        self.st.take_tombstone(owner, handle);
         self.txn.sessions.add(handle);
+        if vhandle != handle {
+            put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
+        }
         Ok(len)
     }
 
@@ -1285,7 +1358,8 @@ impl Rm {
             return Ok(false);
         }
         sched.eviction_attempted(id, now);
-        let Some(victim) = choose_victim(self.st.sessions.entries(), now, timeout) else {
+        let space = sched.space_of(id);
+        let Some(victim) = choose_victim(self.st.sessions.entries(), now, timeout, space) else {
             return Ok(false);
         };
         self.st
@@ -1350,12 +1424,12 @@ impl Rm {
             if is_transient_handle(h) && space.object(h).is_none() {
                 return Err(RmError::InvalidCommand);
             }
-            if is_session_handle(h) && !self.st.sessions.is_owned_by(h, owner) {
+            if is_session_handle(h) && self.st.sessions.resolve(h, owner).is_none() {
                 return synth_rm(rsp, &mut self.io.stats, rc_handle_at_handle(pos(i)));
             }
         }
         for (i, s) in command.sessions().iter().enumerate() {
-            if is_session_handle(s.handle) && !self.st.sessions.is_owned_by(s.handle, owner) {
+            if is_session_handle(s.handle) && self.st.sessions.resolve(s.handle, owner).is_none() {
                 return synth_rm(rsp, &mut self.io.stats, rc_handle_at_session(pos(i)));
             }
         }
@@ -1367,6 +1441,20 @@ impl Rm {
 
         self.work.clear();
         self.work.try_extend_from_slice(cmd)?;
+        // From here on, sessions by their TPM handles (a client number may be an alias).
+        let sessions = &self.st.sessions;
+        let command = command.map_session_handles(|v| sessions.resolve(v, owner).unwrap_or(v));
+        for (i, &h) in command.handles().iter().enumerate() {
+            if is_session_handle(h) {
+                put_u32(&mut self.work, Command::handle_offset(i), h)
+                    .map_err(|_| RmError::InvalidCommand)?;
+            }
+        }
+        for s in command.sessions() {
+            if is_session_handle(s.handle) {
+                put_u32(&mut self.work, s.offset, s.handle).map_err(|_| RmError::InvalidCommand)?;
+            }
+        }
 
         match header.cc {
             TPM_CC_FLUSH_CONTEXT => return self.flush_context(space, tpm, &command, rsp),
@@ -1433,11 +1521,15 @@ impl Rm {
             };
         }
         if is_session_handle(h) {
-            if !self.st.sessions.is_owned_by(h, space.id()) {
+            let Some(h) = self.st.sessions.resolve(h, space.id()) else {
                 return synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1));
-            }
+            };
+            put_u32(&mut self.work, command.params_offset(), h)
+                .map_err(|_| RmError::InvalidCommand)?;
             let n = send(&mut self.io.stats, tpm, &self.work, rsp)?;
-            if get_u32(rsp, 6) == Some(TPM_RC_SUCCESS) {
+            let rc = get_u32(rsp, 6).unwrap_or(u32::MAX);
+            // Flushed, or gone from the TPM already (strict accounting's lazy backup).
+            if rc == TPM_RC_SUCCESS || is_handle_rc(rc) {
                 self.st.sessions.remove(h);
                 self.st.grant(Grant::Queue);
             }
@@ -1561,11 +1653,11 @@ impl Rm {
             let sessions = &x.st.sessions;
             return filter_handles_response(rsp, n, |h| {
                 if is_transient_handle(h) {
-                    false
+                    None
                 } else if is_session_handle(h) {
-                    sessions.slot_owned_by(h, owner)
+                    sessions.client_number(h, owner)
                 } else {
-                    true
+                    Some(h)
                 }
             })
             .map_err(|_| RmError::BadResponse);

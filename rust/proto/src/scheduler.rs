@@ -250,6 +250,11 @@ impl Scheduler {
         }
     }
 
+    /// The space of waiter `id`.
+    pub fn space_of(&self, id: u64) -> Option<u64> {
+        self.waiter(id).map(|w| w.space)
+    }
+
     /// Waiter `id` (if any) took a session slot: its reservation is used up.
     pub fn took_slot(&mut self, id: Option<u64>) {
         if let Some(w) = id.and_then(|id| self.waiter_mut(id)) {
@@ -325,13 +330,22 @@ impl Scheduler {
 
 /// The session to evict at `now`: among `entries`, the live sessions whose current owner has
 /// held them at least `timeout` (abandoned ones: since their last owner got them), abandoned
-/// ones first, then by creation time. Only tracked sessions are candidates, never one
-/// created outside tpmrs.
-pub fn choose_victim(entries: &[SessionEntry], now: u64, timeout: u64) -> Option<u32> {
+/// ones first, then those of other spaces than the waiter's (`waiter_space`: evicting the
+/// waiter's own session gains it nothing, so only when nothing else is eligible), then by
+/// creation time. Only tracked sessions are candidates, never one created outside tpmrs.
+pub fn choose_victim(
+    entries: &[SessionEntry],
+    now: u64,
+    timeout: u64,
+    waiter_space: Option<u64>,
+) -> Option<u32> {
     entries
         .iter()
         .filter(|e| e.is_live() && now.saturating_sub(e.owned_since_ns) >= timeout)
-        .min_by_key(|e| (!e.is_abandoned(), e.created_ns, e.id))
+        .min_by_key(|e| {
+            let own = waiter_space.is_some() && e.owner == waiter_space;
+            (!e.is_abandoned(), own, e.created_ns, e.id)
+        })
         .map(|e| e.handle)
 }
 
@@ -462,25 +476,33 @@ mod tests {
         let now = 10 * T;
         // Owned, old.
         let mut v = std::vec![e(0x0300_0000, 1, Some(1), 0, 0)];
-        assert_eq!(choose_victim(&v, now, T), Some(0x0300_0000));
+        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
         // Older owned session created later is not preferred over an earlier one.
         v.push(e(0x0300_0001, 2, Some(2), 5, 5));
-        assert_eq!(choose_victim(&v, now, T), Some(0x0300_0000));
+        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
         // An abandoned one goes first, even if younger (but old enough).
         v.push(e(0x0300_0002, 3, None, now - T, now - T));
-        assert_eq!(choose_victim(&v, now, T), Some(0x0300_0002));
+        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0002));
         // Too young: never, abandoned or not.
         v[2].owned_since_ns = now - T + 1;
-        assert_eq!(choose_victim(&v, now, T), Some(0x0300_0000));
+        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
         v[0].owned_since_ns = now - 1;
         v[1].owned_since_ns = now - 1;
-        assert_eq!(choose_victim(&v, now, T), None);
+        assert_eq!(choose_victim(&v, now, T, None), None);
         // A continued session (loaded from the abandoned list) restarts its protection.
         v[0].owned_since_ns = now - T;
-        assert_eq!(choose_victim(&v, now, T), Some(0x0300_0000));
+        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
         // Flush-pending entries are not sessions of anyone.
         v[0].state = SessionState::FlushPending;
-        assert_eq!(choose_victim(&v, now, T), None);
-        assert_eq!(choose_victim(&[], now, T), None);
+        assert_eq!(choose_victim(&v, now, T, None), None);
+        assert_eq!(choose_victim(&[], now, T, None), None);
+        // The waiter's own sessions come after every other space's.
+        let v = std::vec![
+            e(0x0300_0000, 1, Some(7), 0, 0),
+            e(0x0300_0001, 2, Some(8), 5, 5)
+        ];
+        assert_eq!(choose_victim(&v, now, T, Some(7)), Some(0x0300_0001));
+        assert_eq!(choose_victim(&v, now, T, Some(8)), Some(0x0300_0000));
+        assert_eq!(choose_victim(&v[..1], now, T, Some(7)), Some(0x0300_0000));
     }
 }

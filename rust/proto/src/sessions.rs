@@ -2,8 +2,10 @@
 //! The global session registry: every TPM session created or loaded through the resource
 //! manager, with its owner space and its state.
 //!
-//! Session handles are not virtualized (a session handle feeds HMAC computation), so a
-//! handle names the same session for every space; ownership is what isolates spaces.
+//! Session handles are passed through as the TPM issues them (as /dev/tpmrm0 does: a
+//! session's handle is its Name, which enters cpHash), so a handle names the same session
+//! for every space and ownership is what isolates spaces. The one exception is an alias
+//! ([`SessionEntry::vhandle`]) for the reuse hazard after an eviction, see `rm.rs`.
 //!
 //! A session without an owner is either *abandoned* (saved by a client whose file was
 //! closed: any space may load it again, see `Rm::close_space`) or waiting for a flush that
@@ -43,6 +45,10 @@ impl SessionState {
 pub struct SessionEntry {
     /// The session handle (0x02xxxxxx HMAC, 0x03xxxxxx policy).
     pub handle: u32,
+    /// The number its owner knows it by: `handle`, or an alias (with
+    /// [`SESSION_ALIAS_BIT`]) when the TPM handed the number out again to a space that
+    /// still holds a tombstone for it (see `rm.rs`).
+    pub vhandle: u32,
     /// Unique id of this entry (never reused, unlike handles).
     pub id: u64,
     /// Id of the space that owns it; `None` if abandoned or flush-pending.
@@ -68,6 +74,7 @@ impl SessionEntry {
     pub fn new(handle: u32, id: u64, owner: u64, now: u64) -> Self {
         SessionEntry {
             handle,
+            vhandle: handle,
             id,
             owner: Some(owner),
             state: SessionState::Loaded,
@@ -89,6 +96,11 @@ impl SessionEntry {
         !matches!(self.state, SessionState::FlushPending)
     }
 }
+
+/// Set in the index of a session alias. A TPM numbers its session slots from 0 up to
+/// TPM_PT_ACTIVE_SESSIONS_MAX (64 on swtpm), far below this bit, so an alias never equals
+/// a handle the TPM issues.
+pub const SESSION_ALIAS_BIT: u32 = 0x0080_0000;
 
 /// Index bits of a session handle, shared by its HMAC and policy forms.
 const SESSION_INDEX_MASK: u32 = 0x00FF_FFFF;
@@ -150,6 +162,23 @@ impl SessionRegistry {
     /// Whether `handle` is a session owned by space `owner`.
     pub fn is_owned_by(&self, handle: u32, owner: u64) -> bool {
         self.get(handle).is_some_and(|e| e.owner == Some(owner))
+    }
+
+    /// The handle of the session that space `owner` knows as `vhandle` (exact form).
+    pub fn resolve(&self, vhandle: u32, owner: u64) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|e| e.owner == Some(owner) && e.vhandle == vhandle)
+            .map(|e| e.handle)
+    }
+
+    /// The number space `owner` knows the session slot of `handle` by (in the form of
+    /// `handle`), if it owns it.
+    pub fn client_number(&self, handle: u32, owner: u64) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|e| e.owner == Some(owner) && same_session(e.handle, handle))
+            .map(|e| (handle & !SESSION_INDEX_MASK) | (e.vhandle & SESSION_INDEX_MASK))
     }
 
     /// Whether the session slot of `handle` (HMAC or policy form) is owned by `owner`.

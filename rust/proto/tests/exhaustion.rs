@@ -387,20 +387,49 @@ fn reuse_hazard_handle_reissued_to_another_space() {
 
 #[test]
 fn reuse_hazard_handle_reissued_to_the_same_space() {
-    // a's own waiting StartAuthSession evicts a's old session and gets its number back.
+    // a's own waiting StartAuthSession evicts a's old session (nothing else is eligible) and
+    // the TPM gives the number back to a, which has not yet been told that `old` is gone.
     let mut h = harness(1);
     let mut a = h.space();
     let old = start(&mut h, &mut a).unwrap();
     let (r, _) = run_waiting(&mut h, &mut a, &start_auth_session(SE_HMAC, &[2; 16]));
     let new = rhandle(&r.unwrap());
-    assert_eq!(new, old);
-    // Rule: the response that hands the number back to the same space tells the client it
-    // now names the new session, so the tombstone goes: the new session works at once (a
-    // client that drops a session it was told is gone and starts another must not lose the
-    // new one too).
+    assert_eq!(h.tpm.sessions(), vec![old], "the TPM reissued the number");
+    // The client gets another number for its new session (an alias), so that both of its
+    // references stay unambiguous: `old` is EXPIRED once, then unknown; `new` works.
+    assert_ne!(new, old);
+    assert_eq!(new >> 24, old >> 24);
     assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    let before = h.tpm_commands();
+    assert_eq!(use_rc(&mut h, &mut a, old), expired_s(1));
+    assert_eq!(h.tpm_commands(), before, "nothing sent");
+    assert_eq!(use_rc(&mut h, &mut a, old), 0x98B | LAYER);
     assert_eq!(use_rc(&mut h, &mut a, new), 0);
-    // The tombstones of a closed space go with it.
+    // The alias is the session's name everywhere: handle area, ContextSave/ContextLoad,
+    // GetCapability, FlushContext.
+    let r = h.ok(&mut a, &policy_password(new));
+    assert_eq!(rc(&r), 0);
+    let blob = context_save_blob(&h.success(&mut a, &context_save(new)));
+    assert_eq!(rhandle(&h.success(&mut a, &context_load(&blob))), new);
+    let (_, listed) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0200_0000, 64)));
+    let (_, saved) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0300_0000, 64)));
+    let all: Vec<u32> = listed
+        .iter()
+        .chain(saved.iter())
+        .map(|h| h & 0x00FF_FFFF)
+        .collect();
+    assert_eq!(all, vec![new & 0x00FF_FFFF]);
+    h.success(&mut a, &flush_context(new));
+    assert!(h.tpm.sessions().is_empty());
+    // Once told (EXPIRED consumed), the space gets the number itself again.
+    let mut b = h.space();
+    let s1 = start(&mut h, &mut a).unwrap();
+    let (r, _) = run_waiting(&mut h, &mut b, &start_auth_session(SE_HMAC, &[3; 16]));
+    let sb = rhandle(&r.unwrap());
+    assert_eq!(sb, s1, "b got a's evicted number");
+    assert_eq!(use_rc(&mut h, &mut a, s1), expired_s(1));
+    h.close(&mut b);
+    assert_eq!(start(&mut h, &mut a).unwrap(), s1);
     h.close(&mut a);
     h.tpm.assert_empty();
 }

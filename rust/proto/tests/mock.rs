@@ -510,3 +510,63 @@ fn fuzzed_commands_never_panic_or_leak() {
 fn transport_error_type() {
     assert_eq!(TransportError(-19).0, -19);
 }
+
+/// A TPM that answers a warning that means "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED,
+/// ...) to the RM's own ContextLoad or FlushContext still holds what the command named: a
+/// failed load leaves the object or session saved as it was (the client sees the warning
+/// and may retry), a failed flush is queued and sent again before the next command.
+#[test]
+fn warnings_on_our_own_loads_and_flushes_lose_nothing() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x922)); // the key: TPM_RC_RETRY
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x922);
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x908)); // the session: TPM_RC_YIELDED
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), 0x908);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    // Both still work.
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+
+    // The flush of the key after a sign is answered TPM_RC_RETRY: queued, not forgotten.
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(0x922));
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    assert_eq!(h.rm.pending_flushes().len(), 1);
+    h.success(&mut s, &get_random(8));
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert!(h.rm.pending_flushes().is_empty());
+
+    // The flush of the session when the space closes is answered TPM_RC_TESTING: it stays
+    // queued (the slot still counted as taken) until the TPM executes it.
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(0x90A));
+    h.close(&mut s);
+    assert_eq!(h.rm.pending_flushes().len(), 1);
+    assert_eq!(h.tpm.sessions().len(), 1);
+    let mut t = h.space();
+    h.success(&mut t, &get_random(8));
+    assert!(h.rm.pending_flushes().is_empty());
+    h.close(&mut t);
+    h.tpm.assert_empty();
+}
+
+/// A client's FlushContext of its session that the TPM answers with a handle error (the
+/// session is gone already, e.g. after continueSession = 0 was not seen): the registry
+/// forgets it too, so it no longer counts against the space or the TPM's slots.
+#[test]
+fn client_flush_of_a_session_gone_from_the_tpm_forgets_it() {
+    let mut h = harness();
+    let mut s = h.space();
+    let sess = new_session(&mut h, &mut s);
+    assert_eq!(h.rm.sessions().entries().len(), 1);
+    h.tpm.drop_session(sess);
+    let r = h.ok(&mut s, &flush_context(sess));
+    assert_eq!(rc(&r) & 0xBF, 0x8B, "{:#x}", rc(&r));
+    assert!(h.rm.sessions().entries().is_empty());
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}

@@ -31,21 +31,28 @@ def new_session(n, counts, waits):
         session = tpm.HmacSession(n)
     except AssertionError as e:
         rc = int(str(e), 16) if str(e).startswith("0x") else -1
-        counts["exhausted" if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY) else "errors"] += 1
+        if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY):
+            counts["exhausted"] += 1
+        else:
+            counts["errors"] += 1
+            counts["what"].append(f"start:{e}")
         return None
     waits.append((time.monotonic() - t0) * 1000)
     return session
 
 
-def client(node, seconds, wfd, ready_w, go_r, must_progress):
+def client(node, seconds, wfd, ready_w, go_r, must_progress, held=None):
     """One client process: writes "ops errors exhausted evicted waits_ms..." to wfd.
 
     It makes its key, says it is ready, waits for the go (so that all clients ask for their
     sessions at once, whatever the speed of the machine), then signs for `seconds`; with
     `must_progress` it goes on past that until it has completed one sign (bounded by
-    HARD_LIMIT: every waiter must get a session in bounded time)."""
+    HARD_LIMIT: every waiter must get a session in bounded time). With `held` (a pair of
+    pipe ends), it says when it has asked for its 3 sessions and waits until everybody has,
+    so that no client closes (freeing its sessions) before the last one asked, however slow
+    the machine."""
     ops = evicted = 0
-    counts = {"errors": 0, "exhausted": 0}
+    counts = {"errors": 0, "exhausted": 0, "what": []}
     waits = []
     try:
         with Node(node) as n:
@@ -60,6 +67,10 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress):
             # All 3 sessions first: 32 x 3 requests arrive together, well over the TPM's 64.
             for i in range(3):
                 sessions[i] = new_session(n, counts, waits)
+            if held:
+                os.write(held[0], b"h")
+                os.read(held[1], 1)
+                start = time.monotonic()
             while True:
                 now = time.monotonic()
                 if now >= start + seconds and (not must_progress or ops > 0 or now >= start + HARD_LIMIT):
@@ -82,38 +93,59 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress):
                         sessions[i] = None
                     else:
                         counts["errors"] += 1
+                        counts["what"].append(f"sign:{rc:#x}")
                         sessions[i] = None
-    except Exception:  # noqa: BLE001 - a crash is an error seen by the client
+    except Exception as e:  # noqa: BLE001 - a crash is an error seen by the client
         counts["errors"] += 1
-    os.write(wfd, (" ".join(map(str, [ops, counts["errors"], counts["exhausted"], evicted] + [f"{w:.1f}" for w in waits])) + "\n").encode())
+        counts["what"].append(f"crash:{e!r}".replace(" ", "_"))
+    what = ",".join(counts["what"]) or "-"
+    fields = [ops, counts["errors"], counts["exhausted"], evicted, what] + [f"{w:.1f}" for w in waits]
+    os.write(wfd, (" ".join(map(str, fields)) + "\n").encode())
     os.close(wfd)
 
 
-def run(node, must_progress=False):
-    pipes, pids, readies, gos = [], [], [], []
+def run(node, must_progress=False, hold=False):
+    """`hold`: every client keeps its sessions until all have asked for theirs (for
+    tpmrm0, which refuses at once; on tpmrs0 waiters would wait for idle holders)."""
+    pipes, pids, readies, gos, helds, resumes = [], [], [], [], [], []
     for _ in range(CLIENTS):
         r, w = os.pipe()
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
+        held_r, held_w = os.pipe()
+        resume_r, resume_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
             try:
-                client(node, SECONDS, w, ready_w, go_r, must_progress)
+                client(node, SECONDS, w, ready_w, go_r, must_progress, (held_w, resume_r) if hold else None)
             finally:
                 os._exit(0)
-        for fd in (w, ready_w, go_r):
+        for fd in (w, ready_w, go_r, held_w, resume_r):
             os.close(fd)
         pipes.append(r)
         pids.append(pid)
         readies.append(ready_r)
         gos.append(go_w)
+        helds.append(held_r)
+        resumes.append(resume_w)
     # Go when every client has its key (or crashed: EOF), so that all ask at once.
     for fd in readies:
         os.read(fd, 1)
         os.close(fd)
     for fd in gos:
         os.write(fd, b"g")
+        os.close(fd)
+    for fd in helds:
+        if hold:
+            os.read(fd, 1)
+        os.close(fd)
+    for fd in resumes:
+        if hold:
+            try:
+                os.write(fd, b"r")
+            except BrokenPipeError:  # the client crashed (counted as its error)
+                pass
         os.close(fd)
     results = []
     for r, pid in zip(pipes, pids):
@@ -123,7 +155,8 @@ def run(node, must_progress=False):
         os.close(r)
         os.waitpid(pid, 0)
         f = data.decode().split()
-        results.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), [float(x) for x in f[4:]]))
+        what = [] if f[4] == "-" else f[4].split(",")
+        results.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), [float(x) for x in f[5:]], what))
     return results
 
 
@@ -144,15 +177,16 @@ def summary(node, results):
         "jain": round(jain, 3),
         "wait_max_ms": round(max(waits), 1) if waits else 0.0,
         "wait_p99_ms": round(p99, 1),
+        "error_detail": [w for r in results for w in r[5]][:8],
     }
 
 
 def test_exhaustion_tpmrs0_vs_tpmrm0():
     before = tpm.tpmrs_stats()
-    rows = [summary("/dev/tpmrm0", run("/dev/tpmrm0")), summary("/dev/tpmrs0", run("/dev/tpmrs0", True))]
+    rows = [summary("/dev/tpmrm0", run("/dev/tpmrm0", hold=True)), summary("/dev/tpmrs0", run("/dev/tpmrs0", True))]
     after = tpm.tpmrs_stats()
     delta = {k: after[k] - before[k] for k in ("waits", "evictions", "tpm_commands")}
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if k != "error_detail"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     with open(os.path.join(os.environ.get("TPMRS_OUT", "/tmp"), "exhaustion.txt"), "w") as f:

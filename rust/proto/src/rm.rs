@@ -699,6 +699,8 @@ struct Exec<'a> {
     tpm: &'a mut dyn Tpm,
     now: u64,
     txn: Txn,
+    /// The command's waiter gave up: a session shortage is answered, not waited for.
+    gave_up: bool,
 }
 
 impl Exec<'_> {
@@ -801,7 +803,7 @@ impl Exec<'_> {
                     self.st.grant(Grant::Queue);
                     return synth_rm(rsp, &mut self.io.stats, err_rc).map(Some);
                 }
-                Err(rc) if is_session_exhaustion_rc(rc) => {
+                Err(rc) if is_session_exhaustion_rc(rc) && !self.gave_up => {
                     self.st.exhaustion_rc = Some(rc);
                     return Err(RmError::SessionsExhausted);
                 }
@@ -1305,6 +1307,16 @@ impl Rm {
                 until_ns: now_ns.saturating_add(p.max(1)),
             });
         }
+        let sched = &self.st.sched;
+        if sched.waited(id, now_ns, t)
+            && !sched.is_reserved(id)
+            && (sched.is_memory(id) || self.st.sessions.live_count() == 0)
+        {
+            // Nothing of ours to evict would help: one last try, the TPM's answer.
+            self.st.sched.give_up(id);
+            self.sync_stats();
+            return Ok(WaitStep::Retry);
+        }
         let mut r = Ok(WaitStep::Retry);
         for _ in 0..2 {
             r = match self.st.sched.step(id, now_ns, t, p) {
@@ -1435,7 +1447,10 @@ impl Rm {
         }
 
         // FIFO: a new session slot only for the head of the queue or a reservation holder.
-        if header.cc == TPM_CC_START_AUTH_SESSION && !self.st.sched.may_take_slot(ticket) {
+        if header.cc == TPM_CC_START_AUTH_SESSION
+            && !self.st.sched.may_take_slot(ticket)
+            && !self.st.sched.gave_up(ticket)
+        {
             return Err(RmError::SessionsExhausted);
         }
 
@@ -1555,6 +1570,7 @@ impl Rm {
             work,
             ..
         } = self;
+        let gave_up = st.sched.gave_up(ticket);
         let mut x = Exec {
             config: *config,
             io,
@@ -1563,6 +1579,7 @@ impl Rm {
             tpm,
             now,
             txn: Txn::new(),
+            gave_up,
         };
         match x.load_objects(command, work, rsp) {
             Ok(None) => {}
@@ -1595,6 +1612,7 @@ impl Rm {
         let rc = get_u32(rsp, 6).unwrap_or(u32::MAX);
         let cc = command.cc();
         if is_session_exhaustion_rc(rc)
+            && !x.gave_up
             && (cc == TPM_CC_START_AUTH_SESSION || loaded_session(command, work).is_some())
         {
             x.st.exhaustion_rc = Some(rc);

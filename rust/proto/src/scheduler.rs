@@ -26,6 +26,12 @@
 //!   waiter per `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
 //!   does not free (between commands tpmrs keeps no session loaded); such a waiter polls.
+//! * **Giving up.** A waiter that has waited `session_timeout_ns` while nothing tpmrs
+//!   could do would give it a slot -- tpmrs holds no session at all (every slot is held
+//!   outside tpmrs), or the shortage is loaded-session memory -- tries once more outside
+//!   the queue and gets the TPM's own answer (TPM_RC_SESSION_HANDLES or
+//!   TPM_RC_SESSION_MEMORY), as on /dev/tpmrm0: the wait ends even when the slots are not
+//!   ours to free.
 //!
 //! **Bound.** Let T = `session_timeout_ns`, P = `retry_interval_ns`, Q the most commands
 //! waiting at once, S the session slots tpmrs holds while they wait (the TPM's slots minus
@@ -93,6 +99,9 @@ struct Waiter {
     /// only holders outside tpmrs keep between commands): evicting a saved session of ours
     /// would not help, so this waiter only polls.
     memory: bool,
+    /// Gave up waiting (see [`Scheduler::give_up`]): its next try goes to the TPM whatever
+    /// the queue, and the TPM's answer goes to the client.
+    gave_up: bool,
 }
 
 /// The wait queue and its reservations.
@@ -171,6 +180,7 @@ impl Scheduler {
             last_try_ns: now,
             last_evict_ns: None,
             memory: rc == Some(TPM_RC_SESSION_MEMORY),
+            gave_up: false,
         })?;
         self.next_id = self.next_id.wrapping_add(1);
         self.waits = self.waits.wrapping_add(1);
@@ -248,6 +258,25 @@ impl Scheduler {
             w.reserved = true;
             self.wakeup = true;
         }
+    }
+
+    /// Whether waiter `id` was last refused for loaded-session memory.
+    pub fn is_memory(&self, id: u64) -> bool {
+        self.waiter(id).is_some_and(|w| w.memory)
+    }
+
+    /// Waiter `id` stops waiting for a slot: nothing tpmrs could evict would give it one.
+    /// Its next try is sent to the TPM even if others wait ahead, and the TPM's answer
+    /// (TPM_RC_SESSION_HANDLES or TPM_RC_SESSION_MEMORY) is the command's response.
+    pub fn give_up(&mut self, id: u64) {
+        if let Some(w) = self.waiter_mut(id) {
+            w.gave_up = true;
+        }
+    }
+
+    /// Whether waiter `id` gave up (see [`Scheduler::give_up`]).
+    pub fn gave_up(&self, id: Option<u64>) -> bool {
+        id.and_then(|id| self.waiter(id)).is_some_and(|w| w.gave_up)
     }
 
     /// The space of waiter `id`.

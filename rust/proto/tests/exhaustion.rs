@@ -312,8 +312,9 @@ fn session_memory_waiters_poll_and_never_evict() {
     let mut b = h.space();
     assert_eq!(start(&mut h, &mut b), Err(RmError::SessionsExhausted));
     let tb = h.rm.wait_begin(&b, h.now).unwrap();
-    for _ in 0..10 {
-        h.now += T;
+    let t0 = h.now;
+    while h.now + P < t0 + T {
+        h.now += P;
         assert_eq!(h.rm.wait_step(&tb, &mut h.tpm, h.now), Ok(WaitStep::Retry));
         assert_eq!(
             start_as(&mut h, &mut b, &tb),
@@ -332,6 +333,40 @@ fn session_memory_waiters_poll_and_never_evict() {
     start_as(&mut h, &mut b, &tb).unwrap();
     h.rm.wait_end(tb, h.now);
     assert_eq!(use_rc(&mut h, &mut a, old), 0);
+}
+
+/// When nothing tpmrs holds could be evicted for a waiter -- every slot is held outside
+/// tpmrs, or loaded-session memory is -- the wait still ends after SESSION_TIMEOUT, with the
+/// TPM's own answer, and nothing outside tpmrs is touched.
+#[test]
+fn a_wait_for_slots_held_outside_tpmrs_ends_with_the_tpms_answer() {
+    let mut h = harness(4);
+    let ext: Vec<u32> = (0..4).map(|_| h.tpm.external_session()).collect();
+    let mut a = h.space();
+    let (r, waited) = run_waiting(&mut h, &mut a, &start_auth_session(SE_HMAC, &[1; 16]));
+    assert_eq!(rc(&r.unwrap()), 0x905);
+    assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
+    assert_eq!(h.rm.stats().evictions, 0);
+    assert_eq!(h.tpm.sessions(), ext);
+    assert_eq!(h.rm.stats().waiting, 0);
+    // Slots free again: served at once.
+    h.tpm.drop_session(ext[0]);
+    start(&mut h, &mut a).unwrap();
+    h.close(&mut a);
+
+    // Loaded-session memory held outside: a's command with its saved session gets the
+    // TPM's TPM_RC_SESSION_MEMORY after SESSION_TIMEOUT, and the session stays a's.
+    let mut h = harness(64);
+    let mut a = h.space();
+    let old = start(&mut h, &mut a).unwrap();
+    let ext: Vec<u32> = (0..3).map(|_| h.tpm.external_loaded_session()).collect();
+    let (r, waited) = run_waiting(&mut h, &mut a, &use_cmd(&[old]));
+    assert_eq!(rc(&r.unwrap()), 0x903);
+    assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
+    assert!(h.tpm.sessions().contains(&old));
+    h.tpm.drop_session(ext[0]);
+    assert_eq!(use_rc(&mut h, &mut a, old), 0);
+    h.close(&mut a);
 }
 
 #[test]

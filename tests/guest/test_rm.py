@@ -15,15 +15,20 @@ RM_HANDLE_ERROR_MASK = 0xFFFF0000
 
 
 def census():
-    """Every transient object and session in the TPM, asked through /dev/tpm0 (no RM)."""
+    """Every transient object and session in the TPM, asked through /dev/tpm0 (no RM):
+    loaded objects (0x80...), loaded sessions (0x02.../0x03...) and saved sessions, which
+    the TPM lists under TPM_HT_SAVED_SESSION in their HMAC form (0x02...) whatever their
+    type (the reference implementation's SessionCapGetSaved); they are returned here with
+    bit 28 set (0x12.../0x13...) to tell them apart."""
     found = []
     fd = os.open("/dev/tpm0", os.O_RDWR)
     try:
-        for first in (0x80000000, 0x02000000, 0x03000000):
+        for first, kinds, mark in ((0x80000000, (0x80,), 0), (0x02000000, (0x02, 0x03), 0),
+                                   (0x03000000, (0x02, 0x03), 0x10000000)):
             os.write(fd, tpm.get_capability(tpm.TPM_CAP_HANDLES, first, 256))
             rsp = os.read(fd, 4096)
             assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
-            found += [h for h in tpm.handles_in(rsp) if h >> 24 == first >> 24]
+            found += [h | mark for h in tpm.handles_in(rsp) if h >> 24 in kinds]
     finally:
         os.close(fd)
     return found

@@ -79,16 +79,14 @@ impl Client {
     ///
     /// `ENOMEM`.
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
-        let exec = Exec {
-            space: shared.new_space()?,
-            cmd: KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?,
-            rsp: KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?,
-        };
-        Arc::pin_init(
+        let cmd = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
+        let rsp = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
+        let for_client = shared.clone();
+        let client = Arc::pin_init(
             pin_init!(Self {
-                shared,
+                shared: for_client,
                 inner <- new_mutex!(Inner {
-                    exec: Some(exec),
+                    exec: None,
                     cmd_len: 0,
                     response_len: 0,
                     read_off: 0,
@@ -100,7 +98,12 @@ impl Client {
                 work <- new_work!("tpmrs::Client::work"),
             }),
             GFP_KERNEL,
-        )
+        )?;
+        // The space last: once it exists, only `release` may end it (it is counted as open
+        // in the resource manager until closed).
+        let space = shared.new_space()?;
+        client.inner.lock().exec = Some(Exec { space, cmd, rsp });
+        Ok(client)
     }
 
     /// `write(2)`: takes one command.

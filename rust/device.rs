@@ -183,7 +183,7 @@ pub(crate) fn show_stats(
     f: &mut kernel::fmt::Formatter<'_>,
 ) -> kernel::fmt::Result {
     let s = *shared.rm.lock().stats();
-    let rows: [(&str, u64); 16] = [
+    let rows: [(&str, u64); 19] = [
         ("client_commands", s.client_commands),
         ("tpm_commands", s.tpm_commands),
         ("context_loads", s.context_loads),
@@ -200,6 +200,9 @@ pub(crate) fn show_stats(
         ("evictions", s.evictions),
         ("gap_repairs", s.gap_repairs),
         ("continuation_hits", s.continuation_hits),
+        ("open_spaces", s.open_spaces),
+        ("tombstones", s.tombstones),
+        ("pending_flushes", s.pending_flushes),
     ];
     for (name, value) in rows {
         writeln!(f, "{name} {value}")?;

@@ -1181,6 +1181,8 @@ impl Rm {
         s.waiting = n(self.st.sched.len());
         s.waits = self.st.sched.waits;
         s.longest_wait_ns = self.st.sched.longest_wait_ns;
+        s.tombstones = n(self.st.tombstones.len());
+        s.pending_flushes = n(self.st.pending.len());
     }
 
     /// A new, empty space with a unique id.
@@ -1191,6 +1193,7 @@ impl Rm {
         let id = self.next_space_id;
         // Never 0, never reused in practice (64 bits).
         self.next_space_id = self.next_space_id.wrapping_add(1).max(1);
+        self.io.stats.open_spaces = self.io.stats.open_spaces.saturating_add(1);
         Ok(Space::new(id))
     }
 
@@ -1735,6 +1738,7 @@ impl Rm {
         self.st
             .trim_abandoned(&mut self.io, tpm, self.config.max_abandoned);
         space.clear();
+        self.io.stats.open_spaces = self.io.stats.open_spaces.saturating_sub(1);
         self.sync_stats();
     }
 }

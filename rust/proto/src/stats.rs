@@ -2,7 +2,8 @@
 //! Counters of the resource manager's work.
 
 /// What the resource manager did since it was created. Every counter only grows (wrapping),
-/// except the gauges `sessions`, `abandoned` and `waiting`, which say how things are now, and
+/// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `tombstones`,
+/// `pending_flushes`), which say how things are now, and
 /// `longest_wait_ns`, a maximum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -41,6 +42,13 @@ pub struct Stats {
     pub gap_repairs: u64,
     /// Abandoned sessions loaded again by a space (session continuation).
     pub continuation_hits: u64,
+    /// Gauge: spaces created and not closed yet (open files).
+    pub open_spaces: u64,
+    /// Gauge: evicted sessions whose owner has not been told yet (see `rm.rs`).
+    pub tombstones: u64,
+    /// Gauge: FlushContexts of ours waiting to be sent again (the transport failed, or the
+    /// TPM did not execute them).
+    pub pending_flushes: u64,
 }
 
 /// Adds one to `c`, wrapping.

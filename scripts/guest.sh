@@ -10,6 +10,7 @@
 #                 the guest with TPMRS_ROOT (the checkout), TPMRS_OUT (a writable share that
 #                 is OUTDIR on the host) and TPMRS_KO (the module) in its environment.
 #   OUTDIR        receives console.log, the guest script's files and the swtpm state/log.
+# The guest script can have swtpm killed under it: see ctl/ below.
 # Environment: TPMRS_SWTPM_LOG=1 makes swtpm log every command (for counting TPM traffic);
 #              TPMRS_INTERACTIVE=1 gives a shell on the console after the script;
 #              TPMRS_SHOW_CONSOLE=1 shows the console while it runs (and logs it).
@@ -29,7 +30,23 @@ if [ "${TPMRS_SWTPM_LOG:-0}" = 1 ]; then
 	swtpm_args+=(--log "file=$tpmdir/swtpm.log,level=20")
 fi
 swtpm "${swtpm_args[@]}"
-cleanup() { [ -f "$tpmdir/pid" ] && kill "$(cat "$tpmdir/pid")" 2>/dev/null || true; }
+# The guest may ask for swtpm to die under it (tests/guest/swtpm_gone.py): it creates
+# ctl/kill-swtpm on the results share, and the host answers with ctl/swtpm-killed.
+rm -rf "$out/ctl" && mkdir -p "$out/ctl"
+(
+	while sleep 0.2; do
+		if [ -e "$out/ctl/kill-swtpm" ]; then
+			kill -9 "$(cat "$tpmdir/pid")" 2>/dev/null || true
+			rm -f "$out/ctl/kill-swtpm"
+			touch "$out/ctl/swtpm-killed"
+		fi
+	done
+) &
+watcher=$!
+cleanup() {
+	kill "$watcher" 2>/dev/null || true
+	[ -f "$tpmdir/pid" ] && kill "$(cat "$tpmdir/pid")" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 append="console=ttyS0 printk.time=1 panic=-1 root=/dev/root rootfstype=9p"
@@ -38,7 +55,7 @@ append+=" init=$TPMRS_ROOT/tests/guest/init.sh"
 append+=" TPMRS_ROOT=$TPMRS_ROOT TPMRS_CACHE=$TPMRS_CACHE TPMRS_SCRIPT=$script TPMRS_INTERACTIVE=${TPMRS_INTERACTIVE:-0}"
 append+=" kmemleak=on ${TPMRS_EXTRA_ENV:-}"
 
-qemu=(qemu-system-x86_64 -M q35 -accel tcg${TPMRS_QEMU_CPU:+ -cpu $TPMRS_QEMU_CPU} -m 2G -smp 2 -nographic -no-reboot
+qemu=(qemu-system-x86_64 -M q35 -accel tcg -cpu "${TPMRS_QEMU_CPU:-max}" -m 2G -smp 2 -nographic -no-reboot
       -kernel "$kdir/arch/x86/boot/bzImage" -append "$append"
       -fsdev "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap"
       -device virtio-9p-pci,fsdev=hostroot,mount_tag=/dev/root

@@ -41,6 +41,10 @@ for node in /dev/tpmrm0 /dev/tpmrs0; do
 done
 reset_da
 
+# Last: the TPM goes away (swtpm killed by the host); nothing after this needs it.
+echo "[suite] swtpm killed under clients"
+timeout -k 5 400 python3 "$here/tap.py" "$here/swtpm_gone.py" >"$out/swtpm-gone.tap" 2>&1
+
 step rmmod rmmod tpmrs
 step no_tpmrs0_after_rmmod test ! -e /dev/tpmrs0
 

@@ -75,6 +75,8 @@ pub const TPM_RC_MEMORY: u32 = RC_WARN + 0x004;
 pub const TPM_RC_SESSION_HANDLES: u32 = RC_WARN + 0x005;
 /// Out of object handles.
 pub const TPM_RC_OBJECT_HANDLES: u32 = RC_WARN + 0x006;
+/// The TPM is in failure mode.
+pub const TPM_RC_FAILURE: u32 = RC_VER1 + 0x001;
 /// The TPM did not finish the command (it may be retried): the last of the warnings
 /// TPM_RC_LOCALITY, TPM_RC_YIELDED, TPM_RC_CANCELED, TPM_RC_TESTING.
 pub const TPM_RC_TESTING: u32 = RC_WARN + 0x00A;
@@ -186,8 +188,19 @@ pub const fn is_resource_rc(rc: u32) -> bool {
 /// Whether `rc` is a warning that says the TPM did not execute the command and the same
 /// command may succeed later (TPM_RC_CONTEXT_GAP .. TPM_RC_TESTING, TPM_RC_NV_RATE ..
 /// TPM_RC_NV_UNAVAILABLE): the entity the command named is as it was.
+///
+/// TPM_RC_FAILURE counts too: a TPM in failure mode executes nothing (but
+/// GetTestResult/GetCapability) until it is reset, and a reset invalidates every context,
+/// which later loads find out; until then, what tpmrs tracks is kept as it is.
+///
+/// So does an answer in the TPM 1.2 format (neither the format-one bit nor TPM_RC_VER1
+/// set, other than TPM_RC_BAD_TAG, which 2.0 TPMs give for compatibility): no TPM 2.0
+/// executed anything to say that. QEMU answers TPM_FAIL (0x009) itself when its TPM
+/// backend has gone away.
 pub const fn is_not_executed_rc(rc: u32) -> bool {
-    (rc >= TPM_RC_CONTEXT_GAP && rc <= TPM_RC_TESTING)
+    rc == TPM_RC_FAILURE
+        || (rc != TPM_RC_SUCCESS && rc < RC_FMT1 && rc != TPM_RC_BAD_TAG)
+        || (rc >= TPM_RC_CONTEXT_GAP && rc <= TPM_RC_TESTING)
         || (rc >= TPM_RC_NV_RATE && rc <= TPM_RC_NV_UNAVAILABLE)
 }
 
@@ -201,6 +214,22 @@ pub const fn is_handle_rc(rc: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_executed() {
+        for rc in [
+            0x901, 0x903, 0x905, 0x908, 0x909, 0x90A, 0x920, 0x922, 0x923, 0x101, 0x009,
+        ] {
+            assert!(is_not_executed_rc(rc), "{rc:#x}");
+        }
+        // Success, handle/reference errors, format-one errors (even below 0x100, such as
+        // TPM_RC_INTEGRITY 0x09F), TPM_RC_BAD_TAG and other 2.0 errors: not "not executed".
+        for rc in [
+            0x000, 0x18B, 0x98B, 0x910, 0x91E, 0x09F, 0x08B, 0x01E, 0x143, 0x0B_0143,
+        ] {
+            assert!(!is_not_executed_rc(rc), "{rc:#x}");
+        }
+    }
 
     #[test]
     fn positions() {

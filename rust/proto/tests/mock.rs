@@ -570,3 +570,35 @@ fn client_flush_of_a_session_gone_from_the_tpm_forgets_it() {
     h.close(&mut s);
     h.tpm.assert_empty();
 }
+
+/// A TPM in failure mode answers TPM_RC_FAILURE to everything (and QEMU answers TPM_FAIL,
+/// 0x009, when its TPM backend is gone): tpmrs passes the answer on and drops nothing it
+/// tracks (only a reset ends failure mode, and later loads find out what a reset
+/// invalidated).
+#[test]
+fn failure_mode_drops_nothing() {
+    failure_mode_drops_nothing_with(0x101);
+    failure_mode_drops_nothing_with(0x009);
+}
+
+fn failure_mode_drops_nothing_with(fail: u32) {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(fail));
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), fail);
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(fail));
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), fail);
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.rm.sessions().entries().len(), 1);
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(fail));
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(h.rm.pending_flushes().len(), 1);
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert!(h.rm.pending_flushes().is_empty());
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}

@@ -1546,8 +1546,10 @@ impl Rm {
                 .map_err(|_| RmError::InvalidCommand)?;
             let n = send(&mut self.io.stats, tpm, &self.work, rsp)?;
             let rc = get_u32(rsp, 6).unwrap_or(u32::MAX);
-            // Flushed, or gone from the TPM already (strict accounting's lazy backup).
-            if rc == TPM_RC_SUCCESS || is_handle_rc(rc) {
+            // Flushed, or gone from the TPM already (strict accounting's lazy backup): a
+            // handle error about flushHandle itself (parameter 1), not about a session of
+            // the authorization area.
+            if rc == TPM_RC_SUCCESS || rc == rc_handle_at_parameter(1) {
                 self.st.sessions.remove(h);
                 self.st.grant(Grant::Queue);
             }

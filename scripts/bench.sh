@@ -5,7 +5,8 @@
 # guest and swtpm, in the same run, on the bench kernel (the debug config without lockdep,
 # KASAN and kmemleak, which distort timings). Prints progress, then writes and prints
 # target/bench/bench.md and plots target/bench/bench.png. TPMRS_BENCH_QUICK=1: a short run
-# (fewer samples, 2000 instead of 70000 context-gap cycles: the gap is not reached).
+# (fewer samples, 2000 context-gap cycles instead of TPM_PT_CONTEXT_GAP_MAX + 1000: the gap
+# is not reached).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"

@@ -62,7 +62,7 @@ qemu=(qemu-system-x86_64 -M q35 -accel tcg -cpu "${TPMRS_QEMU_CPU:-max}" -m 2G -
       -fsdev "local,id=out,path=$out,security_model=none,multidevs=remap"
       -device virtio-9p-pci,fsdev=out,mount_tag=tpmrs_out
       -chardev "socket,id=chrtpm,path=$tpmdir/ctrl.sock"
-      -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
+      -tpmdev emulator,id=tpm0,chardev=chrtpm -device "${TPMRS_TPM_DEVICE:-tpm-tis}",tpmdev=tpm0)
 
 if [ "${TPMRS_INTERACTIVE:-0}" = 1 ]; then
 	"${qemu[@]}"

@@ -29,6 +29,7 @@ def main(src, md, png):
 
     if "traffic" in r:
         rows = []
+        # A workload tpmrm0 cannot run at all (its 3-object limit) shows its error.
         for w in r["traffic"]:
             a, b = w["/dev/tpmrm0"], w["/dev/tpmrs0"]
             ratio = f"{a['tpm'] / b['tpm']:.2f}x" if "tpm" in a and "tpm" in b else "-"
@@ -47,12 +48,16 @@ def main(src, md, png):
         parts.append("## 3. Throughput (signs with an HMAC session per second, all processes)\n\n" + table(
             ["processes", "tpmrm0", "tpmrs0", "tpmrs0/tpmrm0"], rows) + "\n")
     if "exhaustion" in r:
-        keys = list(r["exhaustion"][0])
+        keys = [k for k in r["exhaustion"][0] if k != "error_detail"]
+        details = [f"- {x['node']}: {', '.join(x['error_detail'])}" for x in r["exhaustion"] if x.get("error_detail")]
         parts.append("## 4. Exhaustion (each client holds 3 sessions)\n\n" + table(
-            keys, [[x[k] for k in keys] for x in r["exhaustion"]]) + "\n")
+            keys, [[x[k] for k in keys] for x in r["exhaustion"]]) + "\n"
+            + ("\nErrors seen by clients:\n" + "\n".join(details) + "\n" if details else ""))
     if "context_gap" in r:
         keys = list(r["context_gap"][0])
-        parts.append("## 5. Context gap (an idle client holds a saved session)\n\n" + table(
+        gap = r.get("context_gap_max")
+        parts.append("## 5. Context gap (an idle client holds a saved session)\n\n"
+                     + (f"TPM_PT_CONTEXT_GAP_MAX = {gap}.\n\n" if gap else "") + table(
             keys, [[x[k] for k in keys] for x in r["context_gap"]]) + "\n")
     text = "\n".join(parts)
     open(md, "w").write(text)

@@ -7,7 +7,9 @@ memory the resource manager still counts."""
 
 import errno
 import os
+import signal
 import subprocess
+import time
 
 import tpm
 from tpm import Node
@@ -191,6 +193,47 @@ def test_rmmod_is_refused_while_a_file_is_open():
         # Still working.
         assert tpm.rc_of(n.transact(tpm.get_random(8))) == 0
     assert os.path.exists("/dev/tpmrs0")
+    assert census() == []
+
+
+def test_client_killed_with_a_command_in_flight():
+    """Clients killed (SIGKILL) at random moments while a command of theirs is in flight,
+    blocking and O_NONBLOCK: the file's release flushes everything, whatever the command's
+    state, and nothing is left in the TPM or in tpmrs' gauges."""
+    base = tpm.tpmrs_stats()
+    rsa = tpm.create_primary(tpm.RSA_STORAGE_TEMPLATE)  # slow enough to be caught in flight
+    for i in range(16):
+        nonblock = i % 2 == 1
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                n = Node(nonblock=nonblock)
+                rsp = n.transact(tpm.create_primary())
+                assert tpm.rc_of(rsp) == 0
+                tpm.HmacSession(n)
+                os.write(w, b"r")
+                while True:  # until killed
+                    n.write(rsa)
+                    if nonblock:
+                        n.poll()
+                    n.read()
+            finally:
+                os._exit(0)
+        os.close(w)
+        assert os.read(r, 1) == b"r"
+        os.close(r)
+        time.sleep((i % 8) * 0.007)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    # The O_NONBLOCK work may still be running on the workqueue after the process died.
+    deadline = time.monotonic() + 30
+    while tpm.tpmrs_stats()["open_spaces"] != base["open_spaces"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = tpm.tpmrs_stats()
+    for gauge in ("open_spaces", "sessions", "waiting", "tombstones", "pending_flushes"):
+        assert stats[gauge] == base[gauge], (gauge, base, stats)
     assert census() == []
 
 

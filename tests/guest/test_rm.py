@@ -173,3 +173,49 @@ def test_tpm2_tools_key_session_sign_verify_and_unseal():
         out = tpm.tpm2("unseal", "-c", p("seal.ctx")).stdout
         assert out == "sealed by tpmrs", out
     assert census() == []
+
+
+def test_spaces_of_different_users_are_isolated():
+    """The node opened by another user (made world-accessible for the test; the udev rule
+    gives root:tss 0660): that user's process can neither use, flush, save nor list root's
+    object and session."""
+    st = os.stat("/dev/tpmrs0")
+    os.chmod("/dev/tpmrs0", 0o666)
+    try:
+        with Node() as a:
+            ha = create_primary(a)
+            sa = tpm.response_handle(a.transact(tpm.start_auth_session_hmac()))
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                verdict = b"ok"
+                try:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    with Node() as b:
+                        assert transient_handles(b) == []
+                        assert sa not in session_handles(b)
+                        b.expect_errno(tpm.command(tpm.CC_READ_PUBLIC, struct.pack(">I", ha)), errno.EINVAL)
+                        b.expect_errno(tpm.flush_context(ha), errno.EINVAL)
+                        for cmd in (tpm.flush_context(sa), tpm.context_save(sa), tpm.policy_restart(sa)):
+                            rc = tpm.rc_of(b.transact(cmd))
+                            assert rc & RM_HANDLE_ERROR_MASK == tpm.TSS2_RESMGR_TPM_RC_LAYER, hex(rc)
+                        # Its own work is fine.
+                        create_primary(b)
+                except BaseException as e:  # noqa: BLE001 - reported to the parent
+                    verdict = repr(e).encode()
+                finally:
+                    os.write(w, verdict)
+                    os._exit(0)
+            os.close(w)
+            verdict = os.read(r, 4096)
+            os.close(r)
+            os.waitpid(pid, 0)
+            assert verdict == b"ok", verdict
+            # root's object and session are untouched.
+            assert tpm.rc_of(a.transact(tpm.command(tpm.CC_READ_PUBLIC, struct.pack(">I", ha)))) == 0
+            assert tpm.rc_of(a.transact(tpm.flush_context(sa))) == 0
+    finally:
+        os.chmod("/dev/tpmrs0", st.st_mode & 0o7777)
+    assert census() == []

@@ -59,6 +59,8 @@ def main(src, md, png):
         parts.append("## 5. Context gap (an idle client holds a saved session)\n\n"
                      + (f"TPM_PT_CONTEXT_GAP_MAX = {gap}.\n\n" if gap else "") + table(
             keys, [[x[k] for k in keys] for x in r["context_gap"]]) + "\n")
+    if "context_gap" not in r and "context_gap_error" not in r:
+        parts.append("## 5. Context gap\n\nNot run (`TPMRS_BENCH_GAP=0`).\n")
     text = "\n".join(parts)
     open(md, "w").write(text)
 

@@ -17,7 +17,9 @@ def table(header, rows):
 def main(src, md, png):
     r = json.load(open(src))
     nodes = ("/dev/tpmrm0", "/dev/tpmrs0")
-    parts = ["# tpmrs benchmark: /dev/tpmrs0 vs /dev/tpmrm0 (same guest, same swtpm, same run)\n"]
+    parts = ["# tpmrs benchmark: /dev/tpmrs0 vs /dev/tpmrm0 (one make bench run, both nodes in each guest)\n",
+             "Section 1 from a boot with swtpm's command log (it counts from it); sections 2-5 "
+             "from a second boot without it.\n"]
     errors = [f"- {k}: {v}" for k, v in r.items() if k.endswith("_error")]
     if errors:
         parts.append("Sections that failed:\n" + "\n".join(errors) + "\n")

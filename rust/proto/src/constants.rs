@@ -179,12 +179,6 @@ pub const fn rc_handle_at_parameter(n: u32) -> u32 {
     TPM_RC_HANDLE | TPM_RC_P | ((n & 0xF) << TPM_RC_N_SHIFT)
 }
 
-/// Whether `rc` says the TPM is temporarily out of a resource (the command can be retried
-/// later): TPM_RC_CONTEXT_GAP .. TPM_RC_OBJECT_HANDLES and TPM_RC_RETRY.
-pub const fn is_resource_rc(rc: u32) -> bool {
-    (rc >= TPM_RC_CONTEXT_GAP && rc <= TPM_RC_OBJECT_HANDLES) || rc == TPM_RC_RETRY
-}
-
 /// Whether `rc` is a warning that says the TPM did not execute the command and the same
 /// command may succeed later (TPM_RC_CONTEXT_GAP .. TPM_RC_TESTING, TPM_RC_NV_RATE ..
 /// TPM_RC_NV_UNAVAILABLE): the entity the command named is as it was.
@@ -252,11 +246,10 @@ mod tests {
         assert!(!is_handle_rc(0x902));
         assert!(is_handle_rc(TPM_RC_HANDLE));
         assert!(!is_handle_rc(0x9A2));
-        assert!(is_resource_rc(0x901));
-        assert!(is_resource_rc(0x906));
-        assert!(is_resource_rc(0x922));
-        assert!(!is_resource_rc(0x907));
-        assert!(!is_resource_rc(0x18B));
+        assert!(is_not_executed_rc(0x901));
+        assert!(is_not_executed_rc(0x906));
+        assert!(is_not_executed_rc(0x922));
+        assert!(!is_not_executed_rc(0x18B));
         assert!(is_session_handle(0x0200_0001));
         assert!(is_session_handle(0x0300_0000));
         assert!(!is_session_handle(0x8000_0000));

@@ -159,11 +159,6 @@ impl SessionRegistry {
         self.entries.iter_mut().find(|e| e.handle == handle)
     }
 
-    /// Whether `handle` is a session owned by space `owner`.
-    pub fn is_owned_by(&self, handle: u32, owner: u64) -> bool {
-        self.get(handle).is_some_and(|e| e.owner == Some(owner))
-    }
-
     /// The handle of the session that space `owner` knows as `vhandle` (exact form).
     pub fn resolve(&self, vhandle: u32, owner: u64) -> Option<u32> {
         self.entries
@@ -179,13 +174,6 @@ impl SessionRegistry {
             .iter()
             .find(|e| e.owner == Some(owner) && same_session(e.handle, handle))
             .map(|e| (handle & !SESSION_INDEX_MASK) | (e.vhandle & SESSION_INDEX_MASK))
-    }
-
-    /// Whether the session slot of `handle` (HMAC or policy form) is owned by `owner`.
-    pub fn slot_owned_by(&self, handle: u32, owner: u64) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.owner == Some(owner) && same_session(e.handle, handle))
     }
 
     /// Number of sessions owned by `owner`.
@@ -277,11 +265,11 @@ mod tests {
         r.insert(entry(0x0300_0001, 2)).unwrap();
         r.insert(entry(0x0200_0002, 1)).unwrap();
         assert_eq!(r.len(), 3);
-        assert!(r.is_owned_by(0x0200_0000, 1));
-        assert!(!r.is_owned_by(0x0200_0000, 2));
-        assert!(!r.is_owned_by(0x0200_0009, 1));
-        assert!(r.slot_owned_by(0x0300_0000, 1));
-        assert!(r.slot_owned_by(0x0200_0001, 2));
+        assert_eq!(r.resolve(0x0200_0000, 1), Some(0x0200_0000));
+        assert_eq!(r.resolve(0x0200_0000, 2), None);
+        assert_eq!(r.resolve(0x0200_0009, 1), None);
+        assert_eq!(r.client_number(0x0300_0000, 1), Some(0x0300_0000));
+        assert_eq!(r.client_number(0x0200_0001, 2), Some(0x0200_0001));
         assert_eq!(r.count_owned(1), 2);
         assert!(r.get(0x0300_0001).unwrap().state.is_loaded());
         r.get_mut(0x0300_0001).unwrap().state = SessionState::SavedByClient;
@@ -289,7 +277,7 @@ mod tests {
         // A reissued handle replaces the stale entry of its slot.
         r.insert(entry(0x0200_0001, 1)).unwrap();
         assert_eq!(r.len(), 3);
-        assert!(r.is_owned_by(0x0200_0001, 1));
+        assert_eq!(r.resolve(0x0200_0001, 1), Some(0x0200_0001));
         assert!(r.get(0x0300_0001).is_none());
         assert!(r.remove(0x0200_0001).is_some());
         assert!(r.remove(0x0200_0001).is_none());

@@ -133,18 +133,9 @@ pub fn rc_misleads(cc: u32, rc: u32) -> bool {
     rc == 0 || is_handle_rc(rc) || ((cc == 0x165 || cc == 0x161) && !is_not_executed_rc(rc))
 }
 
-/// What [`FuzzTpm`] does to a command that matches a rule.
-#[derive(Clone, Copy, Debug)]
-pub enum Fault {
-    /// Answer this response code without executing.
-    Rc(u32),
-    /// Fail on the transport without executing.
-    Transport(i32),
-    /// Execute, then fail on the transport (the response is lost).
-    TransportAfter(i32),
-    /// A malformed response (size field wrong) without executing.
-    Garbage,
-}
+/// What [`FuzzTpm`] does to a command that matches a rule: the fake TPM's own fault kinds
+/// (`Garbage` is a response whose size field is wrong, without executing).
+pub use fake::Fault;
 
 struct Rule {
     cc: u32,

@@ -300,26 +300,21 @@ impl Io {
         })
     }
 
-    /// Flushes `handle`; if the transport fails, queues it in `pending` and returns the error.
+    /// Flushes `handle`; if the flush is not over (the transport failed, or the TPM did not
+    /// execute it), queues it in `pending`. Returns the transport error, if any.
     fn flush_or_queue(
         &mut self,
         tpm: &mut dyn Tpm,
         pending: &mut Vec<u32>,
         handle: u32,
     ) -> Result<(), RmError> {
-        match self.flush(tpm, handle) {
-            Ok(Err(rc)) if is_not_executed_rc(rc) => {
-                // Not done (e.g. TPM_RC_RETRY): the handle is still there, try again later.
-                let _ = pending.try_push(handle);
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // If even the queue cannot grow, the handle leaks: nothing else can be done.
-                let _ = pending.try_push(handle);
-                Err(e)
-            }
+        let r = self.flush(tpm, handle);
+        if !flush_done(&r) {
+            // Still there (transport down, or e.g. TPM_RC_RETRY): try again later. If even
+            // the queue cannot grow, the handle leaks: nothing else can be done.
+            let _ = pending.try_push(handle);
         }
+        r.map(|_| ())
     }
 }
 
@@ -449,20 +444,13 @@ impl State {
     ) -> Result<(), RmError> {
         let entry = self.sessions.remove(h);
         if end == End::Flush {
-            match io.flush(tpm, h) {
-                Err(e) => {
-                    self.queue_session_flush(h, entry);
-                    return Err(e);
-                }
-                Ok(Err(rc)) if is_not_executed_rc(rc) => {
-                    // Still there (e.g. TPM_RC_RETRY): the slot is granted when the queued
-                    // flush goes through.
-                    self.queue_session_flush(h, entry);
-                    return Ok(());
-                }
-                // Done, or another TPM error: a real TPM fails the flush of a session we
-                // hold only when it is gone already (a handle error, or a reset).
-                Ok(_) => {}
+            // Done, or another TPM error: a real TPM fails the flush of a session we hold
+            // only when it is gone already (a handle error, or a reset). Otherwise it is
+            // still there: the slot is granted when the queued flush goes through.
+            let r = io.flush(tpm, h);
+            if !flush_done(&r) {
+                self.queue_session_flush(h, entry);
+                return r.map(|_| ());
             }
         }
         self.grant(grant);

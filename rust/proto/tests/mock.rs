@@ -43,7 +43,7 @@ fn init_errors() {
     let mut sp = rm.new_space().unwrap();
     let mut rsp = vec![0; TPM_BUFSIZE];
     assert_eq!(
-        rm.execute(&mut sp, &mut t, 0, &get_random(8), &mut rsp),
+        rm.execute(&mut sp, &mut t, 0, None, &get_random(8), &mut rsp),
         Err(RmError::NotInitialized)
     );
     t.down = false;
@@ -461,7 +461,7 @@ fn malformed_commands_send_nothing() {
     assert_eq!(h.exec(&mut s, &big), Err(RmError::TooBig));
     let mut small = vec![0u8; 100];
     assert_eq!(
-        h.rm.execute(&mut s, &mut h.tpm, 0, &get_random(1), &mut small),
+        h.rm.execute(&mut s, &mut h.tpm, 0, None, &get_random(1), &mut small),
         Err(RmError::BufferTooSmall)
     );
     assert_eq!(h.tpm_commands(), before);

@@ -530,7 +530,7 @@ fn global_session_exhaustion_and_eviction() {
     // The TPM's own TPM_RC_SESSION_HANDLES: the command is undone, EAGAIN.
     assert_eq!(start_hmac(&mut h, &mut b), Err(RmError::SessionsExhausted));
     assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 64);
-    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     assert_eq!(
         h.rm.evict_for(&tb, &mut h.tpm, h.now),
         Ok(false),
@@ -546,7 +546,7 @@ fn global_session_exhaustion_and_eviction() {
         .unwrap();
     assert_eq!(rc(&r), 0);
     h.rm.wait_end(tb, h.now);
-    let st = *h.rm.stats();
+    let st = h.rm.stats();
     assert_eq!((st.evictions, st.waits, st.sessions), (1, 1, 64));
     // The oldest was evicted: a's first reference to it is answered by the RM.
     let before = h.tpm_commands();

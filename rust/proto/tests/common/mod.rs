@@ -7,13 +7,15 @@ pub mod fake;
 pub mod marshal;
 pub mod swtpm;
 
-use tpmrs_proto::{Config, Rm, RmError, Space, Ticket, Tpm, TPM_BUFSIZE};
+use tpmrs_proto::{Config, Outcome, Request, Rm, RmError, Space, Step, Ticket, Tpm, TPM_BUFSIZE};
 
 /// A resource manager, a TPM and helpers to run client commands.
 pub struct Harness<T: Tpm> {
     pub rm: Rm,
     pub tpm: T,
     pub now: u64,
+    /// The TPM's answer behind the last `Outcome::Exhausted` (for `Rm::wait_begin`).
+    pub exhausted_rc: Option<u32>,
 }
 
 impl<T: Tpm> Harness<T> {
@@ -25,6 +27,7 @@ impl<T: Tpm> Harness<T> {
             rm,
             tpm,
             now: 1_000,
+            exhausted_rc: None,
         }
     }
 
@@ -32,15 +35,10 @@ impl<T: Tpm> Harness<T> {
         self.rm.new_space().expect("new_space")
     }
 
-    /// Runs one client command; returns the response bytes or the error.
+    /// Runs one client command; returns the response bytes or the error
+    /// (`RmError::SessionsExhausted` for `Outcome::Exhausted`).
     pub fn exec(&mut self, space: &mut Space, cmd: &[u8]) -> Result<Vec<u8>, RmError> {
-        let mut rsp = vec![0u8; TPM_BUFSIZE];
-        self.now += 1_000_000;
-        let n = self
-            .rm
-            .execute(space, &mut self.tpm, self.now, cmd, &mut rsp)?;
-        rsp.truncate(n);
-        Ok(rsp)
+        self.exec_as(space, None, cmd)
     }
 
     /// Runs one client command as the waiter `ticket` (if any).
@@ -52,11 +50,50 @@ impl<T: Tpm> Harness<T> {
     ) -> Result<Vec<u8>, RmError> {
         let mut rsp = vec![0u8; TPM_BUFSIZE];
         self.now += 1_000_000;
-        let n = self
+        let outcome = self
             .rm
-            .execute_as(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)?;
-        rsp.truncate(n);
+            .execute(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)?;
+        if let Outcome::Exhausted { rc } = outcome {
+            self.exhausted_rc = rc;
+        }
+        rsp.truncate(outcome.response()?);
         Ok(rsp)
+    }
+
+    /// Runs one client command to its end through the wait protocol (`Rm::step`), sleeping
+    /// by moving the clock; returns its result and how long it waited (ns).
+    pub fn run(&mut self, space: &mut Space, cmd: &[u8]) -> (Result<Vec<u8>, RmError>, u64) {
+        let mut rsp = vec![0u8; TPM_BUFSIZE];
+        let mut req = Request::new();
+        self.now += 1_000_000;
+        let start = self.now;
+        let r = loop {
+            let step = self
+                .rm
+                .step(&mut req, space, &mut self.tpm, self.now, cmd, &mut rsp);
+            self.rm.take_wakeup();
+            match step {
+                Step::Done(r) => break r,
+                Step::Sleep { until_ns } => {
+                    assert!(until_ns > self.now, "a sleep must move time");
+                    self.now = until_ns;
+                }
+            }
+        };
+        let waited = if req.ticket().is_some() {
+            self.now - start
+        } else {
+            0
+        };
+        self.rm.end_request(req, self.now);
+        self.rm.take_wakeup();
+        (
+            r.map(|n| {
+                rsp.truncate(n);
+                rsp
+            }),
+            waited,
+        )
     }
 
     /// Runs one client command that must get a response; returns it.
@@ -82,6 +119,6 @@ impl<T: Tpm> Harness<T> {
     }
 
     pub fn close(&mut self, space: &mut Space) {
-        self.rm.close_space(space, &mut self.tpm);
+        self.rm.close_space(space, &mut self.tpm, self.now);
     }
 }

@@ -11,7 +11,7 @@
 //! closed: any space may load it again, see `Rm::close_space`) or waiting for a flush that
 //! failed on the transport ([`SessionState::FlushPending`]).
 
-use super::platform::{OutOfMemory, Vec};
+use super::super::platform::{OutOfMemory, Vec};
 
 /// Where a session's context is.
 pub enum SessionState {

@@ -134,7 +134,7 @@ fn pipeline(data: &[u8]) {
         let cmd: &[u8] = if use_fixed { &fixed } else { data };
         let r = w.exec(space, cmd);
         check_rm(&w.rm, &ids);
-        check_tpm_matches_rm(&w.rm, &w.tpm);
+        check_tpm_matches_rm(&w.rm, &w.tpm, &[&a, &b]);
         match r {
             // The fake is healthy: no transport error, and its answers are well formed.
             Err(RmError::Transport(_) | RmError::BadResponse | RmError::BufferTooSmall) => {

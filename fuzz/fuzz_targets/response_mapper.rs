@@ -48,7 +48,8 @@ fn parsers(data: &[u8]) {
     let n = data.len().min(TPM_BUFSIZE);
     buf[..n].copy_from_slice(&data[..n]);
     let keep_odd = |h: u32| (h & 1 == 1).then_some(h ^ 0x10);
-    if let Ok(m) = filter_handles_response(&mut buf, n, keep_odd) {
+    if let Ok(f) = filter_handles_response(&mut buf, n, keep_odd) {
+        let m = f.len;
         assert!(m <= n, "filtering grew the response {n} -> {m}");
         if m != n {
             // Rewritten (the RM validates the header first; alone, the size field is not

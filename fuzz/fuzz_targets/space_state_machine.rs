@@ -75,7 +75,7 @@ impl Sm {
     fn check(&self) {
         check_rm(&self.rm, &self.ids());
         if !self.tpm.fake.down {
-            check_tpm_matches_rm(&self.rm, &self.tpm);
+            check_tpm_matches_rm(&self.rm, &self.tpm, &self.spaces.each_ref());
         }
     }
 
@@ -141,7 +141,10 @@ impl Sm {
                 let cmd = start_session(policy);
                 if let Err(RmError::SessionsExhausted) = self.exec(slot, &cmd, None) {
                     if self.tickets.len() < MAX_TICKETS && inp.u8() < 0xE0 {
-                        if let Ok(t) = self.rm.wait_begin(&self.spaces[slot], self.now, self.exhausted_rc) {
+                        if let Ok(t) =
+                            self.rm
+                                .wait_begin(&self.spaces[slot], self.now, self.exhausted_rc)
+                        {
                             self.tickets.push((slot, t, policy));
                         }
                     }

@@ -13,7 +13,7 @@ pub mod fake;
 use fake::FakeTpm;
 use tpmrs_proto::response::ResponseHeader;
 use tpmrs_proto::sessions::{same_session, SessionState};
-use tpmrs_proto::{Rm, Tpm, TransportError, TPM_BUFSIZE};
+use tpmrs_proto::{Rm, Space, Tpm, TransportError, TPM_BUFSIZE};
 
 /// Whether `TPMRS_FUZZ_TRACE` is set: then the targets print what they do (to explain a
 /// crash input: `TPMRS_FUZZ_TRACE=1 fuzz/target/.../<target> <input>`).
@@ -525,22 +525,31 @@ pub fn rm_has_pending(rm: &Rm) -> bool {
             .any(|e| matches!(e.state, SessionState::FlushPending))
 }
 
-/// Between commands nothing of the RM's is loaded in the TPM, and every session the TPM
-/// holds (apart from external ones) is one the RM tracks. Only meaningful when no
-/// misleading answer was given and no flush is queued.
-pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm) {
+/// Between commands nothing of the RM's is loaded in the TPM -- but objects and sessions
+/// whose save the TPM refused with a "not executed" warning on every try, which stay
+/// loaded as they were (`ObjectEntry::loaded`, `SessionState::Loaded`) -- and every
+/// session the TPM holds (apart from external ones) is one the RM tracks. Only meaningful
+/// when no misleading answer was given and no flush is queued.
+pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm, spaces: &[&Space]) {
     if tpm.misled || rm_has_pending(rm) {
         return;
     }
+    let kept_objects: usize = spaces.iter().map(|s| s.loaded_handles().count()).sum();
     assert_eq!(
         tpm.fake.loaded_objects(),
-        0,
+        kept_objects,
         "objects left loaded between commands"
     );
+    let kept_sessions = rm
+        .sessions()
+        .entries()
+        .iter()
+        .filter(|e| e.state.is_loaded())
+        .count();
     let ext_loaded = tpm.externals_loaded();
     assert_eq!(
         tpm.fake.loaded_sessions(),
-        ext_loaded,
+        ext_loaded + kept_sessions,
         "RM sessions left loaded between commands"
     );
     for h in tpm.fake.sessions() {

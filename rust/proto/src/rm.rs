@@ -317,6 +317,10 @@ impl Rm {
         self.st.sched.remove_space(owner, now_ns);
         self.st
             .close_space(&mut self.io, tpm, owner, self.config.max_abandoned);
+        for p in space.loaded_handles() {
+            // A transport failure queues the flush.
+            let _ = self.io.flush_or_queue(tpm, &mut self.st.pending, p);
+        }
         space.clear();
         self.open_spaces = self.open_spaces.saturating_sub(1);
     }

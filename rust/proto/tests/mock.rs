@@ -182,12 +182,28 @@ fn session_save_failures() {
     h.success(&mut s, &policy_password(s1));
     assert!(h.rm.sessions().get(s1).is_none());
     assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes);
-    // Another error: flushed and forgotten.
+    // TPM_RC_CONTEXT_GAP with nothing to renew: flushed and forgotten.
     let s2 = new_session(&mut h, &mut s);
     h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x901));
     h.success(&mut s, &policy_password(s2));
     assert!(h.rm.sessions().get(s2).is_none());
     assert!(!h.tpm.sessions().contains(&s2));
+    // "Not executed" on every try: the session stays as it was (loaded, registered), and
+    // its next use saves it.
+    let s3 = new_session(&mut h, &mut s);
+    let loaded = h.tpm.loaded_sessions(); // s1 is still loaded in the fake: we forgot it
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    }
+    h.success(&mut s, &policy_password(s3));
+    assert!(h.rm.sessions().get(s3).unwrap().state.is_loaded());
+    assert_eq!(h.tpm.loaded_sessions(), loaded + 1);
+    h.success(&mut s, &policy_password(s3));
+    assert!(h.rm.sessions().get(s3).unwrap().state.is_saved());
+    assert_eq!(h.tpm.loaded_sessions(), loaded);
+    h.close(&mut s);
+    h.tpm.drop_session(s1);
+    h.tpm.assert_empty();
 }
 
 #[test]
@@ -205,10 +221,22 @@ fn new_session_save_failure_on_start_auth_session() {
 fn new_object_save_failure() {
     let mut h = harness();
     let mut s = h.space();
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    // A "not executed" warning on the save of the new object is tried again.
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
+    assert_eq!(rc(&r), 0);
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    // On every try: the one answer after the fact (the object is flushed, the client sees
+    // the warning and may run the command again).
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    }
     let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
     assert_eq!(rc(&r), 0x902);
-    assert!(s.objects().is_empty());
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    h.close(&mut s);
     h.tpm.assert_empty();
 }
 
@@ -329,13 +357,36 @@ fn sequence_objects_are_resaved() {
 }
 
 #[test]
-fn failed_resave_of_sequence_drops_it() {
+fn warnings_on_the_resave_of_a_sequence_keep_it() {
     let mut h = harness();
     let mut s = h.space();
     let seq = rhandle(&h.success(&mut s, &hash_sequence_start()));
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    // Once: tried again, saved.
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922)); // TPM_RC_RETRY
     h.success(&mut s, &sequence_update(seq, b"a"));
-    assert!(s.objects().is_empty());
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    // On every try: its state is only in the TPM, so it stays loaded there (not dropped,
+    // and its stale blob never used), and the next command uses it and saves it.
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x908)); // TPM_RC_YIELDED
+    }
+    h.success(&mut s, &sequence_update(seq, b"b"));
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    assert!(s.object(seq).unwrap().loaded.is_some());
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    h.success(&mut s, &sequence_update(seq, b"c"));
+    assert_eq!(h.tpm.count(CC_CONTEXT_LOAD), loads, "used where it is");
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert!(s.object(seq).unwrap().loaded.is_none());
+    // Kept loaded at close: flushed.
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    }
+    h.success(&mut s, &sequence_update(seq, b"d"));
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    h.close(&mut s);
     h.tpm.assert_empty();
 }
 

@@ -7,11 +7,12 @@
 use core::ops::ControlFlow;
 
 use super::super::capability::{write_handles_response, CapabilityRequest};
-use super::super::codec::{get_u32, put_u32};
+use super::super::codec::get_u32;
 use super::super::command::{Command, CommandHeader, FramingError};
 use super::super::constants::*;
 use super::super::error::RmError;
 use super::super::platform::Vec;
+use super::super::session::registry::SessionState;
 use super::super::space::Space;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
@@ -126,45 +127,64 @@ impl Rm {
             return Ok(ControlFlow::Break(Outcome::Exhausted { rc: None }));
         }
 
-        // From here on, sessions by their TPM handles (a client number may be an alias).
+        // Per-space limits, before the TPM creates anything: an answer after the fact
+        // would come after the TPM rolled the nonces of the command's sessions.
+        if attrs.r_handle() {
+            let new_session = header.cc == TPM_CC_START_AUTH_SESSION
+                || loaded_session(&command, cmd)
+                    .is_some_and(|h| self.st.registry.resolve(h, owner).is_none());
+            let is_session_load =
+                header.cc == TPM_CC_START_AUTH_SESSION || loaded_session(&command, cmd).is_some();
+            if new_session && self.st.registry.count_owned(owner) >= self.config.max_sessions {
+                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_SESSION_MEMORY));
+            }
+            if !is_session_load && space.objects().len() >= self.config.max_objects {
+                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY));
+            }
+        }
+
+        // Sessions are forwarded in the form the client used (either form names one).
         self.work.clear();
         self.work.try_extend_from_slice(cmd)?;
-        let registry = &self.st.registry;
-        let command = command.map_session_handles(|v| registry.resolve(v, owner).unwrap_or(v));
-        for (i, &h) in command.handles().iter().enumerate() {
-            if is_session_handle(h) {
-                put_u32(&mut self.work, Command::handle_offset(i), h)
-                    .map_err(|_| RmError::InvalidCommand)?;
-            }
-        }
-        for s in command.sessions() {
-            if is_session_handle(s.handle) {
-                put_u32(&mut self.work, s.offset, s.handle).map_err(|_| RmError::InvalidCommand)?;
-            }
-        }
 
         let route = match header.cc {
             TPM_CC_FLUSH_CONTEXT => Route::FlushContext,
             TPM_CC_GET_CAPABILITY => {
-                if let Ok(req) = CapabilityRequest::parse(cmd, command.params_offset()) {
-                    if req.capability == TPM_CAP_HANDLES
-                        && handle_type(req.property) == TPM_HT_TRANSIENT
-                        && header.tag == TPM_ST_NO_SESSIONS
-                    {
-                        return answer(self.list_transient(space, req, rsp));
-                    }
+                let Ok(req) = CapabilityRequest::parse(cmd, command.params_offset()) else {
+                    return Ok(ControlFlow::Continue(Admitted {
+                        command,
+                        route: Route::Pipeline,
+                    }));
+                };
+                let ht = handle_type(req.property);
+                let rewritten = req.capability == TPM_CAP_HANDLES
+                    && matches!(
+                        ht,
+                        TPM_HT_TRANSIENT | TPM_HT_LOADED_SESSION | TPM_HT_SAVED_SESSION
+                    );
+                if rewritten && header.tag != TPM_ST_NO_SESSIONS {
+                    // The list is the space's, not the TPM's: a response HMAC or audit
+                    // digest over it cannot be right. Refused before anything is sent, so
+                    // the session stays as it was.
+                    let rc = rc_at_session(TPM_RC_AUTH_CONTEXT, 1);
+                    return answer(synth_rm(rsp, &mut self.io.stats, rc));
+                }
+                if rewritten && ht == TPM_HT_TRANSIENT {
+                    return answer(self.list_transient(space, req, rsp));
                 }
                 Route::Pipeline
             }
             TPM_CC_CONTEXT_LOAD => {
-                // Another space's session may not be loaded; an abandoned one may.
+                // A session blob the client saved may be loaded by any space (abandoned, or
+                // handed over by another open file, whose session it then becomes, as on
+                // tpmrm0). A session another space holds loaded, or we hold saved, may not
+                // be: that blob is stale, and the handle is the other space's.
                 if let Some(h) = loaded_session(&command, cmd) {
-                    if self
-                        .st
-                        .registry
-                        .get(h)
-                        .is_some_and(|e| e.owner.is_some_and(|o| o != owner) || !e.is_live())
-                    {
+                    if self.st.registry.get(h).is_some_and(|e| {
+                        !e.is_live()
+                            || (e.owner.is_some_and(|o| o != owner)
+                                && !matches!(e.state, SessionState::SavedByClient))
+                    }) {
                         return answer(synth_rm(
                             rsp,
                             &mut self.io.stats,

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 //! TPM2_FlushContext, whose flushHandle is a parameter: an object of the space is forgotten
-//! without any TPM traffic (it is not loaded between commands), a session of the space is
+//! without any TPM traffic (it is not loaded between commands, but in the one case
+//! `ObjectEntry::loaded` describes), a session of the space is
 //! flushed in the TPM and its slot handed on.
 
-use super::super::codec::{get_u32, put_u32};
+use super::super::codec::get_u32;
 use super::super::command::Command;
 use super::super::constants::*;
 use super::super::error::RmError;
@@ -30,18 +31,21 @@ impl Rm {
             return transmit(&mut self.io.stats, tpm, &self.work, rsp);
         };
         if is_transient_handle(h) {
-            return match space.remove_object(h) {
-                Some(_) => synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS),
-                None => Err(RmError::InvalidCommand),
+            let Some(obj) = space.remove_object(h) else {
+                return Err(RmError::InvalidCommand);
             };
+            if let Some(p) = obj.loaded {
+                self.io.flush_or_queue(tpm, &mut self.st.pending, p)?;
+            }
+            return synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS);
         }
         if !is_session_handle(h) {
             return transmit(&mut self.io.stats, tpm, &self.work, rsp);
         }
+        // Either form names the session (the TPM accepts both); the client's is sent.
         let Some(h) = self.st.registry.resolve(h, space.id()) else {
             return synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1));
         };
-        put_u32(&mut self.work, command.params_offset(), h).map_err(|_| RmError::InvalidCommand)?;
         let n = transmit(&mut self.io.stats, tpm, &self.work, rsp)?;
         let rc = response_code(rsp);
         // Flushed, or gone from the TPM already (strict accounting's lazy backup): a handle

@@ -4,7 +4,7 @@
 //! handles a GetCapability lists, and new objects and sessions, which become the space's
 //! (objects saved and given a virtual handle, sessions registered).
 
-use super::super::capability::filter_handles_response;
+use super::super::capability::{filter_handles_response, set_property};
 use super::super::codec::put_u32;
 use super::super::command::Command;
 use super::super::constants::*;
@@ -15,7 +15,8 @@ use super::super::session::registry::{same_session, SessionEntry, SessionState};
 use super::super::session::{blob_seq, End, Grant};
 use super::super::space::InsertError;
 use super::super::stats::bump;
-use super::tpm_io::{response_code, Reply};
+use super::tpm_io::{response_code, transmit, Reply};
+use super::txn::save_with_retries;
 use super::txn::Txn;
 use super::{synth, synth_rm};
 
@@ -50,7 +51,7 @@ impl Txn<'_> {
     pub(super) fn map_response(
         &mut self,
         command: &Command,
-        work: &[u8],
+        work: &mut [u8],
         rsp: &mut [u8],
         n: usize,
     ) -> Result<usize, RmError> {
@@ -60,7 +61,7 @@ impl Txn<'_> {
         let cc = command.cc();
         let attrs = command.attrs;
         if attrs.flushed() {
-            if let Some(&h) = command.handles().first() {
+            if let Some(&h) = command.handles().get(flushed_handle(cc)) {
                 if is_transient_handle(h) {
                     self.loaded.mark_flushed(h);
                     self.space.remove_object(h);
@@ -68,13 +69,13 @@ impl Txn<'_> {
             }
         }
         for s in command.sessions() {
-            if is_session_handle(s.handle)
-                && s.attributes & TPMA_SESSION_CONTINUESESSION == 0
-                && self.st.registry.get(s.handle).is_some()
-            {
+            if !is_session_handle(s.handle) || s.attributes & TPMA_SESSION_CONTINUESESSION != 0 {
+                continue;
+            }
+            if let Some(h) = self.st.registry.get(s.handle).map(|e| e.handle) {
                 // The TPM ended it.
                 self.st
-                    .end_session(self.io, self.tpm, s.handle, End::Gone, Grant::Queue)?;
+                    .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)?;
             }
         }
         if cc == TPM_CC_CONTEXT_SAVE {
@@ -89,18 +90,7 @@ impl Txn<'_> {
             }
         }
         if cc == TPM_CC_GET_CAPABILITY {
-            let owner = self.space.id();
-            let registry = &self.st.registry;
-            return filter_handles_response(rsp, n, |h| {
-                if is_transient_handle(h) {
-                    None
-                } else if is_session_handle(h) {
-                    registry.client_number(h, owner)
-                } else {
-                    Some(h)
-                }
-            })
-            .map_err(|_| RmError::BadResponse);
+            return self.filter_handle_list(command, work, rsp, n);
         }
         if attrs.r_handle() {
             let h =
@@ -115,7 +105,7 @@ impl Txn<'_> {
                 return self.adopt_object(cc, h, client_blob, rsp, n);
             }
             if is_session_handle(h) {
-                return self.adopt_session(cc, h, rsp, n);
+                return self.adopt_session(cc, work, h, rsp, n);
             }
         }
         Ok(n)
@@ -156,7 +146,7 @@ impl Txn<'_> {
                 (v, seq)
             }
             None => {
-                let saved = match self.io.context_save(self.tpm, phandle) {
+                let saved = match save_with_retries(self.io, self.tpm, phandle) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = pending.try_push(phandle);
@@ -194,41 +184,40 @@ impl Txn<'_> {
     }
 
     /// A successful command (StartAuthSession, ContextLoad) returned the session `handle`:
-    /// register it as this space's. A ContextLoad of an abandoned session is a continuation:
-    /// the session becomes this space's, protected from eviction for a new SESSION_TIMEOUT.
+    /// register it as this space's. A ContextLoad of a session blob its client saved --
+    /// abandoned at a close, or handed over by another open file -- makes the session this
+    /// space's, protected from eviction for a new SESSION_TIMEOUT (admission checked the
+    /// space's limit before sending).
     fn adopt_session(
         &mut self,
         cc: u32,
+        work: &[u8],
         handle: u32,
         rsp: &mut [u8],
         len: usize,
     ) -> Result<usize, RmError> {
         let owner = self.space.id();
         self.st.handed_out(handle);
-        let others = self
-            .st
-            .registry
-            .entries()
-            .iter()
-            .filter(|e| e.owner == Some(owner) && !same_session(e.handle, handle))
-            .count();
-        if others >= self.config.max_sessions {
-            self.st
-                .end_session(self.io, self.tpm, handle, End::Flush, Grant::Queue)?;
-            return synth_rm(rsp, &mut self.io.stats, TPM_RC_SESSION_MEMORY);
-        }
+        let (handle, len) =
+            if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstone(owner, handle) {
+                self.restart_session(work, handle, rsp, len)?
+            } else {
+                (handle, len)
+            };
         let reload = cc == TPM_CC_CONTEXT_LOAD;
         let previous = self.st.registry.get(handle);
-        let (id, created_ns, owned_since_ns, continued, number) = match previous {
+        let (id, created_ns, owned_since_ns, continued) = match previous {
             Some(e) if reload && e.owner == Some(owner) => {
-                (e.id, e.created_ns, e.owned_since_ns, false, Some(e.vhandle))
+                (e.id, e.created_ns, e.owned_since_ns, false)
             }
-            Some(e) if reload && e.is_abandoned() => (e.id, e.created_ns, self.now, true, None),
-            _ => (self.st.new_session_id(), self.now, self.now, false, None),
+            Some(e) if reload && e.is_live() => (e.id, e.created_ns, self.now, e.is_abandoned()),
+            _ => (self.st.new_session_id(), self.now, self.now, false),
         };
-        let vhandle = number.unwrap_or_else(|| self.st.number_for(owner, handle));
+        // Its owner is told: this number is the loaded session now.
+        if reload {
+            self.st.take_tombstone(owner, handle);
+        }
         let mut entry = SessionEntry::new(handle, id, owner, self.now);
-        entry.vhandle = vhandle;
         entry.created_ns = created_ns;
         entry.owned_since_ns = owned_since_ns;
         if self.st.registry.insert(entry).is_err() {
@@ -240,9 +229,105 @@ impl Txn<'_> {
             bump(&mut self.io.stats.continuation_hits);
         }
         self.loaded.sessions.add(handle);
-        if vhandle != handle {
-            put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
-        }
         Ok(len)
     }
+
+    /// The TPM gave space `owner` a new session under the number of a session evicted from
+    /// it that it has not been told about yet. Its StartAuthSession runs again while that
+    /// slot is held, so the TPM gives another number, and the first session is flushed:
+    /// the client's old reference still answers TPM_RC_EXPIRED, and a session's handle
+    /// (its Name, which enters cpHash) is never rewritten. If the second start fails, the
+    /// first session is kept and the space's old reference forgotten instead.
+    fn restart_session(
+        &mut self,
+        work: &[u8],
+        first: u32,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<(u32, usize), RmError> {
+        // Our own buffers: the client's response stays as it is if this fails.
+        let cmd = self
+            .io
+            .cmd
+            .get_mut(..work.len())
+            .ok_or(RmError::BadResponse)?;
+        cmd.copy_from_slice(work);
+        let rc = match self.io.run(self.tpm, work.len()) {
+            Ok(rc) => rc,
+            Err(e) => {
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, first);
+                return Err(e);
+            }
+        };
+        let again = (rc == TPM_RC_SUCCESS)
+            .then(|| super::super::codec::get_u32(self.io.last(), TPM_HEADER_SIZE))
+            .flatten()
+            .filter(|h| is_session_handle(*h) && !same_session(*h, first));
+        let Some(h) = again else {
+            self.st.take_tombstone(self.space.id(), first);
+            return Ok((first, len));
+        };
+        self.st.handed_out(h);
+        let n = match self.io.copy_last(rsp) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, h);
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, first);
+                return Err(e);
+            }
+        };
+        self.io
+            .flush_or_queue(self.tpm, &mut self.st.pending, first)?;
+        Ok((h, n))
+    }
+
+    /// A GetCapability response: a list of transient handles or sessions keeps only the
+    /// space's own (admission refused it with sessions, and answered transient lists
+    /// itself). A list filtered down to nothing while the TPM has more is asked again from
+    /// where the TPM stopped: never count 0 with moreData set.
+    fn filter_handle_list(
+        &mut self,
+        command: &Command,
+        work: &mut [u8],
+        rsp: &mut [u8],
+        mut n: usize,
+    ) -> Result<usize, RmError> {
+        let owner = self.space.id();
+        for _ in 0..MAX_LIST_ROUNDS {
+            let registry = &self.st.registry;
+            let f = filter_handles_response(rsp, n, |h| {
+                if is_transient_handle(h) {
+                    None
+                } else if is_session_handle(h) {
+                    registry.resolve(h, owner).map(|_| h)
+                } else {
+                    Some(h)
+                }
+            })
+            .map_err(|_| RmError::BadResponse)?;
+            let next = f.last.and_then(|l| l.checked_add(1));
+            let Some(next) = next.filter(|_| f.kept == 0 && f.more_data) else {
+                return Ok(f.len);
+            };
+            set_property(work, command.params_offset(), next).map_err(|_| RmError::BadResponse)?;
+            n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
+            if response_code(rsp) != TPM_RC_SUCCESS {
+                return Ok(n);
+            }
+        }
+        Ok(n)
+    }
 }
+
+/// The handle-area position of the object a command with the `flushed` attribute flushes:
+/// the sequence of TPM2_EventSequenceComplete is its second handle (after pcrHandle).
+fn flushed_handle(cc: u32) -> usize {
+    usize::from(cc == TPM_CC_EVENT_SEQUENCE_COMPLETE)
+}
+
+/// Most GetCapability round trips for one filtered handle list.
+const MAX_LIST_ROUNDS: usize = 16;

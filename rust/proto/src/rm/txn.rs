@@ -169,9 +169,22 @@ impl<'a> Txn<'a> {
             let phandle = match self.loaded.phandle_of(h) {
                 Some(p) => p,
                 None => {
-                    let Some(obj) = self.space.object(h) else {
+                    let Some(obj) = self.space.object_mut(h) else {
                         return Err(RmError::InvalidCommand);
                     };
+                    if let Some(p) = obj.loaded.take() {
+                        // Still loaded (its last save was refused): this command owns it
+                        // now, and saves it again after.
+                        self.loaded.objects.add(LoadedObject {
+                            vhandle: h,
+                            phandle: p,
+                            resave: true,
+                            alive: true,
+                        });
+                        put_u32(work, Command::handle_offset(i), p)
+                            .map_err(|_| RmError::InvalidCommand)?;
+                        continue;
+                    }
                     let sequence = obj.sequence;
                     match self.io.context_load(self.tpm, &obj.blob)? {
                         Reply::Done(p) => {
@@ -221,12 +234,17 @@ impl<'a> Txn<'a> {
             .enumerate()
             .map(|(i, s)| (s.handle, rc_handle_at_session(pos(i))));
         for (h, err_rc) in from_handles.chain(from_auth) {
-            if !is_session_handle(h) || self.loaded.sessions.contains(h) {
+            if !is_session_handle(h) {
                 continue;
             }
             let Some(entry) = self.st.registry.get_mut(h) else {
                 continue; // admitted: cannot happen
             };
+            // The TPM's form from here on (the client may have named the other one).
+            let h = entry.handle;
+            if self.loaded.sessions.contains(h) {
+                continue;
+            }
             entry.last_used_ns = self.now;
             let result = match &entry.state {
                 SessionState::Loaded => {
@@ -352,9 +370,12 @@ impl<'a> Txn<'a> {
     }
 
     /// Saves session `h` (loaded for this command) and records its blob. Ok(false) if the
-    /// save failed with TPM_RC_CONTEXT_GAP (the session is still loaded).
+    /// save failed with TPM_RC_CONTEXT_GAP (the session is still loaded). A save the TPM
+    /// does not execute (TPM_RC_RETRY, ...) on every try leaves the session as it was:
+    /// loaded, and saved after its next use.
     fn save_session(&mut self, h: u32) -> Result<bool, RmError> {
-        match self.io.context_save(self.tpm, h) {
+        match save_with_retries(self.io, self.tpm, h) {
+            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => Ok(true),
             Ok(Reply::Done(())) => {
                 let blob = self.io.saved_blob().ok();
                 match (blob, self.st.registry.get_mut(h)) {
@@ -423,8 +444,17 @@ impl<'a> Txn<'a> {
         }
         let mut err = None;
         if o.resave && self.space.object(o.vhandle).is_some() {
-            let blob = match self.io.context_save(self.tpm, o.phandle) {
+            let blob = match save_with_retries(self.io, self.tpm, o.phandle) {
                 Ok(Reply::Done(())) => self.io.saved_blob().ok(),
+                Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => {
+                    // Not executed on every try: it stays loaded, as it was, rather than
+                    // lose its state (see `ObjectEntry::loaded`).
+                    if let Some(obj) = self.space.object_mut(o.vhandle) {
+                        obj.loaded = Some(o.phandle);
+                        return Ok(());
+                    }
+                    None
+                }
                 Ok(Reply::Rc(_)) => None,
                 Err(e) => {
                     err = Some(e);
@@ -447,6 +477,29 @@ impl<'a> Txn<'a> {
             None => flushed,
         }
     }
+}
+
+/// Most tries of one ContextSave of ours that the TPM answers with a warning that says
+/// "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING, ...).
+const MAX_SAVE_TRIES: usize = 3;
+
+/// TPM2_ContextSave of `h`, tried again on a "not executed" warning (but not on
+/// TPM_RC_CONTEXT_GAP, which needs a repair first).
+pub(super) fn save_with_retries(
+    io: &mut Io,
+    tpm: &mut dyn Tpm,
+    h: u32,
+) -> Result<Reply<()>, RmError> {
+    let mut r = io.context_save(tpm, h);
+    for _ in 1..MAX_SAVE_TRIES {
+        match r {
+            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => {
+                r = io.context_save(tpm, h);
+            }
+            _ => break,
+        }
+    }
+    r
 }
 
 /// A response of `n` bytes for the client is in `rsp`: the command goes no further.

@@ -57,7 +57,7 @@ impl Sessions {
         let known = self
             .registry
             .get(h)
-            .and_then(|e| Some((e.owner?, e.vhandle)));
+            .and_then(|e| Some((e.owner?, e.handle)));
         if let Some((owner, v)) = known {
             // At most one per space and number, so they stay bounded. Without memory for
             // it, the owner gets the plain unknown-handle answer.

@@ -339,7 +339,16 @@ impl FakeTpm {
             }
             0x165 => {
                 let h = Rd(params, 0).u32();
-                if self.objects.remove(&h).is_some() || self.sessions.remove(&h).is_some() {
+                // A session in either form (HMAC 0x02, policy 0x03), as the reference
+                // implementation: it looks sessions up by index.
+                let other_form = match h >> 24 {
+                    0x02 | 0x03 => h ^ 0x0100_0000,
+                    _ => h,
+                };
+                if self.objects.remove(&h).is_some()
+                    || self.sessions.remove(&h).is_some()
+                    || self.sessions.remove(&other_form).is_some()
+                {
                     Self::rsp(0, &[])
                 } else {
                     Self::rsp(0x1CB, &[])

@@ -658,3 +658,59 @@ fn failure_mode_drops_nothing_with(fail: u32) {
     h.close(&mut s);
     h.tpm.assert_empty();
 }
+
+/// A session list filtered down to nothing while the TPM has more is asked again from
+/// where the TPM stopped: the client never sees count 0 with moreData set (it could not
+/// go on from there).
+#[test]
+fn a_filtered_handle_list_is_never_empty_with_more_data() {
+    let mut h = harness();
+    let (mut a, mut b) = (h.space(), h.space());
+    let theirs: Vec<u32> = (0..3).map(|_| new_session(&mut h, &mut b)).collect();
+    let mine = new_session(&mut h, &mut a);
+    assert!(theirs.iter().all(|t| *t < mine));
+    // Saved sessions, one per answer: b's three are filtered out, then a's comes.
+    let before = h.tpm.count(CC_GET_CAPABILITY);
+    let (more, l) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0300_0000, 1)));
+    assert_eq!(l, vec![mine]);
+    assert_eq!(more, 0);
+    assert_eq!(h.tpm.count(CC_GET_CAPABILITY) - before, 4);
+    // Nothing of a's beyond: count 0 and moreData clear.
+    let (more, l) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, mine + 1, 1)));
+    assert_eq!((more, l), (0, vec![]));
+    // b asks for one and gets one, with moreData as the TPM said.
+    let (more, l) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x0300_0000, 1)));
+    assert_eq!((more, l), (1, vec![theirs[0]]));
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+/// A ContextLoad of an abandoned session by a file already at max_sessions is refused
+/// before it is sent: the session stays abandoned for someone else.
+#[test]
+fn a_full_space_cannot_take_an_abandoned_session() {
+    let mut h = Harness::new(
+        FakeTpm::new(),
+        Config {
+            max_sessions: 1,
+            ..Config::default()
+        },
+    );
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let sess = new_session(&mut h, &mut a);
+    let blob = context_save_blob(&h.success(&mut a, &context_save(sess)));
+    h.close(&mut a);
+    assert_eq!(h.rm.stats().abandoned, 1);
+    new_session(&mut h, &mut b);
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    let r = h.ok(&mut b, &context_load(&blob));
+    assert_eq!(rc(&r), 0x903 | LAYER);
+    assert_eq!(h.tpm.count(CC_CONTEXT_LOAD), loads, "not sent");
+    assert_eq!(h.rm.stats().abandoned, 1, "still abandoned");
+    assert_eq!(rhandle(&h.success(&mut c, &context_load(&blob))), sess);
+    assert_eq!(h.rm.stats().continuation_hits, 1);
+    h.close(&mut b);
+    h.close(&mut c);
+    h.tpm.assert_empty();
+}

@@ -166,8 +166,7 @@ impl Rm {
                     // The list is the space's, not the TPM's: a response HMAC or audit
                     // digest over it cannot be right. Refused before anything is sent, so
                     // the session stays as it was.
-                    let rc = rc_at_session(TPM_RC_AUTH_CONTEXT, 1);
-                    return answer(synth_rm(rsp, &mut self.io.stats, rc));
+                    return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_AUTH_CONTEXT));
                 }
                 if rewritten && ht == TPM_HT_TRANSIENT {
                     return answer(self.list_transient(space, req, rsp));

@@ -398,9 +398,10 @@ impl FakeTpm {
                     let list: Vec<u32> = list
                         .into_iter()
                         .filter(|h| *h & 0xFF_FFFF >= prop & 0xFF_FFFF)
-                        .take(count)
                         .collect();
-                    let mut b = Buf::new().u8(0).u32(1).u32(list.len() as u32);
+                    let more = list.len() > count;
+                    let list: Vec<u32> = list.into_iter().take(count).collect();
+                    let mut b = Buf::new().u8(u8::from(more)).u32(1).u32(list.len() as u32);
                     for h in list {
                         b = b.u32(h);
                     }

@@ -106,8 +106,9 @@ impl Shared {
                 Step::Sleep { until_ns } => {
                     let ms = until_ns.saturating_sub(now_ns()).div_ceil(1_000_000).max(1);
                     let jiffies = kernel::time::msecs_to_jiffies(ms.min(60_000) as u32);
-                    if let CondVarTimeoutResult::Signal { .. } =
-                        self.session_freed.wait_interruptible_timeout(&mut rm, jiffies)
+                    if let CondVarTimeoutResult::Signal { .. } = self
+                        .session_freed
+                        .wait_interruptible_timeout(&mut rm, jiffies)
                     {
                         break Err(ERESTARTSYS);
                     }

@@ -18,7 +18,7 @@
 #   make bench           scripts/bench.sh (tpmrs0 against tpmrm0 on the bench kernel)
 #
 # The kernel's own toolchain is always passed explicitly: rustup's rustc on PATH has no
-# library sources and cannot build kernel code (see ../shared/docs/toolchain.md).
+# library sources and cannot build kernel code (README.md, "Using tpmrs on your own kernel").
 
 TPMRS_CACHE ?= $(HOME)/.cache/tpmrs
 LLVM ?= -19

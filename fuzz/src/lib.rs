@@ -80,7 +80,7 @@ impl<'a> Input<'a> {
 pub const INTERESTING_RCS: &[u32] = &[
     0x000,       // TPM_RC_SUCCESS
     0x01E,       // TPM_RC_BAD_TAG
-    0x095,       // TPM_RC_INSUFFICIENT? (format-one, parameter)
+    0x095,       // TPM_RC_SIZE (format one)
     0x101,       // TPM_RC_FAILURE
     0x143,       // TPM_RC_COMMAND_CODE
     0x08B,       // TPM_RC_HANDLE

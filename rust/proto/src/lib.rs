@@ -36,14 +36,24 @@ pub mod space;
 pub mod stats;
 pub mod tpm;
 
-pub use cc_table::{CcAttrs, CcTable};
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
-pub use platform::{OutOfMemory, Vec};
-pub use rm::{Config, Outcome, Request, Rm, Step};
-pub use session::registry::{SessionEntry, SessionRegistry, SessionState};
-pub use session::scheduler::{Ticket, WaitStep};
-pub use session::{registry as sessions, scheduler};
+pub use rm::{Config, Request, Rm, Step};
 pub use space::Space;
-pub use stats::Stats;
 pub use tpm::{Tpm, TransportError};
+
+// What the host tests and fuzzers look at besides (the kernel glue does not).
+#[cfg(not(tpmrs_kernel))]
+pub use cc_table::{CcAttrs, CcTable};
+#[cfg(not(tpmrs_kernel))]
+pub use platform::{OutOfMemory, Vec};
+#[cfg(not(tpmrs_kernel))]
+pub use rm::Outcome;
+#[cfg(not(tpmrs_kernel))]
+pub use session::registry::{SessionEntry, SessionRegistry, SessionState};
+#[cfg(not(tpmrs_kernel))]
+pub use session::scheduler::{Ticket, WaitStep};
+#[cfg(not(tpmrs_kernel))]
+pub use session::{registry as sessions, scheduler};
+#[cfg(not(tpmrs_kernel))]
+pub use stats::Stats;

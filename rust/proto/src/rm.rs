@@ -34,8 +34,11 @@ use super::cc_table::{CcTable, CcTableError};
 use super::error::RmError;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error};
+#[cfg(not(tpmrs_kernel))]
 use super::session::registry::SessionRegistry;
-use super::session::scheduler::{Scheduler, Ticket};
+#[cfg(not(tpmrs_kernel))]
+use super::session::scheduler::Scheduler;
+use super::session::scheduler::Ticket;
 use super::session::Sessions;
 use super::space::Space;
 use super::stats::{bump, Stats};
@@ -182,26 +185,31 @@ impl Rm {
     }
 
     /// The TPM's command table.
+    #[cfg(not(tpmrs_kernel))]
     pub fn command_table(&self) -> &CcTable {
         &self.cc
     }
 
     /// The session registry.
+    #[cfg(not(tpmrs_kernel))]
     pub fn sessions(&self) -> &SessionRegistry {
         &self.st.registry
     }
 
     /// The wait queue.
+    #[cfg(not(tpmrs_kernel))]
     pub fn scheduler(&self) -> &Scheduler {
         &self.st.sched
     }
 
     /// Handles whose flush is still pending (transport failures).
+    #[cfg(not(tpmrs_kernel))]
     pub fn pending_flushes(&self) -> &[u32] {
         &self.st.pending
     }
 
     /// The configuration.
+    #[cfg(not(tpmrs_kernel))]
     pub fn config(&self) -> &Config {
         &self.config
     }

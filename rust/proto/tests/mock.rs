@@ -311,8 +311,8 @@ fn transport_failure_on_save_of_new_object() {
 #[test]
 fn lost_response_of_context_load() {
     // The TPM loads the object but the response is lost: it stays loaded (we cannot know
-    // its handle) -- that is the one unavoidable leak; the RM must still not crash and the
-    // space must keep working.
+    // its handle) -- the one leak nothing can avoid. It is exactly that one object: the RM
+    // must not crash, and the space keeps working and leaves nothing else behind.
     let mut h = harness();
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
@@ -321,7 +321,13 @@ fn lost_response_of_context_load() {
         h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
         Err(RmError::Transport(-5))
     );
+    assert_eq!(h.tpm.loaded_objects(), 1, "the one lost load");
+    assert_eq!(s.objects().len(), 1);
     h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(h.tpm.loaded_objects(), 1, "nothing more left loaded");
+    h.close(&mut s);
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    assert!(h.tpm.sessions().is_empty());
 }
 
 #[test]

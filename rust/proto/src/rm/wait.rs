@@ -77,6 +77,7 @@ impl Request {
     }
 
     /// Its place in the wait queue, if it waits.
+    #[cfg(not(tpmrs_kernel))]
     pub fn ticket(&self) -> Option<&Ticket> {
         self.ticket.as_ref()
     }
@@ -172,6 +173,7 @@ impl Rm {
 
     /// Whether the command of `ticket` may retry now without being refused at once: it holds
     /// a reservation or heads the queue.
+    #[cfg(not(tpmrs_kernel))]
     pub fn may_retry(&self, ticket: &Ticket) -> bool {
         self.st.sched.may_take_slot(Some(ticket.id()))
     }
@@ -184,7 +186,7 @@ impl Rm {
 
     /// What the command of `ticket` should do now: retry, or sleep until woken or until the
     /// time given. Retries pending flushes, and evicts a session for this waiter when it is
-    /// due (see [`Rm::evict_for`]).
+    /// due: the oldest waiter without a reservation that has waited SESSION_TIMEOUT.
     ///
     /// # Errors
     /// [`RmError::Transport`] if an eviction's flush failed on the transport (queued; the
@@ -240,6 +242,7 @@ impl Rm {
     ///
     /// # Errors
     /// [`RmError::Transport`] if the flush failed on the transport (it is queued).
+    #[cfg(not(tpmrs_kernel))]
     pub fn evict_for(
         &mut self,
         ticket: &Ticket,

@@ -122,11 +122,13 @@ impl SessionRegistry {
     }
 
     /// Number of entries (including flush-pending ones).
+    #[cfg(not(tpmrs_kernel))]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether there is no entry.
+    #[cfg(not(tpmrs_kernel))]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -228,12 +230,6 @@ impl SessionRegistry {
             .position(|e| same_session(e.handle, handle))?;
         self.entries.swap_remove(i)
     }
-
-    /// Removes and returns one session owned by `owner`.
-    pub fn remove_one_owned(&mut self, owner: u64) -> Option<SessionEntry> {
-        let i = self.entries.iter().position(|e| e.owner == Some(owner))?;
-        self.entries.swap_remove(i)
-    }
 }
 
 #[cfg(test)]
@@ -274,9 +270,9 @@ mod tests {
         assert!(r.remove(0x0300_0001).is_some());
         assert!(r.remove(0x0200_0001).is_none());
         assert!(r.find_owned(1).is_some());
-        assert!(r.remove_one_owned(1).is_some());
-        assert!(r.remove_one_owned(1).is_some());
-        assert!(r.remove_one_owned(1).is_none());
+        while let Some(h) = r.find_owned(1) {
+            assert!(r.remove(h).is_some());
+        }
         assert!(r.find_owned(1).is_none());
         assert!(r.is_empty());
     }

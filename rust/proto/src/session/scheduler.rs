@@ -135,6 +135,7 @@ impl Scheduler {
     }
 
     /// Whether nobody waits.
+    #[cfg(not(tpmrs_kernel))]
     pub fn is_empty(&self) -> bool {
         self.waiters.is_empty()
     }

@@ -10,9 +10,12 @@ pub mod marshal;
 #[path = "../../rust/proto/tests/common/fake.rs"]
 pub mod fake;
 
+#[path = "../../rust/proto/tests/common/invariants.rs"]
+pub mod invariants;
+
+pub use invariants::{check_response, check_rm, rm_has_pending};
+
 use fake::FakeTpm;
-use tpmrs_proto::response::ResponseHeader;
-use tpmrs_proto::sessions::{same_session, SessionState};
 use tpmrs_proto::{Rm, Space, Tpm, TransportError, TPM_BUFSIZE};
 
 /// Whether `TPMRS_FUZZ_TRACE` is set: then the targets print what they do (to explain a
@@ -449,80 +452,6 @@ impl FuzzTpm {
         rsp[..out.len()].copy_from_slice(&out);
         Ok(out.len())
     }
-}
-
-/// A response the resource manager hands to a client must be well framed.
-pub fn check_response(rsp: &[u8], n: usize) {
-    assert!(n <= rsp.len(), "response length {n} beyond the buffer");
-    let r = &rsp[..n];
-    if let Err(e) = ResponseHeader::parse(r) {
-        panic!(
-            "RM returned a malformed response ({e:?}): {:02x?}",
-            &r[..n.min(32)]
-        );
-    }
-}
-
-/// Invariants of the resource manager's bookkeeping that hold after every call.
-/// `open` lists the ids of the spaces not closed.
-pub fn check_rm(rm: &Rm, open: &[u64]) {
-    let s = rm.stats();
-    let reg = rm.sessions();
-    assert_eq!(s.sessions, reg.live_count() as u64, "stats.sessions gauge");
-    assert_eq!(
-        s.abandoned,
-        reg.abandoned_count() as u64,
-        "stats.abandoned gauge"
-    );
-    assert_eq!(
-        s.waiting,
-        rm.scheduler().len() as u64,
-        "stats.waiting gauge"
-    );
-    assert!(
-        reg.abandoned_count() <= rm.config().max_abandoned,
-        "{} abandoned sessions, max {}",
-        reg.abandoned_count(),
-        rm.config().max_abandoned
-    );
-    let entries = reg.entries();
-    for (i, e) in entries.iter().enumerate() {
-        assert!(
-            tpmrs_proto::constants::is_session_handle(e.handle),
-            "registry holds non-session handle {:#x}",
-            e.handle
-        );
-        if let Some(o) = e.owner {
-            assert!(
-                open.contains(&o),
-                "session {:#x} owned by closed space {o}",
-                e.handle
-            );
-            assert!(
-                e.is_live(),
-                "flush-pending session {:#x} has an owner",
-                e.handle
-            );
-        }
-        for f in &entries[i + 1..] {
-            assert!(
-                !same_session(e.handle, f.handle),
-                "two registry entries for one slot: {:#x} {:#x}",
-                e.handle,
-                f.handle
-            );
-        }
-    }
-}
-
-/// Whether the RM may legitimately have TPM state in flight (queued flushes).
-pub fn rm_has_pending(rm: &Rm) -> bool {
-    !rm.pending_flushes().is_empty()
-        || rm
-            .sessions()
-            .entries()
-            .iter()
-            .any(|e| matches!(e.state, SessionState::FlushPending))
 }
 
 /// Between commands nothing of the RM's is loaded in the TPM -- but objects and sessions

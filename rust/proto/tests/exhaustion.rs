@@ -693,7 +693,7 @@ fn simulate(seed: u64, max_hold_ms: u64) {
     };
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|_| Client {
-            space: h.rm.new_space().unwrap(),
+            space: h.space(),
             sessions: vec![],
             ticket: None,
             next_at: rnd(500) * MS,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod invariants;
 pub mod marshal;
 pub mod swtpm;
 
@@ -16,6 +17,9 @@ pub struct Harness<T: Tpm> {
     pub now: u64,
     /// The TPM's answer behind the last `Outcome::Exhausted` (for `Rm::wait_begin`).
     pub exhausted_rc: Option<u32>,
+    /// Spaces made by `space` and not closed by `close`: the invariants are checked against
+    /// them after every command.
+    pub open: Vec<u64>,
 }
 
 impl<T: Tpm> Harness<T> {
@@ -28,11 +32,22 @@ impl<T: Tpm> Harness<T> {
             tpm,
             now: 1_000,
             exhausted_rc: None,
+            open: Vec::new(),
         }
     }
 
     pub fn space(&mut self) -> Space {
-        self.rm.new_space().expect("new_space")
+        let s = self.rm.new_space().expect("new_space");
+        self.open.push(s.id());
+        s
+    }
+
+    /// The invariants of `invariants::check_rm`, and a well-framed response.
+    fn check(&self, r: &Result<Vec<u8>, RmError>) {
+        if let Ok(rsp) = r {
+            invariants::check_response(rsp, rsp.len());
+        }
+        invariants::check_rm(&self.rm, &self.open);
     }
 
     /// Runs one client command; returns the response bytes or the error
@@ -50,14 +65,25 @@ impl<T: Tpm> Harness<T> {
     ) -> Result<Vec<u8>, RmError> {
         let mut rsp = vec![0u8; TPM_BUFSIZE];
         self.now += 1_000_000;
-        let outcome = self
+        let outcome = match self
             .rm
-            .execute(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)?;
+            .execute(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.check(&Err(e));
+                return Err(e);
+            }
+        };
         if let Outcome::Exhausted { rc } = outcome {
             self.exhausted_rc = rc;
         }
-        rsp.truncate(outcome.response()?);
-        Ok(rsp)
+        let r = outcome.response().map(|n| {
+            rsp.truncate(n);
+            rsp
+        });
+        self.check(&r);
+        r
     }
 
     /// Runs one client command to its end through the wait protocol (`Rm::step`), sleeping
@@ -87,13 +113,12 @@ impl<T: Tpm> Harness<T> {
         };
         self.rm.end_request(req, self.now);
         self.rm.take_wakeup();
-        (
-            r.map(|n| {
-                rsp.truncate(n);
-                rsp
-            }),
-            waited,
-        )
+        let r = r.map(|n| {
+            rsp.truncate(n);
+            rsp
+        });
+        self.check(&r);
+        (r, waited)
     }
 
     /// Runs one client command that must get a response; returns it.
@@ -120,5 +145,7 @@ impl<T: Tpm> Harness<T> {
 
     pub fn close(&mut self, space: &mut Space) {
         self.rm.close_space(space, &mut self.tpm, self.now);
+        self.open.retain(|id| *id != space.id());
+        invariants::check_rm(&self.rm, &self.open);
     }
 }

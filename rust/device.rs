@@ -155,7 +155,7 @@ pub(crate) fn show_stats(
     f: &mut kernel::fmt::Formatter<'_>,
 ) -> kernel::fmt::Result {
     let s = shared.rm.lock().stats();
-    let rows: [(&str, u64); 19] = [
+    let rows: [(&str, u64); 20] = [
         ("client_commands", s.client_commands),
         ("tpm_commands", s.tpm_commands),
         ("context_loads", s.context_loads),
@@ -175,6 +175,7 @@ pub(crate) fn show_stats(
         ("open_spaces", s.open_spaces),
         ("tombstones", s.tombstones),
         ("pending_flushes", s.pending_flushes),
+        ("flushes_given_up", s.flushes_given_up),
     ];
     for (name, value) in rows {
         writeln!(f, "{name} {value}")?;

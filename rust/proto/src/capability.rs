@@ -3,7 +3,9 @@
 //! the space's own virtual handles, other lists filtered.
 
 use super::codec::{get_u32, put_u32, Reader, Truncated, Writer};
-use super::constants::{TPM_CAP_HANDLES, TPM_RC_SUCCESS, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS};
+use super::constants::{
+    TPM_CAP_HANDLES, TPM_CC_GET_CAPABILITY, TPM_RC_SUCCESS, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS,
+};
 
 /// Most handles one TPML_HANDLE holds (MAX_CAP_HANDLES for a 1024-byte MAX_CAP_BUFFER).
 pub const MAX_CAP_HANDLES: u32 = 254;
@@ -178,6 +180,41 @@ pub fn filter_handles_response(
         more_data,
         last,
     })
+}
+
+/// Writes TPM2_GetCapability(TPM_CAP_HANDLES, `property`, 1) into `cmd`: is `property`, or
+/// the next handle of its type, there? Returns the command's length.
+///
+/// # Errors
+/// [`Truncated`] if `cmd` is too small.
+pub fn build_handle_query(cmd: &mut [u8], property: u32) -> Result<usize, Truncated> {
+    let mut w = Writer::new(cmd);
+    w.u16(TPM_ST_NO_SESSIONS)?;
+    w.u32(22)?;
+    w.u32(TPM_CC_GET_CAPABILITY)?;
+    w.u32(TPM_CAP_HANDLES)?;
+    w.u32(property)?;
+    w.u32(1)?;
+    Ok(w.len())
+}
+
+/// The first handle a successful TPM_CAP_HANDLES response lists, if any.
+///
+/// # Errors
+/// [`Truncated`] if the response is malformed.
+pub fn first_listed_handle(rsp: &[u8]) -> Result<Option<u32>, Truncated> {
+    let mut r = Reader::new(rsp);
+    r.u16()?;
+    r.u32()?;
+    r.u32()?;
+    r.u8()?;
+    if r.u32()? != TPM_CAP_HANDLES {
+        return Err(Truncated);
+    }
+    match r.u32()? {
+        0 => Ok(None),
+        _ => r.u32().map(Some),
+    }
 }
 
 /// Sets the property (the first handle wanted) of a TPM2_GetCapability command whose

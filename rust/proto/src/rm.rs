@@ -202,10 +202,17 @@ impl Rm {
         &self.st.sched
     }
 
-    /// Handles whose flush is still pending (transport failures).
+    /// Handles whose flush the TPM did not run, to be sent again.
     #[cfg(not(tpmrs_kernel))]
     pub fn pending_flushes(&self) -> &[u32] {
-        &self.st.pending
+        &self.st.pending.certain
+    }
+
+    /// Handles whose flush failed on the transport and could not be checked: looked for,
+    /// never flushed again (see `session/flush.rs`).
+    #[cfg(not(tpmrs_kernel))]
+    pub fn unverified_flushes(&self) -> &[u32] {
+        &self.st.pending.unverified
     }
 
     /// The configuration.

@@ -61,6 +61,7 @@ use scheduler::Scheduler;
 use tombstone::Tombstone;
 
 pub(crate) use end::End;
+pub(crate) use flush::FlushQueue;
 
 /// Where a freed session slot goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -74,8 +75,8 @@ pub(crate) enum Grant {
 /// Global session bookkeeping, shared by every space.
 pub(crate) struct Sessions {
     pub(crate) registry: SessionRegistry,
-    /// Handles whose FlushContext failed on the transport, retried later.
-    pub(crate) pending: Vec<u32>,
+    /// FlushContexts of ours not known to be done.
+    pub(crate) pending: FlushQueue,
     tombstones: Vec<Tombstone>,
     pub(crate) sched: Scheduler,
     next_session_id: u64,
@@ -90,7 +91,7 @@ impl Sessions {
     pub(crate) fn new() -> Result<Self, RmError> {
         Ok(Sessions {
             registry: SessionRegistry::new(),
-            pending: Vec::try_with_capacity(16)?,
+            pending: FlushQueue::new(),
             tombstones: Vec::new(),
             sched: Scheduler::new(),
             next_session_id: 1,

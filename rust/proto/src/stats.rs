@@ -46,9 +46,13 @@ pub struct Stats {
     pub open_spaces: u64,
     /// Gauge: evicted sessions whose owner has not been told yet (see `rm.rs`).
     pub tombstones: u64,
-    /// Gauge: FlushContexts of ours waiting to be sent again (the transport failed, or the
-    /// TPM did not execute them).
+    /// Gauge: FlushContexts of ours not known to be done: the TPM did not run them (sent
+    /// again), or the transport failed and the TPM could not be asked (looked for).
     pub pending_flushes: u64,
+    /// Handles whose flush failed on the transport, could not be checked at once, and were
+    /// still in the TPM when it answered again: given up, never flushed, because by then
+    /// another user of the TPM may hold the same handle.
+    pub flushes_given_up: u64,
 }
 
 /// Adds one to `c`, wrapping.

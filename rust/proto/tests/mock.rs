@@ -260,7 +260,10 @@ fn transport_failure_on_command_cleans_up() {
 }
 
 #[test]
-fn transport_failure_on_flush_is_queued_and_retried() {
+fn transport_failure_on_flush_is_settled_at_once() {
+    // The key's flush after a sign fails on the transport: still holding the chip, the RM
+    // asks the TPM whether the object is there (it is) and flushes it again. The command
+    // reports the transport error; nothing stays queued or loaded.
     let mut h = harness();
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
@@ -269,28 +272,47 @@ fn transport_failure_on_flush_is_queued_and_retried() {
         h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
         Err(RmError::Transport(-5))
     );
-    assert_eq!(h.rm.pending_flushes().len(), 1);
-    assert_eq!(h.tpm.loaded_objects(), 1);
-    h.success(&mut s, &get_random(4));
     assert!(h.rm.pending_flushes().is_empty());
+    assert!(h.rm.unverified_flushes().is_empty());
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    h.close(&mut s);
     h.tpm.assert_empty();
 }
 
 #[test]
-fn close_with_transport_down_queues_flushes() {
+fn close_with_transport_down_gives_up_what_it_cannot_check() {
+    // The transport is down for the whole close: the flushes and the checks fail. When the
+    // TPM answers again, both sessions are still there, and tpmrs cannot tell them from
+    // sessions another user got meanwhile: it gives them up rather than guess (counted).
     let mut h = harness();
     let mut a = h.space();
     let mut b = h.space();
-    new_session(&mut h, &mut a);
-    new_session(&mut h, &mut a);
+    let s1 = new_session(&mut h, &mut a);
+    let s2 = new_session(&mut h, &mut a);
     new_key(&mut h, &mut a);
     h.tpm.down = true;
     h.close(&mut a);
-    assert_eq!(h.rm.pending_flushes().len(), 2);
+    assert_eq!(h.rm.unverified_flushes().len(), 2);
+    assert_eq!(h.rm.stats().pending_flushes, 2);
     assert!(h.rm.sessions().is_empty());
     h.tpm.down = false;
+    let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
     h.success(&mut b, &get_random(4));
-    assert!(h.rm.pending_flushes().is_empty());
+    assert_eq!(
+        h.tpm.count(CC_FLUSH_CONTEXT),
+        flushes,
+        "never flushed blind"
+    );
+    assert!(h.rm.unverified_flushes().is_empty());
+    assert_eq!(h.rm.stats().flushes_given_up, 2);
+    let mut left = h.tpm.sessions();
+    left.sort_unstable();
+    assert_eq!(left, vec![s1.min(s2), s1.max(s2)]);
+    for s in left {
+        h.tpm.drop_session(s);
+    }
+    h.close(&mut b);
     h.tpm.assert_empty();
 }
 

@@ -149,7 +149,8 @@ impl Txn<'_> {
                 let saved = match save_with_retries(self.io, self.tpm, phandle) {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = pending.try_push(phandle);
+                        // Still loaded (a save flushes nothing): ours to flush later.
+                        let _ = pending.certain.try_push(phandle);
                         return Err(e);
                     }
                 };
@@ -280,8 +281,11 @@ impl Txn<'_> {
                 return Err(e);
             }
         };
-        self.io
-            .flush_or_queue(self.tpm, &mut self.st.pending, first)?;
+        // A flush that does not go through is queued (or settled); the client's answer is
+        // the second session either way.
+        let _ = self
+            .io
+            .flush_or_queue(self.tpm, &mut self.st.pending, first);
         Ok((h, n))
     }
 

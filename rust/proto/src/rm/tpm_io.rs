@@ -2,6 +2,7 @@
 //! The resource manager's own TPM traffic: one place that transmits and counts, the buffers
 //! of our ContextLoad / ContextSave / FlushContext commands, and their answers as [`Reply`].
 
+use super::super::capability::{build_handle_query, first_listed_handle};
 use super::super::codec::get_u32;
 use super::super::constants::*;
 use super::super::context::{
@@ -11,6 +12,8 @@ use super::super::context::{
 use super::super::error::RmError;
 use super::super::platform::Vec;
 use super::super::response::ResponseHeader;
+use super::super::session::registry::same_session;
+use super::super::session::FlushQueue;
 use super::super::stats::{bump, Stats};
 use super::super::tpm::Tpm;
 
@@ -156,30 +159,99 @@ impl Io {
         })
     }
 
-    /// Flushes `handle`; if the flush is not over (the transport failed, or the TPM did not
-    /// execute it), queues it in `pending`. Returns the transport error, if any.
+    /// Flushes `handle` and says how it went. A transport failure leaves it unknown whether
+    /// the TPM ran the flush; the caller still holds the chip, so nobody else has used the
+    /// TPM since, and the TPM is asked at once whether the handle is there (then flushed
+    /// again): only if it cannot be asked does the flush stay [`Flushed::Unknown`]. The
+    /// transport error is returned with the verdict.
+    pub(crate) fn flush_settled(
+        &mut self,
+        tpm: &mut dyn Tpm,
+        handle: u32,
+    ) -> (Flushed, Result<(), RmError>) {
+        let err = match self.flush(tpm, handle) {
+            Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => return (Flushed::NotExecuted, Ok(())),
+            // Done, or an error that says the handle is gone.
+            Ok(_) => return (Flushed::Done, Ok(())),
+            Err(e) => e,
+        };
+        let verdict = match self.handle_present(tpm, handle) {
+            Ok(false) => Flushed::Done,
+            Ok(true) => match self.flush(tpm, handle) {
+                Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => Flushed::NotExecuted,
+                Ok(_) => Flushed::Done,
+                Err(_) => Flushed::Unknown,
+            },
+            Err(_) => Flushed::Unknown,
+        };
+        (verdict, Err(err))
+    }
+
+    /// Flushes `handle`; if the flush is not over, queues it in `queue` (see
+    /// [`FlushQueue`]). Returns the transport error, if any.
     pub(crate) fn flush_or_queue(
         &mut self,
         tpm: &mut dyn Tpm,
-        pending: &mut Vec<u32>,
+        queue: &mut FlushQueue,
         handle: u32,
     ) -> Result<(), RmError> {
-        let r = self.flush(tpm, handle);
-        if !flush_done(&r) {
-            // Still there (transport down, or e.g. TPM_RC_RETRY): try again later. If even
-            // the queue cannot grow, the handle leaks: nothing else can be done.
-            let _ = pending.try_push(handle);
+        let (verdict, r) = self.flush_settled(tpm, handle);
+        queue.add(verdict, handle);
+        r
+    }
+
+    /// Whether the TPM holds `handle` (a session in either form, loaded or saved), by
+    /// TPM2_GetCapability(TPM_CAP_HANDLES).
+    ///
+    /// # Errors
+    /// [`RmError::Transport`], or [`RmError::BadResponse`] if the TPM did not answer a list.
+    pub(crate) fn handle_present(
+        &mut self,
+        tpm: &mut dyn Tpm,
+        handle: u32,
+    ) -> Result<bool, RmError> {
+        let session = is_session_handle(handle);
+        let index = handle & 0x00FF_FFFF;
+        let queries = if session {
+            [
+                (TPM_HT_LOADED_SESSION as u32) << HR_SHIFT | index,
+                (TPM_HT_SAVED_SESSION as u32) << HR_SHIFT | index,
+            ]
+        } else {
+            [handle, handle]
+        };
+        for (i, q) in queries.into_iter().enumerate() {
+            if i > 0 && !session {
+                break;
+            }
+            let n = build_handle_query(&mut self.cmd, q).map_err(|_| RmError::OutOfMemory)?;
+            if self.run(tpm, n)? != TPM_RC_SUCCESS {
+                return Err(RmError::BadResponse);
+            }
+            let first = first_listed_handle(self.last()).map_err(|_| RmError::BadResponse)?;
+            let found = first.is_some_and(|f| {
+                if session {
+                    is_session_handle(f) && same_session(f, handle)
+                } else {
+                    f == handle
+                }
+            });
+            if found {
+                return Ok(true);
+            }
         }
-        r.map(|_| ())
+        Ok(false)
     }
 }
 
-/// Whether a FlushContext of ours is over: done, or answered with an error that says the
-/// handle is gone. Not over: the transport failed, or the TPM did not execute it.
-pub(crate) fn flush_done(r: &Result<Reply<()>, RmError>) -> bool {
-    match r {
-        Ok(Reply::Done(())) => true,
-        Ok(Reply::Rc(rc)) => !is_not_executed_rc(*rc),
-        Err(_) => false,
-    }
+/// How a FlushContext of ours went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Done, or the handle is gone.
+    Done,
+    /// The TPM answered a warning that says it did not run it: the handle is still ours.
+    NotExecuted,
+    /// The transport failed and the TPM could not be asked: the handle may be gone, and
+    /// then may be given to someone else.
+    Unknown,
 }

@@ -3,7 +3,7 @@
 //! it), or abandoned (its client saved it and closed its file).
 
 use super::super::error::RmError;
-use super::super::rm::tpm_io::{flush_done, Io};
+use super::super::rm::tpm_io::{Flushed, Io};
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::registry::same_session;
@@ -32,18 +32,26 @@ impl Sessions {
         grant: Grant,
     ) -> Result<(), RmError> {
         let entry = self.registry.remove(h);
+        let mut r = Ok(());
         if end == End::Flush {
             // Done, or another TPM error: a real TPM fails the flush of a session we hold
             // only when it is gone already (a handle error, or a reset). Otherwise it is
             // still there: the slot is granted when the queued flush goes through.
-            let r = io.flush(tpm, h);
-            if !flush_done(&r) {
-                self.queue_session_flush(h, entry);
-                return r.map(|_| ());
+            let (verdict, sent) = io.flush_settled(tpm, h);
+            match verdict {
+                Flushed::Done => r = sent,
+                Flushed::NotExecuted => {
+                    self.queue_session_flush(h, entry);
+                    return sent;
+                }
+                Flushed::Unknown => {
+                    self.pending.add(verdict, h);
+                    return sent;
+                }
             }
         }
         self.grant(grant);
-        Ok(())
+        r
     }
 
     /// Evicts session `h`: its owner (if any) gets a tombstone, the slot goes to `grant`.

@@ -395,10 +395,13 @@ impl FakeTpm {
                             .collect(),
                         _ => vec![],
                     };
-                    let list: Vec<u32> = list
+                    // In index order, as the reference implementation walks its slots
+                    // (sessions of both forms share the indices).
+                    let mut list: Vec<u32> = list
                         .into_iter()
                         .filter(|h| *h & 0xFF_FFFF >= prop & 0xFF_FFFF)
                         .collect();
+                    list.sort_by_key(|h| *h & 0xFF_FFFF);
                     let more = list.len() > count;
                     let list: Vec<u32> = list.into_iter().take(count).collect();
                     let mut b = Buf::new().u8(u8::from(more)).u32(1).u32(list.len() as u32);

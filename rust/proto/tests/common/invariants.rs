@@ -74,6 +74,7 @@ pub fn check_rm(rm: &Rm, open: &[u64]) {
 /// Whether the RM may legitimately have TPM state in flight (queued flushes).
 pub fn rm_has_pending(rm: &Rm) -> bool {
     !rm.pending_flushes().is_empty()
+        || !rm.unverified_flushes().is_empty()
         || rm
             .sessions()
             .entries()

@@ -613,18 +613,24 @@ fn continuation_across_spaces() {
     h.tpm.assert_empty();
 }
 
-#[test]
-fn unverified_flush_dropped_when_the_handle_is_reissued_to_us() {
-    let mut h = harness(64);
-    let (mut a, mut b) = (h.space(), h.space());
-    let s = start(&mut h, &mut a).unwrap();
-    // The close's flush runs but its response is lost, and the TPM cannot be asked at once
-    // whether the session is still there: unverified.
+/// A space's session whose flush at close runs but whose response is lost, while the TPM
+/// cannot be asked at once whether the session is still there: an unverified flush.
+fn close_with_an_unverified_flush(h: &mut Harness<FakeTpm>) -> u32 {
+    let mut a = h.space();
+    let s = start(h, &mut a).unwrap();
     h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::TransportAfter(-5));
     h.tpm.fail(CC_GET_CAPABILITY, 0, Fault::Transport(-5));
     h.close(&mut a);
     assert_eq!(h.rm.unverified_flushes(), &[s]);
     assert!(h.rm.pending_flushes().is_empty());
+    s
+}
+
+#[test]
+fn unverified_flush_dropped_when_the_handle_is_reissued_to_us() {
+    let mut h = harness(64);
+    let mut b = h.space();
+    let s = close_with_an_unverified_flush(&mut h);
     // Still no answer to the check before b's StartAuthSession, which gets through: the TPM
     // hands the same handle to b, so the queued entry is stale and is dropped, never sent.
     h.tpm.fail(CC_GET_CAPABILITY, 0, Fault::Transport(-5));
@@ -657,12 +663,8 @@ fn a_flush_lost_on_the_transport_is_settled_at_once() {
 #[test]
 fn an_unverified_flush_never_hits_a_handle_given_to_someone_else() {
     let mut h = harness(64);
-    let (mut a, mut b) = (h.space(), h.space());
-    let s = start(&mut h, &mut a).unwrap();
-    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::TransportAfter(-5));
-    h.tpm.fail(CC_GET_CAPABILITY, 0, Fault::Transport(-5));
-    h.close(&mut a);
-    assert_eq!(h.rm.unverified_flushes(), &[s]);
+    let mut b = h.space();
+    let s = close_with_an_unverified_flush(&mut h);
     // The flush had run; a user outside tpmrs (/dev/tpm0, /dev/tpmrm0) gets the number.
     let theirs = h.tpm.external_session();
     assert_eq!(theirs, s);

@@ -427,41 +427,6 @@ fn load_under_a_virtual_parent() {
     h.tpm.assert_empty();
 }
 
-#[test]
-fn unknown_and_malformed_commands_send_nothing() {
-    let mut h = harness();
-    let mut s = h.space();
-    let (key, _) = ecc_key(&mut h, &mut s);
-    let before = h.tpm_commands();
-    let r = h.ok(&mut s, &command(0x0000_0FFF, &[], &[], &[]));
-    assert_eq!(r, vec![0x80, 1, 0, 0, 0, 10, 0, 0x0B, 0x01, 0x43]);
-    let r = h.ok(&mut s, &command(0x2000_0FFF, &[], &[], &[]));
-    assert_eq!(rc(&r), 0x000B_0143);
-    let good = sign(key, Auth::pw(KEY_AUTH));
-    let mut short = good.clone();
-    short.truncate(9);
-    let mut size = good.clone();
-    size[5] ^= 0x10;
-    let mut auth = good.clone();
-    auth[17] = 0x7f;
-    let pw = Auth::pw(&[]);
-    for c in [
-        short,
-        size,
-        auth,
-        command(CC_SIGN, &[], &[], &[]),
-        command(
-            CC_SIGN,
-            &[key],
-            &[pw.clone(), pw.clone(), pw.clone(), pw],
-            &[],
-        ),
-    ] {
-        assert_eq!(h.exec(&mut s, &c), Err(RmError::InvalidCommand));
-    }
-    assert_eq!(h.tpm_commands(), before);
-}
-
 fn start_hmac(h: &mut Harness<SwTpm>, s: &mut Space) -> Result<u32, RmError> {
     h.exec(s, &start_auth_session(SE_HMAC, &[3; 16]))
         .map(|r| rhandle(&r))

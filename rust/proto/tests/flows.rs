@@ -299,3 +299,38 @@ fn a_session_blob_moves_to_another_file_with_its_session() {
     h.close(&mut b);
     h.tpm.assert_empty();
 }
+
+#[test]
+fn a_tpm_reset_behind_tpmrs_loses_nothing_it_cannot_answer_for() {
+    // Hibernation or a TPM reboot: every session is gone and every saved context invalid.
+    // The space's next use of its key and session gets RM-layer handle errors (nothing is
+    // flushed blind: after a reset the numbers may be anyone's), then it starts over and
+    // gets the TPM's own session numbers.
+    let mut h = harness();
+    let mut s = h.space();
+    let key = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    let sess = rhandle(&h.success(&mut s, &start_auth_session(SE_HMAC, &[1; 16])));
+    h.tpm.reset();
+    let flushes = h.rm.stats().flushes;
+    let r = h.ok(&mut s, &sign(key, Auth::pw(KEY_AUTH)));
+    assert_eq!(
+        rc(&r),
+        0x18B | LAYER,
+        "the key's context is no longer valid"
+    );
+    assert!(s.objects().is_empty());
+    let r = h.ok(&mut s, &policy_password(sess));
+    assert_eq!(rc(&r), 0x18B | LAYER, "nor the session's");
+    assert!(h.rm.sessions().is_empty());
+    assert_eq!(h.rm.stats().flushes, flushes, "nothing flushed blind");
+    let again = rhandle(&h.success(&mut s, &start_auth_session(SE_HMAC, &[2; 16])));
+    assert_eq!(
+        again & 0x00FF_FFFF,
+        sess & 0x00FF_FFFF,
+        "the TPM's own number, no rewrite"
+    );
+    let key = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    h.success(&mut s, &sign(key, Auth::pw(KEY_AUTH)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}

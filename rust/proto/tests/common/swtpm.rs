@@ -18,6 +18,8 @@ pub struct SwTpm {
     child: Child,
     stream: TcpStream,
     dir: PathBuf,
+    /// swtpm's control channel (CMD_INIT and friends).
+    ctrl: SocketAddr,
 }
 
 fn free_port() -> u16 {
@@ -79,7 +81,13 @@ impl SwTpm {
                     .set_read_timeout(Some(Duration::from_secs(60)))
                     .map_err(|e| e.to_string())?;
                 stream.set_nodelay(true).map_err(|e| e.to_string())?;
-                return Ok(SwTpm { child, stream, dir });
+                let ctrl = SocketAddr::from((Ipv4Addr::LOCALHOST, ctrl));
+                return Ok(SwTpm {
+                    child,
+                    stream,
+                    dir,
+                    ctrl,
+                });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -89,6 +97,21 @@ impl SwTpm {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A TPM Reset behind the resource manager's back, as after a hibernation or a reboot
+    /// of the TPM: _TPM_Init through swtpm's control channel (CMD_INIT), then
+    /// TPM2_Startup(TPM_SU_CLEAR). Every session and loaded object is gone, and every
+    /// saved context is invalid.
+    pub fn reset(&mut self) {
+        let mut c = TcpStream::connect(self.ctrl).expect("swtpm control channel");
+        c.write_all(&[0, 0, 0, 2, 0, 0, 0, 0]).expect("CMD_INIT");
+        let mut res = [0u8; 4];
+        c.read_exact(&mut res).expect("CMD_INIT answer");
+        assert_eq!(res, [0; 4], "CMD_INIT failed");
+        let startup = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0];
+        let r = self.raw(&startup);
+        assert_eq!(&r[6..10], &[0; 4], "TPM2_Startup(CLEAR) failed");
     }
 
     /// Sends a command straight to the TPM (not through the resource manager).

@@ -2,11 +2,17 @@
 #
 # tpmrs: out-of-tree build and developer entry points.
 #
-#   make                 build tpmrs.ko against KDIR (default: the cached debug dev kernel,
-#                        built on first use by scripts/kernel.sh)
+#   make                 build tpmrs.ko against the running kernel, like every out-of-tree
+#                        module: KDIR defaults to /lib/modules/$(uname -r)/build; if that tree
+#                        is missing, has no Rust support or needs another toolchain, one line
+#                        per problem says so (scripts/check-kernel.sh) and nothing is built
 #   make KDIR=/path      build against any other Rust-enabled kernel build tree
+#   make dev             build against the cached debug dev kernel (scripts/kernel.sh builds it
+#                        on first use, about 25 minutes); run, test and bench use it too
 #   make clippy          the same build with clippy as the Rust compiler
 #   make check-kernel    only check KDIR and the toolchain (done before every build)
+#   make check           host-only checks, no kernel and no guest: rustfmt, docs, cargo test
+#                        (with swtpm), clippy and doc of the core, a short fuzz run
 #   make install         build, then install tpmrs.ko into /lib/modules/<KDIR's release>/updates,
 #                        run depmod and install the udev rule (DESTDIR=... for packaging)
 #   make uninstall       remove what install installed
@@ -18,7 +24,8 @@
 #   make bench           scripts/bench.sh (tpmrs0 against tpmrm0 on the bench kernel)
 #
 # The kernel's own toolchain is always passed explicitly: rustup's rustc on PATH has no
-# library sources and cannot build kernel code (see ../shared/docs/toolchain.md).
+# library sources and cannot build kernel code (RUSTC defaults to /usr/bin/rustc, Debian's
+# rustc-web; pass the one your kernel was built with).
 
 TPMRS_CACHE ?= $(HOME)/.cache/tpmrs
 LLVM ?= -19
@@ -39,13 +46,18 @@ override LD :=
 endif
 MAKEOVERRIDES := $(filter-out CC=clang LD=ld.lld,$(MAKEOVERRIDES))
 endif
-# KDIR is resolved in the recipes, so that targets which do not need a kernel never build one.
-# kernel.sh runs its own make: it must not inherit ours (under `make -n`, its `make
-# kernelversion` would only print the command).
-kdir = $${KDIR:-$$(MAKEFLAGS= MFLAGS= MAKELEVEL= scripts/kernel.sh $(FLAVOR))}
+# KDIR is resolved in the recipes (from the make command line or the environment): the
+# running kernel's build tree unless given. scripts/run.sh, test.sh and bench.sh pass the dev
+# kernel's. TPMRS_KDIR_DEFAULT tells check-kernel.sh that KDIR was not chosen by the user.
+kdir = $${KDIR:-/lib/modules/$$(uname -r)/build}
+kdir_default = $(if $(KDIR),,TPMRS_KDIR_DEFAULT=1)
+# The cached dev kernel. kernel.sh runs its own make: it must not inherit ours (under
+# `make -n`, its `make kernelversion` would only print the command).
+devkdir = $$(MAKEFLAGS= MFLAGS= MAKELEVEL= scripts/kernel.sh $(FLAVOR))
+submake := $(MAKE)
 # scripts/check-kernel.sh "$$k": one line per problem with KDIR or the toolchain, then fail.
 check = LLVM='$(LLVM)' RUSTC='$(RUSTC)' BINDGEN='$(TPMRS_CACHE)/bindgen/bin/bindgen' \
-	scripts/check-kernel.sh "$$k"
+	$(kdir_default) scripts/check-kernel.sh "$$k"
 
 # Installation. DESTDIR is a staging root for packages: nothing outside it is touched and
 # depmod/udevadm are left to the package's scripts.
@@ -58,12 +70,17 @@ UDEVRULESDIR ?= /etc/udev/rules.d
 DKMS_SRCDIR ?= /usr/src/tpmrs-$(VERSION)
 KSRC ?= $(TPMRS_CACHE)/linux-source-7.3
 
-.PHONY: all modules clippy check-kernel fmt fmt-check clean setup kernel run test bench \
-	install uninstall dkms-source rustdoc doc-check
+.PHONY: all modules dev clippy check-kernel check fmt fmt-check clean setup kernel run test \
+	bench install uninstall dkms-source rustdoc doc-check
 all: modules
 
 modules:
 	@k=$(kdir) && $(check) && $(MAKE) -C "$$k" M=$(CURDIR) $(KMAKE_VARS) modules
+
+# Not $(MAKE) here: a recipe line that names it runs even under `make -n`, and this one may
+# build a kernel.
+dev:
+	@k=$(devkdir) && $(submake) --no-print-directory KDIR="$$k" modules
 
 clippy:
 	@k=$(kdir) && CLIPPY_DRIVER=/usr/bin/clippy-driver $(check) && \
@@ -157,5 +174,7 @@ run:
 	@scripts/run.sh
 test:
 	@scripts/test.sh
+check:
+	@scripts/check.sh
 bench:
 	@scripts/bench.sh

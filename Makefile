@@ -109,7 +109,8 @@ install: modules
 
 uninstall:
 	@set -e; k=$(kdir); kver=$$(cat "$$k/include/config/kernel.release"); \
-	rm -f $(DESTDIR)/lib/modules/$$kver/$(INSTALL_MOD_DIR)/tpmrs.ko*; \
+	rm -f $(DESTDIR)/lib/modules/$$kver/$(INSTALL_MOD_DIR)/tpmrs.ko* \
+		$(DESTDIR)/lib/modules/$$kver/$(INSTALL_MOD_DIR)/tpmrs_kunit.ko*; \
 	rm -f $(DESTDIR)$(UDEVRULESDIR)/60-tpmrs.rules; \
 	if [ -z "$(DESTDIR)" ]; then depmod -a "$$kver"; \
 		command -v udevadm >/dev/null && [ -d /run/udev ] && udevadm control --reload-rules || true; fi; \

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! KUnit tests of the glue, run at `insmod` (the KTAP output goes to the kernel log).
+//! KUnit suite `tpmrs`, built into `tpmrs_kunit.ko` (see `tpmrs_kunit.rs`) and run when that
+//! module is loaded: results in the kernel log and in `/sys/kernel/debug/kunit/tpmrs/results`.
 //!
 //! They run against the real TPM of the test guest (swtpm): the transport through the C
 //! shim, a full-size command, and the protocol core compiled for the kernel.

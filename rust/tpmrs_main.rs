@@ -18,7 +18,6 @@ mod device;
 #[path = "proto/src/lib.rs"]
 #[allow(dead_code, unreachable_pub, unused_imports)]
 mod proto;
-mod tests;
 
 module! {
     type: TpmrsModule,

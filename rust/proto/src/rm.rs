@@ -72,7 +72,7 @@ use super::sessions::{
     same_session, SessionEntry, SessionRegistry, SessionState, SESSION_ALIAS_BIT,
 };
 use super::space::{InsertError, Space};
-use super::stats::{bump, Stats};
+use super::stats::{bump, OwnerCounts, Stats};
 use super::tpm::Tpm;
 
 /// Limits of the resource manager.
@@ -197,6 +197,7 @@ struct Io {
     rsp: Vec<u8>,
     rsp_len: usize,
     stats: Stats,
+    evicted: OwnerCounts,
 }
 
 /// Sends `cmd`, receives into `rsp`, checks the response framing. The one place where TPM
@@ -233,6 +234,7 @@ impl Io {
             rsp,
             rsp_len: 0,
             stats: Stats::default(),
+            evicted: OwnerCounts::new(),
         })
     }
 
@@ -470,6 +472,7 @@ impl State {
             .get(h)
             .and_then(|e| Some((e.owner?, e.vhandle)));
         if let Some((owner, v)) = known {
+            io.evicted.bump(owner);
             // At most one per space and number, so they stay bounded. Without memory for
             // it, the owner gets the plain unknown-handle answer.
             let dup = self
@@ -1160,6 +1163,11 @@ impl Rm {
         &self.io.stats
     }
 
+    /// Sessions evicted from the open space `space_id` so far (0 once it is closed).
+    pub fn evictions_of(&self, space_id: u64) -> u64 {
+        self.io.evicted.get(space_id)
+    }
+
     /// Updates the gauges of [`Stats`].
     fn sync_stats(&mut self) {
         let s = &mut self.io.stats;
@@ -1709,6 +1717,7 @@ impl Rm {
         self.st.retry_pending(&mut self.io, tpm);
         self.st.sched.remove_space(owner, now_ns);
         self.st.drop_tombstones(owner);
+        self.io.evicted.forget(owner);
         let keep = self.config.max_abandoned > 0;
         while let Some(h) = self.st.sessions.find_owned(owner) {
             let client_saved = self

@@ -6,7 +6,7 @@
 //! bindings and the layout of `struct tpm_chip` depends on Kconfig.
 
 use crate::proto::{Tpm, TransportError};
-use kernel::{bindings, error::to_result, prelude::*};
+use kernel::{bindings, error::to_result, prelude::*, workqueue::Queue};
 
 /// Opaque `struct tpm_chip`.
 #[repr(C)]
@@ -172,9 +172,15 @@ impl WorkQueue {
         Ok(Self { ptr })
     }
 
-    /// The raw workqueue, for [`crate::device::Shared`] to enqueue on.
-    pub(crate) fn raw(&self) -> *mut bindings::workqueue_struct {
-        self.ptr
+    /// The queue to enqueue on, for [`crate::device::Shared`].
+    ///
+    /// # Safety
+    ///
+    /// The reference must not be used after this `WorkQueue` is dropped.
+    pub(crate) unsafe fn queue(&self) -> &'static Queue {
+        // SAFETY: `ptr` is a live workqueue (type invariant); the caller promises not to use
+        // the reference after `drop` destroys it.
+        unsafe { Queue::from_raw(self.ptr) }
     }
 }
 

@@ -7,7 +7,8 @@
 //! host); this crate is the kernel glue around it:
 //!
 //! - [`chip`]: the TPM chip, its ops lock, the transport (through `tpmrs_shim.c`);
-//! - [`device`]: the misc device, its file operations and the shared state;
+//! - [`device`]: the state every open file shares, and the debugfs files;
+//! - [`fops`]: the misc device and its file operations;
 //! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol.
 
 use kernel::{debugfs, prelude::*, sync::Arc};
@@ -15,6 +16,7 @@ use kernel::{debugfs, prelude::*, sync::Arc};
 mod chip;
 mod client;
 mod device;
+mod fops;
 #[path = "proto/src/lib.rs"]
 #[allow(dead_code, unreachable_pub, unused_imports)]
 mod proto;
@@ -48,11 +50,13 @@ module! {
 }
 
 struct TpmrsModule {
-    /// `/sys/kernel/debug/tpmrs/stats`. Dropped first: removing it waits for its readers.
+    /// `/sys/kernel/debug/tpmrs/stats` and `clients`. Dropped first: removing them waits for
+    /// their readers.
     _stats: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
+    _clients: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
     _debugfs: debugfs::Dir,
     /// `/dev/tpmrs0`. Dropped next: no new file can be opened after it.
-    _dev: Pin<KBox<device::Registration>>,
+    _dev: Pin<KBox<fops::Registration>>,
     /// Dropped second: draining it runs (or drops) every queued O_NONBLOCK command.
     _wq: chip::WorkQueue,
 }
@@ -86,15 +90,25 @@ impl kernel::Module for TpmrsModule {
         }
         let wq = chip::WorkQueue::new()?;
         pr_info!("/dev/tpmrs0 on {}\n", chip.name());
-        let shared = device::Shared::new(chip, rm, &wq)?;
+        // SAFETY: Work is only enqueued by the files of `/dev/tpmrs0` and by the work items
+        // themselves. The module drops `_wq` (destroying, after draining, the queue) only after
+        // `_dev`, when no file is open (each holds a reference on the module) and no new one
+        // can be; the drain runs the queued items to their end.
+        let queue = unsafe { wq.queue() };
+        let shared = device::Shared::new(chip, rm, queue)?;
         let dir = debugfs::Dir::new(c"tpmrs");
         let stats = KBox::pin_init(
             dir.read_callback_file(c"stats", shared.clone(), &device::show_stats),
             GFP_KERNEL,
         )?;
-        let dev = device::Registration::register(shared)?;
+        let clients = KBox::pin_init(
+            dir.read_callback_file(c"clients", shared.clone(), &device::show_clients),
+            GFP_KERNEL,
+        )?;
+        let dev = fops::Registration::register(shared)?;
         Ok(Self {
             _stats: stats,
+            _clients: clients,
             _debugfs: dir,
             _dev: dev,
             _wq: wq,

@@ -9,6 +9,7 @@
 
 #include <linux/device.h>
 #include <linux/errno.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/tpm.h>
@@ -149,4 +150,14 @@ struct workqueue_struct *tpmrs_wq_alloc(void)
 void tpmrs_wq_destroy(struct workqueue_struct *wq)
 {
 	destroy_workqueue(wq);
+}
+
+/**
+ * tpmrs_current_comm() - the command name of the current task
+ * @buf: where it goes, NUL-terminated and padded
+ * @len: size of @buf (TASK_COMM_LEN is 16)
+ */
+void tpmrs_current_comm(char *buf, size_t len)
+{
+	strscpy_pad(buf, current->comm, len);
 }

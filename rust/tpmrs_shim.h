@@ -20,5 +20,6 @@ ssize_t tpmrs_transmit(struct tpm_chip *chip, const u8 *cmd, size_t cmd_len, u8 
 		       size_t rsp_size);
 struct workqueue_struct *tpmrs_wq_alloc(void);
 void tpmrs_wq_destroy(struct workqueue_struct *wq);
+void tpmrs_current_comm(char *buf, size_t len);
 
 #endif /* TPMRS_SHIM_H */

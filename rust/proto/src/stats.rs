@@ -116,6 +116,11 @@ impl OwnerCounts {
     }
 }
 
+/// Adds one to `c`, wrapping.
+pub(super) fn bump(c: &mut u64) {
+    *c = c.wrapping_add(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,9 +150,4 @@ mod tests {
         c.forget(7);
         assert_eq!((c.get(7), c.get(9)), (0, 1));
     }
-}
-
-/// Adds one to `c`, wrapping.
-pub(super) fn bump(c: &mut u64) {
-    *c = c.wrapping_add(1);
 }

@@ -17,6 +17,9 @@
 #                        run depmod and install the udev rule (DESTDIR=... for packaging)
 #   make uninstall       remove what install installed
 #   make dkms-source     copy the module sources and dkms.conf to /usr/src/tpmrs-<version>
+#   make install-tcti    make /dev/tpmrs0 every TSS client's TPM: environment.d, profile.d,
+#                        systemd DefaultEnvironment, FAPI's fapi-config.json (uninstall-tcti)
+#   make install-close-tpmrm   opt-in udev rule: /dev/tpmrm0 root-only (uninstall-close-tpmrm)
 #   make rustdoc         rustdoc of the protocol core (cargo) and of the module (kernel flags)
 #   make doc-check       lint Documentation/*.rst (docutils) and the C kernel-doc comments
 #   make fmt-check       rustfmt (kernel .rustfmt.toml) over every Rust source
@@ -71,7 +74,8 @@ DKMS_SRCDIR ?= /usr/src/tpmrs-$(VERSION)
 KSRC ?= $(TPMRS_CACHE)/linux-source-7.3
 
 .PHONY: all modules dev clippy check-kernel check fmt fmt-check clean setup kernel run test \
-	bench install uninstall dkms-source rustdoc doc-check
+	bench install uninstall dkms-source rustdoc doc-check install-tcti uninstall-tcti \
+	install-close-tpmrm uninstall-close-tpmrm
 all: modules
 
 modules:
@@ -115,6 +119,33 @@ uninstall:
 	if [ -z "$(DESTDIR)" ]; then depmod -a "$$kver"; \
 		command -v udevadm >/dev/null && [ -d /run/udev ] && udevadm control --reload-rules || true; fi; \
 	echo "tpmrs: removed tpmrs.ko for $$kver and the udev rule"
+
+# tpmrs as the machine's TPM for TSS clients (Documentation/tpmrs.rst, "The machine's default
+# TPM"). FAPI's config is edited in place (its "tcti" only), keeping the original once as
+# fapi-config.json.tpmrs-orig; with DESTDIR the system's copy is staged first.
+FAPICONF ?= /etc/tpm2-tss/fapi-config.json
+install-tcti:
+	@set -e; install -D -m 0644 tcti/tpmrs.env $(DESTDIR)/etc/environment.d/60-tpmrs.conf; \
+	install -D -m 0644 tcti/profile.sh $(DESTDIR)/etc/profile.d/tpmrs.sh; \
+	install -D -m 0644 tcti/system.conf $(DESTDIR)/etc/systemd/system.conf.d/60-tpmrs.conf; \
+	f=$(DESTDIR)$(FAPICONF); \
+	if [ ! -e "$$f" ] && [ -e "$(FAPICONF)" ]; then install -D -m 0644 "$(FAPICONF)" "$$f"; fi; \
+	if [ -e "$$f" ]; then [ -e "$$f.tpmrs-orig" ] || cp "$$f" "$$f.tpmrs-orig"; \
+		sed -i 's#"tcti": *"[^"]*"#"tcti": "device:/dev/tpmrs0"#' "$$f"; \
+	else echo "tpmrs: no $(FAPICONF) (FAPI not installed): skipped"; fi; \
+	echo "tpmrs: TSS clients now default to /dev/tpmrs0 (new logins; services after systemctl daemon-reexec)"
+uninstall-tcti:
+	@rm -f $(DESTDIR)/etc/environment.d/60-tpmrs.conf $(DESTDIR)/etc/profile.d/tpmrs.sh \
+		$(DESTDIR)/etc/systemd/system.conf.d/60-tpmrs.conf
+	@f=$(DESTDIR)$(FAPICONF); [ ! -e "$$f.tpmrs-orig" ] || mv "$$f.tpmrs-orig" "$$f"
+install-close-tpmrm:
+	@install -D -m 0644 udev/90-tpmrs-close-tpmrm.rules $(DESTDIR)$(UDEVRULESDIR)/90-tpmrs-close-tpmrm.rules
+	@if [ -z "$(DESTDIR)" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then \
+		udevadm control --reload-rules; udevadm trigger --action=change --subsystem-match=tpmrm; fi
+uninstall-close-tpmrm:
+	@rm -f $(DESTDIR)$(UDEVRULESDIR)/90-tpmrs-close-tpmrm.rules
+	@if [ -z "$(DESTDIR)" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then \
+		udevadm control --reload-rules; udevadm trigger --action=change --subsystem-match=tpmrm; fi
 
 # What DKMS needs to build the module: no tests, no build products, no cargo target/.
 dkms-source:

@@ -41,6 +41,11 @@ module! {
             description: "Sessions a client saved and left behind at close, kept for another \
                           open file to ContextLoad (0-32, default 8; 0 disables)",
         },
+        chip: i32 {
+            default: -1,
+            description: "The TPM to serve: N for /dev/tpmN (the chip tpmN), -1 for the \
+                          default chip, the lowest-numbered TPM 2.0 (default -1)",
+        },
         session_timeout_ms: u32 {
             default: 2000,
             description: "SESSION_TIMEOUT: how long a session lives before it may be evicted \
@@ -74,8 +79,13 @@ impl kernel::Module for TpmrsModule {
             ) * 1_000_000,
             ..Default::default()
         };
-        let chip = chip::Chip::get_default().inspect_err(|_| {
-            pr_err!("no TPM 2.0 chip\n");
+        let num = module_parameters::chip.value();
+        let chip = chip::Chip::get(num).inspect_err(|_| {
+            if num < 0 {
+                pr_err!("no TPM 2.0 chip\n");
+            } else {
+                pr_err!("no TPM 2.0 chip tpm{num} (module parameter chip={num})\n");
+            }
         })?;
         let mut rm = proto::Rm::new(config).map_err(|e| Error::from_errno(e.to_errno()))?;
         {

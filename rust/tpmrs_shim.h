@@ -12,6 +12,7 @@ struct tpm_chip;
 struct workqueue_struct;
 
 struct tpm_chip *tpmrs_chip_get(void);
+struct tpm_chip *tpmrs_chip_get_num(int num);
 void tpmrs_chip_put(struct tpm_chip *chip);
 const char *tpmrs_chip_name(struct tpm_chip *chip);
 int tpmrs_chip_lock(struct tpm_chip *chip);

@@ -27,6 +27,9 @@ reset_da() { # clear dictionary-attack failures the tests cause on purpose
 	TPM2TOOLS_TCTI=device:/dev/tpmrm0 tpm2 dictionarylockout -c >/dev/null 2>&1 || true
 }
 
+# Chip selection (module parameter chip): a missing chip fails cleanly, tpm0 by number works.
+step insmod_missing_chip_fails bash -c '! insmod "$TPMRS_KO" chip=7 && dmesg | grep -q "no TPM 2.0 chip tpm7" && test ! -e /dev/tpmrs0'
+step insmod_chip_by_number bash -c 'insmod "$TPMRS_KO" chip=0 && dmesg | tail -n 3 | grep -q "/dev/tpmrs0 on tpm0" && test -c /dev/tpmrs0 && rmmod tpmrs'
 step insmod insmod "$TPMRS_KO"
 step node_is_char_device test -c /dev/tpmrs0
 # KUnit is opt-in: loading tpmrs.ko ran no suite. tpmrs_kunit.ko runs it; its results stay in

@@ -2,15 +2,24 @@
 #
 # tpmrs: out-of-tree build and developer entry points.
 #
-#   make                 build tpmrs.ko against KDIR (default: the cached debug dev kernel,
-#                        built on first use by scripts/kernel.sh)
+#   make                 build tpmrs.ko against the running kernel, like every out-of-tree
+#                        module: KDIR defaults to /lib/modules/$(uname -r)/build; if that tree
+#                        is missing, has no Rust support or needs another toolchain, one line
+#                        per problem says so (scripts/check-kernel.sh) and nothing is built
 #   make KDIR=/path      build against any other Rust-enabled kernel build tree
+#   make dev             build against the cached debug dev kernel (scripts/kernel.sh builds it
+#                        on first use, about 25 minutes); run, test and bench use it too
 #   make clippy          the same build with clippy as the Rust compiler
 #   make check-kernel    only check KDIR and the toolchain (done before every build)
+#   make check           host-only checks, no kernel and no guest: rustfmt, docs, cargo test
+#                        (with swtpm), clippy and doc of the core, a short fuzz run
 #   make install         build, then install tpmrs.ko into /lib/modules/<KDIR's release>/updates,
 #                        run depmod and install the udev rule (DESTDIR=... for packaging)
 #   make uninstall       remove what install installed
 #   make dkms-source     copy the module sources and dkms.conf to /usr/src/tpmrs-<version>
+#   make install-tcti    make /dev/tpmrs0 every TSS client's TPM: environment.d, profile.d,
+#                        systemd DefaultEnvironment, FAPI's fapi-config.json (uninstall-tcti)
+#   make install-close-tpmrm   opt-in udev rule: /dev/tpmrm0 root-only (uninstall-close-tpmrm)
 #   make rustdoc         rustdoc of the protocol core (cargo) and of the module (kernel flags)
 #   make doc-check       lint Documentation/*.rst (docutils) and the C kernel-doc comments
 #   make fmt-check       rustfmt (kernel .rustfmt.toml) over every Rust source
@@ -18,7 +27,8 @@
 #   make bench           scripts/bench.sh (tpmrs0 against tpmrm0 on the bench kernel)
 #
 # The kernel's own toolchain is always passed explicitly: rustup's rustc on PATH has no
-# library sources and cannot build kernel code (README.md, "Using tpmrs on your own kernel").
+# library sources and cannot build kernel code (RUSTC defaults to /usr/bin/rustc, Debian's
+# rustc-web; pass the one your kernel was built with).
 
 TPMRS_CACHE ?= $(HOME)/.cache/tpmrs
 LLVM ?= -19
@@ -39,13 +49,18 @@ override LD :=
 endif
 MAKEOVERRIDES := $(filter-out CC=clang LD=ld.lld,$(MAKEOVERRIDES))
 endif
-# KDIR is resolved in the recipes, so that targets which do not need a kernel never build one.
-# kernel.sh runs its own make: it must not inherit ours (under `make -n`, its `make
-# kernelversion` would only print the command).
-kdir = $${KDIR:-$$(MAKEFLAGS= MFLAGS= MAKELEVEL= scripts/kernel.sh $(FLAVOR))}
+# KDIR is resolved in the recipes (from the make command line or the environment): the
+# running kernel's build tree unless given. scripts/run.sh, test.sh and bench.sh pass the dev
+# kernel's. TPMRS_KDIR_DEFAULT tells check-kernel.sh that KDIR was not chosen by the user.
+kdir = $${KDIR:-/lib/modules/$$(uname -r)/build}
+kdir_default = $(if $(KDIR),,TPMRS_KDIR_DEFAULT=1)
+# The cached dev kernel. kernel.sh runs its own make: it must not inherit ours (under
+# `make -n`, its `make kernelversion` would only print the command).
+devkdir = $$(MAKEFLAGS= MFLAGS= MAKELEVEL= scripts/kernel.sh $(FLAVOR))
+submake := $(MAKE)
 # scripts/check-kernel.sh "$$k": one line per problem with KDIR or the toolchain, then fail.
 check = LLVM='$(LLVM)' RUSTC='$(RUSTC)' BINDGEN='$(TPMRS_CACHE)/bindgen/bin/bindgen' \
-	scripts/check-kernel.sh "$$k"
+	$(kdir_default) scripts/check-kernel.sh "$$k"
 
 # Installation. DESTDIR is a staging root for packages: nothing outside it is touched and
 # depmod/udevadm are left to the package's scripts.
@@ -58,12 +73,18 @@ UDEVRULESDIR ?= /etc/udev/rules.d
 DKMS_SRCDIR ?= /usr/src/tpmrs-$(VERSION)
 KSRC ?= $(TPMRS_CACHE)/linux-source-7.3
 
-.PHONY: all modules clippy check-kernel fmt fmt-check clean setup kernel run test bench \
-	install uninstall dkms-source rustdoc doc-check
+.PHONY: all modules dev clippy check-kernel check fmt fmt-check clean setup kernel run test \
+	bench install uninstall dkms-source rustdoc doc-check install-tcti uninstall-tcti \
+	install-close-tpmrm uninstall-close-tpmrm
 all: modules
 
 modules:
 	@k=$(kdir) && $(check) && $(MAKE) -C "$$k" M=$(CURDIR) $(KMAKE_VARS) modules
+
+# Not $(MAKE) here: a recipe line that names it runs even under `make -n`, and this one may
+# build a kernel.
+dev:
+	@k=$(devkdir) && $(submake) --no-print-directory KDIR="$$k" modules
 
 clippy:
 	@k=$(kdir) && CLIPPY_DRIVER=/usr/bin/clippy-driver $(check) && \
@@ -92,11 +113,39 @@ install: modules
 
 uninstall:
 	@set -e; k=$(kdir); kver=$$(cat "$$k/include/config/kernel.release"); \
-	rm -f $(DESTDIR)/lib/modules/$$kver/$(INSTALL_MOD_DIR)/tpmrs.ko*; \
+	rm -f $(DESTDIR)/lib/modules/$$kver/$(INSTALL_MOD_DIR)/tpmrs.ko* \
+		$(DESTDIR)/lib/modules/$$kver/$(INSTALL_MOD_DIR)/tpmrs_kunit.ko*; \
 	rm -f $(DESTDIR)$(UDEVRULESDIR)/60-tpmrs.rules; \
 	if [ -z "$(DESTDIR)" ]; then depmod -a "$$kver"; \
 		command -v udevadm >/dev/null && [ -d /run/udev ] && udevadm control --reload-rules || true; fi; \
 	echo "tpmrs: removed tpmrs.ko for $$kver and the udev rule"
+
+# tpmrs as the machine's TPM for TSS clients (Documentation/tpmrs.rst, "The machine's default
+# TPM"). FAPI's config is edited in place (its "tcti" only), keeping the original once as
+# fapi-config.json.tpmrs-orig; with DESTDIR the system's copy is staged first.
+FAPICONF ?= /etc/tpm2-tss/fapi-config.json
+install-tcti:
+	@set -e; install -D -m 0644 tcti/tpmrs.env $(DESTDIR)/etc/environment.d/60-tpmrs.conf; \
+	install -D -m 0644 tcti/profile.sh $(DESTDIR)/etc/profile.d/tpmrs.sh; \
+	install -D -m 0644 tcti/system.conf $(DESTDIR)/etc/systemd/system.conf.d/60-tpmrs.conf; \
+	f=$(DESTDIR)$(FAPICONF); \
+	if [ ! -e "$$f" ] && [ -e "$(FAPICONF)" ]; then install -D -m 0644 "$(FAPICONF)" "$$f"; fi; \
+	if [ -e "$$f" ]; then [ -e "$$f.tpmrs-orig" ] || cp "$$f" "$$f.tpmrs-orig"; \
+		sed -i 's#"tcti": *"[^"]*"#"tcti": "device:/dev/tpmrs0"#' "$$f"; \
+	else echo "tpmrs: no $(FAPICONF) (FAPI not installed): skipped"; fi; \
+	echo "tpmrs: TSS clients now default to /dev/tpmrs0 (new logins; services after systemctl daemon-reexec)"
+uninstall-tcti:
+	@rm -f $(DESTDIR)/etc/environment.d/60-tpmrs.conf $(DESTDIR)/etc/profile.d/tpmrs.sh \
+		$(DESTDIR)/etc/systemd/system.conf.d/60-tpmrs.conf
+	@f=$(DESTDIR)$(FAPICONF); [ ! -e "$$f.tpmrs-orig" ] || mv "$$f.tpmrs-orig" "$$f"
+install-close-tpmrm:
+	@install -D -m 0644 udev/90-tpmrs-close-tpmrm.rules $(DESTDIR)$(UDEVRULESDIR)/90-tpmrs-close-tpmrm.rules
+	@if [ -z "$(DESTDIR)" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then \
+		udevadm control --reload-rules; udevadm trigger --action=change --subsystem-match=tpmrm; fi
+uninstall-close-tpmrm:
+	@rm -f $(DESTDIR)$(UDEVRULESDIR)/90-tpmrs-close-tpmrm.rules
+	@if [ -z "$(DESTDIR)" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then \
+		udevadm control --reload-rules; udevadm trigger --action=change --subsystem-match=tpmrm; fi
 
 # What DKMS needs to build the module: no tests, no build products, no cargo target/.
 dkms-source:
@@ -157,5 +206,7 @@ run:
 	@scripts/run.sh
 test:
 	@scripts/test.sh
+check:
+	@scripts/check.sh
 bench:
 	@scripts/bench.sh

@@ -6,7 +6,7 @@
 //! bindings and the layout of `struct tpm_chip` depends on Kconfig.
 
 use crate::proto::{Tpm, TransportError};
-use kernel::{bindings, error::to_result, prelude::*};
+use kernel::{bindings, error::to_result, prelude::*, workqueue::Queue};
 
 /// Opaque `struct tpm_chip`.
 #[repr(C)]
@@ -16,6 +16,7 @@ pub(crate) struct RawChip {
 
 extern "C" {
     fn tpmrs_chip_get() -> *mut RawChip;
+    fn tpmrs_chip_get_num(num: kernel::ffi::c_int) -> *mut RawChip;
     fn tpmrs_chip_put(chip: *mut RawChip);
     fn tpmrs_chip_name(chip: *mut RawChip) -> *const kernel::ffi::c_char;
     fn tpmrs_chip_lock(chip: *mut RawChip) -> kernel::ffi::c_int;
@@ -59,6 +60,25 @@ impl Chip {
             return Err(ENODEV);
         }
         // INVARIANT: `tpmrs_chip_get` returned a chip with a reference taken for us.
+        Ok(Self { ptr })
+    }
+
+    /// Takes a reference on the TPM 2.0 chip `tpm<num>`, or on the default chip (the
+    /// lowest-numbered one) if `num` is negative.
+    ///
+    /// # Errors
+    ///
+    /// `ENODEV` if there is no such TPM, or it is not a TPM 2.0.
+    pub(crate) fn get(num: i32) -> Result<Self> {
+        if num < 0 {
+            return Self::get_default();
+        }
+        // SAFETY: No preconditions; returns a referenced chip or NULL.
+        let ptr = unsafe { tpmrs_chip_get_num(num) };
+        if ptr.is_null() {
+            return Err(ENODEV);
+        }
+        // INVARIANT: `tpmrs_chip_get_num` returned a chip with a reference taken for us.
         Ok(Self { ptr })
     }
 
@@ -172,9 +192,15 @@ impl WorkQueue {
         Ok(Self { ptr })
     }
 
-    /// The raw workqueue, for [`crate::device::Shared`] to enqueue on.
-    pub(crate) fn raw(&self) -> *mut bindings::workqueue_struct {
-        self.ptr
+    /// The queue to enqueue on, for [`crate::device::Shared`].
+    ///
+    /// # Safety
+    ///
+    /// The reference must not be used after this `WorkQueue` is dropped.
+    pub(crate) unsafe fn queue(&self) -> &'static Queue {
+        // SAFETY: `ptr` is a live workqueue (type invariant); the caller promises not to use
+        // the reference after `drop` destroys it.
+        unsafe { Queue::from_raw(self.ptr) }
     }
 }
 

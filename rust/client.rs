@@ -15,10 +15,14 @@
 //! are taken out of [`Inner`] for the duration of the command, so `poll` and `read` never wait
 //! for the TPM.
 
-use crate::{device::Shared, proto::Space, proto::TPM_BUFSIZE};
+use crate::{
+    device::{ClientInfo, ClientStats, Cost, Shared},
+    proto::Space,
+    proto::TPM_BUFSIZE,
+};
 use kernel::{
     alloc::KVec,
-    bindings,
+    bindings, current,
     fs::File,
     impl_has_work, new_mutex, new_poll_condvar, new_work,
     prelude::*,
@@ -37,22 +41,40 @@ struct Exec {
     rsp: KVec<u8>,
 }
 
+/// What the next `read` returns.
+enum Response {
+    /// Nothing: no command since, or all of it read (`read` returns 0).
+    None,
+    /// `len` bytes of the response buffer from `off`. `read`: a read has begun, so the next
+    /// `write` is accepted (what is left of the response is then dropped).
+    Ready { off: usize, len: usize, read: bool },
+    /// The error of an O_NONBLOCK command, for the next `read`.
+    Error(Error),
+}
+
+/// The states of one open file, after the write/read protocol of tpmrm0. The space and the
+/// buffers ([`Exec`]) are here when no command runs, and with the command while it runs.
+enum State {
+    /// No command in progress; `response` is what the next reads return.
+    Idle { exec: Exec, response: Response },
+    /// An O_NONBLOCK command of `cmd_len` bytes is queued on the workqueue, which takes
+    /// `exec` from here when it runs it.
+    Queued { exec: Exec, cmd_len: usize },
+    /// A command runs without the lock (a blocking `write`, or the work item): it holds the
+    /// space and gives it back ([`Client::finish`]).
+    Running,
+    /// Released (or not set up yet, in [`Client::new`]): the space is closed, or the running
+    /// command closes it when it ends.
+    Released,
+}
+
 /// The fields [`Client::inner`] protects.
 struct Inner {
-    /// `None` while a command runs (the executor holds it) or after release.
-    exec: Option<Exec>,
-    /// Length of the queued command in `exec.cmd`.
-    cmd_len: usize,
-    /// Bytes of the response still to read (> 0), an errno for the next read (< 0), or nothing.
-    response_len: isize,
-    /// Where the next read starts in `exec.rsp`.
-    read_off: usize,
-    /// The response has been (at least partly) read since the last write.
-    response_read: bool,
-    /// An O_NONBLOCK command is queued or running.
-    command_enqueued: bool,
-    /// The file was released; the running command closes the space when it ends.
-    released: bool,
+    state: State,
+}
+
+extern "C" {
+    fn tpmrs_current_comm(buf: *mut u8, len: usize);
 }
 
 /// One open file of `/dev/tpmrs0`.
@@ -61,6 +83,8 @@ pub(crate) struct Client {
     shared: Arc<Shared>,
     #[pin]
     inner: Mutex<Inner>,
+    /// Its line in `/sys/kernel/debug/tpmrs/clients`; listed in [`Shared`] while open.
+    stats: Arc<ClientStats>,
     /// Signalled when a response (or an error for `read`) is ready.
     #[pin]
     response_ready: PollCondVar,
@@ -82,18 +106,25 @@ impl Client {
         let cmd = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
         let rsp = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
         let for_client = shared.clone();
+        let mut comm = [0u8; 16];
+        // SAFETY: `comm` is writable for its length, which is passed.
+        unsafe { tpmrs_current_comm(comm.as_mut_ptr(), comm.len()) };
+        let info = ClientInfo {
+            pid: current!().tgid(),
+            comm,
+            space_id: 0,
+            objects: 0,
+            waits: 0,
+            longest_wait_ns: 0,
+            tpm_commands: 0,
+        };
+        let stats = ClientStats::new(info)?;
+        let for_client_stats = stats.clone();
         let client = Arc::pin_init(
             pin_init!(Self {
                 shared: for_client,
-                inner <- new_mutex!(Inner {
-                    exec: None,
-                    cmd_len: 0,
-                    response_len: 0,
-                    read_off: 0,
-                    response_read: true,
-                    command_enqueued: false,
-                    released: false,
-                }, "tpmrs::Client::inner"),
+                inner <- new_mutex!(Inner { state: State::Released }, "tpmrs::Client::inner"),
+                stats: for_client_stats,
                 response_ready <- new_poll_condvar!("tpmrs::Client::response_ready"),
                 work <- new_work!("tpmrs::Client::work"),
             }),
@@ -102,7 +133,15 @@ impl Client {
         // The space last: once it exists, only `release` may end it (it is counted as open
         // in the resource manager until closed).
         let space = shared.new_space()?;
-        client.inner.lock().exec = Some(Exec { space, cmd, rsp });
+        stats.info.lock().space_id = space.id();
+        client.inner.lock().state = State::Idle {
+            exec: Exec { space, cmd, rsp },
+            response: Response::None,
+        };
+        if let Err(e) = shared.add_client(stats) {
+            client.release();
+            return Err(e);
+        }
         Ok(client)
     }
 
@@ -123,73 +162,95 @@ impl Client {
             return Err(E2BIG);
         }
         let mut inner = this.inner.lock();
-        if (!inner.response_read && inner.response_len != 0) || inner.command_enqueued {
-            return Err(EBUSY);
-        }
-        let Some(exec) = inner.exec.as_mut() else {
-            // A blocking command of another thread is still running on this file.
-            return Err(EBUSY);
+        let (mut exec, response) = match core::mem::replace(&mut inner.state, State::Running) {
+            // An unread response (or error) must be read first.
+            State::Idle {
+                exec,
+                response: response @ (Response::None | Response::Ready { read: true, .. }),
+            } => (exec, response),
+            // Busy: a command is queued or running (in another thread), or there is an
+            // unread response.
+            other => {
+                inner.state = other;
+                return Err(EBUSY);
+            }
         };
-        // PANIC: `count <= TPM_BUFSIZE == exec.cmd.len()`.
-        let cmd = &mut exec.cmd[..count];
+        if let Err(e) = Self::take_command(&mut exec, &mut user, count) {
+            inner.state = State::Idle { exec, response };
+            return Err(e);
+        }
+
+        if nonblock {
+            inner.state = State::Queued {
+                exec,
+                cmd_len: count,
+            };
+            drop(inner);
+            // Cannot already be queued: the state was Idle under the lock.
+            let _ = this.shared.queue().enqueue(Arc::from(this));
+            return Ok(count);
+        }
+
+        drop(inner);
+        let ret = this.run_command(&mut exec, count);
+        match ret {
+            Ok(len) => {
+                this.finish(exec, Response::ready(len));
+                Ok(count)
+            }
+            Err(e) => {
+                this.finish(exec, Response::None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the `count`-byte command from user space into `exec.cmd` and checks its size
+    /// field.
+    ///
+    /// # Errors
+    ///
+    /// `EFAULT`, `EINVAL` (shorter than its size field).
+    fn take_command(exec: &mut Exec, user: &mut UserSliceReader, count: usize) -> Result {
+        let cmd = exec.cmd.get_mut(..count).ok_or(E2BIG)?;
         user.read_slice(cmd)?;
         let size = cmd
             .get(2..6)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
         match size {
-            Some(size) if count >= size => {}
-            _ => return Err(EINVAL),
+            Some(size) if count >= size => Ok(()),
+            _ => Err(EINVAL),
         }
-        inner.cmd_len = count;
-        inner.response_len = 0;
-        inner.response_read = false;
-        inner.read_off = 0;
+    }
 
-        if nonblock {
-            inner.command_enqueued = true;
-            drop(inner);
-            // Cannot already be queued: `command_enqueued` was false under the lock.
-            let _ = this.shared.queue().enqueue(Arc::from(this));
-            return Ok(count);
+    /// Runs the command of `cmd_len` bytes in `exec` without holding `inner`, and updates
+    /// the file's counters.
+    fn run_command(&self, exec: &mut Exec, cmd_len: usize) -> Result<usize> {
+        let Exec { space, cmd, rsp } = exec;
+        let cmd = cmd.get(..cmd_len).unwrap_or(&[]);
+        let mut cost = Cost::default();
+        let ret = self.shared.execute(space, cmd, rsp, &mut cost);
+        let mut info = self.stats.info.lock();
+        info.objects = space.objects().len() as u64;
+        info.tpm_commands = info.tpm_commands.wrapping_add(cost.tpm_commands);
+        if let Some(ns) = cost.waited_ns {
+            info.waits = info.waits.wrapping_add(1);
+            info.longest_wait_ns = info.longest_wait_ns.max(ns);
         }
-
-        let exec = inner.exec.take();
-        drop(inner);
-        let (exec, ret) = this.run(exec);
-        let mut inner = this.inner.lock();
-        let ret = match ret {
-            Ok(len) => {
-                inner.response_len = len as isize;
-                Ok(count)
-            }
-            Err(e) => Err(e),
-        };
-        this.finish(inner, exec);
+        drop(info);
         ret
     }
 
-    /// Runs the command in `exec` (if the file still has its space) without holding `inner`.
-    fn run(&self, exec: Option<Exec>) -> (Option<Exec>, Result<usize>) {
-        let Some(mut exec) = exec else {
-            return (None, Err(EPIPE));
-        };
-        let len = self.inner.lock().cmd_len;
-        let Exec { space, cmd, rsp } = &mut exec;
-        let cmd = cmd.get(..len).unwrap_or(&[]);
-        let ret = self.shared.execute(space, cmd, rsp);
-        (Some(exec), ret)
-    }
-
-    /// Gives the space back to `inner`, or closes it if the file was released meanwhile.
-    fn finish(&self, mut inner: kernel::sync::MutexGuard<'_, Inner>, exec: Option<Exec>) {
-        if inner.released {
+    /// Gives the space back with the command's `response`, or closes the space if the file
+    /// was released meanwhile.
+    fn finish(&self, exec: Exec, response: Response) {
+        let mut inner = self.inner.lock();
+        if let State::Released = inner.state {
             drop(inner);
-            if let Some(exec) = exec {
-                self.shared.close_space(exec.space);
-            }
+            self.shared.close_space(exec.space);
             return;
         }
-        inner.exec = exec;
+        inner.state = State::Idle { exec, response };
         drop(inner);
         self.response_ready.notify_all();
     }
@@ -205,32 +266,30 @@ impl Client {
             return Ok(0);
         }
         let mut inner = self.inner.lock();
-        let mut ret = Ok(0);
-        if inner.response_len != 0 {
-            inner.response_read = true;
-            if inner.response_len < 0 {
-                ret = Err(Error::from_errno(inner.response_len as i32));
-                inner.response_len = 0;
-            } else {
-                let n = count.min(inner.response_len as usize);
-                let off = inner.read_off;
-                let chunk = inner.exec.as_ref().and_then(|e| e.rsp.get(off..off + n));
+        let State::Idle { exec, response } = &mut inner.state else {
+            return Ok(0);
+        };
+        let (ret, next) = match *response {
+            Response::None => return Ok(0),
+            Response::Error(e) => (Err(e), Response::None),
+            Response::Ready { off, len, .. } => {
+                let n = count.min(len);
+                let chunk = exec.rsp.get(off..off + n);
                 match chunk.map(|c| user.write_slice(c)) {
-                    Some(Ok(())) => {
-                        inner.response_len -= n as isize;
-                        inner.read_off += n;
-                        ret = Ok(n);
-                    }
-                    _ => {
-                        inner.response_len = 0;
-                        ret = Err(EFAULT);
-                    }
+                    Some(Ok(())) if n < len => (
+                        Ok(n),
+                        Response::Ready {
+                            off: off + n,
+                            len: len - n,
+                            read: true,
+                        },
+                    ),
+                    Some(Ok(())) => (Ok(n), Response::None),
+                    _ => (Err(EFAULT), Response::None),
                 }
             }
-        }
-        if inner.response_len == 0 {
-            inner.read_off = 0;
-        }
+        };
+        *response = next;
         ret
     }
 
@@ -238,22 +297,42 @@ impl Client {
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> bindings::__poll_t {
         table.register_wait(file, &self.response_ready);
         let inner = self.inner.lock();
-        if inner.response_len != 0 {
-            bindings::POLLIN | bindings::POLLRDNORM
-        } else {
-            bindings::POLLOUT | bindings::POLLWRNORM
+        match inner.state {
+            State::Idle {
+                response: Response::Ready { .. } | Response::Error(_),
+                ..
+            } => bindings::POLLIN | bindings::POLLRDNORM,
+            _ => bindings::POLLOUT | bindings::POLLWRNORM,
         }
     }
 
-    /// `release`: flushes everything the space holds from the TPM. If an O_NONBLOCK command
-    /// is running, it closes the space when it ends.
+    /// `release`: flushes everything the space holds from the TPM. If a command is running,
+    /// it closes the space when it ends.
     pub(crate) fn release(&self) {
+        self.shared.remove_client(&self.stats);
         let mut inner = self.inner.lock();
-        inner.released = true;
-        let exec = inner.exec.take();
+        let old = core::mem::replace(&mut inner.state, State::Released);
         drop(inner);
-        if let Some(exec) = exec {
-            self.shared.close_space(exec.space);
+        match old {
+            State::Idle { exec, .. } | State::Queued { exec, .. } => {
+                self.shared.close_space(exec.space)
+            }
+            State::Running | State::Released => {}
+        }
+    }
+}
+
+impl Response {
+    /// The answer of a command: `len` bytes to read (none if empty).
+    fn ready(len: usize) -> Self {
+        if len == 0 {
+            Response::None
+        } else {
+            Response::Ready {
+                off: 0,
+                len,
+                read: false,
+            }
         }
     }
 }
@@ -264,15 +343,19 @@ impl WorkItem for Client {
     /// Runs a queued O_NONBLOCK command.
     fn run(this: Arc<Client>) {
         let mut inner = this.inner.lock();
-        let exec = inner.exec.take();
-        drop(inner);
-        let (exec, ret) = this.run(exec);
-        inner = this.inner.lock();
-        inner.command_enqueued = false;
-        inner.response_len = match ret {
-            Ok(len) => len as isize,
-            Err(e) => e.to_errno() as isize,
+        let (mut exec, cmd_len) = match core::mem::replace(&mut inner.state, State::Running) {
+            State::Queued { exec, cmd_len } => (exec, cmd_len),
+            // Released meanwhile: `release` closed the space.
+            other => {
+                inner.state = other;
+                return;
+            }
         };
-        this.finish(inner, exec);
+        drop(inner);
+        let response = match this.run_command(&mut exec, cmd_len) {
+            Ok(len) => Response::ready(len),
+            Err(e) => Response::Error(e),
+        };
+        this.finish(exec, response);
     }
 }

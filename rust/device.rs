@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-//! `/dev/tpmrs0`: the misc device, its file operations and the state all open files share.
-//!
-//! The kernel crate's `MiscDevice` abstraction has no `poll`, which the TSS device TCTI needs
-//! (it writes with `O_NONBLOCK` and polls for the response). Like Rust Binder, tpmrs therefore
-//! builds its own `file_operations` and registers a `struct miscdevice` with it.
+//! The state all open files of `/dev/tpmrs0` share: the chip, the resource manager and its
+//! wait queue, and the counters shown in debugfs (`stats`, `clients`). The file operations
+//! are in `fops.rs`, what one open file owns in `client.rs`.
 //!
 //! # Lock order
 //!
@@ -11,23 +9,80 @@
 //! (the resource manager: command table, session registry) is taken before the chip's ops lock
 //! (`tpm_try_get_ops`, the chip's `tpm_mutex`), and both are held together for the whole
 //! command, so every command of every space runs one at a time, like tpmrm0.
+//!
+//! `Shared::clients` (the list of open files) is taken alone: nothing else is held while it
+//! is, and it is released before `Shared::rm` is taken to print the list. The spinlocks
+//! `Shared::stats` and `ClientStats::info` are innermost: taken last (under `Shared::rm`, say) and
+//! held only to copy a few counters.
 
 use crate::{
     chip::{Chip, DeadTpm},
-    client::Client,
-    proto::{Request, Rm, RmError, Space, Step},
+    proto::{Request, Rm, RmError, SessionState, Space, Stats, Step},
 };
 use kernel::{
-    bindings,
-    error::to_result,
-    ffi::{c_char, c_int},
-    fs::File,
-    new_condvar, new_mutex,
+    alloc::KVec,
+    new_condvar, new_mutex, new_spinlock,
     prelude::*,
-    sync::{poll::PollTable, Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard},
-    types::{ForeignOwnable, Opaque},
-    uaccess::{UserPtr, UserSlice},
+    sync::{Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock},
+    time::{Instant, Monotonic},
+    workqueue::Queue,
 };
+
+/// Who opened a file and what tpmrs did for it: the glue's part of its line in
+/// `/sys/kernel/debug/tpmrs/clients` (see [`show_clients`]).
+#[derive(Clone, Copy)]
+pub(crate) struct ClientInfo {
+    /// Process (thread group) id of the opener.
+    pub(crate) pid: i32,
+    /// Command name of the opener, NUL-padded.
+    pub(crate) comm: [u8; 16],
+    /// The id of the file's space in the resource manager (0: none yet).
+    pub(crate) space_id: u64,
+    /// Transient objects the space holds, as of its last command.
+    pub(crate) objects: u64,
+    /// Commands that waited for a session slot.
+    pub(crate) waits: u64,
+    /// The longest of those waits (ns).
+    pub(crate) longest_wait_ns: u64,
+    /// TPM commands sent for this file's commands.
+    pub(crate) tpm_commands: u64,
+}
+
+/// The counters of one open file, shared by the file and the list in [`Shared`].
+#[pin_data]
+pub(crate) struct ClientStats {
+    /// Innermost lock (see the lock order above): held only to copy the counters.
+    #[pin]
+    pub(crate) info: SpinLock<ClientInfo>,
+}
+
+impl ClientStats {
+    /// Counters for a new file.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`.
+    pub(crate) fn new(info: ClientInfo) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                info <- new_spinlock!(info, "tpmrs::ClientStats::info"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// What one client command cost, for its file's line in `/sys/kernel/debug/tpmrs/clients`.
+#[derive(Default)]
+pub(crate) struct Cost {
+    /// TPM commands sent while running it: its own and the resource manager's (context
+    /// loads and saves, flushes, evictions done for it while it waited).
+    pub(crate) tpm_commands: u64,
+    /// When it began to wait for a session slot, if it did.
+    wait_began_ns: Option<u64>,
+    /// How long it waited for a session slot, if it did.
+    pub(crate) waited_ns: Option<u64>,
+}
 
 /// What every open file shares: the chip and the resource manager's global state.
 #[pin_data]
@@ -42,15 +97,17 @@ pub(crate) struct Shared {
     #[pin]
     session_freed: CondVar,
     /// Where O_NONBLOCK commands run.
-    pub(crate) wq: *mut bindings::workqueue_struct,
+    queue: &'static Queue,
+    /// The origin of the resource manager's clock (see [`Self::now_ns`]).
+    epoch: Instant<Monotonic>,
+    /// A copy of the resource manager's counters, refreshed after each of its calls, so that
+    /// reading them never waits for a TPM command behind `rm`.
+    #[pin]
+    stats: SpinLock<Stats>,
+    /// The counters of every open file, for `/sys/kernel/debug/tpmrs/clients`.
+    #[pin]
+    clients: Mutex<KVec<Arc<ClientStats>>>,
 }
-
-// SAFETY: `wq` is only used to enqueue work, which is thread safe; the module keeps the
-// workqueue alive longer than any `Shared` user (see `TpmrsModule`). The other fields are
-// `Send`/`Sync` themselves.
-unsafe impl Send for Shared {}
-// SAFETY: As for `Send`.
-unsafe impl Sync for Shared {}
 
 impl Shared {
     /// Creates the shared state around an initialized resource manager.
@@ -58,24 +115,29 @@ impl Shared {
     /// # Errors
     ///
     /// `ENOMEM`.
-    pub(crate) fn new(chip: Chip, rm: Rm, wq: &crate::chip::WorkQueue) -> Result<Arc<Self>> {
-        let wq = wq.raw();
+    pub(crate) fn new(chip: Chip, rm: Rm, queue: &'static Queue) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Self {
                 chip,
                 rm <- new_mutex!(rm, "tpmrs::Shared::rm"),
                 session_freed <- new_condvar!("tpmrs::Shared::session_freed"),
-                wq,
+                queue,
+                epoch: Instant::now(),
+                stats <- new_spinlock!(Stats::default(), "tpmrs::Shared::stats"),
+                clients <- new_mutex!(KVec::new(), "tpmrs::Shared::clients"),
             }),
             GFP_KERNEL,
         )
     }
 
+    /// The resource manager's clock: monotonic nanoseconds since the module was loaded.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(0)
+    }
+
     /// The workqueue for O_NONBLOCK commands.
-    pub(crate) fn queue(&self) -> &kernel::workqueue::Queue {
-        // SAFETY: The module destroys the workqueue only after the misc device is gone and
-        // every file is closed, i.e. after the last user of `Shared` can enqueue.
-        unsafe { kernel::workqueue::Queue::from_raw(self.wq) }
+    pub(crate) fn queue(&self) -> &Queue {
+        self.queue
     }
 
     /// Runs one client command for `space`, holding the resource manager and the chip.
@@ -92,19 +154,29 @@ impl Shared {
     /// `EPIPE` when the chip is going away; `ERESTARTSYS` when a signal ends a wait;
     /// otherwise the errno the protocol core chose (`EINVAL` for malformed commands, a
     /// transport errno, ...).
-    pub(crate) fn execute(&self, space: &mut Space, cmd: &[u8], rsp: &mut [u8]) -> Result<usize> {
+    pub(crate) fn execute(
+        &self,
+        space: &mut Space,
+        cmd: &[u8],
+        rsp: &mut [u8],
+        cost: &mut Cost,
+    ) -> Result<usize> {
         let mut rm = self.rm.lock();
         let mut req = Request::new();
         let ret = loop {
+            let sent = rm.stats().tpm_commands;
             let step = match self.chip.lock() {
-                Ok(mut tpm) => rm.step(&mut req, space, &mut tpm, now_ns(), cmd, rsp),
+                Ok(mut tpm) => rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp),
                 Err(e) => break Err(e),
             };
-            self.wake_waiters(&mut rm);
+            cost.tpm_commands += rm.stats().tpm_commands.wrapping_sub(sent);
+            self.after_call(&mut rm);
             match step {
                 Step::Done(r) => break r.map_err(to_error),
                 Step::Sleep { until_ns } => {
-                    let ms = until_ns.saturating_sub(now_ns()).div_ceil(1_000_000).max(1);
+                    let now = self.now_ns();
+                    cost.wait_began_ns.get_or_insert(now);
+                    let ms = until_ns.saturating_sub(now).div_ceil(1_000_000).max(1);
                     let jiffies = kernel::time::msecs_to_jiffies(ms.min(60_000) as u32);
                     if let CondVarTimeoutResult::Signal { .. } = self
                         .session_freed
@@ -115,13 +187,18 @@ impl Shared {
                 }
             }
         };
-        rm.end_request(req, now_ns());
-        self.wake_waiters(&mut rm);
+        let now = self.now_ns();
+        cost.waited_ns = cost.wait_began_ns.map(|t| now.saturating_sub(t));
+        rm.end_request(req, now);
+        self.after_call(&mut rm);
         ret
     }
 
-    /// Wakes the sleeping waiters if the resource manager freed or reserved a slot.
-    fn wake_waiters(&self, rm: &mut MutexGuard<'_, Rm>) {
+    /// After each call of the resource manager: refreshes the copy of its counters, and
+    /// wakes the sleeping waiters if it freed or reserved a slot.
+    fn after_call(&self, rm: &mut MutexGuard<'_, Rm>) {
+        let stats = rm.stats();
+        *self.stats.lock() = stats;
         if rm.take_wakeup() {
             self.session_freed.notify_all();
         }
@@ -132,10 +209,10 @@ impl Shared {
     pub(crate) fn close_space(&self, mut space: Space) {
         let mut rm = self.rm.lock();
         match self.chip.lock() {
-            Ok(mut tpm) => rm.close_space(&mut space, &mut tpm, now_ns()),
-            Err(_) => rm.close_space(&mut space, &mut DeadTpm, now_ns()),
+            Ok(mut tpm) => rm.close_space(&mut space, &mut tpm, self.now_ns()),
+            Err(_) => rm.close_space(&mut space, &mut DeadTpm, self.now_ns()),
         }
-        self.wake_waiters(&mut rm);
+        self.after_call(&mut rm);
     }
 
     /// Creates the space for a newly opened file.
@@ -144,40 +221,109 @@ impl Shared {
     ///
     /// `ENOMEM`.
     pub(crate) fn new_space(&self) -> Result<Space> {
-        self.rm.lock().new_space().map_err(to_error)
+        let mut rm = self.rm.lock();
+        let space = rm.new_space().map_err(to_error);
+        self.after_call(&mut rm);
+        space
+    }
+
+    /// Lists a newly opened file in `/sys/kernel/debug/tpmrs/clients`.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`.
+    pub(crate) fn add_client(&self, client: Arc<ClientStats>) -> Result {
+        self.clients.lock().push(client, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Takes a released file off the list.
+    pub(crate) fn remove_client(&self, client: &ClientStats) {
+        let mut clients = self.clients.lock();
+        if let Some(i) = clients.iter().position(|c| core::ptr::eq(&**c, client)) {
+            // Dropped after the lock (the caller still holds a reference, so it is not the
+            // last one, but nothing needs to run under the lock).
+            let removed = clients.remove(i);
+            drop(clients);
+            drop(removed);
+        }
     }
 }
 
-/// The contents of `/sys/kernel/debug/tpmrs/stats`: the resource manager's counters, one
-/// `name value` pair per line.
+/// The contents of `/sys/kernel/debug/tpmrs/clients`: one line per open file, with the pid
+/// and command name of the process that opened it, its space id, the objects and sessions it
+/// holds (sessions loaded in the TPM, saved by tpmrs, saved by the client), its waits for a
+/// session slot (count, longest in ms), the sessions evicted from it, and the TPM commands
+/// sent for it.
+pub(crate) fn show_clients(
+    shared: &Arc<Shared>,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> kernel::fmt::Result {
+    // A copy of the list, so that `clients` is not held while waiting for `rm`.
+    let clients = {
+        let list = shared.clients.lock();
+        let mut copy =
+            KVec::with_capacity(list.len(), GFP_KERNEL).map_err(|_| kernel::fmt::Error)?;
+        for c in list.iter() {
+            copy.push(c.clone(), GFP_KERNEL)
+                .map_err(|_| kernel::fmt::Error)?;
+        }
+        copy
+    };
+    let rm = shared.rm.lock();
+    for c in clients.iter() {
+        let info = *c.info.lock();
+        let (mut loaded, mut saved_rm, mut saved_client) = (0u32, 0u32, 0u32);
+        for e in rm.sessions().entries() {
+            if e.owner != Some(info.space_id) {
+                continue;
+            }
+            match e.state {
+                SessionState::Loaded => loaded += 1,
+                SessionState::SavedByRm(_) => saved_rm += 1,
+                SessionState::SavedByClient => saved_client += 1,
+                SessionState::FlushPending => {}
+            }
+        }
+        let comm_len = info
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(info.comm.len());
+        let comm = info
+            .comm
+            .get(..comm_len)
+            .and_then(|c| core::str::from_utf8(c).ok())
+            .unwrap_or("?");
+        writeln!(
+            f,
+            "pid={} comm={} space={} objects={} sessions_loaded={} sessions_saved_by_tpmrs={} \
+             sessions_saved_by_client={} waits={} longest_wait_ms={} evicted={} tpm_commands={}",
+            info.pid,
+            comm,
+            info.space_id,
+            info.objects,
+            loaded,
+            saved_rm,
+            saved_client,
+            info.waits,
+            info.longest_wait_ns / 1_000_000,
+            rm.evictions_of(info.space_id),
+            info.tpm_commands,
+        )?;
+    }
+    Ok(())
+}
+
+/// The contents of `/sys/kernel/debug/tpmrs/stats`: the resource manager's counters
+/// ([`Stats::rows`]), one `name value` pair per line.
 pub(crate) fn show_stats(
     shared: &Arc<Shared>,
     f: &mut kernel::fmt::Formatter<'_>,
 ) -> kernel::fmt::Result {
-    let s = shared.rm.lock().stats();
-    let rows: [(&str, u64); 20] = [
-        ("client_commands", s.client_commands),
-        ("tpm_commands", s.tpm_commands),
-        ("context_loads", s.context_loads),
-        ("context_saves", s.context_saves),
-        ("flushes", s.flushes),
-        ("synthesized_responses", s.synthesized_responses),
-        ("rejected_commands", s.rejected_commands),
-        ("transport_errors", s.transport_errors),
-        ("sessions", s.sessions),
-        ("abandoned", s.abandoned),
-        ("waiting", s.waiting),
-        ("waits", s.waits),
-        ("longest_wait_ns", s.longest_wait_ns),
-        ("evictions", s.evictions),
-        ("gap_repairs", s.gap_repairs),
-        ("continuation_hits", s.continuation_hits),
-        ("open_spaces", s.open_spaces),
-        ("tombstones", s.tombstones),
-        ("pending_flushes", s.pending_flushes),
-        ("flushes_given_up", s.flushes_given_up),
-    ];
-    for (name, value) in rows {
+    // The copy, not `rm`: reading never waits behind a TPM command.
+    let s = *shared.stats.lock();
+    for (name, value) in s.rows() {
         writeln!(f, "{name} {value}")?;
     }
     Ok(())
@@ -186,175 +332,4 @@ pub(crate) fn show_stats(
 /// The kernel error for a resource-manager error.
 fn to_error(e: RmError) -> Error {
     Error::from_errno(e.to_errno())
-}
-
-/// Monotonic time in nanoseconds, for session timestamps.
-pub(crate) fn now_ns() -> u64 {
-    // SAFETY: `ktime_get` has no preconditions.
-    let t = unsafe { bindings::ktime_get() };
-    u64::try_from(t).unwrap_or(0)
-}
-
-/// The registered `/dev/tpmrs0`.
-///
-/// # Invariants
-///
-/// `misc` is registered (with [`FOPS`]) for as long as this object exists.
-#[pin_data(PinnedDrop)]
-pub(crate) struct Registration {
-    shared: Arc<Shared>,
-    #[pin]
-    misc: Opaque<bindings::miscdevice>,
-}
-
-impl Registration {
-    /// Registers `/dev/tpmrs0`.
-    ///
-    /// # Errors
-    ///
-    /// What `misc_register` returns (`EBUSY` if the name is taken, `ENOMEM`).
-    pub(crate) fn register(shared: Arc<Shared>) -> Result<Pin<KBox<Self>>> {
-        KBox::try_pin_init(
-            // `shared` is initialized before `misc`: `open` may run as soon as it is registered.
-            try_pin_init!(Self {
-                shared,
-                misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
-                    // SAFETY: The initializer may write to `slot`; all-zero is a valid
-                    // `miscdevice` which we then fill in.
-                    unsafe {
-                        slot.write(pin_init::zeroed());
-                        (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
-                        (*slot).name = c"tpmrs0".as_char_ptr();
-                        (*slot).fops = &FOPS.0;
-                    }
-                    // SAFETY: `slot` holds a filled-in miscdevice in pinned memory that lives
-                    // until `PinnedDrop` deregisters it.
-                    // INVARIANT: registered on success.
-                    to_result(unsafe { bindings::misc_register(slot) })
-                }),
-            }),
-            GFP_KERNEL,
-        )
-    }
-}
-
-// SAFETY: `misc_register`/`misc_deregister` may be called from any thread, and `&Registration`
-// gives no access to the `miscdevice` beyond what the misc core synchronizes itself.
-unsafe impl Send for Registration {}
-// SAFETY: See `Send`.
-unsafe impl Sync for Registration {}
-
-#[pinned_drop]
-impl PinnedDrop for Registration {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: Registered by the type invariant; deregistered exactly once here.
-        unsafe { bindings::misc_deregister(self.misc.get()) };
-    }
-}
-
-/// Makes a C operations table usable as a `static`.
-#[repr(transparent)]
-struct AssertSync<T>(T);
-// SAFETY: Only used for the `file_operations` table, which is never written after build time.
-unsafe impl<T> Sync for AssertSync<T> {}
-
-/// The file operations of `/dev/tpmrs0`.
-static FOPS: AssertSync<bindings::file_operations> = AssertSync(bindings::file_operations {
-    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
-    open: Some(tpmrs_open),
-    release: Some(tpmrs_release),
-    read: Some(tpmrs_read),
-    write: Some(tpmrs_write),
-    poll: Some(tpmrs_poll),
-    ..pin_init::zeroed()
-});
-
-/// # Safety
-///
-/// Called by the VFS through `misc_open`, which has set `private_data` to our `miscdevice`
-/// and keeps it registered during the call.
-unsafe extern "C" fn tpmrs_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
-    // SAFETY: `misc_open` stored the `struct miscdevice` pointer in `private_data`.
-    let misc = unsafe { (*file).private_data }.cast::<Opaque<bindings::miscdevice>>();
-    // SAFETY: Our only miscdevice is the `misc` field of a `Registration`, which stays alive
-    // while it is registered, i.e. for this whole call (`Opaque` is `repr(transparent)`).
-    let reg = unsafe { &*kernel::container_of!(misc, Registration, misc) };
-
-    let client = match Client::new(reg.shared.clone()) {
-        Ok(client) => client,
-        Err(e) => return e.to_errno(),
-    };
-    // SAFETY: `open` owns `private_data`; from here on it holds our `Arc<Client>`, which
-    // `tpmrs_release` takes back.
-    unsafe { (*file).private_data = client.into_foreign().cast() };
-    0
-}
-
-/// # Safety
-///
-/// Called by the VFS once per successful `tpmrs_open`, after the last other file operation.
-unsafe extern "C" fn tpmrs_release(
-    _inode: *mut bindings::inode,
-    file: *mut bindings::file,
-) -> c_int {
-    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open`; release owns it.
-    let client =
-        unsafe { <Arc<Client> as ForeignOwnable>::from_foreign((*file).private_data.cast()) };
-    client.release();
-    0
-}
-
-/// # Safety
-///
-/// Called by the VFS between `tpmrs_open` and `tpmrs_release`; `buf` is a user pointer.
-unsafe extern "C" fn tpmrs_read(
-    file: *mut bindings::file,
-    buf: *mut c_char,
-    count: usize,
-    _ppos: *mut bindings::loff_t,
-) -> isize {
-    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open` until release.
-    let client = unsafe { <Arc<Client> as ForeignOwnable>::borrow((*file).private_data.cast()) };
-    let user = UserSlice::new(UserPtr::from_ptr(buf.cast()), count).writer();
-    match client.read(user, count) {
-        Ok(n) => n as isize,
-        Err(e) => e.to_errno() as isize,
-    }
-}
-
-/// # Safety
-///
-/// Called by the VFS between `tpmrs_open` and `tpmrs_release`; `buf` is a user pointer.
-unsafe extern "C" fn tpmrs_write(
-    file: *mut bindings::file,
-    buf: *const c_char,
-    count: usize,
-    _ppos: *mut bindings::loff_t,
-) -> isize {
-    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open` until release.
-    let client = unsafe { <Arc<Client> as ForeignOwnable>::borrow((*file).private_data.cast()) };
-    // SAFETY: The VFS passes a valid file, with no fdget_pos region of ours on this thread.
-    let f = unsafe { File::from_raw_file(file) };
-    let nonblock = f.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
-    let user = UserSlice::new(UserPtr::from_ptr(buf.cast_mut().cast()), count).reader();
-    match Client::write(client, user, count, nonblock) {
-        Ok(n) => n as isize,
-        Err(e) => e.to_errno() as isize,
-    }
-}
-
-/// # Safety
-///
-/// Called by the VFS between `tpmrs_open` and `tpmrs_release`.
-unsafe extern "C" fn tpmrs_poll(
-    file: *mut bindings::file,
-    wait: *mut bindings::poll_table_struct,
-) -> bindings::__poll_t {
-    // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open` until release.
-    let client = unsafe { <Arc<Client> as ForeignOwnable>::borrow((*file).private_data.cast()) };
-    // SAFETY: The VFS passes a valid file, with no fdget_pos region of ours on this thread.
-    let f = unsafe { File::from_raw_file(file) };
-    // SAFETY: The VFS passes a valid (or NULL) poll table for the duration of the call.
-    let table = unsafe { PollTable::from_raw(wait) };
-    client.poll(f, table)
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! KUnit tests of the glue, run at `insmod` (the KTAP output goes to the kernel log).
+//! KUnit suite `tpmrs`, built into `tpmrs_kunit.ko` (see `tpmrs_kunit.rs`) and run when that
+//! module is loaded: results in the kernel log and in `/sys/kernel/debug/kunit/tpmrs/results`.
 //!
 //! They run against the real TPM of the test guest (swtpm): the transport through the C
 //! shim, a full-size command, and the protocol core compiled for the kernel.
@@ -57,6 +58,14 @@ mod kunit {
         Ok(())
     }
 
+    /// The response length of an outcome that must be a response.
+    fn response(o: proto::rm::Outcome) -> Result<usize> {
+        match o {
+            proto::rm::Outcome::Response(n) => Ok(n),
+            proto::rm::Outcome::Exhausted { .. } => Err(EAGAIN),
+        }
+    }
+
     /// The protocol core, initialized from the real TPM, with one space and a response buffer.
     fn core_with_space(tpm: &mut dyn Tpm) -> Result<(proto::Rm, proto::Space, KVec<u8>)> {
         let mut rm = proto::Rm::new(proto::Config {
@@ -81,16 +90,16 @@ mod kunit {
         let bogus = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0xff, 0xff];
         let len = rm
             .execute(&mut space, &mut tpm, 0, None, &bogus, &mut rsp)
-            .and_then(|o| o.response())
-            .map_err(|_| EIO)?;
+            .map_err(|_| EIO)
+            .and_then(response)?;
         assert_eq!(len, 10);
         assert_eq!(be32(&rsp, 6), 0x000b_0143);
         assert_eq!(rm.stats().tpm_commands, before);
 
         let len = rm
             .execute(&mut space, &mut tpm, 0, None, &GET_RANDOM_8, &mut rsp)
-            .and_then(|o| o.response())
-            .map_err(|_| EIO)?;
+            .map_err(|_| EIO)
+            .and_then(response)?;
         assert_eq!(len, 20);
         assert_eq!(rm.stats().tpm_commands, before + 1);
         rm.close_space(&mut space, &mut tpm, 0);

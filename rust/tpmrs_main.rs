@@ -7,7 +7,8 @@
 //! host); this crate is the kernel glue around it:
 //!
 //! - [`chip`]: the TPM chip, its ops lock, the transport (through `tpmrs_shim.c`);
-//! - [`device`]: the misc device, its file operations and the shared state;
+//! - [`device`]: the state every open file shares, and the debugfs files;
+//! - [`fops`]: the misc device and its file operations;
 //! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol.
 
 use kernel::{debugfs, prelude::*, sync::Arc};
@@ -15,12 +16,12 @@ use kernel::{debugfs, prelude::*, sync::Arc};
 mod chip;
 mod client;
 mod device;
+mod fops;
 // The core is a library shared with the host crate `tpmrs-proto`: its `pub` is the API its
 // host tests and fuzzers use, unreachable from this crate's root by design.
 #[path = "proto/src/lib.rs"]
 #[allow(unreachable_pub)]
 mod proto;
-mod tests;
 
 module! {
     type: TpmrsModule,
@@ -42,6 +43,11 @@ module! {
             description: "Sessions a client saved and left behind at close, kept for another \
                           open file to ContextLoad (0-32, default 8; 0 disables)",
         },
+        chip: i32 {
+            default: -1,
+            description: "The TPM to serve: N for /dev/tpmN (the chip tpmN), -1 for the \
+                          default chip, the lowest-numbered TPM 2.0 (default -1)",
+        },
         session_timeout_ms: u32 {
             default: 2000,
             description: "SESSION_TIMEOUT: how long a session lives before it may be evicted \
@@ -54,11 +60,13 @@ module! {
 struct TpmrsModule {
     /// `/sys/kernel/debug/tpmrs/stats`. Dropped first: removing it waits for its readers.
     _stats: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
-    /// `/sys/kernel/debug/tpmrs/`. Dropped second, once the file in it is gone.
+    /// `/sys/kernel/debug/tpmrs/clients`. Dropped second, likewise.
+    _clients: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
+    /// `/sys/kernel/debug/tpmrs/`. Dropped third, once the files in it are gone.
     _debugfs: debugfs::Dir,
-    /// `/dev/tpmrs0`. Dropped third: no new file can be opened after it (open files keep
+    /// `/dev/tpmrs0`. Dropped fourth: no new file can be opened after it (open files keep
     /// the module, and so this struct, alive until they are closed).
-    _dev: Pin<KBox<device::Registration>>,
+    _dev: Pin<KBox<fops::Registration>>,
     /// Dropped last: draining it runs (or drops) every queued O_NONBLOCK command.
     _wq: chip::WorkQueue,
 }
@@ -76,8 +84,13 @@ impl kernel::Module for TpmrsModule {
             ) * 1_000_000,
             ..Default::default()
         };
-        let chip = chip::Chip::get_default().inspect_err(|_| {
-            pr_err!("no TPM 2.0 chip\n");
+        let num = module_parameters::chip.value();
+        let chip = chip::Chip::get(num).inspect_err(|_| {
+            if num < 0 {
+                pr_err!("no TPM 2.0 chip\n");
+            } else {
+                pr_err!("no TPM 2.0 chip tpm{num} (module parameter chip={num})\n");
+            }
         })?;
         let mut rm = proto::Rm::new(config).map_err(|e| Error::from_errno(e.to_errno()))?;
         {
@@ -92,15 +105,25 @@ impl kernel::Module for TpmrsModule {
         }
         let wq = chip::WorkQueue::new()?;
         pr_info!("/dev/tpmrs0 on {}\n", chip.name());
-        let shared = device::Shared::new(chip, rm, &wq)?;
+        // SAFETY: Work is only enqueued by the files of `/dev/tpmrs0` and by the work items
+        // themselves. The module drops `_wq` (destroying, after draining, the queue) only after
+        // `_dev`, when no file is open (each holds a reference on the module) and no new one
+        // can be; the drain runs the queued items to their end.
+        let queue = unsafe { wq.queue() };
+        let shared = device::Shared::new(chip, rm, queue)?;
         let dir = debugfs::Dir::new(c"tpmrs");
         let stats = KBox::pin_init(
             dir.read_callback_file(c"stats", shared.clone(), &device::show_stats),
             GFP_KERNEL,
         )?;
-        let dev = device::Registration::register(shared)?;
+        let clients = KBox::pin_init(
+            dir.read_callback_file(c"clients", shared.clone(), &device::show_clients),
+            GFP_KERNEL,
+        )?;
+        let dev = fops::Registration::register(shared)?;
         Ok(Self {
             _stats: stats,
+            _clients: clients,
             _debugfs: dir,
             _dev: dev,
             _wq: wq,

@@ -10,6 +10,8 @@
 
 #include <linux/device.h>
 #include <linux/errno.h>
+#include <linux/sprintf.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/tpm.h>
@@ -38,7 +40,38 @@ struct tpm_chip *tpmrs_chip_get(void)
 }
 
 /**
- * tpmrs_chip_put() - drop the reference taken by tpmrs_chip_get()
+ * tpmrs_chip_get_num() - take a reference on the TPM 2.0 chip tpm<num>
+ * @num: the chip's number (the N of /dev/tpmN)
+ *
+ * No lookup by number is exported, but every chip's device is in the same class ("tpm"),
+ * which the default chip's device names: search that class by device name.
+ *
+ * Return: the chip, or NULL when there is none of that number or it is not a TPM 2.0.
+ */
+struct tpm_chip *tpmrs_chip_get_num(int num)
+{
+	struct tpm_chip *def = tpm_default_chip();
+	struct tpm_chip *chip;
+	struct device *dev;
+	char name[16];
+
+	if (!def)
+		return NULL;
+	snprintf(name, sizeof(name), "tpm%d", num);
+	dev = class_find_device_by_name(def->dev.class, name);
+	put_device(&def->dev);
+	if (!dev)
+		return NULL;
+	chip = container_of(dev, struct tpm_chip, dev);
+	if (!(chip->flags & TPM_CHIP_FLAG_TPM2)) {
+		put_device(dev);
+		return NULL;
+	}
+	return chip;
+}
+
+/**
+ * tpmrs_chip_put() - drop the reference taken by tpmrs_chip_get() or tpmrs_chip_get_num()
  * @chip: the chip
  */
 void tpmrs_chip_put(struct tpm_chip *chip)
@@ -150,4 +183,14 @@ struct workqueue_struct *tpmrs_wq_alloc(void)
 void tpmrs_wq_destroy(struct workqueue_struct *wq)
 {
 	destroy_workqueue(wq);
+}
+
+/**
+ * tpmrs_current_comm() - the command name of the current task
+ * @buf: where it goes, NUL-terminated and padded
+ * @len: size of @buf (TASK_COMM_LEN is 16)
+ */
+void tpmrs_current_comm(char *buf, size_t len)
+{
+	strscpy_pad(buf, current->comm, len);
 }

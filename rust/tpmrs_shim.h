@@ -12,6 +12,7 @@ struct tpm_chip;
 struct workqueue_struct;
 
 struct tpm_chip *tpmrs_chip_get(void);
+struct tpm_chip *tpmrs_chip_get_num(int num);
 void tpmrs_chip_put(struct tpm_chip *chip);
 const char *tpmrs_chip_name(struct tpm_chip *chip);
 int tpmrs_chip_lock(struct tpm_chip *chip);
@@ -20,5 +21,6 @@ ssize_t tpmrs_transmit(struct tpm_chip *chip, const u8 *cmd, size_t cmd_len, u8 
 		       size_t rsp_size);
 struct workqueue_struct *tpmrs_wq_alloc(void);
 void tpmrs_wq_destroy(struct workqueue_struct *wq);
+void tpmrs_current_comm(char *buf, size_t len);
 
 #endif /* TPMRS_SHIM_H */

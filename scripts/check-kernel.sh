@@ -6,7 +6,8 @@
 #
 # usage: scripts/check-kernel.sh KDIR
 # Environment (as passed to the kernel's make): LLVM, CC, RUSTC, BINDGEN, CLIPPY_DRIVER
-# (checked only when set). Prints nothing and exits 0 when everything is fine.
+# (checked only when set); TPMRS_KDIR_DEFAULT=1 when KDIR is the running kernel's tree because
+# none was given (plain `make`). Prints nothing and exits 0 when everything is fine.
 set -uo pipefail
 
 kdir=${1:?usage: check-kernel.sh KDIR}
@@ -16,12 +17,24 @@ warn() { printf 'tpmrs: warning: %s\n' "$*" >&2; }
 conf() { sed -n "s/^$1=//p" "$kdir/.config" | sed 's/^"\(.*\)"$/\1/'; }
 
 # --- the kernel build directory ------------------------------------------------------------
+if [ "${TPMRS_KDIR_DEFAULT:-0}" = 1 ] && [ ! -d "$kdir" ]; then
+	fail "no build tree for the running kernel $(uname -r) ($kdir is missing): install its headers (Debian: linux-headers-$(uname -r)), pass KDIR=/path/to/a/Rust-enabled/kernel/build, or 'make dev' for the cached dev kernel"
+	exit 1
+fi
 if [ ! -d "$kdir" ]; then
 	fail "KDIR=$kdir does not exist: point KDIR at a kernel build directory (e.g. /lib/modules/\$(uname -r)/build)"
 	exit 1
 fi
 if [ ! -f "$kdir/.config" ] || [ ! -f "$kdir/Makefile" ]; then
 	fail "KDIR=$kdir is not a configured kernel build (no .config or Makefile): use the kernel's build directory (O=...) or its headers package"
+	exit 1
+fi
+# Rust first: without it nothing else matters (one line for a distribution kernel).
+if [ "$(conf CONFIG_RUST)" != y ] && [ "${TPMRS_KDIR_DEFAULT:-0}" = 1 ]; then
+	fail "the running kernel $(uname -r) has no Rust support (CONFIG_RUST is not y in $kdir/.config): tpmrs cannot be built for it; pass KDIR=/path/to/a/Rust-enabled/kernel/build, or 'make dev' for the cached dev kernel"
+	exit 1
+elif [ "$(conf CONFIG_RUST)" != y ]; then
+	fail "the kernel has no Rust support (CONFIG_RUST is not y in $kdir/.config): rebuild it with CONFIG_RUST=y ('make rustavailable' in the kernel tree says what is missing)"
 	exit 1
 fi
 if [ ! -f "$kdir/include/config/auto.conf" ] || [ ! -f "$kdir/include/generated/autoconf.h" ]; then
@@ -32,10 +45,6 @@ if [ ! -f "$kdir/Module.symvers" ]; then
 fi
 
 [ "$(conf CONFIG_MODULES)" = y ] || fail "the kernel has CONFIG_MODULES off: it cannot load tpmrs.ko; enable CONFIG_MODULES and rebuild the kernel"
-if [ "$(conf CONFIG_RUST)" != y ]; then
-	fail "the kernel has no Rust support (CONFIG_RUST is not y in $kdir/.config): rebuild it with CONFIG_RUST=y ('make rustavailable' in the kernel tree says what is missing)"
-	exit 1
-fi
 case "$(conf CONFIG_TCG_TPM)" in
 y | m) ;;
 *) fail "the kernel has no TPM support (CONFIG_TCG_TPM is not set): rebuild it with CONFIG_TCG_TPM=y (and the driver for your TPM: TCG_TIS, TCG_CRB, ...)" ;;

@@ -3,10 +3,11 @@
 #
 # Runs every tpmrs test and ends with the line "N passed, N failed":
 #   1. set-up (scripts/setup.sh) and the debug dev kernel (lockdep, KASAN, kmemleak; cached);
-#   2. the module build, clippy (CLIPPY=1, warnings fail) and rustfmt;
-#   3. host tests: cargo test, clippy and rustfmt of the protocol core crate, and a short
-#      fuzz run of every cargo-fuzz target (fuzz/run.sh; crashes fail the run);
-#   4. the guest: QEMU + swtpm, insmod (the KUnit suites run), user-space tests and the
+#   2. the module build, clippy (CLIPPY=1, warnings fail) and the module's rustdoc;
+#   3. the host-only checks of `make check` (scripts/testlib.sh: rustfmt, docs, cargo test,
+#      clippy, fmt and doc of the protocol core crate, and a short fuzz run of every
+#      cargo-fuzz target, TPMRS_FUZZ_SECONDS each, default 15 here);
+#   4. the guest: QEMU + swtpm, insmod, the KUnit suite (tpmrs_kunit.ko), user-space tests and the
 #      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
 # kmemleak report in the guest's kernel log fails the run, whatever the tests said.
@@ -18,16 +19,7 @@ cd "$TPMRS_ROOT"
 
 out=$TPMRS_ROOT/target/test-results
 rm -rf "$out" && mkdir -p "$out"
-passed=0 failed=0
-t0=$(date +%s)
-log() { printf '[test %4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
-pass() { passed=$((passed + 1)); printf 'ok     %s\n' "$1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL   %s\n' "$1"; }
-# check NAME LOGFILE COMMAND...: one test that passes when COMMAND succeeds.
-check() {
-	local name=$1 logf=$2; shift 2
-	if "$@" >"$logf" 2>&1; then pass "$name"; else fail "$name"; tail -n 40 "$logf" | sed 's/^/    | /'; fi
-}
+. "$here/testlib.sh"
 
 log "set-up"
 if ! "$here/setup.sh" >"$out/setup.log" 2>&1; then
@@ -35,46 +27,21 @@ if ! "$here/setup.sh" >"$out/setup.log" 2>&1; then
 fi
 log "debug kernel"
 if ! kdir=$("$here/kernel.sh" debug 2>"$out/kernel.log"); then
-	cat "$out/kernel.log"; fail "kernel build"; echo "$passed passed, $failed failed"; exit 1
+	cat "$out/kernel.log"; fail "kernel build"; summary; exit 1
 fi
 export KDIR=$kdir
 
-log "module build, clippy, rustfmt"
+log "module build, clippy, rustdoc"
 check "module: clippy build (no Rust or C warnings)" "$out/clippy.log" \
 	bash -c 'make -s clippy 2>&1 | tee /dev/stderr | { ! grep -E "(^|: )(warning|error)"; }'
 if [ ! -f tpmrs.ko ]; then
-	fail "module: tpmrs.ko built"; echo "$passed passed, $failed failed"; exit 1
+	fail "module: tpmrs.ko built"; summary; exit 1
 fi
-check "module: rustfmt" "$out/rustfmt.log" make -s fmt-check
 check "docs: rustdoc of the core and the module (-D warnings)" "$out/rustdoc.log" make -s rustdoc
-check "docs: Documentation/*.rst (docutils) and C kernel-doc" "$out/doc-check.log" make -s doc-check
 
-log "host tests (cargo)"
-cargo test --workspace --color never >"$out/cargo-test.log" 2>&1
-cargo_rc=$?
-while read -r p f; do
-	passed=$((passed + p)); failed=$((failed + f))
-done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$out/cargo-test.log")
-if [ "$cargo_rc" != 0 ]; then
-	grep -E '^(test .* FAILED|failures:|error)' "$out/cargo-test.log" | head -n 40 | sed 's/^/    | /'
-	grep -q '^test result:' "$out/cargo-test.log" || fail "host: cargo test ran"
-fi
-echo "host: $(grep -c '^test .* ok$' "$out/cargo-test.log") cargo tests passed, $(grep -c '^test .* FAILED$' "$out/cargo-test.log") failed"
-check "host: cargo clippy -D warnings" "$out/cargo-clippy.log" \
-	cargo clippy --workspace --all-targets --color never -- -D warnings
-check "host: cargo fmt --check" "$out/cargo-fmt.log" cargo fmt --all --check
-
-log "host fuzzing (a short run per target; fuzz/README.md for longer ones)"
-fuzz/run.sh "${TPMRS_FUZZ_SECONDS:-15}" >"$out/fuzz.log" 2>&1
-fuzz_rc=$?
-grep -E '^fuzz: ' "$out/fuzz.log"
-fsum=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out/fuzz.log" | tail -n1)
-if [ -n "$fsum" ]; then
-	passed=$((passed + $(cut -d' ' -f1 <<<"$fsum"))); failed=$((failed + $(cut -d' ' -f3 <<<"$fsum")))
-fi
-if [ "$fuzz_rc" != 0 ] || [ -z "$fsum" ]; then
-	fail "host: fuzz/run.sh (see $out/fuzz.log)"; tail -n 20 "$out/fuzz.log" | sed 's/^/    | /'
-fi
+# The host-only part, the same as `make check` (scripts/check.sh).
+TPMRS_FUZZ_SECONDS=${TPMRS_FUZZ_SECONDS:-15}
+host_checks
 
 log "guest (QEMU TCG, swtpm, debug kernel)"
 gout=$out/guest
@@ -85,12 +52,13 @@ else
 	tail -n 30 "$gout/console.log" | sed 's/^/    | /'
 fi
 
-# KUnit: the KTAP in the kernel log, parsed by the kernel's own tool.
+# KUnit: the suite's results as tpmrs_kunit.ko left them in debugfs
+# (/sys/kernel/debug/kunit/tpmrs/results, copied by the guest), parsed by the kernel's tool.
 # The kernel log saved by the guest, or the console if the guest never got that far.
 klog=$gout/dmesg.txt
 [ -s "$klog" ] || klog=$gout/console.log
-if python3 tests/tools/ktap_extract.py "$klog" tpmrs >"$out/ktap-tpmrs.txt" 2>/dev/null; then
-	python3 "$KSRC/tools/testing/kunit/kunit.py" parse "$out/ktap-tpmrs.txt" >"$out/kunit.txt" 2>&1
+if [ -s "$gout/kunit-tpmrs.ktap" ]; then
+	python3 "$KSRC/tools/testing/kunit/kunit.py" parse "$gout/kunit-tpmrs.ktap" >"$out/kunit.txt" 2>&1
 	sed 's/^/    kunit| /' "$out/kunit.txt" | grep -vE '^\s*kunit\| *$' | tail -n 20
 	summary=$(grep -E 'Ran [0-9]+ tests' "$out/kunit.txt" | tail -n1)
 	kp=$(sed -nE 's/.*passed: ([0-9]+).*/\1/p' <<<"$summary"); kp=${kp:-0}
@@ -101,7 +69,7 @@ if python3 tests/tools/ktap_extract.py "$klog" tpmrs >"$out/ktap-tpmrs.txt" 2>/d
 	passed=$((passed + kp)); failed=$((failed + kf))
 	[ "$kp" -gt 0 ] || fail "kunit: the tpmrs suite ran"
 else
-	fail "kunit: the tpmrs suite's KTAP is in the kernel log"
+	fail "kunit: the tpmrs suite's results were read from debugfs"
 fi
 
 # User-space TAP files written by the guest.
@@ -135,5 +103,5 @@ else
 fi
 
 log "done (results in $out)"
-echo "$passed passed, $failed failed"
+summary
 [ "$failed" = 0 ]

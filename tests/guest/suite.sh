@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# The guest half of `make test` (run by tests/guest/init.sh as PID 1's child): loads tpmrs
-# (its KUnit suites run at insmod), runs the user-space tests against /dev/tpmrs0 and, side
+# The guest half of `make test` (run by tests/guest/init.sh as PID 1's child): loads tpmrs,
+# runs the KUnit suite (tpmrs_kunit.ko, results from debugfs), runs the user-space tests against /dev/tpmrs0 and, side
 # by side, /dev/tpmrm0, unloads the module and asks kmemleak for leaks. Every result goes to
 # $TPMRS_OUT as TAP (*.tap); the host (scripts/test.sh) parses them with the KTAP in the
 # kernel log.
@@ -27,8 +27,17 @@ reset_da() { # clear dictionary-attack failures the tests cause on purpose
 	TPM2TOOLS_TCTI=device:/dev/tpmrm0 tpm2 dictionarylockout -c >/dev/null 2>&1 || true
 }
 
+# Chip selection (module parameter chip): a missing chip fails cleanly, tpm0 by number works.
+step insmod_missing_chip_fails bash -c '! insmod "$TPMRS_KO" chip=7 && dmesg | grep -q "no TPM 2.0 chip tpm7" && test ! -e /dev/tpmrs0'
+step insmod_chip_by_number bash -c 'insmod "$TPMRS_KO" chip=0 && dmesg | tail -n 3 | grep -q "/dev/tpmrs0 on tpm0" && test -c /dev/tpmrs0 && rmmod tpmrs'
 step insmod insmod "$TPMRS_KO"
 step node_is_char_device test -c /dev/tpmrs0
+# KUnit is opt-in: loading tpmrs.ko ran no suite. tpmrs_kunit.ko runs it; its results stay in
+# debugfs while it is loaded, and the host parses them with kunit.py (scripts/test.sh).
+step insmod_runs_no_test bash -c '! test -e /sys/kernel/debug/kunit/tpmrs && ! dmesg | grep -q "# Subtest: tpmrs"'
+step kunit_insmod insmod "${TPMRS_KO%/*}/tpmrs_kunit.ko"
+step kunit_results cp /sys/kernel/debug/kunit/tpmrs/results "$out/kunit-tpmrs.ktap"
+step kunit_rmmod rmmod tpmrs_kunit
 
 reset_da
 echo "[suite] user-space tests"

@@ -39,8 +39,9 @@ pub enum RmError {
     /// The transport failed with this (negative) errno.
     Transport(i32),
     /// No TPM session slot is free right now, or other commands wait for one ahead of this
-    /// one; nothing was changed. The caller waits and retries (see `Rm::wait_begin`,
-    /// `Rm::wait_step`); `-EAGAIN` if it does not.
+    /// one; nothing was changed (`Outcome::response`, for callers that do not wait: the
+    /// kernel glue always waits, see `Rm::step`); `-EAGAIN`.
+    #[cfg(not(tpmrs_kernel))]
     SessionsExhausted,
 }
 
@@ -53,6 +54,7 @@ impl RmError {
             RmError::OutOfMemory => -ENOMEM,
             RmError::NotInitialized => -ENODEV,
             RmError::BadResponse => -EIO,
+            #[cfg(not(tpmrs_kernel))]
             RmError::SessionsExhausted => -EAGAIN,
             // A transport that reports a non-negative code still fails the call.
             RmError::Transport(code) if code < 0 => code,

@@ -39,7 +39,9 @@ pub mod tpm;
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
 pub use rm::{Config, Request, Rm, Step};
+pub use session::registry::SessionState;
 pub use space::Space;
+pub use stats::Stats;
 pub use tpm::{Tpm, TransportError};
 
 // What the host tests and fuzzers look at besides (the kernel glue does not).
@@ -50,10 +52,8 @@ pub use platform::{OutOfMemory, Vec};
 #[cfg(not(tpmrs_kernel))]
 pub use rm::Outcome;
 #[cfg(not(tpmrs_kernel))]
-pub use session::registry::{SessionEntry, SessionRegistry, SessionState};
+pub use session::registry::{SessionEntry, SessionRegistry};
 #[cfg(not(tpmrs_kernel))]
 pub use session::scheduler::{Ticket, WaitStep};
 #[cfg(not(tpmrs_kernel))]
 pub use session::{registry as sessions, scheduler};
-#[cfg(not(tpmrs_kernel))]
-pub use stats::Stats;

@@ -34,7 +34,6 @@ use super::cc_table::{CcTable, CcTableError};
 use super::error::RmError;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error};
-#[cfg(not(tpmrs_kernel))]
 use super::session::registry::SessionRegistry;
 #[cfg(not(tpmrs_kernel))]
 use super::session::scheduler::Scheduler;
@@ -191,7 +190,6 @@ impl Rm {
     }
 
     /// The session registry.
-    #[cfg(not(tpmrs_kernel))]
     pub fn sessions(&self) -> &SessionRegistry {
         &self.st.registry
     }
@@ -235,6 +233,11 @@ impl Rm {
             open_spaces: self.open_spaces,
             ..self.io.stats
         }
+    }
+
+    /// Sessions evicted from the open space `space_id` so far (0 once it is closed).
+    pub fn evictions_of(&self, space_id: u64) -> u64 {
+        self.st.evicted.get(space_id)
     }
 
     /// A new, empty space with a unique id.
@@ -330,6 +333,7 @@ impl Rm {
         let owner = space.id();
         self.st.retry_pending(&mut self.io, tpm);
         self.st.sched.remove_space(owner, now_ns);
+        self.st.evicted.forget(owner);
         self.st
             .close_space(&mut self.io, tpm, owner, self.config.max_abandoned);
         for p in space.loaded_handles() {

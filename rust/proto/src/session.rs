@@ -56,6 +56,7 @@ mod tombstone;
 use super::context::parse_context;
 use super::error::RmError;
 use super::platform::Vec;
+use super::stats::OwnerCounts;
 use registry::SessionRegistry;
 use scheduler::Scheduler;
 use tombstone::Tombstone;
@@ -81,6 +82,8 @@ pub(crate) struct Sessions {
     pub(crate) sched: Scheduler,
     next_session_id: u64,
     abandon_tick: u64,
+    /// Sessions evicted from each open space, for the per-client view.
+    pub(crate) evicted: OwnerCounts,
 }
 
 impl Sessions {
@@ -96,6 +99,7 @@ impl Sessions {
             sched: Scheduler::new(),
             next_session_id: 1,
             abandon_tick: 0,
+            evicted: OwnerCounts::new(),
         })
     }
 

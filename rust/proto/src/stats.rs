@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Counters of the resource manager's work.
 
+use super::platform::Vec;
+
 /// What the resource manager did since it was created. Every counter only grows (wrapping),
 /// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `tombstones`,
 /// `pending_flushes`), which say how things are now, and
@@ -55,7 +57,124 @@ pub struct Stats {
     pub flushes_given_up: u64,
 }
 
+impl Stats {
+    /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
+    /// prints, one `name value` line each.
+    pub fn rows(&self) -> [(&'static str, u64); 20] {
+        [
+            ("client_commands", self.client_commands),
+            ("tpm_commands", self.tpm_commands),
+            ("context_loads", self.context_loads),
+            ("context_saves", self.context_saves),
+            ("flushes", self.flushes),
+            ("synthesized_responses", self.synthesized_responses),
+            ("rejected_commands", self.rejected_commands),
+            ("transport_errors", self.transport_errors),
+            ("sessions", self.sessions),
+            ("abandoned", self.abandoned),
+            ("waiting", self.waiting),
+            ("waits", self.waits),
+            ("longest_wait_ns", self.longest_wait_ns),
+            ("evictions", self.evictions),
+            ("gap_repairs", self.gap_repairs),
+            ("continuation_hits", self.continuation_hits),
+            ("open_spaces", self.open_spaces),
+            ("tombstones", self.tombstones),
+            ("pending_flushes", self.pending_flushes),
+            ("flushes_given_up", self.flushes_given_up),
+        ]
+    }
+}
+
+/// A counter per space id (the sessions evicted from each open space), for the per-client
+/// view of the glue. Entries are dropped when their space closes, so it holds at most one per
+/// open space that lost a session.
+#[derive(Default)]
+pub struct OwnerCounts(Vec<(u64, u64)>);
+
+impl OwnerCounts {
+    /// No counts; allocates nothing.
+    pub const fn new() -> Self {
+        OwnerCounts(Vec::new())
+    }
+
+    /// Adds one to the count of `owner`. Without memory for a new entry the event is not
+    /// counted (the count is for display only).
+    pub fn bump(&mut self, owner: u64) {
+        if let Some(e) = self.0.iter_mut().find(|e| e.0 == owner) {
+            bump(&mut e.1);
+        } else {
+            let _ = self.0.try_push((owner, 1));
+        }
+    }
+
+    /// The count of `owner` (0 if none).
+    pub fn get(&self, owner: u64) -> u64 {
+        self.0.iter().find(|e| e.0 == owner).map_or(0, |e| e.1)
+    }
+
+    /// Drops the count of `owner` (its space closed).
+    pub fn forget(&mut self, owner: u64) {
+        if let Some(i) = self.0.iter().position(|e| e.0 == owner) {
+            self.0.swap_remove(i);
+        }
+    }
+}
+
 /// Adds one to `c`, wrapping.
 pub(super) fn bump(c: &mut u64) {
     *c = c.wrapping_add(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_name_every_counter_once() {
+        // Every field, without `..Default::default()`: a new counter does not compile here
+        // until it is given a value, and then must appear in `rows` to pass.
+        let s = Stats {
+            client_commands: 1,
+            tpm_commands: 2,
+            context_loads: 3,
+            context_saves: 4,
+            flushes: 5,
+            synthesized_responses: 6,
+            rejected_commands: 7,
+            transport_errors: 8,
+            sessions: 9,
+            abandoned: 10,
+            waiting: 11,
+            waits: 12,
+            longest_wait_ns: 13,
+            evictions: 14,
+            gap_repairs: 15,
+            continuation_hits: 16,
+            open_spaces: 17,
+            tombstones: 18,
+            pending_flushes: 19,
+            flushes_given_up: 20,
+        };
+        let rows = s.rows();
+        let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();
+        assert_eq!(
+            values,
+            (1..=rows.len() as u64).collect::<std::vec::Vec<_>>()
+        );
+        for (i, (a, _)) in rows.iter().enumerate() {
+            assert!(rows[i + 1..].iter().all(|(b, _)| a != b), "{a} twice");
+        }
+    }
+
+    #[test]
+    fn owner_counts_count_per_owner_and_forget() {
+        let mut c = OwnerCounts::new();
+        c.bump(7);
+        c.bump(7);
+        c.bump(9);
+        assert_eq!((c.get(7), c.get(9), c.get(8)), (2, 1, 0));
+        c.forget(7);
+        assert_eq!((c.get(7), c.get(9)), (0, 1));
+    }
 }

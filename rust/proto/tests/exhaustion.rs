@@ -238,6 +238,12 @@ fn eviction_victims() {
     let left = h.tpm.sessions();
     assert!(!left.contains(&a1) && left.contains(&ext) && left.contains(&c1));
     assert!(left.contains(&d1));
+    // Counted for the space it was taken from (the abandoned one had no space), and
+    // forgotten when that space closes.
+    assert_eq!(h.rm.evictions_of(a.id()), 1);
+    assert_eq!(h.rm.evictions_of(c.id()) + h.rm.evictions_of(d.id()), 0);
+    h.close(&mut a);
+    assert_eq!(h.rm.evictions_of(a.id()), 0);
     start_as(&mut h, &mut e, &te).unwrap();
     h.rm.wait_end(te, h.now);
     // Only untracked sessions left to take: nothing is eligible.

@@ -50,6 +50,7 @@ impl Outcome {
     ///
     /// # Errors
     /// [`RmError::SessionsExhausted`].
+    #[cfg(not(tpmrs_kernel))]
     pub fn response(self) -> Result<usize, RmError> {
         match self {
             Outcome::Response(n) => Ok(n),

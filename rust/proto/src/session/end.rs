@@ -67,6 +67,7 @@ impl Sessions {
             .get(h)
             .and_then(|e| Some((e.owner?, e.handle)));
         if let Some((owner, v)) = known {
+            self.evicted.bump(owner);
             // At most one per space and number, so they stay bounded. Without memory for
             // it, the owner gets the plain unknown-handle answer.
             let dup = self

@@ -27,8 +27,14 @@ fn harness_with(slots: usize, config: Config) -> Harness<FakeTpm> {
     Harness::new(t, config)
 }
 
+/// A fake TPM with `slots` session slots, all of them tpmrs's (no headroom): these tests
+/// are about the TPM's own exhaustion; the headroom has its own tests.
 fn harness(slots: usize) -> Harness<FakeTpm> {
-    harness_with(slots, Config::default())
+    let config = Config {
+        session_headroom: 0,
+        ..Config::default()
+    };
+    harness_with(slots, config)
 }
 
 fn start(h: &mut Harness<FakeTpm>, s: &mut Space) -> Result<u32, RmError> {
@@ -137,12 +143,13 @@ fn fifo_newcomer_cannot_steal_a_reserved_slot() {
     h.rm.wait_end(tb, h.now);
     assert!(h.rm.take_wakeup(), "c is the new head");
     assert!(h.rm.may_retry(&tc));
-    // c is the head now, but there is no slot: the TPM says so.
+    // c is the head now, but there is no slot: tpmrs holds its whole budget (the TPM's
+    // TPM_PT_ACTIVE_SESSIONS_MAX), so it is not even sent.
     assert_eq!(
         start_as(&mut h, &mut c, &tc),
         Err(RmError::SessionsExhausted)
     );
-    assert_eq!(starts_sent(&h), sent + 2);
+    assert_eq!(starts_sent(&h), sent + 1);
     h.rm.wait_end(tc, h.now);
     let st = h.rm.stats();
     assert_eq!((st.waits, st.waiting, st.sessions), (2, 0, 2));
@@ -183,6 +190,8 @@ fn leaving_waiter_passes_its_reservation_on() {
     // Closing a space whose command waits removes it from the queue, passing a reservation.
     assert!(start(&mut h, &mut d).is_err());
     let td = h.rm.wait_begin(&d, h.now, h.exhausted_rc).unwrap();
+    // (b comes back after its kept place lapsed: behind d.)
+    h.now += SEC;
     assert!(start(&mut h, &mut b).is_err());
     let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     h.close(&mut c); // frees c's slot: d's reservation
@@ -711,9 +720,9 @@ fn simulate(seed: u64, max_hold_ms: u64) {
     {
         h.now = h.now.max(clients[i].next_at);
         assert!(h.now < 300 * SEC, "livelock");
-        let others: Vec<u64> = (0..CLIENTS)
+        let others: Vec<(u64, u64)> = (0..CLIENTS)
             .filter(|j| *j != i)
-            .filter_map(|j| clients[j].ticket.as_ref().map(|t| t.0.id()))
+            .filter_map(|j| clients[j].ticket.as_ref().map(|t| (t.0.id(), t.1)))
             .collect();
         let c = &mut clients[i];
         if c.holding {
@@ -749,6 +758,7 @@ fn simulate(seed: u64, max_hold_ms: u64) {
             }
             if go {
                 let cmd = start_auth_session(SE_HMAC, &[7; 16]);
+                let gang = h.rm.scheduler().gang(c.space.id()) > 0;
                 match h.exec_as(&mut c.space, c.ticket.as_ref().map(|t| &t.0), &cmd) {
                     Err(RmError::SessionsExhausted) => {
                         if c.ticket.is_none() {
@@ -762,11 +772,17 @@ fn simulate(seed: u64, max_hold_ms: u64) {
                     Ok(r) => {
                         assert_eq!(rc(&r), 0);
                         // FIFO: served only if every earlier waiter is served or holds a
-                        // reservation too; without a ticket, only if nobody waits.
+                        // reservation too; without a ticket, only if nobody waits; or on a
+                        // reservation of its space (a gang grant).
                         match &c.ticket {
-                            Some((t, _)) => {
-                                for id in others.iter().filter(|id| **id < t.id()) {
-                                    assert!(h.rm.scheduler().is_reserved(*id), "overtook {id}");
+                            _ if gang => {}
+                            // (A space that came back to its kept place after this one
+                            // queued is not overtaken: it asked again after this one.)
+                            Some((t, since)) => {
+                                let earlier =
+                                    others.iter().filter(|o| o.0 < t.id() && o.1 <= *since);
+                                for id in earlier.map(|o| o.0) {
+                                    assert!(h.rm.scheduler().is_reserved(id), "overtook {id}");
                                 }
                             }
                             None => assert!(others.is_empty(), "a newcomer overtook"),
@@ -808,7 +824,10 @@ fn simulate(seed: u64, max_hold_ms: u64) {
     );
     assert!(waits.len() > 40, "the simulation must exhaust the TPM");
     assert!(longest <= bound, "longest wait {longest}");
-    assert_eq!(h.rm.stats().longest_wait_ns, longest);
+    assert!(
+        h.rm.stats().longest_wait_ns >= longest,
+        "waits counted per turn"
+    );
     assert!(evicted_ages.iter().all(|a| *a >= T), "{evicted_ages:?}");
     assert!(h.rm.sessions().is_empty());
     h.tpm.assert_empty();

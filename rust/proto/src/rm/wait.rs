@@ -23,7 +23,7 @@
 //! [`scheduler`](super::super::session::scheduler)'s.
 
 use super::super::error::RmError;
-use super::super::session::scheduler::{choose_victim, Action, Ticket, WaitStep};
+use super::super::session::scheduler::{choose_victim, Action, Ticket, Victim, WaitStep};
 use super::super::session::Grant;
 use super::super::space::Space;
 use super::super::tpm::Tpm;
@@ -111,6 +111,7 @@ impl Rm {
         cmd: &[u8],
         rsp: &mut [u8],
     ) -> Step {
+        self.st.expire(now_ns);
         for _ in 0..MAX_RUNS_PER_STEP {
             if core::mem::take(&mut req.run) {
                 match self.execute(space, tpm, now_ns, req.ticket.as_ref(), cmd, rsp) {
@@ -173,7 +174,8 @@ impl Rm {
     /// Whether the command of `ticket` may retry now without being refused at once: it holds
     /// a reservation or heads the queue.
     pub fn may_retry(&self, ticket: &Ticket) -> bool {
-        self.st.sched.may_take_slot(Some(ticket.id()))
+        let space = self.st.sched.space_of(ticket.id()).unwrap_or(0);
+        self.st.sched.may_take_slot(Some(ticket.id()), space)
     }
 
     /// Whether waiters must be woken since the last call (a slot was reserved for one, or
@@ -208,11 +210,17 @@ impl Rm {
             });
         }
         let sched = &self.st.sched;
-        if sched.waited(id, now_ns, t)
-            && !sched.is_reserved(id)
-            && (sched.is_memory(id) || self.st.registry.live_count() == 0)
+        let space = sched.space_of(id);
+        let others = self
+            .st
+            .registry
+            .entries()
+            .iter()
+            .any(|e| e.is_live() && (space.is_none() || e.owner != space));
+        if sched.waited(id, now_ns, t) && !sched.is_reserved(id) && (sched.is_memory(id) || !others)
         {
-            // Nothing of ours to evict would help: one last try, the TPM's answer.
+            // Nothing of ours to evict would help (no session of ours at all, or only the
+            // waiter's own: no self-eviction): one last try, the TPM's answer.
             self.st.sched.give_up(id);
             return Ok(WaitStep::Retry);
         }
@@ -261,11 +269,17 @@ impl Rm {
         }
         sched.eviction_attempted(id, now);
         let space = sched.space_of(id);
-        let Some(victim) = choose_victim(self.st.registry.entries(), now, timeout, space) else {
-            return Ok(false);
-        };
-        self.st
-            .evict(&mut self.io, tpm, victim, Grant::Waiter(id))
-            .map(|()| true)
+        let victim = choose_victim(self.st.registry.entries(), sched, now, timeout, id, space);
+        match victim {
+            None => Ok(false),
+            Some(Victim::Abandoned(h)) => self
+                .st
+                .evict(&mut self.io, tpm, h, Grant::Waiter(id))
+                .map(|()| true),
+            Some(Victim::Space(v)) => self
+                .st
+                .evict_space(&mut self.io, tpm, v, id, space, now)
+                .map(|()| true),
+        }
     }
 }

@@ -73,6 +73,45 @@ impl Sessions {
         self.end_session(io, tpm, h, End::Flush, grant)
     }
 
+    /// Evicts every session of space `victim` for waiter `waiter` of space `space`, at
+    /// `now`: the first slot is the waiter's, the next ones -- as many as `space` held at
+    /// once before, beyond what it holds now -- are reserved for `space` (a gang grant), the
+    /// rest go to the queue. Returns the first transport error (those flushes are queued).
+    pub(crate) fn evict_space(
+        &mut self,
+        io: &mut Io,
+        tpm: &mut dyn Tpm,
+        victim: u64,
+        waiter: u64,
+        space: Option<u64>,
+        now: u64,
+    ) -> Result<(), RmError> {
+        let mut want = match space {
+            Some(s) => self
+                .sched
+                .peak(s)
+                .saturating_sub(self.registry.count_owned(s))
+                .saturating_sub(self.sched.gang(s)),
+            None => 1,
+        };
+        let mut r = Ok(());
+        let mut first = true;
+        while let Some(h) = self.registry.find_owned(victim) {
+            let grant = match space {
+                _ if first => Grant::Waiter(waiter),
+                Some(s) if want > 0 => Grant::Gang(s, now),
+                _ => Grant::Queue,
+            };
+            first = false;
+            want = want.saturating_sub(1);
+            let e = self.evict(io, tpm, h, grant);
+            if r.is_ok() {
+                r = e;
+            }
+        }
+        r
+    }
+
     /// Abandons session `h` (saved by its client, whose file is being closed).
     pub(crate) fn abandon(&mut self, h: u32) {
         self.abandon_tick = self.abandon_tick.wrapping_add(1);

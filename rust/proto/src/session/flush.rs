@@ -53,7 +53,7 @@ impl Sessions {
                 return; // the transport is still down, or the TPM still busy
             }
             if is_session_handle(h) {
-                self.sched.slot_freed();
+                self.grant(super::Grant::Queue);
             }
         }
         while let Some(h) = self.registry.find_flush_pending() {
@@ -61,7 +61,7 @@ impl Sessions {
                 return;
             }
             self.registry.remove(h);
-            self.sched.slot_freed();
+            self.grant(super::Grant::Queue);
         }
     }
 }

@@ -285,8 +285,14 @@ impl Txn<'_> {
                 return Err(e);
             }
         };
-        self.io
-            .flush_or_queue(self.tpm, &mut self.st.pending, first)?;
+        if let Err(e) = self
+            .io
+            .flush_or_queue(self.tpm, &mut self.st.pending, first)
+        {
+            // The command fails: the new session is nobody's either.
+            let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, h);
+            return Err(e);
+        }
         Ok((h, n))
     }
 

@@ -160,10 +160,13 @@ impl Rm {
         let mut work = Vec::try_with_capacity(super::TPM_BUFSIZE)?;
         work.try_push(0)?;
         work.clear();
+        let mut st = Sessions::new()?;
+        st.sched.keep_ns = config.session_timeout_ns / 4;
+        st.sched.timeout_ns = config.session_timeout_ns;
         Ok(Rm {
             config,
             cc: CcTable::new(),
-            st: Sessions::new()?,
+            st,
             io: Io::new()?,
             work,
             next_space_id: 1,

@@ -24,7 +24,6 @@
 
 use super::super::error::RmError;
 use super::super::session::scheduler::{choose_victim, Action, Ticket, Victim, WaitStep};
-use super::super::session::Grant;
 use super::super::space::Space;
 use super::super::tpm::Tpm;
 use super::Rm;
@@ -99,6 +98,9 @@ pub enum Step {
 /// one step short whatever it says).
 const MAX_RUNS_PER_STEP: usize = 4;
 
+/// Most victims (spaces or abandoned sessions) one eviction takes.
+const MAX_VICTIMS_PER_EVICTION: usize = 64;
+
 impl Rm {
     /// One step of the command `req` (`cmd` of `space`): runs it when it may, and otherwise
     /// queues it or advances its wait (which may evict a session for it).
@@ -141,6 +143,40 @@ impl Rm {
         req.run = true;
         Step::Sleep {
             until_ns: now_ns.saturating_add(self.config.retry_interval_ns.max(1)),
+        }
+    }
+
+    /// If the next [`Rm::step`] of `req` would only say "sleep" without touching the TPM,
+    /// until when; `None` if it needs the TPM (to run the command, retry a flush, evict or
+    /// retry). The glue calls this before it takes the chip: a waiter that will sleep again
+    /// does not lock the chip. Mirrors the decisions of [`Rm::step`] and [`Rm::wait_step`].
+    pub fn sleep_until(&mut self, req: &Request, now_ns: u64) -> Option<u64> {
+        self.st.expire(now_ns);
+        if req.run || !self.st.pending.is_empty() {
+            return None;
+        }
+        let t = req.ticket.as_ref()?;
+        let id = t.id();
+        let p = self.config.retry_interval_ns;
+        if !self.st.sched.contains(id) {
+            return Some(now_ns.saturating_add(p.max(1)));
+        }
+        if self
+            .st
+            .sched
+            .waited(id, now_ns, self.config.session_timeout_ns)
+            && !self.st.sched.is_reserved(id)
+        {
+            // Maybe giving up: let wait_step decide.
+            return None;
+        }
+        match self
+            .st
+            .sched
+            .step(id, now_ns, self.config.session_timeout_ns, p)
+        {
+            Action::Sleep(until_ns) => Some(until_ns),
+            Action::Retry | Action::Evict => None,
         }
     }
 
@@ -197,6 +233,7 @@ impl Rm {
         tpm: &mut dyn Tpm,
         now_ns: u64,
     ) -> Result<WaitStep, RmError> {
+        self.st.expire(now_ns);
         self.st.retry_pending(&mut self.io, tpm);
         let (t, p) = (
             self.config.session_timeout_ns,
@@ -269,17 +306,30 @@ impl Rm {
         }
         sched.eviction_attempted(id, now);
         let space = sched.space_of(id);
-        let victim = choose_victim(self.st.registry.entries(), sched, now, timeout, id, space);
-        match victim {
-            None => Ok(false),
-            Some(Victim::Abandoned(h)) => self
-                .st
-                .evict(&mut self.io, tpm, h, Grant::Waiter(id))
-                .map(|()| true),
-            Some(Victim::Space(v)) => self
-                .st
-                .evict_space(&mut self.io, tpm, v, id, space, now)
-                .map(|()| true),
+        // Victims until the waiter's space has again as many slots as it held at once (a
+        // gang grant), or nothing more is eligible.
+        let mut got = false;
+        for _ in 0..MAX_VICTIMS_PER_EVICTION {
+            let need = match space {
+                Some(s) => self.st.gang_need(id, s),
+                None => 0,
+            };
+            if got && need == 0 {
+                break;
+            }
+            let entries = self.st.registry.entries();
+            let victim = choose_victim(entries, &self.st.sched, now, timeout, id, space);
+            let r = match victim {
+                None => break,
+                Some(Victim::Abandoned(h)) => {
+                    let grant = self.st.next_grant(id, space, now);
+                    self.st.evict(&mut self.io, tpm, h, grant)
+                }
+                Some(Victim::Space(v)) => self.st.evict_space(&mut self.io, tpm, v, id, space, now),
+            };
+            r?;
+            got = true;
         }
+        Ok(got)
     }
 }

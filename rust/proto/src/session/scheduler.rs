@@ -9,8 +9,9 @@
 //! * **FIFO queue.** A command that finds no session slot (TPM_RC_SESSION_HANDLES or
 //!   TPM_RC_SESSION_MEMORY) takes a [`Ticket`] at the tail of the queue. While the queue is
 //!   not empty, a StartAuthSession is only sent for the *head* of the queue or for a waiter
-//!   that holds a *reservation*; anybody else (a newcomer included) is answered
-//!   `SessionsExhausted` and queues behind. No one can overtake a waiter.
+//!   that holds a *reservation* (its own, or one of its space's gang grant, below); anybody
+//!   else (a newcomer included) is answered `SessionsExhausted` and queues behind. No one
+//!   can overtake a waiter.
 //! * **Reservations.** Whenever a session of ours is freed, the oldest waiter without a
 //!   reservation gets one: the freed slot is its own until it has retried or left. A waiter
 //!   that leaves with its reservation unused (signal, close) passes it to the next one, so no
@@ -19,32 +20,54 @@
 //!   /dev/tpm0, /dev/tpmrm0 -- took the slot: the TPM's answer, not our count, is the truth).
 //! * **Polling.** The head retries every `retry_interval_ns` even without a reservation:
 //!   slots held outside tpmrs can free up without us knowing.
+//! * **Turns.** The unit of fairness is the space. A space's *turn* begins when it gets a
+//!   session while it holds none (`session_added`); a wait of the turn that ends with a
+//!   session moves the start on, by at most `timeout_ns / 2` in all (`took_slot`). After a
+//!   request ends -- answered, or interrupted by a signal -- the space keeps its queue place
+//!   and wait clock for `keep_ns` (SESSION_TIMEOUT / 4): its next request, or the restarted
+//!   write, takes them back (`begin`). It waits once per turn, not once per session.
 //! * **Eviction.** The oldest waiter without a reservation that has waited
-//!   `session_timeout_ns` may evict one of *our* sessions that its owner has held for at
-//!   least `session_timeout_ns` (abandoned sessions first, then the oldest; see
-//!   [`choose_victim`]); the freed slot is reserved for it. At most one eviction attempt per
-//!   waiter per `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
+//!   `session_timeout_ns` may evict (see [`choose_victim`]): an abandoned session, else
+//!   *every* session of one space -- never its own -- whose turn began at least
+//!   `session_timeout_ns` ago: first one that does not wait, then one waiting behind it,
+//!   then one waiting ahead whose turn began twice that long ago. The first freed slot is
+//!   reserved for it; the next ones, up to as many sessions as its space held at once
+//!   (its *peak*), are reserved for its space (a *gang grant*: `add_gang`, lapsing to the
+//!   queue after `keep_ns` unused), and more victims are taken until that need is covered;
+//!   the rest goes to the queue. At most one eviction round per waiter per
+//!   `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
 //!   does not free (between commands tpmrs keeps no session loaded); such a waiter polls.
 //! * **Giving up.** A waiter that has waited `session_timeout_ns` while nothing tpmrs
-//!   could do would give it a slot -- tpmrs holds no session at all (every slot is held
-//!   outside tpmrs), or the shortage is loaded-session memory -- tries once more outside
-//!   the queue and gets the TPM's own answer (TPM_RC_SESSION_HANDLES or
-//!   TPM_RC_SESSION_MEMORY), as on /dev/tpmrm0: the wait ends even when the slots are not
-//!   ours to free.
+//!   could do would give it a slot -- tpmrs holds no session of another space (every slot
+//!   is held outside tpmrs, or by the waiter's own space: no self-eviction), or the
+//!   shortage is loaded-session memory -- tries once more outside the queue and gets the
+//!   TPM's own answer (TPM_RC_SESSION_HANDLES or TPM_RC_SESSION_MEMORY), as on
+//!   /dev/tpmrm0: the wait ends even when the slots are not ours to free. At the session
+//!   budget (TPM_PT_ACTIVE_SESSIONS_MAX minus the headroom) that answer is synthesized.
 //!
-//! **Bound.** Let T = `session_timeout_ns`, P = `retry_interval_ns`, Q the most commands
-//! waiting at once, S the session slots tpmrs holds while they wait (the TPM's slots minus
-//! those held outside tpmrs, which we assume are not freed and retaken meanwhile) and d
-//! the time one waiter takes to evict and retry (a few TPM commands). If S >= Q, a command
-//! that queued at t0 is served by t0 + T + P + Q·d:
-//! every slot granted after t0 went to one of the at most Q − 1 waiters ahead of it (FIFO),
-//! so from t0 + T on at most Q − 1 of the S sessions are younger than T and at least one is
-//! always eligible; by t0 + T + P every waiter ahead of it is past its eviction rate limit,
-//! and each one (then itself) evicts as soon as it is the oldest unreserved waiter, woken by
-//! the previous grant. (Loads from the abandoned list restart a session's protection and
-//! add to the Q − 1.) The test `simulation_many_clients` checks the bound with Q = 40,
-//! S = 64, d = 5 ms.
+//! **Bound, per space.** Let T = `session_timeout_ns`, P = `retry_interval_ns`, d the time
+//! one eviction and retry take (a few TPM commands) and Q the most spaces waiting at once.
+//! If the slots held outside tpmrs do not change meanwhile, every space needs at most k
+//! sessions at once and the budget holds at least k sessions of spaces other than the
+//! waiter's, a space that starts to wait at t0 holds what it needs by
+//! t0 + 1.5·T + P + Q·d, and a client that keeps using its sessions sees no gap between
+//! two operations longer than 2·T + P + Q·d:
+//!
+//! 1. freed slots go in the order of the spaces' queue places, which a space keeps for its
+//!    turn, and a gang grant serves a space's whole need in one round, so at most the Q − 1
+//!    spaces ahead are served first, each once;
+//! 2. at t0 + 1.5·T every space holding sessions waits ahead (≤ Q − 1), or began its turn
+//!    before t0 (protection over, even moved on by T/2), or was served after t0 (only
+//!    those ahead were): victims for W exist once those ahead are through;
+//! 3. from t0 + T each waiter ahead is due and evicts as soon as it is the first without a
+//!    reservation (woken by the previous grant), within P, costing d;
+//! 4. a client's sessions go only after its turn began T ago; it hears so at its next use
+//!    (TPM_RC_EXPIRED) and queues within one operation.
+//!
+//! `tests/fairness.rs` checks Jain >= 0.95 and the gap <= 2·T + 1 s on three workloads;
+//! `simulation_many_clients` checks the wait bound per request, and that nothing is evicted
+//! when clients hold their sessions for less than T.
 
 use super::super::constants::TPM_RC_SESSION_MEMORY;
 use super::super::platform::{OutOfMemory, Vec};
@@ -108,9 +131,12 @@ struct Waiter {
 #[derive(Debug, Clone, Copy)]
 struct Turn {
     space: u64,
-    /// When its current turn began: when it got a session while it held none. Its
-    /// sessions are protected from eviction for `session_timeout_ns` from here.
+    /// When its current turn began: when it got a session while it held none, moved on
+    /// (by at most `timeout_ns` in all) each time a wait of the turn ends with a session
+    /// granted. Its sessions are protected from eviction for `timeout_ns` from here.
     began_ns: u64,
+    /// When it got its first session of the turn.
+    first_ns: u64,
     /// Most sessions it held at once (what it needs again after an eviction).
     peak: usize,
     /// Slots reserved for the space itself (a gang grant), beyond its waiter's own.
@@ -132,6 +158,8 @@ pub struct Scheduler {
     turns: Vec<Turn>,
     /// How long a kept queue place and gang reservations last unused (ns).
     pub keep_ns: u64,
+    /// SESSION_TIMEOUT (ns): the most a turn's start moves on while it gathers its set.
+    pub timeout_ns: u64,
     next_id: u64,
     wakeup: bool,
     /// Waits begun.
@@ -147,6 +175,7 @@ impl Scheduler {
             waiters: Vec::new(),
             turns: Vec::new(),
             keep_ns: 500_000_000,
+            timeout_ns: 2_000_000_000,
             next_id: 1,
             wakeup: false,
             waits: 0,
@@ -287,6 +316,7 @@ impl Scheduler {
                 .try_push(Turn {
                     space,
                     began_ns: now,
+                    first_ns: now,
                     peak: 0,
                     gang: 0,
                     gang_until_ns: 0,
@@ -304,6 +334,7 @@ impl Scheduler {
         if let Some(t) = self.turn_or_new(space, now) {
             if held <= 1 {
                 t.began_ns = now;
+                t.first_ns = now;
             }
             t.peak = t.peak.max(held);
         }
@@ -403,9 +434,12 @@ impl Scheduler {
         if self.gang(space) > 0 {
             return true;
         }
+        // Slots reserved for another space's gang are not up for grabs: only a waiter's own
+        // reservation lets it try while there are any.
+        let gangs = self.turns.iter().any(|t| t.gang > 0);
         match id.and_then(|id| self.waiter(id)) {
-            Some(w) => w.reserved || self.is_head(w.id),
-            None => self.waiters.is_empty(),
+            Some(w) => w.reserved || (!gangs && self.is_head(w.id)),
+            None => !gangs && self.waiters.is_empty(),
         }
     }
 
@@ -450,14 +484,25 @@ impl Scheduler {
 
     /// Waiter `id` (if any) of `space` took a session slot: its reservation is used up, or
     /// else one of its space's gang reservations.
-    pub fn took_slot(&mut self, id: Option<u64>, space: u64) {
+    /// A wait that ends this way moves the start of the space's turn to `now` (by at most
+    /// `timeout_ns` past its first session): a space that had to wait for the rest of its
+    /// set is protected from when it has it, not from when it began to gather it.
+    pub fn took_slot(&mut self, id: Option<u64>, space: u64, now: u64) {
+        let timeout = self.timeout_ns;
+        let waited = id.is_some_and(|id| self.contains(id));
+        let mut gang = true;
         if let Some(w) = id.and_then(|id| self.waiter_mut(id)) {
-            if core::mem::replace(&mut w.reserved, false) {
-                return;
-            }
+            gang = !core::mem::replace(&mut w.reserved, false);
         }
         if let Some(t) = self.turn_mut(space) {
-            t.gang = t.gang.saturating_sub(1);
+            if gang {
+                t.gang = t.gang.saturating_sub(1);
+            }
+            if waited {
+                t.began_ns = t
+                    .began_ns
+                    .max(now.min(t.first_ns.saturating_add(timeout / 2)));
+            }
         }
     }
 
@@ -545,9 +590,11 @@ pub enum Victim {
 /// 3. else a space that waits *behind* the waiter (a later queue place) and whose turn
 ///    began at least `timeout` ago, the latest place first: it would not be served before
 ///    the waiter anyway, and without this, spaces each holding part of what they need could
-///    wait for each other forever.
+///    wait for each other forever;
+/// 4. else a space that waits ahead of the waiter and whose turn began at least
+///    2 x `timeout` ago (it keeps its queue place and wait clock, only its sessions go).
 ///
-/// A space waiting ahead of the waiter is never a victim. Only tracked sessions are
+/// A space waiting ahead of the waiter is otherwise never a victim. Only tracked sessions are
 /// candidates, never one created outside tpmrs.
 pub fn choose_victim(
     entries: &[SessionEntry],
@@ -586,6 +633,9 @@ pub fn choose_victim(
         let key = match sched.position(space, now) {
             None => (0, began, space),
             Some(p) if p > waiter => (1, u64::MAX - p, space),
+            // Gathering ahead of the waiter for over twice the protection: it has had its
+            // turn (a hog must not stay immune by always asking for one more).
+            Some(_) if now.saturating_sub(began) >= timeout.saturating_mul(2) => (2, began, space),
             Some(_) => continue,
         };
         let better = match best {
@@ -629,7 +679,7 @@ mod tests {
         assert!(s.may_take_slot(Some(b.id()), 99));
         assert!(!s.may_take_slot(Some(c.id()), 99));
         // b uses its slot and leaves; a's slot is stolen from outside.
-        s.took_slot(Some(b.id()), 2);
+        s.took_slot(Some(b.id()), 2, 50);
         assert_eq!(s.end(b, 50), Some(40));
         s.exhausted(Some(a.id()), 60, Some(0x905));
         assert!(!s.is_reserved(a.id()));
@@ -783,7 +833,7 @@ mod tests {
         let b = s.begin(2, 10, None).unwrap();
         let a_id = a.id();
         s.reserve(a_id);
-        s.took_slot(Some(a_id), 1);
+        s.took_slot(Some(a_id), 1, 100);
         s.session_added(1, 100, 1);
         s.end(a, 100);
         // Space 1 asks again within keep_ns: its old place and wait clock come back.
@@ -804,7 +854,7 @@ mod tests {
         assert!(s.add_gang(3, 1_000));
         assert!(s.add_gang(3, 1_000));
         assert!(s.may_take_slot(None, 3));
-        s.took_slot(None, 3);
+        s.took_slot(None, 3, 1_000);
         assert_eq!(s.gang(3), 1);
         assert_eq!(s.expire(1_499), 0);
         assert_eq!(s.expire(1_500), 1);

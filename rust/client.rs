@@ -16,6 +16,7 @@
 //! for the TPM.
 
 use crate::{device::Shared, proto::Space, proto::TPM_BUFSIZE};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     alloc::KVec,
     bindings,
@@ -66,6 +67,9 @@ pub(crate) struct Client {
     response_ready: PollCondVar,
     #[pin]
     work: Work<Client>,
+    /// Set at release: a command still waiting for a session slot (in the O_NONBLOCK
+    /// worker) stops at once.
+    closed: AtomicBool,
 }
 
 impl_has_work! {
@@ -96,6 +100,7 @@ impl Client {
                 }, "tpmrs::Client::inner"),
                 response_ready <- new_poll_condvar!("tpmrs::Client::response_ready"),
                 work <- new_work!("tpmrs::Client::work"),
+                closed: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -176,7 +181,8 @@ impl Client {
         let len = self.inner.lock().cmd_len;
         let Exec { space, cmd, rsp } = &mut exec;
         let cmd = cmd.get(..len).unwrap_or(&[]);
-        let ret = self.shared.execute(space, cmd, rsp);
+        let closed = || self.closed.load(Ordering::Acquire);
+        let ret = self.shared.execute(space, cmd, rsp, &closed);
         (Some(exec), ret)
     }
 
@@ -247,13 +253,17 @@ impl Client {
 
     /// `release`: flushes everything the space holds from the TPM. If an O_NONBLOCK command
     /// is running, it closes the space when it ends.
+    /// A command of this file still waiting for a session slot stops at once (see
+    /// `Shared::execute`).
     pub(crate) fn release(&self) {
         let mut inner = self.inner.lock();
         inner.released = true;
         let exec = inner.exec.take();
         drop(inner);
-        if let Some(exec) = exec {
-            self.shared.close_space(exec.space);
+        self.closed.store(true, Ordering::Release);
+        match exec {
+            Some(exec) => self.shared.close_space(exec.space),
+            None => self.shared.cancel_waits(),
         }
     }
 }

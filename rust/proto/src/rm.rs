@@ -2,7 +2,7 @@
 //! The resource manager: one client command in, one response (or errno) out.
 //!
 //! [`Rm::execute`] runs a command through five stages, each in its own file under `rm/`,
-//! read top-down in [`Rm::run`]:
+//! read top-down in `Rm::run`:
 //!
 //! 1. **admit** (`admit.rs`): framing and the command table, answers owed for evicted
 //!    sessions, ownership of every handle and session named, the FIFO gate for new session

@@ -20,6 +20,7 @@ use crate::{
     proto::Space,
     proto::TPM_BUFSIZE,
 };
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     alloc::KVec,
     bindings, current,
@@ -90,6 +91,9 @@ pub(crate) struct Client {
     response_ready: PollCondVar,
     #[pin]
     work: Work<Client>,
+    /// Set at release: a command of this file still waiting for a session slot (in the
+    /// O_NONBLOCK worker) stops at once.
+    closed: AtomicBool,
 }
 
 impl_has_work! {
@@ -127,6 +131,7 @@ impl Client {
                 stats: for_client_stats,
                 response_ready <- new_poll_condvar!("tpmrs::Client::response_ready"),
                 work <- new_work!("tpmrs::Client::work"),
+                closed: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -229,7 +234,8 @@ impl Client {
         let Exec { space, cmd, rsp } = exec;
         let cmd = cmd.get(..cmd_len).unwrap_or(&[]);
         let mut cost = Cost::default();
-        let ret = self.shared.execute(space, cmd, rsp, &mut cost);
+        let closed = || self.closed.load(Ordering::Acquire);
+        let ret = self.shared.execute(space, cmd, rsp, &mut cost, &closed);
         let mut info = self.stats.info.lock();
         info.objects = space.objects().len() as u64;
         info.tpm_commands = info.tpm_commands.wrapping_add(cost.tpm_commands);
@@ -307,17 +313,20 @@ impl Client {
     }
 
     /// `release`: flushes everything the space holds from the TPM. If a command is running,
-    /// it closes the space when it ends.
+    /// it closes the space when it ends; if that command is still waiting for a session slot
+    /// (an O_NONBLOCK command in the worker), it stops at once (see `Shared::execute`).
     pub(crate) fn release(&self) {
         self.shared.remove_client(&self.stats);
         let mut inner = self.inner.lock();
         let old = core::mem::replace(&mut inner.state, State::Released);
         drop(inner);
+        self.closed.store(true, Ordering::Release);
         match old {
             State::Idle { exec, .. } | State::Queued { exec, .. } => {
                 self.shared.close_space(exec.space)
             }
-            State::Running | State::Released => {}
+            State::Running => self.shared.cancel_waits(),
+            State::Released => {}
         }
     }
 }

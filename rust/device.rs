@@ -146,28 +146,41 @@ impl Shared {
     /// manager's FIFO queue: this is the wait protocol's loop ([`Rm::step`], one call per
     /// step), which sleeps on [`Self::session_freed`] with `rm` and the chip released until
     /// a slot is freed or reserved for it, or until the time the step named (an eviction due
-    /// after SESSION_TIMEOUT, a poll). The wait is interruptible; a signal leaves the queue
-    /// (passing on any reservation) and nothing of the command behind.
+    /// after SESSION_TIMEOUT, a poll). A step that would only sleep again
+    /// ([`Rm::sleep_until`]) does not take the chip. The wait is interruptible; a signal
+    /// leaves the queue (passing on any reservation) and nothing of the command behind, and
+    /// the space keeps its queue place and wait clock for a restarted write (the resource
+    /// manager keeps a space's place for SESSION_TIMEOUT / 4 after its request ends).
+    /// `closed` is asked before every step: once it says the file is gone (an O_NONBLOCK
+    /// command in the worker whose file was released), the command stops at once, with
+    /// `EPIPE`, evicting nobody. [`Self::cancel_waits`] wakes it.
     ///
     /// # Errors
     ///
-    /// `EPIPE` when the chip is going away; `ERESTARTSYS` when a signal ends a wait;
-    /// otherwise the errno the protocol core chose (`EINVAL` for malformed commands, a
-    /// transport errno, ...).
+    /// `EPIPE` when the chip is going away or the file is closed; `ERESTARTSYS` when a signal
+    /// ends a wait; otherwise the errno the protocol core chose (`EINVAL` for malformed
+    /// commands, a transport errno, ...).
     pub(crate) fn execute(
         &self,
         space: &mut Space,
         cmd: &[u8],
         rsp: &mut [u8],
         cost: &mut Cost,
+        closed: &dyn Fn() -> bool,
     ) -> Result<usize> {
         let mut rm = self.rm.lock();
         let mut req = Request::new();
         let ret = loop {
+            if closed() {
+                break Err(EPIPE);
+            }
             let sent = rm.stats().tpm_commands;
-            let step = match self.chip.lock() {
-                Ok(mut tpm) => rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp),
-                Err(e) => break Err(e),
+            let step = match rm.sleep_until(&req, self.now_ns()) {
+                Some(until_ns) => Step::Sleep { until_ns },
+                None => match self.chip.lock() {
+                    Ok(mut tpm) => rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp),
+                    Err(e) => break Err(e),
+                },
             };
             cost.tpm_commands += rm.stats().tpm_commands.wrapping_sub(sent);
             self.after_call(&mut rm);
@@ -192,6 +205,14 @@ impl Shared {
         rm.end_request(req, now);
         self.after_call(&mut rm);
         ret
+    }
+
+    /// Wakes every waiting command so that each asks again whether its file is still open
+    /// (see `closed` in [`Self::execute`]).
+    pub(crate) fn cancel_waits(&self) {
+        // Taking `rm` orders this after a waiter's check of `closed` and before its sleep.
+        let _rm = self.rm.lock();
+        self.session_freed.notify_all();
     }
 
     /// After each call of the resource manager: refreshes the copy of its counters, and

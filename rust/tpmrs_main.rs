@@ -53,6 +53,12 @@ module! {
             description: "SESSION_TIMEOUT: how long a session lives before it may be evicted \
                           for a waiting client (100-600000 ms, default 2000)",
         },
+        session_headroom: u32 {
+            default: 2,
+            description: "Session slots tpmrs leaves free for the kernel, /dev/tpm0 and \
+                          /dev/tpmrm0: it holds at most TPM_PT_ACTIVE_SESSIONS_MAX minus this \
+                          (0-32, default 2)",
+        },
     },
 }
 
@@ -82,6 +88,7 @@ impl kernel::Module for TpmrsModule {
                     .value()
                     .clamp(100, 600_000),
             ) * 1_000_000,
+            session_headroom: module_parameters::session_headroom.value().clamp(0, 32) as usize,
             ..Default::default()
         };
         let num = module_parameters::chip.value();

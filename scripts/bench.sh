@@ -31,7 +31,7 @@ export TPMRS_BENCH_KO=target/bench-module/tpmrs.ko  # relative: the guest sees t
 # Two boots: swtpm's command log (which section 1 counts from) slows every TPM command, so
 # the timed sections run in a second boot without it. Each boot gets a fresh swtpm.
 env="TPMRS_BENCH_KO=$TPMRS_BENCH_KO TPMRS_BENCH_QUICK=${TPMRS_BENCH_QUICK:-0}"
-timed=latency,throughput,exhaustion
+timed=latency,throughput,exhaustion,fairshare_runs
 [ "${TPMRS_BENCH_GAP:-1}" = 0 ] || timed+=,context_gap
 echo "[bench] guest 1 of 2 (QEMU TCG, swtpm with its command log, bench kernel): TPM traffic"
 TPMRS_SWTPM_LOG=1 TPMRS_SHOW_CONSOLE=1 TPMRS_EXTRA_ENV="$env TPMRS_BENCH_SECTIONS=traffic" \

@@ -320,6 +320,7 @@ fuzz_target!(|data: &[u8]| {
         max_abandoned: usize::from((c0 >> 4) & 3),
         session_timeout_ns: [2_000_000_000, 1_000_000, 1][usize::from(c0 >> 6) % 3],
         retry_interval_ns: [100_000_000, 1_000][usize::from(c1 & 1)],
+        session_headroom: usize::from((c2 >> 3) & 3),
     };
     let mut fake = FakeTpm::new();
     fake.max_sessions = 2 + usize::from((c1 >> 1) & 7);

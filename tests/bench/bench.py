@@ -5,7 +5,8 @@ applies) on the same guest, the same swtpm, in the same run. Writes $TPMRS_OUT/b
 the host turns it into bench.md and bench.png (scripts/bench.sh).
 
 Sections: 1. TPM traffic per client command (counted on the swtpm side, from its command
-log), 2. latency p50/p99, 3. throughput with 1..32 processes, 4. exhaustion, 5. context gap."""
+log), 2. latency p50/p99, 3. throughput with 1..32 processes, 4. exhaustion, 5. context gap,
+6. fair share (fairshare.py: three workloads, 20 s and 60 s, with the fresh-open probe)."""
 
 import json
 import os
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 import swtpm_count  # noqa: E402
 import tpm  # noqa: E402
 import test_exhaustion  # noqa: E402
+import fairshare  # noqa: E402
 from tpm import Node  # noqa: E402
 
 OUT = os.environ.get("TPMRS_OUT", "/tmp")
@@ -199,6 +201,18 @@ def exhaustion():
     results["exhaustion"] = rows
 
 
+def fairshare_runs():
+    """Issue 10: the three workloads, 20 s and 60 s, on both nodes with the same clock rule;
+    the fresh-open GetRandom probe during the 32 x 3 runs."""
+    rows = []
+    for seconds in ((10,) if QUICK else (20, 60)):
+        for workload in fairshare.WORKLOADS:
+            for node in NODES:
+                progress(f"fair share: {workload}, {seconds} s on {node}")
+                rows.append(fairshare.run(node, workload, seconds, probe=workload == "32x3"))
+                results["fairshare"] = rows
+
+
 def context_gap():
     """An idle client holds a session (used once, then left saved) while another cycles its
     own session through more saves than TPM_PT_CONTEXT_GAP_MAX (65535 on swtpm)."""
@@ -246,7 +260,7 @@ T0 = time.monotonic()
 if __name__ == "__main__":
     # The context gap needs TPM_PT_CONTEXT_GAP_MAX (65535) session saves: about 11 of the
     # 14.5 minutes of a run on TCG. TPMRS_BENCH_GAP=0 leaves it out.
-    default = ["traffic", "latency", "throughput", "exhaustion"]
+    default = ["traffic", "latency", "throughput", "exhaustion", "fairshare_runs"]
     if os.environ.get("TPMRS_BENCH_GAP", "1") != "0":
         default.append("context_gap")
     sections = sys.argv[1:] or default

@@ -61,6 +61,16 @@ def main(src, md, png):
         parts.append("## 5. Context gap (an idle client holds a saved session)\n\n"
                      + (f"TPM_PT_CONTEXT_GAP_MAX = {gap}.\n\n" if gap else "") + table(
             keys, [[x[k] for k in keys] for x in r["context_gap"]]) + "\n")
+    if "fairshare" in r:
+        rows = r["fairshare"]
+        keys = [k for k in rows[0] if not k.startswith("probe")]
+        parts.append("## 6. Fair share under exhaustion (issue 10; the clock starts at the go on "
+                     "every node)\n\n" + table(keys, [[x[k] for k in keys] for x in rows]) + "\n")
+        probes = [x for x in rows if "probe_n" in x]
+        if probes:
+            pk = ["workload", "seconds", "node", "probe_n", "probe_failed", "probe_p99_ms", "probe_max_ms"]
+            parts.append("Fresh open + GetRandom(8) every 100 ms during the 32 x 3 runs:\n\n"
+                         + table(pk, [[x[k] for k in pk] for x in probes]) + "\n")
     if "context_gap" not in r and "context_gap_error" not in r:
         parts.append("## 5. Context gap\n\nNot run (`TPMRS_BENCH_GAP=0`).\n")
     text = "\n".join(parts)

@@ -241,3 +241,23 @@ def test_killed_waiter_leaves_nothing_behind():
     assert stats["evictions"] > evictions, stats
     assert stats["waiting"] == 0, stats
     holder.close()
+
+
+def test_fair_share_bounds_and_fresh_open_probe():
+    """Issue 10 on the debug kernel: bounds with a margin, never a timed figure. 32 clients
+    x 3 sessions on tpmrs0 for 20 s (clock from the go): no refusal and no error, every
+    client signs, every client's longest gap between two signs is at most 3 x
+    SESSION_TIMEOUT, and a fresh open + GetRandom(8) every 100 ms is answered, each within
+    1 s (tpm2-tss's device TCTI gives up after 1 s)."""
+    import fairshare
+
+    timeout_s = 2.0  # the module's default session_timeout_ms
+    row = fairshare.run("/dev/tpmrs0", "32x3", 20.0, probe=True)
+    print(f"# {row}")
+    assert row["refusals"] == 0, row
+    assert row["errors"] == 0, row
+    assert row["fewest_ops"] > 0, row
+    assert row["longest_gap_s"] <= 3 * timeout_s, row
+    assert row["probe_n"] > 0 and row["probe_failed"] == 0, row
+    assert row["probe_max_ms"] < 1000, row
+    assert tpm.tpmrs_stats()["waiting"] == 0

@@ -134,6 +134,11 @@ pub const TPM_SAVED_HANDLE_SEQUENCE: u32 = 0x8000_0001;
 pub const TPM_CAP_HANDLES: u32 = 0x0000_0001;
 /// TPM_CAP_COMMANDS.
 pub const TPM_CAP_COMMANDS: u32 = 0x0000_0002;
+/// TPM_CAP_TPM_PROPERTIES.
+pub const TPM_CAP_TPM_PROPERTIES: u32 = 0x0000_0006;
+/// TPM_PT_ACTIVE_SESSIONS_MAX (PT_FIXED + 17): the most sessions, loaded or saved, the TPM
+/// holds at once.
+pub const TPM_PT_ACTIVE_SESSIONS_MAX: u32 = 0x0000_0111;
 
 /// TPMA_SESSION continueSession.
 pub const TPMA_SESSION_CONTINUESESSION: u8 = 0x01;

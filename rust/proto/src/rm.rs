@@ -31,6 +31,11 @@ mod wait;
 use core::ops::ControlFlow;
 
 use super::cc_table::{CcTable, CcTableError};
+use super::codec::{Reader, Truncated, Writer};
+use super::constants::{
+    TPM_CAP_TPM_PROPERTIES, TPM_CC_GET_CAPABILITY, TPM_PT_ACTIVE_SESSIONS_MAX, TPM_RC_SUCCESS,
+    TPM_ST_NO_SESSIONS,
+};
 use super::error::RmError;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error};
@@ -69,6 +74,11 @@ pub struct Config {
     /// slots held outside tpmrs can free up without us knowing. Also the least time between
     /// two eviction attempts of one waiter. Must be > 0.
     pub retry_interval_ns: u64,
+    /// Session slots tpmrs leaves to everyone else (default 2): it never holds more than
+    /// TPM_PT_ACTIVE_SESSIONS_MAX minus this many sessions, so in-kernel users
+    /// (TCG_TPM2_HMAC, trusted keys), /dev/tpm0 and /dev/tpmrm0 can always start one. Its
+    /// own clients wait and rotate inside that budget.
+    pub session_headroom: usize,
 }
 
 impl Default for Config {
@@ -79,6 +89,7 @@ impl Default for Config {
             max_abandoned: 8,
             session_timeout_ns: 2_000_000_000,
             retry_interval_ns: 100_000_000,
+            session_headroom: 2,
         }
     }
 }
@@ -96,6 +107,8 @@ pub struct Rm {
     work: Vec<u8>,
     next_space_id: u64,
     open_spaces: u64,
+    /// The TPM's TPM_PT_ACTIVE_SESSIONS_MAX, if it told us (read by [`Rm::init`]).
+    active_sessions_max: Option<usize>,
 }
 
 /// Writes a synthesized response code into `rsp`.
@@ -108,6 +121,21 @@ fn synth(rsp: &mut [u8], stats: &mut Stats, rc: u32) -> Result<usize, RmError> {
 fn synth_rm(rsp: &mut [u8], stats: &mut Stats, rc: u32) -> Result<usize, RmError> {
     bump(&mut stats.synthesized_responses);
     write_rm_error(rsp, rc).map_err(|_| RmError::BufferTooSmall)
+}
+
+/// The value of TPM property `property` in a successful one-property
+/// GetCapability(TPM_CAP_TPM_PROPERTIES) response `rsp`; `None` for anything else.
+fn parse_property(rsp: &[u8], property: u32) -> Option<u32> {
+    let mut r = Reader::new(rsp);
+    let (_tag, size, rc) = (r.u16().ok()?, r.u32().ok()?, r.u32().ok()?);
+    if usize::try_from(size).ok()? != rsp.len() || rc != TPM_RC_SUCCESS {
+        return None;
+    }
+    let (_more, cap, count) = (r.u8().ok()?, r.u32().ok()?, r.u32().ok()?);
+    if cap != TPM_CAP_TPM_PROPERTIES || count < 1 || r.u32().ok()? != property {
+        return None;
+    }
+    r.u32().ok()
 }
 
 /// 1-based position `i + 1` as a response-code position.
@@ -134,30 +162,77 @@ impl Rm {
         let mut work = Vec::try_with_capacity(super::TPM_BUFSIZE)?;
         work.try_push(0)?;
         work.clear();
+        let mut st = Sessions::new()?;
+        st.sched.keep_ns = config.session_timeout_ns / 4;
+        st.sched.timeout_ns = config.session_timeout_ns;
         Ok(Rm {
             config,
             cc: CcTable::new(),
-            st: Sessions::new()?,
+            st,
             io: Io::new()?,
             work,
             next_space_id: 1,
             open_spaces: 0,
+            active_sessions_max: None,
         })
     }
 
     /// Reads the TPM's command table (TPM2_GetCapability(TPM_CAP_COMMANDS), following
-    /// moreData).
+    /// moreData) and its TPM_PT_ACTIVE_SESSIONS_MAX (TPM_CAP_TPM_PROPERTIES), which with
+    /// `Config::session_headroom` bounds the sessions tpmrs holds. A TPM that does not
+    /// answer the property (an error, or another property) leaves that bound to the TPM's
+    /// own TPM_RC_SESSION_HANDLES.
     ///
     /// # Errors
-    /// [`RmError::Transport`], [`RmError::BadResponse`] (also for a TPM error),
-    /// [`RmError::OutOfMemory`].
+    /// [`RmError::Transport`], [`RmError::BadResponse`] (also for a TPM error on the command
+    /// table), [`RmError::OutOfMemory`].
     pub fn init(&mut self, tpm: &mut dyn Tpm) -> Result<(), RmError> {
         self.cc.clear();
         let r = self.read_cc_table(tpm);
         if r.is_err() {
             self.cc.clear();
+            return r;
         }
-        r
+        match self.read_active_sessions_max(tpm) {
+            Ok(max) => self.active_sessions_max = max,
+            Err(e) => {
+                // A failed init leaves the resource manager unusable.
+                self.cc.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_active_sessions_max(&mut self, tpm: &mut dyn Tpm) -> Result<Option<usize>, RmError> {
+        let n = {
+            let mut w = Writer::new(&mut self.io.cmd);
+            (|| {
+                w.u16(TPM_ST_NO_SESSIONS)?;
+                w.u32(22)?;
+                w.u32(TPM_CC_GET_CAPABILITY)?;
+                w.u32(TPM_CAP_TPM_PROPERTIES)?;
+                w.u32(TPM_PT_ACTIVE_SESSIONS_MAX)?;
+                w.u32(1)?;
+                Ok::<usize, Truncated>(w.len())
+            })()
+            .map_err(|_| RmError::OutOfMemory)?
+        };
+        match self.io.run(tpm, n) {
+            Ok(_) => {}
+            Err(e @ RmError::Transport(_)) => return Err(e),
+            // A malformed answer: as if the TPM did not say.
+            Err(_) => return Ok(None),
+        }
+        Ok(parse_property(self.io.last(), TPM_PT_ACTIVE_SESSIONS_MAX)
+            .and_then(|v| usize::try_from(v).ok()))
+    }
+
+    /// The most sessions tpmrs holds at once: TPM_PT_ACTIVE_SESSIONS_MAX minus
+    /// `Config::session_headroom`, or `None` if the TPM did not say.
+    pub fn session_budget(&self) -> Option<usize> {
+        self.active_sessions_max
+            .map(|m| m.saturating_sub(self.config.session_headroom))
     }
 
     fn read_cc_table(&mut self, tpm: &mut dyn Tpm) -> Result<(), RmError> {
@@ -269,6 +344,7 @@ impl Rm {
     ) -> Result<Outcome, RmError> {
         bump(&mut self.io.stats.client_commands);
         let id = ticket.map(Ticket::id);
+        self.st.expire(now_ns);
         let r = self.run(space, tpm, now_ns, id, cmd, rsp);
         match r {
             Ok(Outcome::Response(_)) => {}
@@ -332,7 +408,9 @@ impl Rm {
     pub fn close_space(&mut self, space: &mut Space, tpm: &mut dyn Tpm, now_ns: u64) {
         let owner = space.id();
         self.st.retry_pending(&mut self.io, tpm);
-        self.st.sched.remove_space(owner, now_ns);
+        for _ in 0..self.st.sched.remove_space(owner, now_ns) {
+            self.st.sched.slot_freed();
+        }
         self.st.evicted.forget(owner);
         self.st
             .close_space(&mut self.io, tpm, owner, self.config.max_abandoned);

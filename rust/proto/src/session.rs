@@ -71,6 +71,8 @@ pub(crate) enum Grant {
     Queue,
     /// To this waiter (it evicted for it).
     Waiter(u64),
+    /// To this space as a gang reservation (at this time), beyond its waiter's slot.
+    Gang(u64, u64),
 }
 
 /// Global session bookkeeping, shared by every space.
@@ -115,6 +117,19 @@ impl Sessions {
         match g {
             Grant::Queue => self.sched.slot_freed(),
             Grant::Waiter(id) => self.sched.reserve(id),
+            Grant::Gang(space, now) => {
+                if !self.sched.add_gang(space, now) {
+                    self.sched.slot_freed();
+                }
+            }
+        }
+    }
+
+    /// Gang reservations and kept queue places unused at `now` lapse; the slots go to the
+    /// queue.
+    pub(crate) fn expire(&mut self, now: u64) {
+        for _ in 0..self.sched.expire(now) {
+            self.sched.slot_freed();
         }
     }
 

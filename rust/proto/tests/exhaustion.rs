@@ -8,7 +8,7 @@ mod common;
 use common::fake::{FakeTpm, Fault};
 use common::marshal::*;
 use common::Harness;
-use tpmrs_proto::{Config, RmError, SessionState, Space, Ticket, WaitStep};
+use tpmrs_proto::{Config, Request, RmError, SessionState, Space, Step, Ticket, WaitStep};
 
 const LAYER: u32 = 0xB_0000;
 const MS: u64 = 1_000_000;
@@ -27,8 +27,14 @@ fn harness_with(slots: usize, config: Config) -> Harness<FakeTpm> {
     Harness::new(t, config)
 }
 
+/// A fake TPM with `slots` session slots, all of them tpmrs's (no headroom): these tests
+/// are about the TPM's own exhaustion; the headroom has its own tests.
 fn harness(slots: usize) -> Harness<FakeTpm> {
-    harness_with(slots, Config::default())
+    let config = Config {
+        session_headroom: 0,
+        ..Config::default()
+    };
+    harness_with(slots, config)
 }
 
 fn start(h: &mut Harness<FakeTpm>, s: &mut Space) -> Result<u32, RmError> {
@@ -137,12 +143,13 @@ fn fifo_newcomer_cannot_steal_a_reserved_slot() {
     h.rm.wait_end(tb, h.now);
     assert!(h.rm.take_wakeup(), "c is the new head");
     assert!(h.rm.may_retry(&tc));
-    // c is the head now, but there is no slot: the TPM says so.
+    // c is the head now, but there is no slot: tpmrs holds its whole budget (the TPM's
+    // TPM_PT_ACTIVE_SESSIONS_MAX), so it is not even sent.
     assert_eq!(
         start_as(&mut h, &mut c, &tc),
         Err(RmError::SessionsExhausted)
     );
-    assert_eq!(starts_sent(&h), sent + 2);
+    assert_eq!(starts_sent(&h), sent + 1);
     h.rm.wait_end(tc, h.now);
     let st = h.rm.stats();
     assert_eq!((st.waits, st.waiting, st.sessions), (2, 0, 2));
@@ -183,6 +190,8 @@ fn leaving_waiter_passes_its_reservation_on() {
     // Closing a space whose command waits removes it from the queue, passing a reservation.
     assert!(start(&mut h, &mut d).is_err());
     let td = h.rm.wait_begin(&d, h.now, h.exhausted_rc).unwrap();
+    // (b comes back after its kept place lapsed: behind d.)
+    h.now += SEC;
     assert!(start(&mut h, &mut b).is_err());
     let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     h.close(&mut c); // frees c's slot: d's reservation
@@ -720,10 +729,12 @@ struct Client {
 
 /// 40 clients each wanting 3 sessions at once (120 > 64 slots), 3 rounds each, random hold
 /// times (up to 1.5 s: frees come before evictions; up to 5 s: evictions), several seeds, a
-/// controllable clock. Every client finishes; waiters are served in FIFO order;
-/// every wait is bounded by T + P + Q·δ (Q = 40 waiters at most, δ = 5 ms for one
-/// eviction and retry in this simulation, where a TPM command costs 1 ms); no session is
-/// evicted before it has lived T.
+/// controllable clock. Every client finishes; waiters are served in FIFO order of their
+/// space's queue place (a space keeps it across the requests of one turn) or on a gang
+/// reservation of their space; every wait is bounded by T + P + Q·δ (Q = 40 waiters at
+/// most, δ = 5 ms for one eviction and retry in this simulation, where a TPM command costs
+/// 1 ms); no session is evicted before it has lived T; with holds shorter than T nothing
+/// is evicted at all.
 #[test]
 fn simulation_many_clients() {
     for seed in 1..=6u64 {
@@ -763,9 +774,9 @@ fn simulate(seed: u64, max_hold_ms: u64) {
     {
         h.now = h.now.max(clients[i].next_at);
         assert!(h.now < 300 * SEC, "livelock");
-        let others: Vec<u64> = (0..CLIENTS)
+        let others: Vec<(u64, u64)> = (0..CLIENTS)
             .filter(|j| *j != i)
-            .filter_map(|j| clients[j].ticket.as_ref().map(|t| t.0.id()))
+            .filter_map(|j| clients[j].ticket.as_ref().map(|t| (t.0.id(), t.1)))
             .collect();
         let c = &mut clients[i];
         if c.holding {
@@ -801,6 +812,7 @@ fn simulate(seed: u64, max_hold_ms: u64) {
             }
             if go {
                 let cmd = start_auth_session(SE_HMAC, &[7; 16]);
+                let gang = h.rm.scheduler().gang(c.space.id()) > 0;
                 match h.exec_as(&mut c.space, c.ticket.as_ref().map(|t| &t.0), &cmd) {
                     Err(RmError::SessionsExhausted) => {
                         if c.ticket.is_none() {
@@ -814,11 +826,17 @@ fn simulate(seed: u64, max_hold_ms: u64) {
                     Ok(r) => {
                         assert_eq!(rc(&r), 0);
                         // FIFO: served only if every earlier waiter is served or holds a
-                        // reservation too; without a ticket, only if nobody waits.
+                        // reservation too; without a ticket, only if nobody waits; or on a
+                        // reservation of its space (a gang grant).
                         match &c.ticket {
-                            Some((t, _)) => {
-                                for id in others.iter().filter(|id| **id < t.id()) {
-                                    assert!(h.rm.scheduler().is_reserved(*id), "overtook {id}");
+                            _ if gang => {}
+                            // (A space that came back to its kept place after this one
+                            // queued is not overtaken: it asked again after this one.)
+                            Some((t, since)) => {
+                                let earlier =
+                                    others.iter().filter(|o| o.0 < t.id() && o.1 <= *since);
+                                for id in earlier.map(|o| o.0) {
+                                    assert!(h.rm.scheduler().is_reserved(id), "overtook {id}");
                                 }
                             }
                             None => assert!(others.is_empty(), "a newcomer overtook"),
@@ -860,8 +878,248 @@ fn simulate(seed: u64, max_hold_ms: u64) {
     );
     assert!(waits.len() > 40, "the simulation must exhaust the TPM");
     assert!(longest <= bound, "longest wait {longest}");
-    assert_eq!(h.rm.stats().longest_wait_ns, longest);
+    assert!(
+        h.rm.stats().longest_wait_ns >= longest,
+        "waits counted per turn"
+    );
     assert!(evicted_ages.iter().all(|a| *a >= T), "{evicted_ages:?}");
+    // Per space: clients that hold their sessions for less than SESSION_TIMEOUT are never
+    // evicted (a waiter only takes from a space whose turn began T ago).
+    if max_hold_ms * MS < T {
+        assert_eq!(h.rm.stats().evictions, 0);
+        assert_eq!(restarts, 0);
+    }
     assert!(h.rm.sessions().is_empty());
     h.tpm.assert_empty();
+}
+
+/// A fake TPM with `slots` slots and the default headroom (2).
+fn harness_headroom(slots: usize) -> Harness<FakeTpm> {
+    harness_with(slots, Config::default())
+}
+
+/// Steps the command `cmd` of `s` once through `Rm::step` at the harness's time; a
+/// response goes to `LAST`.
+fn step_once(h: &mut Harness<FakeTpm>, s: &mut Space, req: &mut Request, cmd: &[u8]) -> Step {
+    let mut rsp = vec![0u8; tpmrs_proto::TPM_BUFSIZE];
+    let step = h.rm.step(req, s, &mut h.tpm, h.now, cmd, &mut rsp);
+    h.rm.take_wakeup();
+    if let Step::Done(Ok(n)) = step {
+        rsp.truncate(n);
+        LAST.with(|l| *l.borrow_mut() = rsp);
+    }
+    step
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The response code of the last response `step_once` got.
+fn last_rc() -> u32 {
+    LAST.with(|l| rc(&l.borrow()))
+}
+
+/// No self-eviction: a lone client leaking sessions, with no other space to take from,
+/// gets the TPM's TPM_RC_SESSION_HANDLES after SESSION_TIMEOUT, as on tpmrm0; its own
+/// sessions stay, and the headroom's slots stay free for everyone else.
+#[test]
+fn a_lone_leaking_client_gets_session_handles_and_keeps_its_sessions() {
+    let mut h = harness_headroom(8);
+    assert_eq!(h.rm.session_budget(), Some(6));
+    let mut a = h.space();
+    let mine: Vec<u32> = (0..6).map(|_| start(&mut h, &mut a).unwrap()).collect();
+    let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[1; 16]));
+    assert_eq!(rc(&r.unwrap()), 0x905);
+    assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
+    assert_eq!(h.rm.stats().evictions, 0);
+    for s in &mine {
+        assert_eq!(use_rc(&mut h, &mut a, *s), 0);
+    }
+    assert_eq!(h.rm.stats().waiting, 0);
+    // The headroom: the kernel or /dev/tpm0 can still start two sessions.
+    h.tpm.external_session();
+    h.tpm.external_session();
+    assert_eq!(h.tpm.sessions().len(), 8);
+    h.close(&mut a);
+}
+
+/// The headroom holds while tpmrs is saturated and its clients rotate inside the budget:
+/// a user outside tpmrs starts a session at any time.
+#[test]
+fn headroom_for_users_outside_tpmrs_while_saturated() {
+    let mut h = harness_headroom(8);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+        start(&mut h, &mut b).unwrap();
+    }
+    // At the budget: c waits, and nothing is sent for it.
+    let sent = starts_sent(&h);
+    let cmd = start_auth_session(SE_HMAC, &[2; 16]);
+    let mut req = Request::new();
+    assert!(matches!(
+        step_once(&mut h, &mut c, &mut req, &cmd),
+        Step::Sleep { .. }
+    ));
+    assert_eq!(starts_sent(&h), sent);
+    let outside = h.tpm.external_session();
+    assert_eq!(h.tpm.sessions().len(), 7);
+    // After SESSION_TIMEOUT c takes a whole space (a's: its turn began first).
+    let t0 = h.now;
+    let r = loop {
+        match step_once(&mut h, &mut c, &mut req, &cmd) {
+            Step::Done(r) => break r,
+            Step::Sleep { until_ns } => h.now = until_ns,
+        }
+    };
+    r.unwrap();
+    assert_eq!(last_rc(), 0);
+    assert!(h.now - t0 <= T + P);
+    h.rm.end_request(req, h.now);
+    assert_eq!(h.rm.stats().evictions, 3, "all of a's sessions");
+    assert_eq!(h.rm.sessions().count_owned(a.id()), 0);
+    assert_eq!(h.rm.sessions().count_owned(b.id()), 3);
+    // tpmrs holds 4 now, the outsider 1: the TPM has room, and still one for another user.
+    h.tpm.external_session();
+    h.tpm.drop_session(outside);
+    for s in [&mut a, &mut b, &mut c] {
+        h.close(s);
+    }
+}
+
+/// A space evicted for a waiter whose space held 3 sessions at once: the waiter's space gets
+/// the 3 freed slots as one turn (1 for the waiter, 2 reserved for its space); reservations
+/// it does not use lapse back to the queue after SESSION_TIMEOUT / 4.
+#[test]
+fn gang_grant_and_its_expiry() {
+    let mut h = harness(6);
+    let (mut a, mut w, mut x) = (h.space(), h.space(), h.space());
+    // w held 3 at once, then let them go.
+    let ws: Vec<u32> = (0..3).map(|_| start(&mut h, &mut w).unwrap()).collect();
+    for s in ws {
+        h.success(&mut w, &flush_context(s));
+    }
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+    }
+    for _ in 0..3 {
+        start(&mut h, &mut x).unwrap();
+    }
+    h.now += T;
+    // w needs its sessions again: it waits, then evicts one whole space (a's: oldest turn).
+    let cmd = start_auth_session(SE_HMAC, &[3; 16]);
+    let mut req = Request::new();
+    let r = loop {
+        match step_once(&mut h, &mut w, &mut req, &cmd) {
+            Step::Done(r) => break r,
+            Step::Sleep { until_ns } => h.now = until_ns,
+        }
+    };
+    r.unwrap();
+    assert_eq!(last_rc(), 0);
+    h.rm.end_request(req, h.now);
+    assert_eq!(h.rm.stats().evictions, 3);
+    assert_eq!(h.rm.scheduler().gang(w.id()), 2, "two slots kept for w");
+    // A newcomer cannot take them; w can, at once, without waiting.
+    let mut n = h.space();
+    assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));
+    let tn = h.rm.wait_begin(&n, h.now, h.exhausted_rc).unwrap();
+    start(&mut h, &mut w).unwrap();
+    assert_eq!(h.rm.scheduler().gang(w.id()), 1);
+    // w does not come back for the last one: it lapses to the queue (n's reservation).
+    h.now += T / 4;
+    assert!(matches!(
+        h.rm.wait_step(&tn, &mut h.tpm, h.now),
+        Ok(WaitStep::Retry)
+    ));
+    assert_eq!(h.rm.scheduler().gang(w.id()), 0);
+    assert!(h.rm.scheduler().is_reserved(tn.id()));
+    start_as(&mut h, &mut n, &tn).unwrap();
+    h.rm.wait_end(tn, h.now);
+    for s in [&mut a, &mut w, &mut x, &mut n] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+/// A wait survives signals: a request interrupted (ended) and restarted at once takes back
+/// its queue place and wait clock, so a waiter interrupted every 0.5 s is still served
+/// within 2 x SESSION_TIMEOUT, ahead of those who queued after it.
+#[test]
+fn a_wait_survives_signals() {
+    let mut h = harness(3);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+    }
+    let cmd = start_auth_session(SE_HMAC, &[4; 16]);
+    let mut rb = Request::new();
+    assert!(matches!(
+        step_once(&mut h, &mut b, &mut rb, &cmd),
+        Step::Sleep { .. }
+    ));
+    let id = rb.ticket().unwrap().id();
+    let t0 = h.now;
+    h.now += MS;
+    let mut rc_ = Request::new();
+    assert!(matches!(
+        step_once(&mut h, &mut c, &mut rc_, &cmd),
+        Step::Sleep { .. }
+    ));
+    let mut last_signal = t0;
+    let r = loop {
+        if h.now >= last_signal + 500 * MS {
+            // A signal: the write ends with ERESTARTSYS and is restarted at once.
+            h.rm.end_request(core::mem::take(&mut rb), h.now);
+            h.rm.take_wakeup();
+            rb = Request::new();
+            last_signal = h.now;
+        }
+        match step_once(&mut h, &mut b, &mut rb, &cmd) {
+            Step::Done(r) => break r,
+            Step::Sleep { until_ns } => {
+                assert_eq!(rb.ticket().map(|t| t.id()), Some(id), "kept its place");
+                h.now = until_ns.min(last_signal + 500 * MS);
+            }
+        }
+        assert!(h.now < t0 + 10 * T, "starved");
+    };
+    r.unwrap();
+    assert_eq!(last_rc(), 0);
+    assert!(h.now - t0 <= 2 * T, "served after {} ms", (h.now - t0) / MS);
+    h.rm.end_request(rb, h.now);
+    // c, which queued after b, is still waiting.
+    assert!(h.rm.scheduler().contains(rc_.ticket().unwrap().id()));
+    h.rm.end_request(rc_, h.now);
+    for s in [&mut a, &mut b, &mut c] {
+        h.close(s);
+    }
+}
+
+/// A waiter whose space is closed (its file released) has a stale request: stepping it
+/// sleeps (no busy loop), evicts nobody, and ending it changes nothing.
+#[test]
+fn a_closed_space_ends_its_waiter() {
+    let mut h = harness(1);
+    let (mut a, mut b) = (h.space(), h.space());
+    start(&mut h, &mut a).unwrap();
+    let cmd = start_auth_session(SE_HMAC, &[5; 16]);
+    let mut rb = Request::new();
+    assert!(matches!(
+        step_once(&mut h, &mut b, &mut rb, &cmd),
+        Step::Sleep { .. }
+    ));
+    h.close(&mut b);
+    assert_eq!(h.rm.stats().waiting, 0);
+    h.now += 10 * T;
+    assert!(matches!(
+        step_once(&mut h, &mut b, &mut rb, &cmd),
+        Step::Sleep { .. }
+    ));
+    assert_eq!(h.rm.sleep_until(&rb, h.now), Some(h.now + P));
+    assert_eq!(h.rm.stats().evictions, 0);
+    h.rm.end_request(rb, h.now);
+    assert_eq!(h.rm.stats().waiting, 0);
+    h.close(&mut a);
 }

@@ -27,8 +27,9 @@ fn new_session(h: &mut Harness<FakeTpm>, s: &mut Space) -> u32 {
 #[test]
 fn init_follows_more_data() {
     let h = harness();
-    // 13 commands, 5 per page: 3 GetCapability round trips.
-    assert_eq!(h.tpm.count(CC_GET_CAPABILITY), 3);
+    // 13 commands, 5 per page: 3 GetCapability round trips, then TPM_PT_ACTIVE_SESSIONS_MAX.
+    assert_eq!(h.tpm.count(CC_GET_CAPABILITY), 4);
+    assert_eq!(h.rm.session_budget(), Some(62));
     assert_eq!(h.rm.command_table().len(), 13);
     assert!(h.rm.command_table().lookup(CC_VENDOR).unwrap().vendor());
     assert_eq!(h.rm.command_table().lookup(CC_VENDOR & 0xFFFF), None);
@@ -52,6 +53,16 @@ fn init_errors() {
     t.fail(CC_GET_CAPABILITY, 0, Fault::Garbage);
     assert_eq!(rm.init(&mut t), Err(RmError::BadResponse));
     assert_eq!(rm.init(&mut t), Ok(()));
+    assert_eq!(rm.session_budget(), Some(62));
+    // A TPM that does not answer TPM_PT_ACTIVE_SESSIONS_MAX leaves the bound to the TPM's
+    // own TPM_RC_SESSION_HANDLES; the command table is still read.
+    t.fail(CC_GET_CAPABILITY, 3, Fault::Rc(0x101));
+    assert_eq!(rm.init(&mut t), Ok(()));
+    assert_eq!(rm.session_budget(), None);
+    assert_eq!(rm.command_table().len(), 13);
+    t.fail(CC_GET_CAPABILITY, 3, Fault::Garbage);
+    assert_eq!(rm.init(&mut t), Ok(()));
+    assert_eq!(rm.session_budget(), None);
 }
 
 #[test]

@@ -121,10 +121,22 @@ impl Rm {
 
         // FIFO: a new session slot only for the head of the queue or a reservation holder.
         if header.cc == TPM_CC_START_AUTH_SESSION
-            && !self.st.sched.may_take_slot(ticket)
+            && !self.st.sched.may_take_slot(ticket, owner)
             && !self.st.sched.gave_up(ticket)
         {
             return Ok(ControlFlow::Break(Outcome::Exhausted { rc: None }));
+        }
+
+        // Headroom: tpmrs never holds more than its budget of the TPM's session slots. At
+        // the budget a new session waits like one the TPM refused, and a waiter that gave
+        // up gets the answer the TPM would give when full.
+        if header.cc == TPM_CC_START_AUTH_SESSION && self.at_session_budget() {
+            if self.st.sched.gave_up(ticket) {
+                return answer(synth(rsp, &mut self.io.stats, TPM_RC_SESSION_HANDLES));
+            }
+            return Ok(ControlFlow::Break(Outcome::Exhausted {
+                rc: Some(TPM_RC_SESSION_HANDLES),
+            }));
         }
 
         // Per-space limits, before the TPM creates anything: an answer after the fact
@@ -213,6 +225,23 @@ impl Rm {
         bump(&mut self.io.stats.synthesized_responses);
         write_handles_response(rsp, &handles, req.property, req.property_count)
             .map_err(|_| RmError::BufferTooSmall)
+    }
+}
+
+impl Rm {
+    /// Whether tpmrs holds its whole session budget (see [`Rm::session_budget`]): every
+    /// session it tracks, and those whose flush is still pending.
+    pub(super) fn at_session_budget(&self) -> bool {
+        let Some(budget) = self.session_budget() else {
+            return false;
+        };
+        let pending = self
+            .st
+            .pending
+            .handles()
+            .filter(|h| is_session_handle(*h))
+            .count();
+        self.st.registry.len().saturating_add(pending) >= budget
     }
 }
 

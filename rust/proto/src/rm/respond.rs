@@ -207,6 +207,7 @@ impl Txn<'_> {
             };
         let reload = cc == TPM_CC_CONTEXT_LOAD;
         let previous = self.st.registry.get(handle);
+        let previous_owner = previous.and_then(|e| e.owner);
         let (id, created_ns, owned_since_ns, continued) = match previous {
             Some(e) if reload && e.owner == Some(owner) => {
                 (e.id, e.created_ns, e.owned_since_ns, false)
@@ -228,6 +229,10 @@ impl Txn<'_> {
         }
         if continued {
             bump(&mut self.io.stats.continuation_hits);
+        }
+        if !matches!(previous_owner, Some(o) if o == owner) {
+            let held = self.st.registry.count_owned(owner);
+            self.st.sched.session_added(owner, self.now, held);
         }
         self.loaded.sessions.add(handle);
         Ok(len)

@@ -316,7 +316,9 @@ impl<'a> Txn<'a> {
             return Ok(ControlFlow::Break(Outcome::Exhausted { rc: Some(rc) }));
         }
         if cc == TPM_CC_START_AUTH_SESSION && rc == TPM_RC_SUCCESS {
-            self.st.sched.took_slot(self.ticket);
+            self.st
+                .sched
+                .took_slot(self.ticket, self.space.id(), self.now);
         }
         Ok(ControlFlow::Continue(n))
     }

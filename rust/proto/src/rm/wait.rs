@@ -23,8 +23,7 @@
 //! [`scheduler`](super::super::session::scheduler)'s.
 
 use super::super::error::RmError;
-use super::super::session::scheduler::{choose_victim, Action, Ticket, WaitStep};
-use super::super::session::Grant;
+use super::super::session::scheduler::{choose_victim, Action, Ticket, Victim, WaitStep};
 use super::super::space::Space;
 use super::super::tpm::Tpm;
 use super::Rm;
@@ -101,6 +100,9 @@ pub enum Step {
 /// one step short whatever it says).
 const MAX_RUNS_PER_STEP: usize = 4;
 
+/// Most victims (spaces or abandoned sessions) one eviction takes.
+const MAX_VICTIMS_PER_EVICTION: usize = 64;
+
 impl Rm {
     /// One step of the command `req` (`cmd` of `space`): runs it when it may, and otherwise
     /// queues it or advances its wait (which may evict a session for it).
@@ -113,6 +115,7 @@ impl Rm {
         cmd: &[u8],
         rsp: &mut [u8],
     ) -> Step {
+        self.st.expire(now_ns);
         for _ in 0..MAX_RUNS_PER_STEP {
             if core::mem::take(&mut req.run) {
                 match self.execute(space, tpm, now_ns, req.ticket.as_ref(), cmd, rsp) {
@@ -142,6 +145,40 @@ impl Rm {
         req.run = true;
         Step::Sleep {
             until_ns: now_ns.saturating_add(self.config.retry_interval_ns.max(1)),
+        }
+    }
+
+    /// If the next [`Rm::step`] of `req` would only say "sleep" without touching the TPM,
+    /// until when; `None` if it needs the TPM (to run the command, retry a flush, evict or
+    /// retry). The glue calls this before it takes the chip: a waiter that will sleep again
+    /// does not lock the chip. Mirrors the decisions of [`Rm::step`] and [`Rm::wait_step`].
+    pub fn sleep_until(&mut self, req: &Request, now_ns: u64) -> Option<u64> {
+        self.st.expire(now_ns);
+        if req.run || !self.st.pending.is_empty() {
+            return None;
+        }
+        let t = req.ticket.as_ref()?;
+        let id = t.id();
+        let p = self.config.retry_interval_ns;
+        if !self.st.sched.contains(id) {
+            return Some(now_ns.saturating_add(p.max(1)));
+        }
+        if self
+            .st
+            .sched
+            .waited(id, now_ns, self.config.session_timeout_ns)
+            && !self.st.sched.is_reserved(id)
+        {
+            // Maybe giving up: let wait_step decide.
+            return None;
+        }
+        match self
+            .st
+            .sched
+            .step(id, now_ns, self.config.session_timeout_ns, p)
+        {
+            Action::Sleep(until_ns) => Some(until_ns),
+            Action::Retry | Action::Evict => None,
         }
     }
 
@@ -176,7 +213,8 @@ impl Rm {
     /// a reservation or heads the queue.
     #[cfg(not(tpmrs_kernel))]
     pub fn may_retry(&self, ticket: &Ticket) -> bool {
-        self.st.sched.may_take_slot(Some(ticket.id()))
+        let space = self.st.sched.space_of(ticket.id()).unwrap_or(0);
+        self.st.sched.may_take_slot(Some(ticket.id()), space)
     }
 
     /// Whether waiters must be woken since the last call (a slot was reserved for one, or
@@ -198,6 +236,7 @@ impl Rm {
         tpm: &mut dyn Tpm,
         now_ns: u64,
     ) -> Result<WaitStep, RmError> {
+        self.st.expire(now_ns);
         self.st.retry_pending(&mut self.io, tpm);
         let (t, p) = (
             self.config.session_timeout_ns,
@@ -211,11 +250,17 @@ impl Rm {
             });
         }
         let sched = &self.st.sched;
-        if sched.waited(id, now_ns, t)
-            && !sched.is_reserved(id)
-            && (sched.is_memory(id) || self.st.registry.live_count() == 0)
+        let space = sched.space_of(id);
+        let others = self
+            .st
+            .registry
+            .entries()
+            .iter()
+            .any(|e| e.is_live() && (space.is_none() || e.owner != space));
+        if sched.waited(id, now_ns, t) && !sched.is_reserved(id) && (sched.is_memory(id) || !others)
         {
-            // Nothing of ours to evict would help: one last try, the TPM's answer.
+            // Nothing of ours to evict would help (no session of ours at all, or only the
+            // waiter's own: no self-eviction): one last try, the TPM's answer.
             self.st.sched.give_up(id);
             return Ok(WaitStep::Retry);
         }
@@ -265,11 +310,30 @@ impl Rm {
         }
         sched.eviction_attempted(id, now);
         let space = sched.space_of(id);
-        let Some(victim) = choose_victim(self.st.registry.entries(), now, timeout, space) else {
-            return Ok(false);
-        };
-        self.st
-            .evict(&mut self.io, tpm, victim, Grant::Waiter(id))
-            .map(|()| true)
+        // Victims until the waiter's space has again as many slots as it held at once (a
+        // gang grant), or nothing more is eligible.
+        let mut got = false;
+        for _ in 0..MAX_VICTIMS_PER_EVICTION {
+            let need = match space {
+                Some(s) => self.st.gang_need(id, s),
+                None => 0,
+            };
+            if got && need == 0 {
+                break;
+            }
+            let entries = self.st.registry.entries();
+            let victim = choose_victim(entries, &self.st.sched, now, timeout, id, space);
+            let r = match victim {
+                None => break,
+                Some(Victim::Abandoned(h)) => {
+                    let grant = self.st.next_grant(id, space, now);
+                    self.st.evict(&mut self.io, tpm, h, grant)
+                }
+                Some(Victim::Space(v)) => self.st.evict_space(&mut self.io, tpm, v, id, space, now),
+            };
+            r?;
+            got = true;
+        }
+        Ok(got)
     }
 }

@@ -82,6 +82,55 @@ impl Sessions {
         self.end_session(io, tpm, h, End::Flush, grant)
     }
 
+    /// Evicts every session of space `victim` for waiter `waiter` of space `space`, at
+    /// `now`: the first slot is the waiter's (unless it holds a reservation already), the
+    /// next ones -- up to what `space` held at once before, beyond what it holds and has
+    /// reserved now -- are reserved for `space` (a gang grant), the rest go to the queue.
+    /// Returns the first transport error (those flushes are queued).
+    pub(crate) fn evict_space(
+        &mut self,
+        io: &mut Io,
+        tpm: &mut dyn Tpm,
+        victim: u64,
+        waiter: u64,
+        space: Option<u64>,
+        now: u64,
+    ) -> Result<(), RmError> {
+        let mut r = Ok(());
+        while let Some(h) = self.registry.find_owned(victim) {
+            let grant = self.next_grant(waiter, space, now);
+            let e = self.evict(io, tpm, h, grant);
+            if r.is_ok() {
+                r = e;
+            }
+        }
+        r
+    }
+
+    /// Where a slot freed for waiter `waiter` of `space` goes: to the waiter if it holds no
+    /// reservation, else to its space while the space needs more (see [`Self::gang_need`]),
+    /// else to the queue.
+    pub(crate) fn next_grant(&self, waiter: u64, space: Option<u64>, now: u64) -> Grant {
+        if !self.sched.is_reserved(waiter) {
+            return Grant::Waiter(waiter);
+        }
+        match space {
+            Some(s) if self.gang_need(waiter, s) > 0 => Grant::Gang(s, now),
+            _ => Grant::Queue,
+        }
+    }
+
+    /// How many more slots `space` (waiter `waiter`) needs to have again as many sessions
+    /// as it held at once: its peak, minus what it holds, its gang reservations and its
+    /// waiter's reservation.
+    pub(crate) fn gang_need(&self, waiter: u64, space: u64) -> usize {
+        self.sched
+            .peak(space)
+            .saturating_sub(self.registry.count_owned(space))
+            .saturating_sub(self.sched.gang(space))
+            .saturating_sub(usize::from(self.sched.is_reserved(waiter)))
+    }
+
     /// Abandons session `h` (saved by its client, whose file is being closed).
     pub(crate) fn abandon(&mut self, h: u32) {
         self.abandon_tick = self.abandon_tick.wrapping_add(1);

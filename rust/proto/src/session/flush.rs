@@ -18,7 +18,7 @@ use super::super::rm::tpm_io::{Flushed, Io};
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::registry::{same_session, SessionEntry, SessionState};
-use super::Sessions;
+use super::{Grant, Sessions};
 
 /// FlushContexts of ours not known to be done.
 pub(crate) struct FlushQueue {
@@ -50,6 +50,16 @@ impl FlushQueue {
     /// Queued flushes of either kind.
     pub(crate) fn len(&self) -> usize {
         self.certain.len().saturating_add(self.unverified.len())
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.certain.is_empty() && self.unverified.is_empty()
+    }
+
+    /// Every queued handle, of either kind.
+    pub(crate) fn handles(&self) -> impl Iterator<Item = u32> + '_ {
+        self.certain.iter().chain(self.unverified.iter()).copied()
     }
 }
 
@@ -107,7 +117,7 @@ impl Sessions {
                 }
                 Ok(false) => {
                     if is_session_handle(h) {
-                        self.sched.slot_freed();
+                        self.grant(Grant::Queue);
                     }
                 }
                 Ok(true) => bump(&mut io.stats.flushes_given_up),
@@ -123,7 +133,7 @@ impl Sessions {
             match io.flush_settled(tpm, h).0 {
                 Flushed::Done => {
                     if is_session_handle(h) {
-                        self.sched.slot_freed();
+                        self.grant(Grant::Queue);
                     }
                 }
                 verdict => {
@@ -137,7 +147,7 @@ impl Sessions {
             match io.flush_settled(tpm, h).0 {
                 Flushed::Done => {
                     self.registry.remove(h);
-                    self.sched.slot_freed();
+                    self.grant(Grant::Queue);
                 }
                 Flushed::NotExecuted => return,
                 Flushed::Unknown => {

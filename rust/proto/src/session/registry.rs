@@ -122,7 +122,6 @@ impl SessionRegistry {
     }
 
     /// Number of entries (including flush-pending ones).
-    #[cfg(not(tpmrs_kernel))]
     pub fn len(&self) -> usize {
         self.entries.len()
     }

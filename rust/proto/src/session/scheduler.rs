@@ -9,8 +9,9 @@
 //! * **FIFO queue.** A command that finds no session slot (TPM_RC_SESSION_HANDLES or
 //!   TPM_RC_SESSION_MEMORY) takes a [`Ticket`] at the tail of the queue. While the queue is
 //!   not empty, a StartAuthSession is only sent for the *head* of the queue or for a waiter
-//!   that holds a *reservation*; anybody else (a newcomer included) is answered
-//!   `SessionsExhausted` and queues behind. No one can overtake a waiter.
+//!   that holds a *reservation* (its own, or one of its space's gang grant, below); anybody
+//!   else (a newcomer included) is answered `SessionsExhausted` and queues behind. No one
+//!   can overtake a waiter.
 //! * **Reservations.** Whenever a session of ours is freed, the oldest waiter without a
 //!   reservation gets one: the freed slot is its own until it has retried or left. A waiter
 //!   that leaves with its reservation unused (signal, close) passes it to the next one, so no
@@ -19,32 +20,54 @@
 //!   /dev/tpm0, /dev/tpmrm0 -- took the slot: the TPM's answer, not our count, is the truth).
 //! * **Polling.** The head retries every `retry_interval_ns` even without a reservation:
 //!   slots held outside tpmrs can free up without us knowing.
+//! * **Turns.** The unit of fairness is the space. A space's *turn* begins when it gets a
+//!   session while it holds none (`session_added`); a wait of the turn that ends with a
+//!   session moves the start on, by at most `timeout_ns / 2` in all (`took_slot`). After a
+//!   request ends -- answered, or interrupted by a signal -- the space keeps its queue place
+//!   and wait clock for `keep_ns` (SESSION_TIMEOUT / 4): its next request, or the restarted
+//!   write, takes them back (`begin`). It waits once per turn, not once per session.
 //! * **Eviction.** The oldest waiter without a reservation that has waited
-//!   `session_timeout_ns` may evict one of *our* sessions that its owner has held for at
-//!   least `session_timeout_ns` (abandoned sessions first, then the oldest; see
-//!   [`choose_victim`]); the freed slot is reserved for it. At most one eviction attempt per
-//!   waiter per `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
+//!   `session_timeout_ns` may evict (see [`choose_victim`]): an abandoned session, else
+//!   *every* session of one space -- never its own -- whose turn began at least
+//!   `session_timeout_ns` ago: first one that does not wait, then one waiting behind it,
+//!   then one waiting ahead whose turn began twice that long ago. The first freed slot is
+//!   reserved for it; the next ones, up to as many sessions as its space held at once
+//!   (its *peak*), are reserved for its space (a *gang grant*: `add_gang`, lapsing to the
+//!   queue after `keep_ns` unused), and more victims are taken until that need is covered;
+//!   the rest goes to the queue. At most one eviction round per waiter per
+//!   `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
 //!   does not free (between commands tpmrs keeps no session loaded); such a waiter polls.
 //! * **Giving up.** A waiter that has waited `session_timeout_ns` while nothing tpmrs
-//!   could do would give it a slot -- tpmrs holds no session at all (every slot is held
-//!   outside tpmrs), or the shortage is loaded-session memory -- tries once more outside
-//!   the queue and gets the TPM's own answer (TPM_RC_SESSION_HANDLES or
-//!   TPM_RC_SESSION_MEMORY), as on /dev/tpmrm0: the wait ends even when the slots are not
-//!   ours to free.
+//!   could do would give it a slot -- tpmrs holds no session of another space (every slot
+//!   is held outside tpmrs, or by the waiter's own space: no self-eviction), or the
+//!   shortage is loaded-session memory -- tries once more outside the queue and gets the
+//!   TPM's own answer (TPM_RC_SESSION_HANDLES or TPM_RC_SESSION_MEMORY), as on
+//!   /dev/tpmrm0: the wait ends even when the slots are not ours to free. At the session
+//!   budget (TPM_PT_ACTIVE_SESSIONS_MAX minus the headroom) that answer is synthesized.
 //!
-//! **Bound.** Let T = `session_timeout_ns`, P = `retry_interval_ns`, Q the most commands
-//! waiting at once, S the session slots tpmrs holds while they wait (the TPM's slots minus
-//! those held outside tpmrs, which we assume are not freed and retaken meanwhile) and d
-//! the time one waiter takes to evict and retry (a few TPM commands). If S >= Q, a command
-//! that queued at t0 is served by t0 + T + P + Q·d:
-//! every slot granted after t0 went to one of the at most Q − 1 waiters ahead of it (FIFO),
-//! so from t0 + T on at most Q − 1 of the S sessions are younger than T and at least one is
-//! always eligible; by t0 + T + P every waiter ahead of it is past its eviction rate limit,
-//! and each one (then itself) evicts as soon as it is the oldest unreserved waiter, woken by
-//! the previous grant. (Loads from the abandoned list restart a session's protection and
-//! add to the Q − 1.) The test `simulation_many_clients` checks the bound with Q = 40,
-//! S = 64, d = 5 ms.
+//! **Bound, per space.** Let T = `session_timeout_ns`, P = `retry_interval_ns`, d the time
+//! one eviction and retry take (a few TPM commands) and Q the most spaces waiting at once.
+//! If the slots held outside tpmrs do not change meanwhile, every space needs at most k
+//! sessions at once and the budget holds at least k sessions of spaces other than the
+//! waiter's, a space that starts to wait at t0 holds what it needs by
+//! t0 + 1.5·T + P + Q·d, and a client that keeps using its sessions sees no gap between
+//! two operations longer than 2·T + P + Q·d:
+//!
+//! 1. freed slots go in the order of the spaces' queue places, which a space keeps for its
+//!    turn, and a gang grant serves a space's whole need in one round, so at most the Q − 1
+//!    spaces ahead are served first, each once;
+//! 2. at t0 + 1.5·T every space holding sessions waits ahead (≤ Q − 1), or began its turn
+//!    before t0 (protection over, even moved on by T/2), or was served after t0 (only
+//!    those ahead were): victims for W exist once those ahead are through;
+//! 3. from t0 + T each waiter ahead is due and evicts as soon as it is the first without a
+//!    reservation (woken by the previous grant), within P, costing d;
+//! 4. a client's sessions go only after its turn began T ago; it hears so at its next use
+//!    (TPM_RC_EXPIRED) and queues within one operation.
+//!
+//! `tests/fairness.rs` checks Jain >= 0.95 and the gap <= 2·T + 1 s on three workloads;
+//! `simulation_many_clients` checks the wait bound per request, and that nothing is evicted
+//! when clients hold their sessions for less than T.
 
 use super::super::constants::TPM_RC_SESSION_MEMORY;
 use super::super::platform::{OutOfMemory, Vec};
@@ -104,11 +127,39 @@ struct Waiter {
     gave_up: bool,
 }
 
+/// A space's turn: what the scheduler remembers of a space between its requests.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    space: u64,
+    /// When its current turn began: when it got a session while it held none, moved on
+    /// (by at most `timeout_ns` in all) each time a wait of the turn ends with a session
+    /// granted. Its sessions are protected from eviction for `timeout_ns` from here.
+    began_ns: u64,
+    /// When it got its first session of the turn.
+    first_ns: u64,
+    /// Most sessions it held at once (what it needs again after an eviction).
+    peak: usize,
+    /// Slots reserved for the space itself (a gang grant), beyond its waiter's own.
+    gang: usize,
+    /// When the gang reservations go back to the queue if unused.
+    gang_until_ns: u64,
+    /// Its kept queue place (ticket id, wait start) between two requests of one turn.
+    place: Option<(u64, u64)>,
+    /// When the kept place lapses.
+    place_until_ns: u64,
+}
+
 /// The wait queue and its reservations.
 #[derive(Default)]
 pub struct Scheduler {
     /// Unordered; FIFO order is the order of `id`.
     waiters: Vec<Waiter>,
+    /// Per-space turns (spaces that held a session or waited).
+    turns: Vec<Turn>,
+    /// How long a kept queue place and gang reservations last unused (ns).
+    pub keep_ns: u64,
+    /// SESSION_TIMEOUT (ns): the most a turn's start moves on while it gathers its set.
+    pub timeout_ns: u64,
     next_id: u64,
     wakeup: bool,
     /// Waits begun.
@@ -122,6 +173,9 @@ impl Scheduler {
     pub const fn new() -> Self {
         Scheduler {
             waiters: Vec::new(),
+            turns: Vec::new(),
+            keep_ns: 500_000_000,
+            timeout_ns: 2_000_000_000,
             next_id: 1,
             wakeup: false,
             waits: 0,
@@ -172,19 +226,32 @@ impl Scheduler {
     /// # Errors
     /// [`OutOfMemory`] if the queue cannot grow.
     pub fn begin(&mut self, space: u64, now: u64, rc: Option<u32>) -> Result<Ticket, OutOfMemory> {
-        let id = self.next_id;
+        // A space that waited earlier in this turn gets its place and wait clock back.
+        let kept = self
+            .turn_mut(space)
+            .and_then(|t| {
+                if now < t.place_until_ns {
+                    t.place.take()
+                } else {
+                    None
+                }
+            })
+            .filter(|(id, _)| !self.waiters.iter().any(|w| w.id == *id));
+        let (id, since) = kept.unwrap_or((self.next_id, now));
         self.waiters.try_push(Waiter {
             id,
             space,
-            since_ns: now,
+            since_ns: since,
             reserved: false,
             last_try_ns: now,
             last_evict_ns: None,
             memory: rc == Some(TPM_RC_SESSION_MEMORY),
             gave_up: false,
         })?;
-        self.next_id = self.next_id.wrapping_add(1);
-        self.waits = self.waits.wrapping_add(1);
+        if kept.is_none() {
+            self.next_id = self.next_id.wrapping_add(1);
+            self.waits = self.waits.wrapping_add(1);
+        }
         Ok(Ticket { id })
     }
 
@@ -205,14 +272,138 @@ impl Scheduler {
     }
 
     /// `ticket` leaves the queue; returns how long it waited (`None` if it was not queued).
+    /// Its space keeps the place (and wait clock) for its next request for `keep_ns`.
     pub fn end(&mut self, ticket: Ticket, now: u64) -> Option<u64> {
-        self.remove(ticket.id, now)
+        let w = self.waiter(ticket.id).copied();
+        let r = self.remove(ticket.id, now);
+        if let Some(w) = w.filter(|w| !w.gave_up) {
+            let until = now.saturating_add(self.keep_ns);
+            if let Some(t) = self.turn_or_new(w.space, now) {
+                t.place = Some((w.id, w.since_ns));
+                t.place_until_ns = until;
+            }
+        }
+        r
     }
 
-    /// Every waiter of space `space` leaves (the file is being closed).
-    pub fn remove_space(&mut self, space: u64, now: u64) {
+    /// Every waiter of space `space` leaves (the file is being closed), and its turn is
+    /// forgotten. Returns the gang reservations it held (slots to hand to the queue).
+    pub fn remove_space(&mut self, space: u64, now: u64) -> usize {
         while let Some(id) = self.waiters.iter().find(|w| w.space == space).map(|w| w.id) {
             self.remove(id, now);
+        }
+        let mut gang = 0;
+        if let Some(i) = self.turns.iter().position(|t| t.space == space) {
+            if let Some(t) = self.turns.swap_remove(i) {
+                gang = t.gang;
+            }
+        }
+        gang
+    }
+
+    fn turn(&self, space: u64) -> Option<&Turn> {
+        self.turns.iter().find(|t| t.space == space)
+    }
+
+    fn turn_mut(&mut self, space: u64) -> Option<&mut Turn> {
+        self.turns.iter_mut().find(|t| t.space == space)
+    }
+
+    /// The turn of `space`, created (beginning at `now`) if it has none; `None` only if
+    /// there is no memory for it (then the space is scheduled per request, as before).
+    fn turn_or_new(&mut self, space: u64, now: u64) -> Option<&mut Turn> {
+        if self.turn(space).is_none() {
+            self.turns
+                .try_push(Turn {
+                    space,
+                    began_ns: now,
+                    first_ns: now,
+                    peak: 0,
+                    gang: 0,
+                    gang_until_ns: 0,
+                    place: None,
+                    place_until_ns: 0,
+                })
+                .ok()?;
+        }
+        self.turn_mut(space)
+    }
+
+    /// Space `space` got a session at `now` and holds `held` now: a turn begins if it held
+    /// none before; its peak grows.
+    pub fn session_added(&mut self, space: u64, now: u64, held: usize) {
+        if let Some(t) = self.turn_or_new(space, now) {
+            if held <= 1 {
+                t.began_ns = now;
+                t.first_ns = now;
+            }
+            t.peak = t.peak.max(held);
+        }
+    }
+
+    /// When the current turn of `space` began, if known.
+    pub fn turn_began(&self, space: u64) -> Option<u64> {
+        self.turn(space).map(|t| t.began_ns)
+    }
+
+    /// Most sessions `space` held at once.
+    pub fn peak(&self, space: u64) -> usize {
+        self.turn(space).map_or(0, |t| t.peak)
+    }
+
+    /// Slots reserved for `space` as a gang.
+    pub fn gang(&self, space: u64) -> usize {
+        self.turn(space).map_or(0, |t| t.gang)
+    }
+
+    /// Reserves one freed slot for `space` (a gang grant) until `now + keep_ns`. Returns
+    /// false if there is no memory to record it (then hand the slot to the queue).
+    pub fn add_gang(&mut self, space: u64, now: u64) -> bool {
+        let until = now.saturating_add(self.keep_ns);
+        match self.turn_or_new(space, now) {
+            Some(t) => {
+                t.gang = t.gang.saturating_add(1);
+                t.gang_until_ns = until;
+                self.wakeup = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lapses kept places and gang reservations unused at `now`; returns how many gang
+    /// slots go back to the queue (hand each to [`Scheduler::slot_freed`]).
+    pub fn expire(&mut self, now: u64) -> usize {
+        let mut freed = 0usize;
+        for t in self.turns.iter_mut() {
+            if t.gang > 0 && now >= t.gang_until_ns {
+                freed = freed.saturating_add(t.gang);
+                t.gang = 0;
+            }
+            if t.place.is_some() && now >= t.place_until_ns {
+                t.place = None;
+            }
+        }
+        freed
+    }
+
+    /// Where `space` stands in the queue at `now`: the ticket id of its earliest waiter, or
+    /// of its kept place; `None` if it does not wait.
+    pub fn position(&self, space: u64, now: u64) -> Option<u64> {
+        let waiting = self
+            .waiters
+            .iter()
+            .filter(|w| w.space == space)
+            .map(|w| w.id)
+            .min();
+        let kept = self
+            .turn(space)
+            .filter(|t| now < t.place_until_ns)
+            .and_then(|t| t.place)
+            .map(|p| p.0);
+        match (waiting, kept) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -239,10 +430,17 @@ impl Scheduler {
 
     /// Whether a command of waiter `id` (`None`: not waiting) may try to take a new session
     /// slot now: nobody waits, or it holds a reservation, or it is the head.
-    pub fn may_take_slot(&self, id: Option<u64>) -> bool {
+    /// A space holding gang reservations (`space`) may, too.
+    pub fn may_take_slot(&self, id: Option<u64>, space: u64) -> bool {
+        if self.gang(space) > 0 {
+            return true;
+        }
+        // Slots reserved for another space's gang are not up for grabs: only a waiter's own
+        // reservation lets it try while there are any.
+        let gangs = self.turns.iter().any(|t| t.gang > 0);
         match id.and_then(|id| self.waiter(id)) {
-            Some(w) => w.reserved || self.is_head(w.id),
-            None => self.waiters.is_empty(),
+            Some(w) => w.reserved || (!gangs && self.is_head(w.id)),
+            None => !gangs && self.waiters.is_empty(),
         }
     }
 
@@ -285,10 +483,27 @@ impl Scheduler {
         self.waiter(id).map(|w| w.space)
     }
 
-    /// Waiter `id` (if any) took a session slot: its reservation is used up.
-    pub fn took_slot(&mut self, id: Option<u64>) {
+    /// Waiter `id` (if any) of `space` took a session slot: its reservation is used up, or
+    /// else one of its space's gang reservations.
+    /// A wait that ends this way moves the start of the space's turn to `now` (by at most
+    /// `timeout_ns` past its first session): a space that had to wait for the rest of its
+    /// set is protected from when it has it, not from when it began to gather it.
+    pub fn took_slot(&mut self, id: Option<u64>, space: u64, now: u64) {
+        let timeout = self.timeout_ns;
+        let waited = id.is_some_and(|id| self.contains(id));
+        let mut gang = true;
         if let Some(w) = id.and_then(|id| self.waiter_mut(id)) {
-            w.reserved = false;
+            gang = !core::mem::replace(&mut w.reserved, false);
+        }
+        if let Some(t) = self.turn_mut(space) {
+            if gang {
+                t.gang = t.gang.saturating_sub(1);
+            }
+            if waited {
+                t.began_ns = t
+                    .began_ns
+                    .max(now.min(t.first_ns.saturating_add(timeout / 2)));
+            }
         }
     }
 
@@ -358,25 +573,81 @@ impl Scheduler {
     }
 }
 
-/// The session to evict at `now`: among `entries`, the live sessions whose current owner has
-/// held them at least `timeout` (abandoned ones: since their last owner got them), abandoned
-/// ones first, then those of other spaces than the waiter's (`waiter_space`: evicting the
-/// waiter's own session gains it nothing, so only when nothing else is eligible), then by
-/// creation time. Only tracked sessions are candidates, never one created outside tpmrs.
+/// What a waiter evicts (see [`choose_victim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    /// One abandoned session (its handle).
+    Abandoned(u32),
+    /// Every session of this space.
+    Space(u64),
+}
+
+/// What to evict at `now` for waiter `waiter` (ticket id) of space `waiter_space`:
+///
+/// 1. an abandoned session held at least `timeout` since its last owner got it (the
+///    oldest first);
+/// 2. else a whole space, never the waiter's: one that does not wait and whose turn began
+///    longest ago, at least `timeout` ago (it has had its turn);
+/// 3. else a space that waits *behind* the waiter (a later queue place) and whose turn
+///    began at least `timeout` ago, the latest place first: it would not be served before
+///    the waiter anyway, and without this, spaces each holding part of what they need could
+///    wait for each other forever;
+/// 4. else a space that waits ahead of the waiter and whose turn began at least
+///    2 x `timeout` ago (it keeps its queue place and wait clock, only its sessions go).
+///
+/// A space waiting ahead of the waiter is otherwise never a victim. Only tracked sessions are
+/// candidates, never one created outside tpmrs.
 pub fn choose_victim(
     entries: &[SessionEntry],
+    sched: &Scheduler,
     now: u64,
     timeout: u64,
+    waiter: u64,
     waiter_space: Option<u64>,
-) -> Option<u32> {
-    entries
+) -> Option<Victim> {
+    let old = |t: u64| now.saturating_sub(t) >= timeout;
+    if let Some(e) = entries
         .iter()
-        .filter(|e| e.is_live() && now.saturating_sub(e.owned_since_ns) >= timeout)
-        .min_by_key(|e| {
-            let own = waiter_space.is_some() && e.owner == waiter_space;
-            (!e.is_abandoned(), own, e.created_ns, e.id)
-        })
-        .map(|e| e.handle)
+        .filter(|e| e.is_live() && e.is_abandoned() && old(e.owned_since_ns))
+        .min_by_key(|e| (e.created_ns, e.id))
+    {
+        return Some(Victim::Abandoned(e.handle));
+    }
+    let mut best: Option<((u8, u64, u64), u64)> = None;
+    for e in entries.iter().filter(|e| e.is_live()) {
+        let Some(space) = e.owner else { continue };
+        if Some(space) == waiter_space {
+            continue;
+        }
+        let began = match sched.turn_began(space) {
+            Some(b) => b,
+            None => entries
+                .iter()
+                .filter(|x| x.owner == Some(space))
+                .map(|x| x.owned_since_ns)
+                .min()
+                .unwrap_or(now),
+        };
+        if !old(began) {
+            continue;
+        }
+        let key = match sched.position(space, now) {
+            None => (0, began, space),
+            Some(p) if p > waiter => (1, u64::MAX - p, space),
+            // Gathering ahead of the waiter for over twice the protection: it has had its
+            // turn (a hog must not stay immune by always asking for one more).
+            Some(_) if now.saturating_sub(began) >= timeout.saturating_mul(2) => (2, began, space),
+            Some(_) => continue,
+        };
+        let better = match best {
+            Some((k, _)) => key < k,
+            None => true,
+        };
+        if better {
+            best = Some((key, space));
+        }
+    }
+    best.map(|(_, s)| Victim::Space(s))
 }
 
 #[cfg(test)]
@@ -390,15 +661,15 @@ mod tests {
     #[test]
     fn fifo_gate_and_reservations() {
         let mut s = Scheduler::new();
-        assert!(s.may_take_slot(None));
+        assert!(s.may_take_slot(None, 99));
         let a = s.begin(1, 0, None).unwrap();
         let b = s.begin(2, 10, None).unwrap();
         let c = s.begin(3, 20, None).unwrap();
         assert_eq!(s.len(), 3);
         // Only the head may try; a newcomer may not.
-        assert!(s.may_take_slot(Some(a.id())));
-        assert!(!s.may_take_slot(Some(b.id())));
-        assert!(!s.may_take_slot(None));
+        assert!(s.may_take_slot(Some(a.id()), 99));
+        assert!(!s.may_take_slot(Some(b.id()), 99));
+        assert!(!s.may_take_slot(None, 99));
         // Two slots freed: a and b reserved, in order.
         s.slot_freed();
         s.slot_freed();
@@ -406,15 +677,15 @@ mod tests {
         assert!(!s.take_wakeup());
         assert!(s.is_reserved(a.id()) && s.is_reserved(b.id()));
         assert!(!s.is_reserved(c.id()));
-        assert!(s.may_take_slot(Some(b.id())));
-        assert!(!s.may_take_slot(Some(c.id())));
+        assert!(s.may_take_slot(Some(b.id()), 99));
+        assert!(!s.may_take_slot(Some(c.id()), 99));
         // b uses its slot and leaves; a's slot is stolen from outside.
-        s.took_slot(Some(b.id()));
+        s.took_slot(Some(b.id()), 2, 50);
         assert_eq!(s.end(b, 50), Some(40));
         s.exhausted(Some(a.id()), 60, Some(0x905));
         assert!(!s.is_reserved(a.id()));
         assert!(s.is_head(a.id()));
-        assert!(s.may_take_slot(Some(a.id())));
+        assert!(s.may_take_slot(Some(a.id()), 99));
         // The next free goes to a again (oldest unreserved), not c.
         s.slot_freed();
         assert!(s.is_reserved(a.id()));
@@ -423,7 +694,7 @@ mod tests {
         assert_eq!(s.waits, 3);
         let _ = (s.end(a, 100), s.end(c, 100));
         assert!(s.is_empty());
-        assert!(s.may_take_slot(None));
+        assert!(s.may_take_slot(None, 99));
     }
 
     #[test]
@@ -502,37 +773,98 @@ mod tests {
     }
 
     #[test]
-    fn victim_choice() {
+    fn victim_choice_whole_spaces() {
         let now = 10 * T;
-        // Owned, old.
-        let mut v = std::vec![e(0x0300_0000, 1, Some(1), 0, 0)];
-        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
-        // Older owned session created later is not preferred over an earlier one.
-        v.push(e(0x0300_0001, 2, Some(2), 5, 5));
-        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
-        // An abandoned one goes first, even if younger (but old enough).
-        v.push(e(0x0300_0002, 3, None, now - T, now - T));
-        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0002));
-        // Too young: never, abandoned or not.
-        v[2].owned_since_ns = now - T + 1;
-        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
-        v[0].owned_since_ns = now - 1;
-        v[1].owned_since_ns = now - 1;
-        assert_eq!(choose_victim(&v, now, T, None), None);
-        // A continued session (loaded from the abandoned list) restarts its protection.
-        v[0].owned_since_ns = now - T;
-        assert_eq!(choose_victim(&v, now, T, None), Some(0x0300_0000));
-        // Flush-pending entries are not sessions of anyone.
-        v[0].state = SessionState::FlushPending;
-        assert_eq!(choose_victim(&v, now, T, None), None);
-        assert_eq!(choose_victim(&[], now, T, None), None);
-        // The waiter's own sessions come after every other space's.
-        let v = std::vec![
-            e(0x0300_0000, 1, Some(7), 0, 0),
-            e(0x0300_0001, 2, Some(8), 5, 5)
+        let mut s = Scheduler::new();
+        // Waiter 1 of space 9.
+        let w = s.begin(9, now, None).unwrap();
+        // Spaces 1 and 2 hold sessions; 2's turn began earlier.
+        let mut v = std::vec![
+            e(0x0200_0000, 1, Some(1), 0, 0),
+            e(0x0200_0001, 2, Some(2), 5, 5),
+            e(0x0200_0002, 3, Some(1), 6, 6),
         ];
-        assert_eq!(choose_victim(&v, now, T, Some(7)), Some(0x0300_0001));
-        assert_eq!(choose_victim(&v, now, T, Some(8)), Some(0x0300_0000));
-        assert_eq!(choose_victim(&v[..1], now, T, Some(7)), Some(0x0300_0000));
+        s.session_added(1, 4 * T, 1);
+        s.session_added(2, 3 * T, 1);
+        let pick = |v: &[SessionEntry], s: &Scheduler, at: u64, ws: Option<u64>| {
+            choose_victim(v, s, at, T, w.id(), ws)
+        };
+        assert_eq!(pick(&v, &s, now, Some(9)), Some(Victim::Space(2)));
+        // Never the waiter's own space.
+        assert_eq!(pick(&v, &s, now, Some(2)), Some(Victim::Space(1)));
+        // Protection runs from the start of the turn: not before T.
+        assert_eq!(pick(&v, &s, 3 * T + T - 1, Some(9)), None);
+        assert_eq!(pick(&v, &s, 4 * T, Some(9)), Some(Victim::Space(2)));
+        // An abandoned session (held T since abandoned) goes first.
+        v.push(e(0x0300_0003, 4, None, 7, now - T));
+        assert_eq!(
+            pick(&v, &s, now, Some(9)),
+            Some(Victim::Abandoned(0x0300_0003))
+        );
+        v[3].owned_since_ns = now - T + 1;
+        assert_eq!(pick(&v, &s, now, Some(9)), Some(Victim::Space(2)));
+        v.pop();
+        // A space that waits ahead of the waiter is never a victim; one waiting behind it
+        // only after every space that does not wait.
+        let mut s2 = Scheduler::new();
+        let a = s2.begin(2, now, None).unwrap();
+        let w2 = s2.begin(9, now, None).unwrap();
+        let b = s2.begin(1, now, None).unwrap();
+        s2.session_added(1, 4 * T, 1);
+        s2.session_added(2, 3 * T, 1);
+        s2.session_added(3, 5 * T, 1);
+        v.push(e(0x0200_0004, 5, Some(3), 8, 8));
+        let pick2 = |v: &[SessionEntry], at| choose_victim(v, &s2, at, T, w2.id(), Some(9));
+        assert_eq!(pick2(&v, now), Some(Victim::Space(3)));
+        v.pop();
+        assert_eq!(pick2(&v, now), Some(Victim::Space(1)));
+        assert!(a.id() < w2.id() && w2.id() < b.id());
+        // Only the waiter's own sessions or flush-pending ones: nothing.
+        assert_eq!(pick(&v[1..2], &s, now, Some(2)), None);
+        v[1].state = SessionState::FlushPending;
+        assert_eq!(pick(&v[1..2], &s, now, Some(9)), None);
+        assert_eq!(pick(&[], &s, now, None), None);
+    }
+
+    #[test]
+    fn kept_place_and_gang_expiry() {
+        let mut s = Scheduler::new();
+        s.keep_ns = 500;
+        let a = s.begin(1, 0, None).unwrap();
+        let b = s.begin(2, 10, None).unwrap();
+        let a_id = a.id();
+        s.reserve(a_id);
+        s.took_slot(Some(a_id), 1, 100);
+        s.session_added(1, 100, 1);
+        s.end(a, 100);
+        // Space 1 asks again within keep_ns: its old place and wait clock come back.
+        assert_eq!(s.position(1, 200), Some(a_id));
+        let a2 = s.begin(1, 200, None).unwrap();
+        assert_eq!(a2.id(), a_id);
+        assert!(s.is_head(a2.id()));
+        assert!(s.waited(a2.id(), 2_000, 2_000));
+        assert_eq!(s.waits, 2, "one wait per turn");
+        s.end(a2, 300);
+        // After keep_ns the place lapses: a new request goes to the tail.
+        assert_eq!(s.expire(801), 0);
+        assert_eq!(s.position(1, 801), None);
+        let a3 = s.begin(1, 801, None).unwrap();
+        assert!(a3.id() > b.id());
+        // Gang reservations: the space may take slots, and they lapse to the queue.
+        assert!(!s.may_take_slot(None, 3));
+        assert!(s.add_gang(3, 1_000));
+        assert!(s.add_gang(3, 1_000));
+        assert!(s.may_take_slot(None, 3));
+        s.took_slot(None, 3, 1_000);
+        assert_eq!(s.gang(3), 1);
+        assert_eq!(s.expire(1_499), 0);
+        assert_eq!(s.expire(1_500), 1);
+        assert_eq!(s.gang(3), 0);
+        assert!(!s.may_take_slot(None, 3));
+        // Closing forgets the turn and returns its gang slots.
+        assert!(s.add_gang(4, 2_000));
+        assert_eq!(s.remove_space(4, 2_000), 1);
+        assert_eq!(s.peak(4), 0);
+        let _ = (s.end(a3, 900), s.end(b, 900));
     }
 }

@@ -378,6 +378,10 @@ impl FakeTpm {
                         b = b.u32(*a);
                     }
                     Self::rsp(0, &b.done())
+                } else if cap == 6 && prop == 0x111 {
+                    // TPM_PT_ACTIVE_SESSIONS_MAX: the slots this fake models.
+                    let b = Buf::new().u8(0).u32(6).u32(1).u32(0x111);
+                    Self::rsp(0, &b.u32(self.max_sessions as u32).done())
                 } else if cap == 1 {
                     let list: Vec<u32> = match prop >> 24 {
                         0x80 => self.objects.keys().copied().collect(),

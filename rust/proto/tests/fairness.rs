@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Fair share under global session exhaustion, simulated: many clients on the fake TPM (its
+//! `max_sessions` are the TPM's slots) with a controllable clock, each driven through
+//! `Rm::step` -- the one wait loop the kernel glue runs -- and the wake-ups it asks for.
+//!
+//! Every TPM command costs 1 ms of the clock (the TPM is one, commands are serialized); a
+//! client thinks 0-9 ms between two operations. An *operation* is one command that uses all
+//! the sessions it needs (up to three at once: a TPM command takes at most three); a client
+//! whose sessions were evicted hears so (TPM_RC_EXPIRED in the resource-manager layer),
+//! flushes what it had and starts them again.
+//!
+//! Asserted for several seeds of each workload: no command is refused, Jain's index over
+//! the operations of each client is >= 0.95, and every client's longest gap between two
+//! operations (counting from the start and to the end of the run) is at most
+//! 2 x SESSION_TIMEOUT + 1 s.
+
+mod common;
+
+use common::fake::FakeTpm;
+use common::marshal::*;
+use common::Harness;
+use tpmrs_proto::{Config, Request, RmError, Space, Step, TPM_BUFSIZE};
+
+const LAYER: u32 = 0xB_0000;
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+const T: u64 = 2 * SEC;
+
+struct Client {
+    space: Space,
+    /// Sessions it needs at once.
+    want: usize,
+    sessions: Vec<u32>,
+    /// The command in flight and its place in the wait protocol.
+    req: Option<(Request, Vec<u8>)>,
+    next_at: u64,
+    /// Only uses its sessions every `idle` ns (the hog), else 0.
+    idle: u64,
+    ops: u64,
+    first_op: u64,
+    last_op: u64,
+    longest_gap: u64,
+    rotate: usize,
+    blocked_since: Option<u64>,
+    blocked_ns: u64,
+    longest_wait: u64,
+}
+
+struct Report {
+    ops: Vec<u64>,
+    gaps: Vec<u64>,
+    refusals: u64,
+    evictions: u64,
+    longest_wait: u64,
+    blocked_fraction: f64,
+}
+
+fn jain(x: &[u64]) -> f64 {
+    let s: f64 = x.iter().map(|v| *v as f64).sum();
+    let q: f64 = x.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+    if q == 0.0 {
+        return 0.0;
+    }
+    s * s / (x.len() as f64 * q)
+}
+
+/// A command that uses `sess` (GetRandom with them as authorizations).
+fn use_cmd(sess: &[u32]) -> Vec<u8> {
+    let auths: Vec<Auth> = sess.iter().map(|s| Auth::policy(*s, true, &[])).collect();
+    command(CC_GET_RANDOM, &[], &auths, &Buf::new().u16(8).done())
+}
+
+/// Runs `wants` (sessions per client; `hog`: the index of a client that only checks its
+/// sessions every 5 s) for `secs` simulated seconds on a TPM with `slots` session slots.
+fn simulate(
+    seed: u64,
+    slots: usize,
+    wants: &[usize],
+    hog: Option<(usize, u64)>,
+    secs: u64,
+) -> Report {
+    let mut tpm = FakeTpm::new();
+    tpm.max_sessions = slots;
+    let mut h = Harness::new(tpm, Config::default());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let start = h.now;
+    let end = start + secs * SEC;
+    let mut clients: Vec<Client> = wants
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Client {
+            space: h.space(),
+            want: *w,
+            sessions: vec![],
+            req: None,
+            // With a hog, the others come once it holds its sessions.
+            next_at: start
+                + rnd(100) * MS
+                + match hog {
+                    Some((j, _)) if j != i => SEC,
+                    _ => 0,
+                },
+            idle: match hog {
+                Some((j, every)) if j == i => every,
+                _ => 0,
+            },
+            ops: 0,
+            first_op: 0,
+            last_op: start,
+            longest_gap: 0,
+            rotate: 0,
+            blocked_since: None,
+            blocked_ns: 0,
+            longest_wait: 0,
+        })
+        .collect();
+    let mut refusals = 0;
+    let mut idle_steps = 0u64;
+    let mut rsp = vec![0u8; TPM_BUFSIZE];
+    loop {
+        let i = (0..clients.len())
+            .min_by_key(|i| (clients[*i].next_at, *i))
+            .unwrap();
+        h.now = h.now.max(clients[i].next_at);
+        if h.now >= end {
+            break;
+        }
+        let c = &mut clients[i];
+        let (mut req, cmd) = c.req.take().unwrap_or_else(|| {
+            let cmd = if c.sessions.len() < c.want {
+                start_auth_session(SE_HMAC, &[7; 16])
+            } else {
+                let n = c.sessions.len();
+                let k = n.min(3);
+                let s: Vec<u32> = (0..k).map(|j| c.sessions[(c.rotate + j) % n]).collect();
+                use_cmd(&s)
+            };
+            (Request::new(), cmd)
+        });
+        let before = h.tpm_commands();
+        // What the glue asks before it takes the chip; the step must agree.
+        let idle = h.rm.sleep_until(&req, h.now);
+        let step =
+            h.rm.step(&mut req, &mut c.space, &mut h.tpm, h.now, &cmd, &mut rsp);
+        if let Some(until_ns) = idle {
+            assert_eq!(step, Step::Sleep { until_ns }, "sleep_until disagrees");
+            assert_eq!(h.tpm_commands(), before, "a sleeping waiter used the TPM");
+            idle_steps += 1;
+        }
+        // The TPM's time.
+        h.now += (h.tpm_commands() - before) * MS;
+        let mut wake = h.rm.take_wakeup();
+        match step {
+            Step::Sleep { until_ns } => {
+                assert!(until_ns > h.now - (h.tpm_commands() - before) * MS);
+                c.blocked_since.get_or_insert(h.now);
+                c.next_at = until_ns.max(h.now);
+                c.req = Some((req, cmd));
+            }
+            Step::Done(r) => {
+                h.rm.end_request(req, h.now);
+                wake |= h.rm.take_wakeup();
+                if let Some(b) = c.blocked_since.take() {
+                    c.blocked_ns += h.now - b;
+                    c.longest_wait = c.longest_wait.max(h.now - b);
+                }
+                let r = match r {
+                    Ok(n) => rsp[..n].to_vec(),
+                    Err(RmError::SessionsExhausted) => {
+                        refusals += 1;
+                        c.next_at = h.now + 10 * MS;
+                        continue;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                };
+                let code = rc(&r);
+                let starting = c.sessions.len() < c.want;
+                c.next_at = h.now + rnd(10) * MS;
+                if starting && code == 0 {
+                    c.sessions.push(rhandle(&r));
+                } else if starting {
+                    refusals += 1;
+                } else if code == 0 {
+                    c.ops += 1;
+                    if c.ops == 1 {
+                        c.first_op = h.now;
+                    } else {
+                        c.longest_gap = c.longest_gap.max(h.now - c.last_op);
+                    }
+                    c.last_op = h.now;
+                    c.rotate = c.rotate.wrapping_add(3);
+                    if c.idle > 0 {
+                        c.next_at = h.now.saturating_add(c.idle);
+                    }
+                } else {
+                    assert_ne!(code & LAYER, 0, "an evicted session: {code:#x}");
+                    // Evicted (the whole space at once; a session it started after that
+                    // is still its own): start again.
+                    for s in c.sessions.drain(..) {
+                        let r = h.ok(&mut c.space, &flush_context(s));
+                        assert!(rc(&r) == 0 || rc(&r) & LAYER != 0);
+                    }
+                }
+            }
+        }
+        if wake {
+            for c in clients.iter_mut().filter(|c| c.req.is_some()) {
+                c.next_at = c.next_at.min(h.now);
+            }
+        }
+    }
+    assert!(idle_steps > 0, "some steps sleep without the TPM");
+    let hog_i = hog.map_or(usize::MAX, |h| h.0);
+    if let Some((j, _)) = hog {
+        println!(
+            "  hog: {} ops, {} sessions at the end",
+            clients[j].ops,
+            clients[j].sessions.len()
+        );
+    }
+    let mut report = Report {
+        ops: vec![],
+        gaps: vec![],
+        refusals,
+        evictions: h.rm.stats().evictions,
+        longest_wait: 0,
+        blocked_fraction: 0.0,
+    };
+    let mut blocked = 0;
+    let hog_start = hog.map(|_| start + SEC).unwrap_or(start);
+    for (i, c) in clients.iter_mut().enumerate() {
+        if let Some(b) = c.blocked_since.take() {
+            c.blocked_ns += end.saturating_sub(b);
+            c.longest_wait = c.longest_wait.max(end.saturating_sub(b));
+        }
+        blocked += c.blocked_ns;
+        if i == hog_i {
+            continue;
+        }
+        report.ops.push(c.ops);
+        // The first gap counts from when the client started (with a hog: the others start
+        // 1 s late, once the hog holds its sessions).
+        let first = if c.ops > 0 {
+            c.first_op - hog_start
+        } else {
+            end - hog_start
+        };
+        let gap = c.longest_gap.max(end.saturating_sub(c.last_op)).max(first);
+        report.gaps.push(gap);
+        report.longest_wait = report.longest_wait.max(c.longest_wait);
+    }
+    report.blocked_fraction = blocked as f64 / (clients.len() as f64 * (end - start) as f64);
+    // Nothing leaks.
+    for c in clients.iter_mut() {
+        if let Some((req, _)) = c.req.take() {
+            h.rm.end_request(req, h.now);
+        }
+        h.close(&mut c.space);
+    }
+    assert!(h.rm.sessions().is_empty());
+    h.tpm.assert_empty();
+    report
+}
+
+fn check(name: &str, seed: u64, r: &Report) {
+    let j = jain(&r.ops);
+    let gap = *r.gaps.iter().max().unwrap();
+    println!(
+        "{name} seed {seed}: ops {} (fewest {}) Jain {j:.3} longest gap {} ms \
+         longest wait {} ms blocked {:.2} refusals {} evictions {}",
+        r.ops.iter().sum::<u64>(),
+        r.ops.iter().min().unwrap(),
+        gap / MS,
+        r.longest_wait / MS,
+        r.blocked_fraction,
+        r.refusals,
+        r.evictions,
+    );
+    assert_eq!(r.refusals, 0, "{name} seed {seed}");
+    assert!(j >= 0.95, "{name} seed {seed}: Jain {j:.3} {:?}", r.ops);
+    assert!(
+        gap <= 2 * T + SEC,
+        "{name} seed {seed}: longest gap {} ms {:?}",
+        gap / MS,
+        r.gaps
+    );
+    assert!(r.ops.iter().all(|o| *o > 0), "every client progresses");
+}
+
+const SEEDS: [u64; 4] = [1, 2, 3, 4];
+
+/// 32 clients x 3 sessions on 64 slots (62 after the headroom).
+#[test]
+fn fair_share_32x3() {
+    for seed in SEEDS {
+        let r = simulate(seed, 64, &[3; 32], None, 60);
+        check("32x3", seed, &r);
+        assert!(r.evictions > 0, "the workload exhausts the TPM");
+    }
+}
+
+/// 16 clients with 1 session and 16 with 5.
+#[test]
+fn fair_share_mixed() {
+    let wants: Vec<usize> = (0..32).map(|i| if i % 2 == 0 { 1 } else { 5 }).collect();
+    for seed in SEEDS {
+        let r = simulate(seed, 64, &wants, None, 60);
+        check("mixed 16x1+16x5", seed, &r);
+    }
+}
+
+/// A hog holds 60 idle sessions (it never uses them once it has them) while 20 clients
+/// with 3 sessions sign: the hog rotates out, the others do not starve.
+#[test]
+fn fair_share_hog() {
+    let mut wants = vec![60];
+    wants.extend([3; 20]);
+    for seed in SEEDS {
+        let r = simulate(seed, 64, &wants, Some((0, u64::MAX)), 60);
+        check("hog 60 + 20x3", seed, &r);
+        assert!(r.evictions >= 60, "the hog rotated out");
+    }
+}
+
+/// The same hog, but it comes back every 5 s for all 60 (not asserted: see the report).
+#[test]
+#[ignore = "figures only: a hog that takes 60 of 62 slots back every 5 s is not bounded yet"]
+fn fair_share_returning_hog() {
+    let mut wants = vec![60];
+    wants.extend([3; 20]);
+    for seed in SEEDS {
+        let r = simulate(seed, 64, &wants, Some((0, 5 * SEC)), 60);
+        check("returning hog 60 + 20x3", seed, &r);
+    }
+}
+
+#[test]
+fn jain_index() {
+    assert!((jain(&[5, 5, 5]) - 1.0).abs() < 1e-9);
+    assert!((jain(&[1, 0, 0, 0]) - 0.25).abs() < 1e-9);
+}

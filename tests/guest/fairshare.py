@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Fair share under global session exhaustion, measured the same way on every node (issue 10).
+
+One process per client. Every client makes its signing key, says it is ready and waits for
+the go; the clock of every client and of the run starts at the go, on every node (the same
+rule for tpmrs0 and tpmrm0: no node gets a head start or a pause). A client first gets all
+the sessions it needs (one StartAuthSession at a time; a refusal -- TPM_RC_SESSION_HANDLES or
+TPM_RC_SESSION_MEMORY -- is counted and retried after 50 ms), then signs with them in turn;
+a session evicted for a waiter (an RM-layer answer) is started again. The hog only gets its
+sessions and then sits idle.
+
+Per node: ops (signs), refusals, Jain's index over ops per client (the hog left out), the
+fewest ops of a client, every client's longest gap between two ops (from the go to its first
+op and from its last op to the end count too), the fraction of client-time spent blocked in
+StartAuthSession, and the longest and 99th-percentile wait for one StartAuthSession.
+
+The probe: during a run, a fresh open + GetRandom(8) every 100 ms (as tpm2-tss's device TCTI
+does when it starts), p99 and max latency."""
+
+import os
+import time
+
+import tpm
+from tpm import Node
+
+RC_SESSION_HANDLES = 0x905
+RC_SESSION_MEMORY = 0x903
+LAYER = tpm.TSS2_RESMGR_TPM_RC_LAYER
+
+WORKLOADS = {
+    "32x3": [3] * 32,
+    "mixed 16x1+16x5": [1, 5] * 16,
+    "hog 60 + 20x3": [60] + [3] * 20,
+}
+HOG = {"hog 60 + 20x3": 0}
+
+
+def _client(node, want, idle, seconds, wfd, ready_w, go_r):
+    """Writes "ops refusals errors evicted blocked_s longest_gap_s wait_ms..." to wfd."""
+    ops = refusals = errors = evicted = 0
+    blocked = 0.0
+    waits = []
+    op_times = []
+    start = end = None
+    try:
+        with Node(node) as n:
+            rsp = n.transact(tpm.create_primary(tpm.ECC_SIGNING_TEMPLATE))
+            assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
+            key = tpm.response_handle(rsp)
+            name = tpm.read_public_name(n, key)
+            os.write(ready_w, b"r")
+            os.read(go_r, 1)
+            start = time.monotonic()
+            end = start + seconds
+            sessions = []
+            i = 0
+            while time.monotonic() < end:
+                if len(sessions) < want:
+                    t0 = time.monotonic()
+                    try:
+                        sessions.append(tpm.HmacSession(n))
+                        waits.append((time.monotonic() - t0) * 1000)
+                    except AssertionError as e:
+                        rc = int(str(e), 16) if str(e).startswith("0x") else -1
+                        if rc & 0xFFF in (RC_SESSION_HANDLES, RC_SESSION_MEMORY):
+                            refusals += 1
+                        else:
+                            errors += 1
+                        time.sleep(0.05)
+                    except OSError:
+                        errors += 1
+                        time.sleep(0.05)
+                    blocked += time.monotonic() - t0
+                    continue
+                if idle:
+                    time.sleep(max(0.0, end - time.monotonic()))
+                    break
+                s = sessions[i % len(sessions)]
+                rsp = tpm.sign_with_session(n, key, name, s)
+                rc = tpm.rc_of(rsp)
+                if rc == 0:
+                    ops += 1
+                    op_times.append(time.monotonic())
+                    i += 1
+                elif rc & 0xFFFF0000 == LAYER:
+                    evicted += 1
+                    sessions.remove(s)
+                else:
+                    errors += 1
+                    sessions.remove(s)
+    except Exception:  # noqa: BLE001 - a crash is an error seen by the client
+        errors += 1
+    if start is None:
+        start = end = time.monotonic()
+    marks = [start] + op_times + [max(end, op_times[-1] if op_times else end)]
+    gap = max(b - a for a, b in zip(marks, marks[1:]))
+    fields = [ops, refusals, errors, evicted, f"{blocked:.3f}", f"{gap:.3f}"] + [f"{w:.1f}" for w in waits]
+    os.write(wfd, (" ".join(map(str, fields)) + "\n").encode())
+    os.close(wfd)
+
+
+def _probe(node, seconds, wfd, go_r):
+    """A fresh open + GetRandom(8) every 100 ms; writes the latencies (ms)."""
+    os.read(go_r, 1)
+    end = time.monotonic() + seconds
+    lat = []
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            with Node(node, nonblock=True) as n:
+                rsp = n.transact(tpm.get_random(8))
+                ok = tpm.rc_of(rsp) == 0
+        except (OSError, AssertionError):
+            ok = False
+        ms = (time.monotonic() - t0) * 1000
+        lat.append(ms if ok else -ms)
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+    os.write(wfd, (" ".join(f"{x:.1f}" for x in lat) + "\n").encode())
+    os.close(wfd)
+
+
+def _read_all(fd):
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    return data.decode()
+
+
+def run(node, workload, seconds, probe=False):
+    """Runs `workload` on `node` for `seconds`; returns the summary row."""
+    wants = WORKLOADS[workload]
+    hog = HOG.get(workload)
+    pipes, pids, readies, gos = [], [], [], []
+    for i, want in enumerate(wants):
+        r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                _client(node, want, i == hog, seconds, w, ready_w, go_r)
+            finally:
+                os._exit(0)
+        for fd in (w, ready_w, go_r):
+            os.close(fd)
+        pipes.append(r)
+        pids.append(pid)
+        readies.append(ready_r)
+        gos.append(go_w)
+    probe_pipe = None
+    if probe:
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                _probe(node, seconds, w, go_r)
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.close(go_r)
+        probe_pipe = (r, pid)
+        gos.append(go_w)
+    for fd in readies:
+        os.read(fd, 1)
+        os.close(fd)
+    for fd in gos:  # the go: every clock starts here
+        os.write(fd, b"g")
+        os.close(fd)
+    rows = []
+    for r, pid in zip(pipes, pids):
+        f = _read_all(r).split()
+        os.waitpid(pid, 0)
+        rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]), float(f[5]), [float(x) for x in f[6:]]))
+    signers = [row for i, row in enumerate(rows) if i != hog]
+    ops = [row[0] for row in signers]
+    waits = sorted(w for row in rows for w in row[6])
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else 0.0
+    jain = (sum(ops) ** 2) / (len(ops) * sum(o * o for o in ops)) if any(ops) else 0.0
+    out = {
+        "workload": workload,
+        "seconds": seconds,
+        "node": node,
+        "ops": sum(ops),
+        "refusals": sum(row[1] for row in rows),
+        "errors": sum(row[2] for row in rows),
+        "evicted_seen": sum(row[3] for row in rows),
+        "jain": round(jain, 3),
+        "fewest_ops": min(ops),
+        "longest_gap_s": round(max(row[5] for row in signers), 2),
+        "blocked_fraction": round(sum(row[4] for row in rows) / (len(rows) * seconds), 3),
+        "wait_max_ms": round(max(waits), 1) if waits else 0.0,
+        "wait_p99_ms": round(p99, 1),
+    }
+    if probe_pipe:
+        r, pid = probe_pipe
+        lat = [float(x) for x in _read_all(r).split()]
+        os.waitpid(pid, 0)
+        ok = sorted(abs(x) for x in lat)
+        out["probe_n"] = len(lat)
+        out["probe_failed"] = sum(1 for x in lat if x < 0)
+        out["probe_p99_ms"] = round(ok[min(len(ok) - 1, int(len(ok) * 0.99))], 1) if ok else 0.0
+        out["probe_max_ms"] = round(max(ok), 1) if ok else 0.0
+    return out

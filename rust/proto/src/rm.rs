@@ -23,6 +23,7 @@
 
 mod admit;
 mod flush;
+mod init;
 mod respond;
 pub(crate) mod tpm_io;
 mod txn;
@@ -30,12 +31,7 @@ mod wait;
 
 use core::ops::ControlFlow;
 
-use super::cc_table::{CcTable, CcTableError};
-use super::codec::{Reader, Truncated, Writer};
-use super::constants::{
-    TPM_CAP_TPM_PROPERTIES, TPM_CC_GET_CAPABILITY, TPM_PT_ACTIVE_SESSIONS_MAX, TPM_RC_SUCCESS,
-    TPM_ST_NO_SESSIONS,
-};
+use super::cc_table::CcTable;
 use super::error::RmError;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error};
@@ -94,9 +90,6 @@ impl Default for Config {
     }
 }
 
-/// Most GetCapability(TPM_CAP_COMMANDS) round trips `init` makes.
-const MAX_CAP_COMMANDS_ROUNDS: usize = 64;
-
 /// The TPM 2.0 resource manager: global state shared by every space.
 pub struct Rm {
     config: Config,
@@ -121,21 +114,6 @@ fn synth(rsp: &mut [u8], stats: &mut Stats, rc: u32) -> Result<usize, RmError> {
 fn synth_rm(rsp: &mut [u8], stats: &mut Stats, rc: u32) -> Result<usize, RmError> {
     bump(&mut stats.synthesized_responses);
     write_rm_error(rsp, rc).map_err(|_| RmError::BufferTooSmall)
-}
-
-/// The value of TPM property `property` in a successful one-property
-/// GetCapability(TPM_CAP_TPM_PROPERTIES) response `rsp`; `None` for anything else.
-fn parse_property(rsp: &[u8], property: u32) -> Option<u32> {
-    let mut r = Reader::new(rsp);
-    let (_tag, size, rc) = (r.u16().ok()?, r.u32().ok()?, r.u32().ok()?);
-    if usize::try_from(size).ok()? != rsp.len() || rc != TPM_RC_SUCCESS {
-        return None;
-    }
-    let (_more, cap, count) = (r.u8().ok()?, r.u32().ok()?, r.u32().ok()?);
-    if cap != TPM_CAP_TPM_PROPERTIES || count < 1 || r.u32().ok()? != property {
-        return None;
-    }
-    r.u32().ok()
 }
 
 /// 1-based position `i + 1` as a response-code position.
@@ -177,85 +155,11 @@ impl Rm {
         })
     }
 
-    /// Reads the TPM's command table (TPM2_GetCapability(TPM_CAP_COMMANDS), following
-    /// moreData) and its TPM_PT_ACTIVE_SESSIONS_MAX (TPM_CAP_TPM_PROPERTIES), which with
-    /// `Config::session_headroom` bounds the sessions tpmrs holds. A TPM that does not
-    /// answer the property (an error, or another property) leaves that bound to the TPM's
-    /// own TPM_RC_SESSION_HANDLES.
-    ///
-    /// # Errors
-    /// [`RmError::Transport`], [`RmError::BadResponse`] (also for a TPM error on the command
-    /// table), [`RmError::OutOfMemory`].
-    pub fn init(&mut self, tpm: &mut dyn Tpm) -> Result<(), RmError> {
-        self.cc.clear();
-        let r = self.read_cc_table(tpm);
-        if r.is_err() {
-            self.cc.clear();
-            return r;
-        }
-        match self.read_active_sessions_max(tpm) {
-            Ok(max) => self.active_sessions_max = max,
-            Err(e) => {
-                // A failed init leaves the resource manager unusable.
-                self.cc.clear();
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    fn read_active_sessions_max(&mut self, tpm: &mut dyn Tpm) -> Result<Option<usize>, RmError> {
-        let n = {
-            let mut w = Writer::new(&mut self.io.cmd);
-            (|| {
-                w.u16(TPM_ST_NO_SESSIONS)?;
-                w.u32(22)?;
-                w.u32(TPM_CC_GET_CAPABILITY)?;
-                w.u32(TPM_CAP_TPM_PROPERTIES)?;
-                w.u32(TPM_PT_ACTIVE_SESSIONS_MAX)?;
-                w.u32(1)?;
-                Ok::<usize, Truncated>(w.len())
-            })()
-            .map_err(|_| RmError::OutOfMemory)?
-        };
-        match self.io.run(tpm, n) {
-            Ok(_) => {}
-            Err(e @ RmError::Transport(_)) => return Err(e),
-            // A malformed answer: as if the TPM did not say.
-            Err(_) => return Ok(None),
-        }
-        Ok(parse_property(self.io.last(), TPM_PT_ACTIVE_SESSIONS_MAX)
-            .and_then(|v| usize::try_from(v).ok()))
-    }
-
     /// The most sessions tpmrs holds at once: TPM_PT_ACTIVE_SESSIONS_MAX minus
     /// `Config::session_headroom`, or `None` if the TPM did not say.
     pub fn session_budget(&self) -> Option<usize> {
         self.active_sessions_max
             .map(|m| m.saturating_sub(self.config.session_headroom))
-    }
-
-    fn read_cc_table(&mut self, tpm: &mut dyn Tpm) -> Result<(), RmError> {
-        let mut property = 0;
-        for _ in 0..MAX_CAP_COMMANDS_ROUNDS {
-            let n = CcTable::build_request(&mut self.io.cmd, property)
-                .map_err(|_| RmError::OutOfMemory)?;
-            self.io.run(tpm, n)?;
-            let next = self
-                .cc
-                .add_from_response(self.io.last())
-                .map_err(|e| match e {
-                    CcTableError::OutOfMemory => RmError::OutOfMemory,
-                    CcTableError::BadResponse | CcTableError::Tpm(_) => RmError::BadResponse,
-                })?;
-            match next {
-                None if self.cc.is_empty() => return Err(RmError::BadResponse),
-                None => return Ok(()),
-                Some(p) if p > property => property = p,
-                Some(_) => return Err(RmError::BadResponse),
-            }
-        }
-        Err(RmError::BadResponse)
     }
 
     /// The TPM's command table.

@@ -11,6 +11,7 @@ pub const EIO: i32 = 5;
 /// `E2BIG`.
 pub const E2BIG: i32 = 7;
 /// `EAGAIN`.
+#[cfg(not(tpmrs_kernel))]
 pub const EAGAIN: i32 = 11;
 /// `ENOMEM`.
 pub const ENOMEM: i32 = 12;

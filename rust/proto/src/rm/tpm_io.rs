@@ -214,8 +214,8 @@ impl Io {
         let index = handle & 0x00FF_FFFF;
         let queries = if session {
             [
-                (TPM_HT_LOADED_SESSION as u32) << HR_SHIFT | index,
-                (TPM_HT_SAVED_SESSION as u32) << HR_SHIFT | index,
+                u32::from(TPM_HT_LOADED_SESSION) << HR_SHIFT | index,
+                u32::from(TPM_HT_SAVED_SESSION) << HR_SHIFT | index,
             ]
         } else {
             [handle, handle]

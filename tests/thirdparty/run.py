@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Runs one third-party TSS test suite against one node, in the guest.
+
+usage: run.py SUITE NODE RESULTS
+  SUITE    tss-esapi | tpm2-pytss (built by scripts/setup-thirdparty.sh under $TPMRS_CACHE)
+  NODE     /dev/tpmrs0 or /dev/tpmrm0
+  RESULTS  receives one line per test, sorted: "PASS name", "FAIL name" or "SKIP name";
+           RESULTS.log gets each failure's output and the clean-up notes.
+Between two tests the TPM is put back through /dev/tpm0 (tpmclean.py). Exit status 0 when
+the whole suite ran (whatever its results), 1 when it could not."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+import tpmclean  # noqa: E402
+
+cache = os.environ.get("TPMRS_CACHE", os.path.expanduser("~/.cache/tpmrs"))
+root = os.environ.get("TPMRS_ROOT", os.path.join(here, "..", ".."))
+
+
+def version(name):
+    for line in open(os.path.join(root, "scripts", "env.sh")):
+        m = re.match(rf"{name}=(\S+)", line)
+        if m:
+            return m.group(1)
+    raise SystemExit(f"{name} not in scripts/env.sh")
+
+
+def run_esapi(node, log):
+    """tss-esapi's integration tests, each as its own process with TEST_TCTI=device:NODE."""
+    exe = os.path.join(cache, "thirdparty", f"tss-esapi-{version('TSS_ESAPI_VERSION')}", "integration_tests")
+    listed = subprocess.run([exe, "--list"], capture_output=True, text=True, check=True).stdout
+    ignored = subprocess.run([exe, "--list", "--ignored"], capture_output=True, text=True, check=True).stdout
+    names = [line[: -len(": test")] for line in listed.splitlines() if line.endswith(": test")]
+    skip = {line[: -len(": test")] for line in ignored.splitlines() if line.endswith(": test")}
+    if len(names) < 100:
+        raise SystemExit(f"tss-esapi: only {len(names)} tests listed")
+    env = dict(os.environ, TEST_TCTI=f"device:{node}", RUST_BACKTRACE="0")
+    cleaner = tpmclean.Cleaner()
+    results = {}
+    for i, name in enumerate(names, 1):
+        if name in skip:
+            results[name] = "SKIP"
+            continue
+        t = time.monotonic()
+        try:
+            p = subprocess.run([exe, "--exact", name, "--test-threads=1"], env=env,
+                               capture_output=True, text=True, timeout=600)
+            out, rc = p.stdout + p.stderr, p.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = f"timed out after 600 s\n{e.stdout or ''}", -1
+        ran_one = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed", out)
+        ok = rc == 0 and ran_one and ran_one.group(1) == "1"
+        results[name] = "PASS" if ok else "FAIL"
+        notes = cleaner.clean()
+        if not ok or notes:
+            log.write(f"=== {results[name]} {name} ({time.monotonic() - t:.1f}s) rc={rc}\n")
+            if not ok:
+                log.write(out[-4000:] + "\n")
+            for n in notes:
+                log.write(f"clean-up: {n}\n")
+            log.flush()
+        if i % 50 == 0:
+            print(f"[thirdparty] tss-esapi on {node}: {i}/{len(names)}", flush=True)
+    log.write(f"clean-up totals: {cleaner.flushed} flushed, {cleaner.clears} TPM2_Clear\n")
+    return results
+
+
+def run_pytss(node, log):
+    """tpm2-pytss's test suite (from its sdist) under pytest, pointed at NODE by the
+    pytss_device plugin instead of a simulator of its own."""
+    d = os.path.join(cache, "thirdparty", f"tpm2-pytss-{version('TPM2_PYTSS_VERSION')}")
+    res = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pytss-{os.path.basename(node)}.txt")
+    env = dict(os.environ, TPMRS_PYTSS_NODE=node, TPMRS_PYTSS_RESULTS=res,
+               PYTHONPATH=here, PYTHONDONTWRITEBYTECODE="1")
+    # TCTILdr finds the device TCTI by name; FAPI keeps its state under HOME.
+    p = subprocess.run([os.path.join(d, "venv", "bin", "python"), "-m", "pytest", "-p", "pytss_device",
+                        "-p", "no:cacheprovider", "-q", "-rN", "--tb=short", "--rootdir", d,
+                        os.path.join(d, "test")], cwd=d, env=env, capture_output=True, text=True,
+                       timeout=3600)
+    log.write(p.stdout[-200000:] + p.stderr[-20000:])
+    results = {}
+    for line in open(res):
+        outcome, name = line.split(None, 1)
+        results[name.strip()] = outcome
+    if len(results) < 100:
+        raise SystemExit(f"tpm2-pytss: only {len(results)} results (pytest exited {p.returncode})")
+    return results
+
+
+def main(suite, node, out):
+    t0 = time.monotonic()
+    with open(out + ".log", "w") as log:
+        results = {"tss-esapi": run_esapi, "tpm2-pytss": run_pytss}[suite](node, log)
+    with open(out, "w") as f:
+        for name in sorted(results):
+            f.write(f"{results[name]} {name}\n")
+    counts = {k: sum(1 for v in results.values() if v == k) for k in ("PASS", "FAIL", "SKIP")}
+    print(f"[thirdparty] {suite} on {node}: {counts['PASS']} pass, {counts['FAIL']} fail, "
+          f"{counts['SKIP']} skip in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -16,6 +16,8 @@
 #   make fmt-check       rustfmt (kernel .rustfmt.toml) over every Rust source
 #   make setup|run|test  scripts/setup.sh, scripts/run.sh, scripts/test.sh
 #   make bench           scripts/bench.sh (tpmrs0 against tpmrm0 on the bench kernel)
+#   make thirdparty-baseline  the third-party TSS suites on tpmrm0 and tpmrs0 side by side;
+#                        rewrites the tpmrm0 baselines make test compares with
 #
 # The kernel's own toolchain is always passed explicitly: rustup's rustc on PATH has no
 # library sources and cannot build kernel code (see ../shared/docs/toolchain.md).
@@ -58,7 +60,7 @@ UDEVRULESDIR ?= /etc/udev/rules.d
 DKMS_SRCDIR ?= /usr/src/tpmrs-$(VERSION)
 KSRC ?= $(TPMRS_CACHE)/linux-source-7.3
 
-.PHONY: all modules clippy check-kernel fmt fmt-check clean setup kernel run test bench \
+.PHONY: all modules clippy check-kernel fmt fmt-check clean setup kernel run test bench thirdparty-baseline \
 	install uninstall dkms-source rustdoc doc-check
 all: modules
 
@@ -159,3 +161,5 @@ test:
 	@scripts/test.sh
 bench:
 	@scripts/bench.sh
+thirdparty-baseline:
+	@scripts/thirdparty-baseline.sh

@@ -7,7 +7,10 @@
 #   3. host tests: cargo test, clippy and rustfmt of the protocol core crate, and a short
 #      fuzz run of every cargo-fuzz target (fuzz/run.sh; crashes fail the run);
 #   4. the guest: QEMU + swtpm, insmod (the KUnit suites run), user-space tests and the
-#      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
+#      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak;
+#   5. meanwhile, in a second guest: the third-party TSS suites (tss-esapi, tpm2-pytss) on
+#      /dev/tpmrs0, compared with their /dev/tpmrm0 baseline in tests/thirdparty/ (a test
+#      that fails on tpmrs0 but passes on tpmrm0 fails the run). TPMRS_THIRDPARTY=0 skips it.
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
 # kmemleak report in the guest's kernel log fails the run, whatever the tests said.
 # Exit status: 0 only if nothing failed.
@@ -44,6 +47,15 @@ check "module: clippy build (no Rust or C warnings)" "$out/clippy.log" \
 	bash -c 'make -s clippy 2>&1 | tee /dev/stderr | { ! grep -E "(^|: )(warning|error)"; }'
 if [ ! -f tpmrs.ko ]; then
 	fail "module: tpmrs.ko built"; echo "$passed passed, $failed failed"; exit 1
+fi
+# The third-party suites take longest: their guest starts now and runs beside everything else.
+tpout=$out/thirdparty
+if [ "${TPMRS_THIRDPARTY:-1}" != 0 ]; then
+	log "third-party TSS suites on /dev/tpmrs0 (second guest, in the background)"
+	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}" \
+		"$here/guest.sh" "$kdir" tests/thirdparty/guest.sh "$tpout" "${TPMRS_THIRDPARTY_TIMEOUT:-2700}" \
+		>"$out/thirdparty-guest.log" 2>&1 &
+	tp_pid=$!
 fi
 check "module: rustfmt" "$out/rustfmt.log" make -s fmt-check
 check "docs: rustdoc of the core and the module (-D warnings)" "$out/rustdoc.log" make -s rustdoc
@@ -132,6 +144,39 @@ elif [ -e "$gout/kmemleak.txt" ]; then
 	pass "guest: kmemleak reports no leak"
 else
 	fail "guest: kmemleak scan ran"
+fi
+
+if [ -n "${tp_pid:-}" ]; then
+	log "third-party TSS suites (waiting for their guest)"
+	if wait "$tp_pid" && [ "$(cat "$tpout/script.rc" 2>/dev/null)" = 0 ]; then
+		pass "thirdparty: guest booted, ran the suites and powered off"
+	else
+		fail "thirdparty: guest booted, ran the suites and powered off (console: $tpout/console.log)"
+		tail -n 30 "$tpout/console.log" | sed 's/^/    | /'
+	fi
+	[ -s "$tpout/times.txt" ] && sed 's/^\([^ ]*\) \([^ ]*\) \(.*\)/thirdparty: \1 on \2 took \3 s/' "$tpout/times.txt"
+	suites=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}
+	for s in ${suites//,/ }; do
+		res=$tpout/$s-tpmrs0.txt
+		if [ ! -s "$res" ]; then
+			fail "thirdparty: $s ran on tpmrs0 (log: $res.log)"; continue
+		fi
+		if python3 tests/thirdparty/compare.py "$s" "tests/thirdparty/baseline-tpmrm0-$s.txt" "$res" \
+			>"$out/thirdparty-$s.txt" 2>&1; then
+			pass "thirdparty: $s: nothing fails only on tpmrs0"
+		else
+			fail "thirdparty: $s: nothing fails only on tpmrs0 (tpmrm0 baseline: tests/thirdparty/baseline-tpmrm0-$s.txt)"
+		fi
+		cat "$out/thirdparty-$s.txt"
+	done
+	tklog=$tpout/dmesg.txt
+	[ -s "$tklog" ] || tklog=$tpout/console.log
+	if [ ! -s "$tklog" ] || grep -qE "$bad" "$tklog" "$tpout/console.log"; then
+		fail "thirdparty: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+		grep -nE "$bad" "$tklog" "$tpout/console.log" | head -n 20 | sed 's/^/    | /'
+	else
+		pass "thirdparty: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+	fi
 fi
 
 log "done (results in $out)"

@@ -61,7 +61,7 @@ if [ ! -e "$pytss/.done" ]; then
 	rm -rf "$pytss" && mkdir -p "$pytss/sdist"
 	# The guest runs the host's /usr/bin/python3: the venv must be made from it.
 	/usr/bin/python3 -m venv "$pytss/venv"
-	"$pytss/venv/bin/pip" download --quiet --no-deps --no-binary :all: \
+	"$pytss/venv/bin/pip" download --quiet --no-deps --no-binary tpm2-pytss \
 		"tpm2-pytss==$TPM2_PYTSS_VERSION" -d "$pytss/sdist"
 	"$pytss/venv/bin/pip" install --quiet --no-binary tpm2-pytss \
 		"$pytss"/sdist/tpm2_pytss-"$TPM2_PYTSS_VERSION".tar.gz "pytest==$PYTEST_VERSION"

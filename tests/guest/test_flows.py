@@ -59,8 +59,14 @@ def on_both_nodes(fn):
     nothing in the TPM."""
 
     def run(node):
-        fn(node)
-        left = census()
+        try:
+            fn(node)
+        finally:
+            left = census()
+            if left:  # so that one failure does not fail every test after it
+                with Node("/dev/tpm0") as raw:
+                    for _, h in left:
+                        raw.transact(tpm.flush_context(h))
         assert left == [], f"left in the TPM after the test: {[hex(h) for _, h in left]}"
 
     for node in NODES:
@@ -181,13 +187,15 @@ def hmac_command(n, key, name, data, sessions):
 
 def tools_saved_session(node, d, kind="--policy-session"):
     """A session started by tpm2-tools, saved to a file when the tool exits; returns the
-    session handle saved in the file (TPMS_CONTEXT.savedHandle after the tools' header)."""
+    session's handle as saved in the file: the tools' session header, then a context file
+    (magic 0xBADCC0DE, version, TPMS_CONTEXT: hierarchy, savedHandle, sequence, blob)."""
     path = os.path.join(d, "s.ctx")
     tpm.tpm2("startauthsession", kind, "-S", path, node=node)
     with open(path, "rb") as f:
         blob = f.read()
-    magic, _version, _hierarchy, handle = struct.unpack(">IIII", blob[:16])
-    assert magic == 0xBADCC0DE, hex(magic)
+    at = blob.index(b"\xba\xdc\xc0\xde", 4)
+    _version, _hierarchy, handle = struct.unpack(">III", blob[at + 4 : at + 16])
+    assert handle >> 24 == 0x03, f"not a policy session handle: {handle:#x}"
     return path, handle
 
 

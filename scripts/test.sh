@@ -52,6 +52,8 @@ fi
 tpout=$out/thirdparty
 if [ "${TPMRS_THIRDPARTY:-1}" != 0 ]; then
 	log "third-party TSS suites on /dev/tpmrs0 (second guest, in the background)"
+	# Its own copy of the module: later steps (rustdoc) may rebuild tpmrs.ko while it boots.
+	mkdir -p "$tpout" && cp tpmrs.ko "$tpout/tpmrs.ko"
 	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}" \
 		"$here/guest.sh" "$kdir" tests/thirdparty/guest.sh "$tpout" "${TPMRS_THIRDPARTY_TIMEOUT:-2700}" \
 		>"$out/thirdparty-guest.log" 2>&1 &

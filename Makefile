@@ -20,7 +20,7 @@
 #                        rewrites the tpmrm0 baselines make test compares with
 #
 # The kernel's own toolchain is always passed explicitly: rustup's rustc on PATH has no
-# library sources and cannot build kernel code (see ../shared/docs/toolchain.md).
+# library sources and cannot build kernel code (README.md, "Using tpmrs on your own kernel").
 
 TPMRS_CACHE ?= $(HOME)/.cache/tpmrs
 LLVM ?= -19

@@ -15,7 +15,7 @@
 use crate::{
     chip::{Chip, DeadTpm},
     client::Client,
-    proto::{Rm, RmError, Space, Ticket, WaitStep},
+    proto::{Request, Rm, RmError, Space, Step},
 };
 use kernel::{
     bindings,
@@ -81,10 +81,11 @@ impl Shared {
     /// Runs one client command for `space`, holding the resource manager and the chip.
     ///
     /// When the TPM's session slots are exhausted, the command waits its turn in the resource
-    /// manager's FIFO queue: it sleeps on [`Self::session_freed`] with `rm` and the chip
-    /// released, and retries when a slot is freed or reserved for it, or when the scheduler
-    /// says an eviction is due (after SESSION_TIMEOUT). The wait is interruptible; a signal
-    /// leaves the queue (passing on any reservation) and nothing of the command behind.
+    /// manager's FIFO queue: this is the wait protocol's loop ([`Rm::step`], one call per
+    /// step), which sleeps on [`Self::session_freed`] with `rm` and the chip released until
+    /// a slot is freed or reserved for it, or until the time the step named (an eviction due
+    /// after SESSION_TIMEOUT, a poll). The wait is interruptible; a signal leaves the queue
+    /// (passing on any reservation) and nothing of the command behind.
     ///
     /// # Errors
     ///
@@ -93,59 +94,30 @@ impl Shared {
     /// transport errno, ...).
     pub(crate) fn execute(&self, space: &mut Space, cmd: &[u8], rsp: &mut [u8]) -> Result<usize> {
         let mut rm = self.rm.lock();
-        let mut ticket: Option<Ticket> = None;
-        let ret = self.execute_waiting(&mut rm, &mut ticket, space, cmd, rsp);
-        if let Some(ticket) = ticket {
-            rm.wait_end(ticket, now_ns());
-        }
-        self.wake_waiters(&mut rm);
-        ret
-    }
-
-    fn execute_waiting(
-        &self,
-        rm: &mut MutexGuard<'_, Rm>,
-        ticket: &mut Option<Ticket>,
-        space: &mut Space,
-        cmd: &[u8],
-        rsp: &mut [u8],
-    ) -> Result<usize> {
-        loop {
-            let ret = {
-                let mut tpm = self.chip.lock()?;
-                rm.execute_as(space, &mut tpm, now_ns(), ticket.as_ref(), cmd, rsp)
+        let mut req = Request::new();
+        let ret = loop {
+            let step = match self.chip.lock() {
+                Ok(mut tpm) => rm.step(&mut req, space, &mut tpm, now_ns(), cmd, rsp),
+                Err(e) => break Err(e),
             };
-            match ret {
-                Err(RmError::SessionsExhausted) => {}
-                other => return other.map_err(to_error),
-            }
-            if ticket.is_none() {
-                *ticket = Some(rm.wait_begin(space, now_ns()).map_err(to_error)?);
-            }
-            self.wake_waiters(rm);
-            let Some(t) = ticket.as_ref() else {
-                return Err(EINVAL);
-            };
-            loop {
-                let step = {
-                    let mut tpm = self.chip.lock()?;
-                    rm.wait_step(t, &mut tpm, now_ns())
-                };
-                self.wake_waiters(rm);
-                match step.map_err(to_error)? {
-                    WaitStep::Retry => break,
-                    WaitStep::Sleep { until_ns } => {
-                        let ms = until_ns.saturating_sub(now_ns()).div_ceil(1_000_000).max(1);
-                        let jiffies = kernel::time::msecs_to_jiffies(ms.min(60_000) as u32);
-                        if let CondVarTimeoutResult::Signal { .. } =
-                            self.session_freed.wait_interruptible_timeout(rm, jiffies)
-                        {
-                            return Err(ERESTARTSYS);
-                        }
+            self.wake_waiters(&mut rm);
+            match step {
+                Step::Done(r) => break r.map_err(to_error),
+                Step::Sleep { until_ns } => {
+                    let ms = until_ns.saturating_sub(now_ns()).div_ceil(1_000_000).max(1);
+                    let jiffies = kernel::time::msecs_to_jiffies(ms.min(60_000) as u32);
+                    if let CondVarTimeoutResult::Signal { .. } = self
+                        .session_freed
+                        .wait_interruptible_timeout(&mut rm, jiffies)
+                    {
+                        break Err(ERESTARTSYS);
                     }
                 }
             }
-        }
+        };
+        rm.end_request(req, now_ns());
+        self.wake_waiters(&mut rm);
+        ret
     }
 
     /// Wakes the sleeping waiters if the resource manager freed or reserved a slot.
@@ -160,8 +132,8 @@ impl Shared {
     pub(crate) fn close_space(&self, mut space: Space) {
         let mut rm = self.rm.lock();
         match self.chip.lock() {
-            Ok(mut tpm) => rm.close_space_at(&mut space, &mut tpm, now_ns()),
-            Err(_) => rm.close_space_at(&mut space, &mut DeadTpm, now_ns()),
+            Ok(mut tpm) => rm.close_space(&mut space, &mut tpm, now_ns()),
+            Err(_) => rm.close_space(&mut space, &mut DeadTpm, now_ns()),
         }
         self.wake_waiters(&mut rm);
     }
@@ -182,7 +154,7 @@ pub(crate) fn show_stats(
     shared: &Arc<Shared>,
     f: &mut kernel::fmt::Formatter<'_>,
 ) -> kernel::fmt::Result {
-    let s = *shared.rm.lock().stats();
+    let s = shared.rm.lock().stats();
     let rows: [(&str, u64); 19] = [
         ("client_commands", s.client_commands),
         ("tpm_commands", s.tpm_commands),

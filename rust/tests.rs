@@ -80,18 +80,20 @@ mod kunit {
         // Command code 0x0000ffff does not exist.
         let bogus = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0xff, 0xff];
         let len = rm
-            .execute(&mut space, &mut tpm, 0, &bogus, &mut rsp)
+            .execute(&mut space, &mut tpm, 0, None, &bogus, &mut rsp)
+            .and_then(|o| o.response())
             .map_err(|_| EIO)?;
         assert_eq!(len, 10);
         assert_eq!(be32(&rsp, 6), 0x000b_0143);
         assert_eq!(rm.stats().tpm_commands, before);
 
         let len = rm
-            .execute(&mut space, &mut tpm, 0, &GET_RANDOM_8, &mut rsp)
+            .execute(&mut space, &mut tpm, 0, None, &GET_RANDOM_8, &mut rsp)
+            .and_then(|o| o.response())
             .map_err(|_| EIO)?;
         assert_eq!(len, 20);
         assert_eq!(rm.stats().tpm_commands, before + 1);
-        rm.close_space(&mut space, &mut tpm);
+        rm.close_space(&mut space, &mut tpm, 0);
         Ok(())
     }
 
@@ -103,10 +105,10 @@ mod kunit {
         let mut cmd = GET_RANDOM_8;
         cmd[5] = 40;
         let before = rm.stats().tpm_commands;
-        let err = rm.execute(&mut space, &mut tpm, 0, &cmd, &mut rsp);
+        let err = rm.execute(&mut space, &mut tpm, 0, None, &cmd, &mut rsp);
         assert_eq!(err.map_err(|e| e.to_errno()), Err(-22));
         assert_eq!(rm.stats().tpm_commands, before);
-        rm.close_space(&mut space, &mut tpm);
+        rm.close_space(&mut space, &mut tpm, 0);
         Ok(())
     }
 }

@@ -15,8 +15,10 @@ use kernel::{debugfs, prelude::*, sync::Arc};
 mod chip;
 mod client;
 mod device;
+// The core is a library shared with the host crate `tpmrs-proto`: its `pub` is the API its
+// host tests and fuzzers use, unreachable from this crate's root by design.
 #[path = "proto/src/lib.rs"]
-#[allow(dead_code, unreachable_pub, unused_imports)]
+#[allow(unreachable_pub)]
 mod proto;
 mod tests;
 
@@ -48,13 +50,16 @@ module! {
     },
 }
 
+/// The module's state. Fields are dropped in declaration order, which is the teardown order.
 struct TpmrsModule {
     /// `/sys/kernel/debug/tpmrs/stats`. Dropped first: removing it waits for its readers.
     _stats: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
+    /// `/sys/kernel/debug/tpmrs/`. Dropped second, once the file in it is gone.
     _debugfs: debugfs::Dir,
-    /// `/dev/tpmrs0`. Dropped next: no new file can be opened after it.
+    /// `/dev/tpmrs0`. Dropped third: no new file can be opened after it (open files keep
+    /// the module, and so this struct, alive until they are closed).
     _dev: Pin<KBox<device::Registration>>,
-    /// Dropped second: draining it runs (or drops) every queued O_NONBLOCK command.
+    /// Dropped last: draining it runs (or drops) every queued O_NONBLOCK command.
     _wq: chip::WorkQueue,
 }
 

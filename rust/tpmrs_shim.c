@@ -2,9 +2,10 @@
 /*
  * tpmrs_shim.c - the thinnest C layer between tpmrs and the TPM chip API.
  *
- * The kernel crate has no TPM bindings, and an out-of-tree module cannot add any, so the few
- * exported TPM functions tpmrs needs are wrapped here with plain types. The layout of
- * struct tpm_chip and struct tpm_buf depends on Kconfig: only this file looks inside them.
+ * The kernel crate has no TPM bindings (rust/bindings/bindings_helper.h does not include
+ * <linux/tpm.h>), and an out-of-tree module cannot add any, so the few exported TPM
+ * functions tpmrs needs are wrapped here with plain types, and only this file looks inside
+ * struct tpm_chip and struct tpm_buf.
  */
 
 #include <linux/device.h>

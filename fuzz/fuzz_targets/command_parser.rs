@@ -73,7 +73,8 @@ impl World {
         self.now += 1_000_000;
         let r = self
             .rm
-            .execute(space, &mut self.tpm, self.now, cmd, &mut self.rsp);
+            .execute(space, &mut self.tpm, self.now, None, cmd, &mut self.rsp)
+            .and_then(|o| o.response());
         if let Ok(n) = r {
             check_response(&self.rsp, n);
         }
@@ -133,7 +134,7 @@ fn pipeline(data: &[u8]) {
         let cmd: &[u8] = if use_fixed { &fixed } else { data };
         let r = w.exec(space, cmd);
         check_rm(&w.rm, &ids);
-        check_tpm_matches_rm(&w.rm, &w.tpm);
+        check_tpm_matches_rm(&w.rm, &w.tpm, &[&a, &b]);
         match r {
             // The fake is healthy: no transport error, and its answers are well formed.
             Err(RmError::Transport(_) | RmError::BadResponse | RmError::BufferTooSmall) => {
@@ -142,9 +143,9 @@ fn pipeline(data: &[u8]) {
             _ => {}
         }
     }
-    w.rm.close_space(&mut a, &mut w.tpm);
+    w.rm.close_space(&mut a, &mut w.tpm, w.now);
     check_rm(&w.rm, &[b.id()]);
-    w.rm.close_space(&mut b, &mut w.tpm);
+    w.rm.close_space(&mut b, &mut w.tpm, w.now);
     check_all_closed(&w.rm, &w.tpm);
 }
 

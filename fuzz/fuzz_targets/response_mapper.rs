@@ -48,7 +48,8 @@ fn parsers(data: &[u8]) {
     let n = data.len().min(TPM_BUFSIZE);
     buf[..n].copy_from_slice(&data[..n]);
     let keep_odd = |h: u32| (h & 1 == 1).then_some(h ^ 0x10);
-    if let Ok(m) = filter_handles_response(&mut buf, n, keep_odd) {
+    if let Ok(f) = filter_handles_response(&mut buf, n, keep_odd) {
+        let m = f.len;
         assert!(m <= n, "filtering grew the response {n} -> {m}");
         if m != n {
             // Rewritten (the RM validates the header first; alone, the size field is not
@@ -122,7 +123,7 @@ fn scenario(data: &[u8]) {
             // init must leave the RM unusable but sane.
             let mut s = rm.new_space().unwrap();
             let mut rsp = vec![0u8; TPM_BUFSIZE];
-            let r = rm.execute(&mut s, &mut tpm, 1, &marshal::get_random(8), &mut rsp);
+            let r = rm.execute(&mut s, &mut tpm, 1, None, &marshal::get_random(8), &mut rsp);
             assert_eq!(r, Err(tpmrs_proto::RmError::NotInitialized));
             return;
         }
@@ -161,7 +162,10 @@ fn scenario(data: &[u8]) {
         ] {
             let s = if in_a { &mut *a } else { &mut *b };
             now += 1_000;
-            if let Ok(n) = rm.execute(s, &mut tpm, now, &cmd, &mut rsp) {
+            if let Ok(n) = rm
+                .execute(s, &mut tpm, now, None, &cmd, &mut rsp)
+                .and_then(|o| o.response())
+            {
                 if marshal::cc_of(&cmd) == marshal::CC_CONTEXT_SAVE && marshal::rc(&rsp[..n]) == 0 {
                     blobs.push(rsp[10..n].to_vec());
                 }
@@ -177,7 +181,9 @@ fn scenario(data: &[u8]) {
         let known = known_handles(&rm, space);
         let cmd = menu_command(&mut args, kind, &known, &blobs);
         now += 1_000_000 * u64::from(which >> 1);
-        let r = rm.execute(space, &mut tpm, now, &cmd, &mut rsp);
+        let r = rm
+            .execute(space, &mut tpm, now, None, &cmd, &mut rsp)
+            .and_then(|o| o.response());
         if let Ok(n) = r {
             check_response(&rsp, n);
             if marshal::cc_of(&cmd) == marshal::CC_CONTEXT_SAVE
@@ -193,9 +199,9 @@ fn scenario(data: &[u8]) {
 
     tpm.clear_faults();
     let [a, b] = &mut spaces;
-    rm.close_space_at(a, &mut tpm, now);
+    rm.close_space(a, &mut tpm, now);
     check_rm(&rm, &[ids[1]]);
-    rm.close_space_at(b, &mut tpm, now);
+    rm.close_space(b, &mut tpm, now);
     check_rm(&rm, &[]);
     assert!(
         rm.pending_flushes().is_empty(),

@@ -26,7 +26,9 @@ use tpmrs_fuzz::{
     check_all_closed, check_response, check_rm, check_tpm_matches_rm, known_handles, marshal,
     menu_command, pick_rc, trace, Fault, FuzzTpm, Input,
 };
-use tpmrs_proto::{Config, Rm, RmError, Space, Ticket, WaitStep, TPM_BUFSIZE};
+use tpmrs_proto::{
+    Config, Outcome, Request, Rm, RmError, Space, Step, Ticket, WaitStep, TPM_BUFSIZE,
+};
 
 const SPACES: usize = 3;
 const MAX_OPS: usize = 200;
@@ -57,6 +59,8 @@ struct Sm {
     /// Waiting commands: (space slot, ticket, a policy session?).
     tickets: Vec<(usize, Ticket, bool)>,
     blobs: Vec<Vec<u8>>,
+    /// The TPM's answer behind the last `Outcome::Exhausted`.
+    exhausted_rc: Option<u32>,
 }
 
 impl Sm {
@@ -71,7 +75,7 @@ impl Sm {
     fn check(&self) {
         check_rm(&self.rm, &self.ids());
         if !self.tpm.fake.down {
-            check_tpm_matches_rm(&self.rm, &self.tpm);
+            check_tpm_matches_rm(&self.rm, &self.tpm, &self.spaces.each_ref());
         }
     }
 
@@ -86,7 +90,7 @@ impl Sm {
             if ticket.is_some() { " with ticket" } else { "" }
         );
         let t = ticket.map(|i| &self.tickets[i].1);
-        let r = self.rm.execute_as(
+        let r = self.rm.execute(
             &mut self.spaces[slot],
             &mut self.tpm,
             self.now,
@@ -94,6 +98,10 @@ impl Sm {
             cmd,
             &mut self.rsp,
         );
+        if let Ok(Outcome::Exhausted { rc }) = r {
+            self.exhausted_rc = rc;
+        }
+        let r = r.and_then(|o| o.response());
         trace!("  -> {:x?}", r.map(|n| marshal::rc(&self.rsp[..n])));
         if let Ok(n) = r {
             check_response(&self.rsp, n);
@@ -119,8 +127,8 @@ impl Sm {
     fn step(&mut self, inp: &mut Input<'_>) {
         let op = inp.u8();
         let slot = usize::from(inp.u8()) % SPACES;
-        trace!("op {} space {slot} at {} ns", op % 24, self.now);
-        match op % 24 {
+        trace!("op {} space {slot} at {} ns", op % 25, self.now);
+        match op % 25 {
             // Client commands from the menu (weighted: most operations are commands).
             k @ 0..=13 => {
                 let known = known_handles(&self.rm, &self.spaces[slot]);
@@ -133,7 +141,10 @@ impl Sm {
                 let cmd = start_session(policy);
                 if let Err(RmError::SessionsExhausted) = self.exec(slot, &cmd, None) {
                     if self.tickets.len() < MAX_TICKETS && inp.u8() < 0xE0 {
-                        if let Ok(t) = self.rm.wait_begin(&self.spaces[slot], self.now) {
+                        if let Ok(t) =
+                            self.rm
+                                .wait_begin(&self.spaces[slot], self.now, self.exhausted_rc)
+                        {
                             self.tickets.push((slot, t, policy));
                         }
                     }
@@ -199,7 +210,7 @@ impl Sm {
                 }
                 trace!("close space {slot} (id {})", self.spaces[slot].id());
                 self.rm
-                    .close_space_at(&mut self.spaces[slot], &mut self.tpm, self.now);
+                    .close_space(&mut self.spaces[slot], &mut self.tpm, self.now);
                 self.rm.take_wakeup();
                 self.spaces[slot] = self.rm.new_space().unwrap();
                 if stale {
@@ -250,6 +261,38 @@ impl Sm {
                     let i = usize::from(inp.u8());
                     self.tpm.drop_external(&self.rm, i);
                 }
+            }
+            // A whole StartAuthSession through the wait protocol (`Rm::step`, the loop of
+            // the glue), sleeping by moving the clock, for at most a few steps.
+            23 => {
+                let cmd = start_session(inp.bool());
+                let steps = 1 + inp.u8() % 8;
+                let mut req = Request::new();
+                for _ in 0..steps {
+                    let step = self.rm.step(
+                        &mut req,
+                        &mut self.spaces[slot],
+                        &mut self.tpm,
+                        self.now,
+                        &cmd,
+                        &mut self.rsp,
+                    );
+                    self.rm.take_wakeup();
+                    match step {
+                        Step::Done(r) => {
+                            if let Ok(n) = r {
+                                check_response(&self.rsp, n);
+                            }
+                            break;
+                        }
+                        Step::Sleep { until_ns } => {
+                            assert!(until_ns > self.now, "sleep until the past");
+                            self.now = until_ns.min(self.now + 10_000_000_000);
+                        }
+                    }
+                }
+                self.rm.end_request(req, self.now);
+                self.rm.take_wakeup();
             }
             // The glue's wake-up poll.
             _ => {
@@ -302,6 +345,7 @@ fuzz_target!(|data: &[u8]| {
         spaces,
         tickets: Vec::new(),
         blobs: Vec::new(),
+        exhausted_rc: None,
     };
 
     for _ in 0..MAX_OPS {
@@ -322,11 +366,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let ids = sm.ids();
     for i in 0..SPACES {
-        sm.rm.close_space_at(&mut sm.spaces[i], &mut sm.tpm, sm.now);
+        sm.rm.close_space(&mut sm.spaces[i], &mut sm.tpm, sm.now);
         check_rm(&sm.rm, &ids[i + 1..]);
     }
     let mut extra = sm.rm.new_space().unwrap();
-    sm.rm.close_space_at(&mut extra, &mut sm.tpm, sm.now);
+    sm.rm.close_space(&mut extra, &mut sm.tpm, sm.now);
     sm.tpm.sync_externals(&sm.rm);
     check_all_closed(&sm.rm, &sm.tpm);
 });

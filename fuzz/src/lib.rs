@@ -10,10 +10,13 @@ pub mod marshal;
 #[path = "../../rust/proto/tests/common/fake.rs"]
 pub mod fake;
 
+#[path = "../../rust/proto/tests/common/invariants.rs"]
+pub mod invariants;
+
+pub use invariants::{check_response, check_rm, rm_has_pending};
+
 use fake::FakeTpm;
-use tpmrs_proto::response::ResponseHeader;
-use tpmrs_proto::sessions::{same_session, SessionState};
-use tpmrs_proto::{Rm, Tpm, TransportError, TPM_BUFSIZE};
+use tpmrs_proto::{Rm, Space, Tpm, TransportError, TPM_BUFSIZE};
 
 /// Whether `TPMRS_FUZZ_TRACE` is set: then the targets print what they do (to explain a
 /// crash input: `TPMRS_FUZZ_TRACE=1 fuzz/target/.../<target> <input>`).
@@ -80,7 +83,7 @@ impl<'a> Input<'a> {
 pub const INTERESTING_RCS: &[u32] = &[
     0x000,       // TPM_RC_SUCCESS
     0x01E,       // TPM_RC_BAD_TAG
-    0x095,       // TPM_RC_INSUFFICIENT? (format-one, parameter)
+    0x095,       // TPM_RC_SIZE (format one)
     0x101,       // TPM_RC_FAILURE
     0x143,       // TPM_RC_COMMAND_CODE
     0x08B,       // TPM_RC_HANDLE
@@ -451,96 +454,31 @@ impl FuzzTpm {
     }
 }
 
-/// A response the resource manager hands to a client must be well framed.
-pub fn check_response(rsp: &[u8], n: usize) {
-    assert!(n <= rsp.len(), "response length {n} beyond the buffer");
-    let r = &rsp[..n];
-    if let Err(e) = ResponseHeader::parse(r) {
-        panic!(
-            "RM returned a malformed response ({e:?}): {:02x?}",
-            &r[..n.min(32)]
-        );
-    }
-}
-
-/// Invariants of the resource manager's bookkeeping that hold after every call.
-/// `open` lists the ids of the spaces not closed.
-pub fn check_rm(rm: &Rm, open: &[u64]) {
-    let s = rm.stats();
-    let reg = rm.sessions();
-    assert_eq!(s.sessions, reg.live_count() as u64, "stats.sessions gauge");
-    assert_eq!(
-        s.abandoned,
-        reg.abandoned_count() as u64,
-        "stats.abandoned gauge"
-    );
-    assert_eq!(
-        s.waiting,
-        rm.scheduler().len() as u64,
-        "stats.waiting gauge"
-    );
-    assert!(
-        reg.abandoned_count() <= rm.config().max_abandoned,
-        "{} abandoned sessions, max {}",
-        reg.abandoned_count(),
-        rm.config().max_abandoned
-    );
-    let entries = reg.entries();
-    for (i, e) in entries.iter().enumerate() {
-        assert!(
-            tpmrs_proto::constants::is_session_handle(e.handle),
-            "registry holds non-session handle {:#x}",
-            e.handle
-        );
-        if let Some(o) = e.owner {
-            assert!(
-                open.contains(&o),
-                "session {:#x} owned by closed space {o}",
-                e.handle
-            );
-            assert!(
-                e.is_live(),
-                "flush-pending session {:#x} has an owner",
-                e.handle
-            );
-        }
-        for f in &entries[i + 1..] {
-            assert!(
-                !same_session(e.handle, f.handle),
-                "two registry entries for one slot: {:#x} {:#x}",
-                e.handle,
-                f.handle
-            );
-        }
-    }
-}
-
-/// Whether the RM may legitimately have TPM state in flight (queued flushes).
-pub fn rm_has_pending(rm: &Rm) -> bool {
-    !rm.pending_flushes().is_empty()
-        || rm
-            .sessions()
-            .entries()
-            .iter()
-            .any(|e| matches!(e.state, SessionState::FlushPending))
-}
-
-/// Between commands nothing of the RM's is loaded in the TPM, and every session the TPM
-/// holds (apart from external ones) is one the RM tracks. Only meaningful when no
-/// misleading answer was given and no flush is queued.
-pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm) {
+/// Between commands nothing of the RM's is loaded in the TPM -- but objects and sessions
+/// whose save the TPM refused with a "not executed" warning on every try, which stay
+/// loaded as they were (`ObjectEntry::loaded`, `SessionState::Loaded`) -- and every
+/// session the TPM holds (apart from external ones) is one the RM tracks. Only meaningful
+/// when no misleading answer was given and no flush is queued.
+pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm, spaces: &[&Space]) {
     if tpm.misled || rm_has_pending(rm) {
         return;
     }
+    let kept_objects: usize = spaces.iter().map(|s| s.loaded_handles().count()).sum();
     assert_eq!(
         tpm.fake.loaded_objects(),
-        0,
+        kept_objects,
         "objects left loaded between commands"
     );
+    let kept_sessions = rm
+        .sessions()
+        .entries()
+        .iter()
+        .filter(|e| e.state.is_loaded())
+        .count();
     let ext_loaded = tpm.externals_loaded();
     assert_eq!(
         tpm.fake.loaded_sessions(),
-        ext_loaded,
+        ext_loaded + kept_sessions,
         "RM sessions left loaded between commands"
     );
     for h in tpm.fake.sessions() {

@@ -24,14 +24,6 @@ def fresh(cmd):
         return n.transact(cmd)
 
 
-def answer(fn):
-    try:
-        rsp = fn()
-        return ("rc", tpm.rc_of(rsp) if isinstance(rsp, (bytes, bytearray)) else rsp)
-    except OSError as e:
-        return ("errno", e.errno)
-
-
 def test_swtpm_killed_under_clients():
     base = tpm.tpmrs_stats()
     holders = []
@@ -52,7 +44,7 @@ def test_swtpm_killed_under_clients():
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and len(seen) < 5:
                 t0 = time.monotonic()
-                a = answer(lambda: tpm.sign_with_session(n, key, name, s))
+                a = tpm.answer(lambda: tpm.sign_with_session(n, key, name, s))
                 if a != ("rc", 0):
                     seen.append(f"{a[0]}:{a[1]:#x}:{time.monotonic() - t0:.1f}s")
         finally:
@@ -83,7 +75,7 @@ def test_swtpm_killed_under_clients():
         ("CreatePrimary (new file)", lambda: fresh(tpm.create_primary())),
     ):
         t0 = time.monotonic()
-        a = answer(fn)
+        a = tpm.answer(fn)
         took = time.monotonic() - t0
         print(f"# {cmd_name}: {a[0]} {a[1]:#x} in {took:.1f}s")
         assert a != ("rc", 0), (cmd_name, a)

@@ -13,14 +13,14 @@ import time
 
 import tpm
 from tpm import Node
-from test_rm import census, create_primary
+from test_rm import create_primary
 
 FAILSLAB = "/sys/kernel/debug/failslab"
 MAX_NTH = 200
 
 
 def setup_each():
-    assert census() == [], "TPM not clean before the test"
+    assert tpm.census() == [], "TPM not clean before the test"
 
 
 def set_failslab(ignore_gfp_wait):
@@ -50,14 +50,6 @@ class FailNth:
         os.close(self.fd)
 
 
-def answer(fn):
-    """('ok', value), ('rc', response code) or ('errno', code) for one step."""
-    try:
-        return fn()
-    except OSError as e:
-        return ("errno", e.errno)
-
-
 def sweep(nth, name, prepare, step, undo=None):
     """For n = 1, 2, ...: `prepare()` (no fault), then `step(state)` with the n-th allocation
     failing, until a run in which no allocation was left to fail. Every outcome must be a
@@ -68,7 +60,7 @@ def sweep(nth, name, prepare, step, undo=None):
         try:
             nth.arm(n)
             try:
-                out = answer(lambda: step(state))
+                out = tpm.answer(lambda: step(state))
             finally:
                 left = nth.left()
                 nth.arm(0)
@@ -172,7 +164,7 @@ def test_every_allocation_failure_gets_a_clean_answer():
     finally:
         nth.close()
         set_failslab(True)
-    assert census() == []
+    assert tpm.census() == []
     stats = tpm.tpmrs_stats()
     print(f"# stats {stats}")
     for gauge in ("sessions", "abandoned", "open_spaces", "waiting", "tombstones", "pending_flushes"):
@@ -181,7 +173,7 @@ def test_every_allocation_failure_gets_a_clean_answer():
     with Node() as n:
         create_primary(n)
         tpm.HmacSession(n)
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_rmmod_is_refused_while_a_file_is_open():
@@ -193,7 +185,7 @@ def test_rmmod_is_refused_while_a_file_is_open():
         # Still working.
         assert tpm.rc_of(n.transact(tpm.get_random(8))) == 0
     assert os.path.exists("/dev/tpmrs0")
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_client_killed_with_a_command_in_flight():
@@ -234,7 +226,7 @@ def test_client_killed_with_a_command_in_flight():
     stats = tpm.tpmrs_stats()
     for gauge in ("open_spaces", "sessions", "waiting", "tombstones", "pending_flushes"):
         assert stats[gauge] == base[gauge], (gauge, base, stats)
-    assert census() == []
+    assert tpm.census() == []
 
 
 def meminfo(field):
@@ -278,7 +270,7 @@ def test_open_close_loop_does_not_grow():
     for gauge in ("open_spaces", "waiting", "tombstones", "pending_flushes"):
         assert stats[gauge] == base[gauge], (gauge, base, stats)
     assert stats["sessions"] == stats["abandoned"] == 8, stats
-    left = census()
+    left = tpm.census()
     assert len(left) == 8 and all(h >> 28 == 1 for h in left), [hex(h) for h in left]
     # Another file continues the last 8 (and flushes them); older blobs are refused.
     hits = stats["continuation_hits"]
@@ -292,4 +284,4 @@ def test_open_close_loop_does_not_grow():
     stats = tpm.tpmrs_stats()
     assert stats["continuation_hits"] - hits == 8, stats
     assert stats["sessions"] == 0, stats
-    assert census() == []
+    assert tpm.census() == []

@@ -14,29 +14,9 @@ from tpm import Node
 RM_HANDLE_ERROR_MASK = 0xFFFF0000
 
 
-def census():
-    """Every transient object and session in the TPM, asked through /dev/tpm0 (no RM):
-    loaded objects (0x80...), loaded sessions (0x02.../0x03...) and saved sessions, which
-    the TPM lists under TPM_HT_SAVED_SESSION in their HMAC form (0x02...) whatever their
-    type (the reference implementation's SessionCapGetSaved); they are returned here with
-    bit 28 set (0x12.../0x13...) to tell them apart."""
-    found = []
-    fd = os.open("/dev/tpm0", os.O_RDWR)
-    try:
-        for first, kinds, mark in ((0x80000000, (0x80,), 0), (0x02000000, (0x02, 0x03), 0),
-                                   (0x03000000, (0x02, 0x03), 0x10000000)):
-            os.write(fd, tpm.get_capability(tpm.TPM_CAP_HANDLES, first, 256))
-            rsp = os.read(fd, 4096)
-            assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
-            found += [h | mark for h in tpm.handles_in(rsp) if h >> 24 in kinds]
-    finally:
-        os.close(fd)
-    return found
-
-
 def setup_each():
     # Every test starts and must end with nothing of anyone's in the TPM.
-    left = census()
+    left = tpm.census()
     assert left == [], f"TPM not clean before the test: {[hex(h) for h in left]}"
 
 
@@ -71,7 +51,7 @@ def test_ten_objects_in_one_space():
         for h in handles:
             rsp = n.transact(tpm.command(tpm.CC_READ_PUBLIC, struct.pack(">I", h)))
             assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_fourth_object_fails_on_tpmrm0():
@@ -110,7 +90,7 @@ def test_spaces_are_isolated():
         # a still owns both.
         assert tpm.rc_of(a.transact(tpm.flush_context(sess_a))) == 0
         assert tpm.rc_of(a.transact(tpm.flush_context(ha))) == 0
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_close_flushes_everything():
@@ -119,7 +99,7 @@ def test_close_flushes_everything():
             create_primary(n)
         for _ in range(3):
             assert tpm.rc_of(n.transact(tpm.start_auth_session_hmac())) == 0
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_client_context_save_and_load_of_an_object():
@@ -138,7 +118,7 @@ def test_client_context_save_and_load_of_an_object():
     with Node() as m:
         rsp = m.transact(tpm.context_load(blob))
         assert tpm.rc_of(rsp) == 0
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_flush_context_of_a_session_is_strict():
@@ -150,7 +130,7 @@ def test_flush_context_of_a_session_is_strict():
         # A second flush of the same handle: the space no longer owns it.
         rsp = n.transact(tpm.flush_context(s))
         assert tpm.rc_of(rsp) != 0
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_tpm2_tools_key_session_sign_verify_and_unseal():
@@ -172,7 +152,7 @@ def test_tpm2_tools_key_session_sign_verify_and_unseal():
         tpm.tpm2("load", "-C", p("primary.ctx"), "-u", p("s.pub"), "-r", p("s.priv"), "-c", p("seal.ctx"))
         out = tpm.tpm2("unseal", "-c", p("seal.ctx")).stdout
         assert out == "sealed by tpmrs", out
-    assert census() == []
+    assert tpm.census() == []
 
 
 def test_spaces_of_different_users_are_isolated():
@@ -218,4 +198,4 @@ def test_spaces_of_different_users_are_isolated():
             assert tpm.rc_of(a.transact(tpm.flush_context(sa))) == 0
     finally:
         os.chmod("/dev/tpmrs0", st.st_mode & 0o7777)
-    assert census() == []
+    assert tpm.census() == []

@@ -290,3 +290,38 @@ def start_auth_session_policy():
 
 def policy_restart(session):
     return command(CC_POLICY_RESTART, struct.pack(">I", session))
+
+
+def census():
+    """Every transient object and session in the TPM, asked through /dev/tpm0 (no RM):
+    loaded objects (0x80...), loaded sessions (0x02.../0x03...) and saved sessions, which
+    the TPM lists under TPM_HT_SAVED_SESSION in their HMAC form (0x02...) whatever their
+    type (the reference implementation's SessionCapGetSaved); they are returned here with
+    bit 28 set (0x12.../0x13...) to tell them apart."""
+    found = []
+    fd = os.open("/dev/tpm0", os.O_RDWR)
+    try:
+        for first, kinds, mark in ((0x80000000, (0x80,), 0), (0x02000000, (0x02, 0x03), 0),
+                                   (0x03000000, (0x02, 0x03), 0x10000000)):
+            os.write(fd, get_capability(TPM_CAP_HANDLES, first, 256))
+            rsp = os.read(fd, 4096)
+            assert rc_of(rsp) == 0, hex(rc_of(rsp))
+            found += [h | mark for h in handles_in(rsp) if h >> 24 in kinds]
+    finally:
+        os.close(fd)
+    return found
+
+
+def answer(fn):
+    """What one step got, comparable across nodes: ('rc', code) when it returned a response
+    (bytes) or a response code (int), the step's own (kind, value) tuple as it is, or
+    ('errno', code) when it raised OSError."""
+    try:
+        v = fn()
+    except OSError as e:
+        return ("errno", e.errno)
+    if isinstance(v, (bytes, bytearray)):
+        return ("rc", rc_of(v))
+    if isinstance(v, int):
+        return ("rc", v)
+    return v

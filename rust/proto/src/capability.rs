@@ -75,10 +75,34 @@ pub fn write_handles_response(
     Ok(n)
 }
 
+/// What [`filter_handles_response`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filtered {
+    /// The new length of the response.
+    pub len: usize,
+    /// Handles kept in the list.
+    pub kept: u32,
+    /// The TPM's moreData: more handles follow the last one it listed.
+    pub more_data: bool,
+    /// The last handle the TPM listed (kept or not).
+    pub last: Option<u32>,
+}
+
+impl Filtered {
+    fn unchanged(len: usize) -> Self {
+        Filtered {
+            len,
+            kept: 0,
+            more_data: false,
+            last: None,
+        }
+    }
+}
+
 /// Rewrites, in place, the successful TPM_CAP_HANDLES response of `len` bytes in `rsp` so that
 /// it lists, for each handle `h` it held, `map(h)` if that is `Some` (the handle as the
-/// client knows it) and nothing otherwise. Other responses are left alone.
-/// Returns the new length.
+/// client knows it) and nothing otherwise. Other responses are left alone (and reported
+/// with `more_data` false).
 ///
 /// # Errors
 /// [`Truncated`] if the response is malformed.
@@ -86,13 +110,13 @@ pub fn filter_handles_response(
     rsp: &mut [u8],
     len: usize,
     map: impl Fn(u32) -> Option<u32>,
-) -> Result<usize, Truncated> {
+) -> Result<Filtered, Truncated> {
     let r = rsp.get(..len).ok_or(Truncated)?;
     let mut rd = Reader::new(r);
     let tag = rd.u16()?;
     let _size = rd.u32()?;
     if rd.u32()? != TPM_RC_SUCCESS {
-        return Ok(len);
+        return Ok(Filtered::unchanged(len));
     }
     // With sessions, parameterSize precedes the parameters and an auth area follows them.
     let param_size_at = if tag == TPM_ST_SESSIONS {
@@ -105,9 +129,9 @@ pub fn filter_handles_response(
         return Err(Truncated);
     };
     let params_start = rd.position();
-    let _more = rd.u8()?;
+    let more_data = rd.u8()? != 0;
     if rd.u32()? != TPM_CAP_HANDLES {
-        return Ok(len);
+        return Ok(Filtered::unchanged(len));
     }
     let count_at = rd.position();
     let count = rd.u32()?;
@@ -115,8 +139,10 @@ pub fn filter_handles_response(
     let mut kept: u32 = 0;
     let mut out = list_at;
     let mut pos = list_at;
+    let mut last = None;
     for _ in 0..count {
         let h = get_u32(rsp, pos).ok_or(Truncated)?;
+        last = Some(h);
         pos = pos.checked_add(4).ok_or(Truncated)?;
         if pos > len {
             return Err(Truncated);
@@ -146,7 +172,25 @@ pub fn filter_handles_response(
         put_u32(rsp, at, u32::try_from(params_len).map_err(|_| Truncated)?)?;
     }
     put_u32(rsp, 2, u32::try_from(new_len).map_err(|_| Truncated)?)?;
-    Ok(new_len)
+    Ok(Filtered {
+        len: new_len,
+        kept,
+        more_data,
+        last,
+    })
+}
+
+/// Sets the property (the first handle wanted) of a TPM2_GetCapability command whose
+/// parameters start at `params_offset`.
+///
+/// # Errors
+/// [`Truncated`] if the command is too short.
+pub fn set_property(cmd: &mut [u8], params_offset: usize, property: u32) -> Result<(), Truncated> {
+    put_u32(
+        cmd,
+        params_offset.checked_add(4).ok_or(Truncated)?,
+        property,
+    )
 }
 
 #[cfg(test)]
@@ -205,16 +249,30 @@ mod tests {
     fn filtering() {
         let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001, 0x0200_0002]);
         let len = r.len();
-        let n = filter_handles_response(&mut r, len, |h| (h != 0x0200_0001).then_some(h)).unwrap();
+        let n = filter_handles_response(&mut r, len, |h| (h != 0x0200_0001).then_some(h))
+            .unwrap()
+            .len;
         assert_eq!(list(&r[..n]), (1, vec![0x0200_0000, 0x0200_0002]));
+        // Everything filtered out: the caller learns where the TPM's list stopped.
+        let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001]);
+        let len = r.len();
+        let f = filter_handles_response(&mut r, len, |_| None).unwrap();
+        assert_eq!((f.kept, f.more_data, f.last), (0, true, Some(0x0200_0001)));
+        assert_eq!(list(&r[..f.len]), (1, vec![]));
         // Not TPM_CAP_HANDLES: untouched.
         let mut r = cap_rsp(&[1, 2]);
         r[14] = 6;
         let len = r.len();
-        assert_eq!(filter_handles_response(&mut r, len, |_| None), Ok(len));
+        assert_eq!(
+            filter_handles_response(&mut r, len, |_| None).map(|f| f.len),
+            Ok(len)
+        );
         // Errors: untouched.
         let mut e = vec![0x80, 1, 0, 0, 0, 10, 0, 0, 1, 0x01];
-        assert_eq!(filter_handles_response(&mut e, 10, |_| None), Ok(10));
+        assert_eq!(
+            filter_handles_response(&mut e, 10, |_| None).map(|f| f.len),
+            Ok(10)
+        );
     }
 
     #[test]
@@ -229,7 +287,9 @@ mod tests {
         let n = v.len() as u32;
         v[2..6].copy_from_slice(&n.to_be_bytes());
         let len = v.len();
-        let n = filter_handles_response(&mut v, len, |h| (h == 0x0300_0002).then_some(h)).unwrap();
+        let n = filter_handles_response(&mut v, len, |h| (h == 0x0300_0002).then_some(h))
+            .unwrap()
+            .len;
         assert_eq!(n, len - 4);
         assert_eq!(&v[10..14], &13u32.to_be_bytes());
         assert_eq!(&v[19..23], &1u32.to_be_bytes());

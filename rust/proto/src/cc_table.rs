@@ -11,8 +11,10 @@ use super::platform::{OutOfMemory, Vec};
 /// TPMA_CC commandIndex (bits 15:0).
 pub const TPMA_CC_COMMANDINDEX: u32 = 0x0000_FFFF;
 /// TPMA_CC nv (bit 22).
+#[cfg(not(tpmrs_kernel))]
 pub const TPMA_CC_NV: u32 = 1 << 22;
 /// TPMA_CC extensive (bit 23).
+#[cfg(not(tpmrs_kernel))]
 pub const TPMA_CC_EXTENSIVE: u32 = 1 << 23;
 /// TPMA_CC flushed (bit 24).
 pub const TPMA_CC_FLUSHED: u32 = 1 << 24;
@@ -50,6 +52,7 @@ impl CcAttrs {
         self.0 & TPMA_CC_FLUSHED != 0
     }
     /// Whether this is a vendor command (V).
+    #[cfg(not(tpmrs_kernel))]
     pub fn vendor(self) -> bool {
         self.0 & TPMA_CC_V != 0
     }
@@ -91,6 +94,7 @@ impl CcTable {
     }
 
     /// Number of commands.
+    #[cfg(not(tpmrs_kernel))]
     pub fn len(&self) -> usize {
         self.attrs.len()
     }

@@ -49,6 +49,7 @@ impl<'a> Reader<'a> {
     ///
     /// # Errors
     /// [`Truncated`] if fewer than `n` bytes are left.
+    #[cfg(not(tpmrs_kernel))]
     pub fn skip(&mut self, n: usize) -> Result<(), Truncated> {
         self.bytes(n).map(|_| ())
     }
@@ -120,6 +121,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Whether nothing was written yet.
+    #[cfg(not(tpmrs_kernel))]
     pub fn is_empty(&self) -> bool {
         self.pos == 0
     }
@@ -167,6 +169,7 @@ impl<'a> Writer<'a> {
     /// # Errors
     /// [`Truncated`] if it does not fit or `s` is longer than `u16::MAX` (nothing is written
     /// then).
+    #[cfg(not(tpmrs_kernel))]
     pub fn tpm2b(&mut self, s: &[u8]) -> Result<(), Truncated> {
         let n = u16::try_from(s.len()).map_err(|_| Truncated)?;
         let room = self.buf.len().saturating_sub(self.pos);
@@ -187,6 +190,7 @@ impl<'a> Writer<'a> {
 }
 
 /// The big-endian `u16` at `offset`, if `buf` holds it.
+#[cfg(not(tpmrs_kernel))]
 pub fn get_u16(buf: &[u8], offset: usize) -> Option<u16> {
     Reader::at(buf, offset).u16().ok()
 }

@@ -7,8 +7,7 @@
 use super::cc_table::CcAttrs;
 use super::codec::Reader;
 use super::constants::{
-    is_session_handle, MAX_SESSIONS_PER_COMMAND, TPM_HEADER_SIZE, TPM_ST_NO_SESSIONS,
-    TPM_ST_SESSIONS,
+    MAX_SESSIONS_PER_COMMAND, TPM_HEADER_SIZE, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS,
 };
 
 /// Most handles a handle area can hold (cHandles is three bits).
@@ -164,24 +163,6 @@ impl Command {
         self.sessions.get(..self.n_sessions).unwrap_or(&[])
     }
 
-    /// This command with every session handle `h` (handle area and authorization area)
-    /// replaced by `map(h)`, which must keep it a session handle.
-    #[must_use]
-    pub fn map_session_handles(&self, map: impl Fn(u32) -> u32) -> Command {
-        let mut c = *self;
-        for h in c.handles.iter_mut() {
-            if is_session_handle(*h) {
-                *h = map(*h);
-            }
-        }
-        for s in c.sessions.iter_mut() {
-            if is_session_handle(s.handle) {
-                s.handle = map(s.handle);
-            }
-        }
-        c
-    }
-
     /// Offset in the command of handle `i` (0-based) of the handle area.
     pub fn handle_offset(i: usize) -> usize {
         // i < MAX_HANDLES: no overflow.
@@ -330,11 +311,6 @@ mod tests {
         for s in p.sessions() {
             assert_eq!(c[s.offset..s.offset + 4], s.handle.to_be_bytes());
         }
-        let m = p.map_session_handles(|h| h | 0x80_0000);
-        assert_eq!(m.handles(), p.handles());
-        assert_eq!(m.sessions()[0].handle, 0x0280_0000);
-        assert_eq!(m.sessions()[1].handle, 0x4000_0009);
-        assert_eq!(m.sessions()[2].handle, 0x0380_0001);
     }
 
     #[test]

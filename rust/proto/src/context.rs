@@ -9,6 +9,7 @@ use super::constants::{
 };
 
 /// Size of the fixed part of a TPMS_CONTEXT (sequence, savedHandle, hierarchy, blob size).
+#[cfg(not(tpmrs_kernel))]
 pub const TPMS_CONTEXT_FIXED: usize = 8 + 4 + 4 + 2;
 
 /// The interesting fields of a TPMS_CONTEXT.

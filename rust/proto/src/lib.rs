@@ -31,19 +31,29 @@ pub mod context;
 pub mod error;
 pub mod response;
 pub mod rm;
-pub mod scheduler;
-pub mod sessions;
+pub mod session;
 pub mod space;
 pub mod stats;
 pub mod tpm;
 
-pub use cc_table::{CcAttrs, CcTable};
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
-pub use platform::{OutOfMemory, Vec};
-pub use rm::{Config, Rm};
-pub use scheduler::{Ticket, WaitStep};
-pub use sessions::{SessionEntry, SessionRegistry, SessionState};
+pub use rm::{Config, Request, Rm, Step};
 pub use space::Space;
-pub use stats::Stats;
 pub use tpm::{Tpm, TransportError};
+
+// What the host tests and fuzzers look at besides (the kernel glue does not).
+#[cfg(not(tpmrs_kernel))]
+pub use cc_table::{CcAttrs, CcTable};
+#[cfg(not(tpmrs_kernel))]
+pub use platform::{OutOfMemory, Vec};
+#[cfg(not(tpmrs_kernel))]
+pub use rm::Outcome;
+#[cfg(not(tpmrs_kernel))]
+pub use session::registry::{SessionEntry, SessionRegistry, SessionState};
+#[cfg(not(tpmrs_kernel))]
+pub use session::scheduler::{Ticket, WaitStep};
+#[cfg(not(tpmrs_kernel))]
+pub use session::{registry as sessions, scheduler};
+#[cfg(not(tpmrs_kernel))]
+pub use stats::Stats;

@@ -58,11 +58,6 @@ impl<T> Vec<T> {
     pub fn clear(&mut self) {
         self.0.clear();
     }
-
-    /// Keeps the first `n` elements.
-    pub fn truncate(&mut self, n: usize) {
-        self.0.truncate(n);
-    }
 }
 
 impl<T: Copy> Vec<T> {

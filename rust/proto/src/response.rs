@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Response headers and responses synthesized by the resource manager.
 
-use super::codec::{get_u32, Reader, Truncated, Writer};
+use super::codec::{Reader, Truncated, Writer};
 use super::constants::{TPM_HEADER_SIZE, TPM_ST_NO_SESSIONS, TSS2_RESMGR_TPM_RC_LAYER};
 
 /// A response header.
@@ -30,11 +30,6 @@ impl ResponseHeader {
         }
         Ok(ResponseHeader { tag, size, rc })
     }
-}
-
-/// The response code of the response in `rsp` (0 if unreadable, which callers never pass).
-pub fn response_code(rsp: &[u8]) -> Option<u32> {
-    get_u32(rsp, 6)
 }
 
 /// Writes a 10-byte response (TPM_ST_NO_SESSIONS) with response code `rc`; returns 10.
@@ -66,7 +61,6 @@ mod tests {
         let mut b = [0u8; 12];
         assert_eq!(write_rm_error(&mut b, 0x143), Ok(10));
         assert_eq!(&b[..10], &[0x80, 1, 0, 0, 0, 10, 0, 0x0B, 0x01, 0x43]);
-        assert_eq!(response_code(&b), Some(0x000B_0143));
         assert_eq!(ResponseHeader::parse(&b[..10]).unwrap().rc, 0x000B_0143);
         assert_eq!(ResponseHeader::parse(&b), Err(Truncated));
         assert_eq!(ResponseHeader::parse(&b[..9]), Err(Truncated));

@@ -18,6 +18,11 @@ pub struct ObjectEntry {
     pub blob: Vec<u8>,
     /// A sequence object: its state changes with use, so it is saved again after each use.
     pub sequence: bool,
+    /// The handle it stays loaded under between commands, in the one case where it must:
+    /// its state changed and the TPM refused to save it with a warning that says "not
+    /// executed" on every try (`blob` is then stale). The next command that names it uses
+    /// it there and saves it again; closing the space or flushing it flushes it.
+    pub loaded: Option<u32>,
 }
 
 /// Why an object could not be added.
@@ -87,6 +92,12 @@ impl Space {
         self.objects.clear();
     }
 
+    /// TPM handles of the objects that stay loaded between commands (see
+    /// [`ObjectEntry::loaded`]).
+    pub fn loaded_handles(&self) -> impl Iterator<Item = u32> + '_ {
+        self.objects.iter().filter_map(|o| o.loaded)
+    }
+
     /// The lowest free virtual handle, from [`VHANDLE_FIRST`] up: numbered the way the TPM
     /// numbers its own transient objects, so that clients which walk TPM_CAP_HANDLES with
     /// `property = last + 1` (the kernel's tpm2 selftests do) see the same dense, ascending
@@ -119,6 +130,7 @@ impl Space {
             vhandle,
             blob,
             sequence,
+            loaded: None,
         })?;
         Ok(vhandle)
     }

@@ -57,45 +57,6 @@ fn starts_sent(h: &Harness<FakeTpm>) -> usize {
     h.tpm.count(CC_START_AUTH_SESSION)
 }
 
-/// The glue's wait loop for one command, single-threaded: retry, queue, sleep (by moving
-/// the clock), evict, retry.
-fn run_waiting(
-    h: &mut Harness<FakeTpm>,
-    s: &mut Space,
-    cmd: &[u8],
-) -> (Result<Vec<u8>, RmError>, u64) {
-    let mut ticket: Option<Ticket> = None;
-    let mut since = 0;
-    loop {
-        match h.exec_as(s, ticket.as_ref(), cmd) {
-            Err(RmError::SessionsExhausted) => {}
-            r => {
-                let waited = if let Some(t) = ticket.take() {
-                    h.rm.wait_end(t, h.now);
-                    h.now - since
-                } else {
-                    0
-                };
-                return (r, waited);
-            }
-        }
-        if ticket.is_none() {
-            since = h.now;
-            ticket = Some(h.rm.wait_begin(s, h.now).unwrap());
-        }
-        let t = ticket.as_ref().unwrap();
-        loop {
-            match h.rm.wait_step(t, &mut h.tpm, h.now).unwrap() {
-                WaitStep::Retry => break,
-                WaitStep::Sleep { until_ns } => {
-                    assert!(until_ns > h.now);
-                    h.now = until_ns;
-                }
-            }
-        }
-    }
-}
-
 #[test]
 fn exhaustion_is_eagain_and_changes_nothing() {
     let mut h = harness(2);
@@ -151,7 +112,7 @@ fn fifo_newcomer_cannot_steal_a_reserved_slot() {
     let s1 = start(&mut h, &mut a).unwrap();
     start(&mut h, &mut a).unwrap();
     assert_eq!(start(&mut h, &mut b), Err(RmError::SessionsExhausted));
-    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     assert!(h.rm.may_retry(&tb), "the head may retry");
     // A newcomer queues behind: refused without asking the TPM.
     let sent = starts_sent(&h);
@@ -163,7 +124,7 @@ fn fifo_newcomer_cannot_steal_a_reserved_slot() {
     assert!(h.rm.take_wakeup());
     assert_eq!(h.tpm.sessions().len(), 1, "the TPM has a free slot");
     assert_eq!(start(&mut h, &mut c), Err(RmError::SessionsExhausted));
-    let tc = h.rm.wait_begin(&c, h.now).unwrap();
+    let tc = h.rm.wait_begin(&c, h.now, h.exhausted_rc).unwrap();
     assert!(!h.rm.may_retry(&tc));
     assert_eq!(
         start_as(&mut h, &mut c, &tc),
@@ -183,7 +144,7 @@ fn fifo_newcomer_cannot_steal_a_reserved_slot() {
     );
     assert_eq!(starts_sent(&h), sent + 2);
     h.rm.wait_end(tc, h.now);
-    let st = *h.rm.stats();
+    let st = h.rm.stats();
     assert_eq!((st.waits, st.waiting, st.sessions), (2, 0, 2));
     assert!(st.longest_wait_ns >= 5 * MS);
 }
@@ -195,9 +156,9 @@ fn leaving_waiter_passes_its_reservation_on() {
     let s1 = start(&mut h, &mut a).unwrap();
     start(&mut h, &mut a).unwrap();
     assert!(start(&mut h, &mut b).is_err());
-    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     assert!(start(&mut h, &mut c).is_err());
-    let tc = h.rm.wait_begin(&c, h.now).unwrap();
+    let tc = h.rm.wait_begin(&c, h.now, h.exhausted_rc).unwrap();
     // continueSession = 0 frees a slot too.
     let r = h.ok(
         &mut a,
@@ -221,9 +182,9 @@ fn leaving_waiter_passes_its_reservation_on() {
     h.rm.wait_end(tc, h.now);
     // Closing a space whose command waits removes it from the queue, passing a reservation.
     assert!(start(&mut h, &mut d).is_err());
-    let td = h.rm.wait_begin(&d, h.now).unwrap();
+    let td = h.rm.wait_begin(&d, h.now, h.exhausted_rc).unwrap();
     assert!(start(&mut h, &mut b).is_err());
-    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     h.close(&mut c); // frees c's slot: d's reservation
     assert!(h.rm.take_wakeup());
     assert!(!h.rm.may_retry(&tb));
@@ -253,7 +214,7 @@ fn eviction_victims() {
     let c1 = start(&mut h, &mut c).unwrap();
     assert_eq!(h.tpm.sessions().len(), 4);
     assert!(start(&mut h, &mut d).is_err());
-    let td = h.rm.wait_begin(&d, h.now).unwrap();
+    let td = h.rm.wait_begin(&d, h.now, h.exhausted_rc).unwrap();
     let since = h.now;
     // Not before SESSION_TIMEOUT.
     assert_eq!(h.rm.evict_for(&td, &mut h.tpm, since + T - 1), Ok(false));
@@ -271,7 +232,7 @@ fn eviction_victims() {
     h.rm.wait_end(td, h.now);
     // Next: the oldest owned session (a1), never the untracked one, never a young one.
     assert!(start(&mut h, &mut e).is_err());
-    let te = h.rm.wait_begin(&e, h.now).unwrap();
+    let te = h.rm.wait_begin(&e, h.now, h.exhausted_rc).unwrap();
     h.now += T;
     assert_eq!(h.rm.evict_for(&te, &mut h.tpm, h.now), Ok(true));
     let left = h.tpm.sessions();
@@ -285,7 +246,7 @@ fn eviction_victims() {
     h.tpm.external_session();
     let mut f = h.space();
     assert!(start(&mut h, &mut f).is_err());
-    let tf = h.rm.wait_begin(&f, h.now).unwrap();
+    let tf = h.rm.wait_begin(&f, h.now, h.exhausted_rc).unwrap();
     h.now += 10 * T;
     assert_eq!(h.rm.evict_for(&tf, &mut h.tpm, h.now), Ok(false));
     assert_eq!(h.tpm.sessions().len(), 2);
@@ -311,7 +272,7 @@ fn session_memory_waiters_poll_and_never_evict() {
     );
     let mut b = h.space();
     assert_eq!(start(&mut h, &mut b), Err(RmError::SessionsExhausted));
-    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     let t0 = h.now;
     while h.now + P < t0 + T {
         h.now += P;
@@ -343,7 +304,7 @@ fn a_wait_for_slots_held_outside_tpmrs_ends_with_the_tpms_answer() {
     let mut h = harness(4);
     let ext: Vec<u32> = (0..4).map(|_| h.tpm.external_session()).collect();
     let mut a = h.space();
-    let (r, waited) = run_waiting(&mut h, &mut a, &start_auth_session(SE_HMAC, &[1; 16]));
+    let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[1; 16]));
     assert_eq!(rc(&r.unwrap()), 0x905);
     assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
     assert_eq!(h.rm.stats().evictions, 0);
@@ -360,7 +321,7 @@ fn a_wait_for_slots_held_outside_tpmrs_ends_with_the_tpms_answer() {
     let mut a = h.space();
     let old = start(&mut h, &mut a).unwrap();
     let ext: Vec<u32> = (0..3).map(|_| h.tpm.external_loaded_session()).collect();
-    let (r, waited) = run_waiting(&mut h, &mut a, &use_cmd(&[old]));
+    let (r, waited) = h.run(&mut a, &use_cmd(&[old]));
     assert_eq!(rc(&r.unwrap()), 0x903);
     assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
     assert!(h.tpm.sessions().contains(&old));
@@ -380,7 +341,7 @@ fn a_continued_session_is_protected_again() {
     // b continues it just now: protected for SESSION_TIMEOUT from now.
     assert_eq!(rhandle(&h.success(&mut b, &context_load(&blob))), s);
     assert!(start(&mut h, &mut c).is_err());
-    let tc = h.rm.wait_begin(&c, h.now).unwrap();
+    let tc = h.rm.wait_begin(&c, h.now, h.exhausted_rc).unwrap();
     let since = h.now;
     let (t0, now) = (h.rm.sessions().get(s).unwrap().owned_since_ns, since + T);
     assert!(now - t0 < T + 10 * MS);
@@ -395,7 +356,7 @@ fn reuse_hazard_handle_reissued_to_another_space() {
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let s = start(&mut h, &mut a).unwrap();
-    let (r, waited) = run_waiting(&mut h, &mut b, &start_auth_session(SE_HMAC, &[2; 16]));
+    let (r, waited) = h.run(&mut b, &start_auth_session(SE_HMAC, &[2; 16]));
     let sb = rhandle(&r.unwrap());
     assert!((T..T + 2 * P).contains(&waited), "waited {waited}");
     assert_eq!(sb, s, "the fake TPM hands the same number out again");
@@ -412,7 +373,7 @@ fn reuse_hazard_handle_reissued_to_another_space() {
     // In the handle area: handle position.
     let mut c = h.space();
     let cs = {
-        let (r, _) = run_waiting(&mut h, &mut c, &start_auth_session(SE_HMAC, &[3; 16]));
+        let (r, _) = h.run(&mut c, &start_auth_session(SE_HMAC, &[3; 16]));
         rhandle(&r.unwrap())
     };
     let r = h.ok(&mut b, &policy_password(sb));
@@ -422,50 +383,62 @@ fn reuse_hazard_handle_reissued_to_another_space() {
 
 #[test]
 fn reuse_hazard_handle_reissued_to_the_same_space() {
-    // a's own waiting StartAuthSession evicts a's old session (nothing else is eligible) and
-    // the TPM gives the number back to a, which has not yet been told that `old` is gone.
-    let mut h = harness(1);
-    let mut a = h.space();
+    // a's session `old` is evicted for d; d frees the slot again; a, not told yet, starts a
+    // session and the TPM hands it the number `old` again. tpmrs starts a's session once
+    // more (a second slot is free) and flushes the first: a gets another number, and no
+    // handle is ever rewritten.
+    let mut h = harness(3);
+    let (mut a, mut b, mut c, mut d) = (h.space(), h.space(), h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
-    let (r, _) = run_waiting(&mut h, &mut a, &start_auth_session(SE_HMAC, &[2; 16]));
-    let new = rhandle(&r.unwrap());
-    assert_eq!(h.tpm.sessions(), vec![old], "the TPM reissued the number");
-    // The client gets another number for its new session (an alias), so that both of its
-    // references stay unambiguous: `old` is EXPIRED once, then unknown; `new` works.
-    assert_ne!(new, old);
-    assert_eq!(new >> 24, old >> 24);
-    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    let _s1 = start(&mut h, &mut b).unwrap();
+    let s2 = start(&mut h, &mut c).unwrap();
+    let (r, _) = h.run(&mut d, &start_auth_session(SE_HMAC, &[2; 16]));
+    let sd = rhandle(&r.unwrap());
+    assert_eq!(sd, old, "the oldest session went to d");
+    h.success(&mut d, &flush_context(sd));
+    h.success(&mut c, &flush_context(s2));
+    let starts = starts_sent(&h);
+    let new = start(&mut h, &mut a).unwrap();
+    assert_eq!(starts_sent(&h), starts + 2, "started once more");
+    assert_eq!(new, s2, "the second number the TPM gave");
+    assert!(
+        !h.tpm.sessions().contains(&old),
+        "the first new session is flushed"
+    );
+    assert_eq!(h.rm.sessions().entries().len(), 2);
+    // `old` is EXPIRED once (nothing sent), then unknown; `new` is a's.
     let before = h.tpm_commands();
     assert_eq!(use_rc(&mut h, &mut a, old), expired_s(1));
     assert_eq!(h.tpm_commands(), before, "nothing sent");
     assert_eq!(use_rc(&mut h, &mut a, old), 0x98B | LAYER);
     assert_eq!(use_rc(&mut h, &mut a, new), 0);
-    // The alias is the session's name everywhere: handle area, ContextSave/ContextLoad,
-    // GetCapability, FlushContext.
-    let r = h.ok(&mut a, &policy_password(new));
-    assert_eq!(rc(&r), 0);
+    // The TPM's handle is the session's name everywhere.
+    assert_eq!(rc(&h.ok(&mut a, &policy_password(new))), 0);
     let blob = context_save_blob(&h.success(&mut a, &context_save(new)));
     assert_eq!(rhandle(&h.success(&mut a, &context_load(&blob))), new);
-    let (_, listed) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0200_0000, 64)));
-    let (_, saved) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0300_0000, 64)));
-    let all: Vec<u32> = listed
-        .iter()
-        .chain(saved.iter())
-        .map(|h| h & 0x00FF_FFFF)
-        .collect();
-    assert_eq!(all, vec![new & 0x00FF_FFFF]);
     h.success(&mut a, &flush_context(new));
-    assert!(h.tpm.sessions().is_empty());
-    // Once told (EXPIRED consumed), the space gets the number itself again.
-    let mut b = h.space();
-    let s1 = start(&mut h, &mut a).unwrap();
-    let (r, _) = run_waiting(&mut h, &mut b, &start_auth_session(SE_HMAC, &[3; 16]));
-    let sb = rhandle(&r.unwrap());
-    assert_eq!(sb, s1, "b got a's evicted number");
-    assert_eq!(use_rc(&mut h, &mut a, s1), expired_s(1));
-    h.close(&mut b);
-    assert_eq!(start(&mut h, &mut a).unwrap(), s1);
+    for s in [&mut a, &mut b, &mut c, &mut d] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn reuse_hazard_without_a_second_slot_hands_the_number_over() {
+    // The same, with one slot: the second start finds no slot, so the space gets the number
+    // itself and its old reference is forgotten (it names the new session now).
+    let mut h = harness(1);
+    let (mut a, mut b) = (h.space(), h.space());
+    let old = start(&mut h, &mut a).unwrap();
+    let (r, _) = h.run(&mut b, &start_auth_session(SE_HMAC, &[2; 16]));
+    h.success(&mut b, &flush_context(rhandle(&r.unwrap())));
+    let new = start(&mut h, &mut a).unwrap();
+    assert_eq!(new, old);
+    assert_eq!(h.tpm.sessions(), vec![new]);
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    assert_eq!(h.rm.stats().tombstones, 0);
     h.close(&mut a);
+    h.close(&mut b);
     h.tpm.assert_empty();
 }
 
@@ -476,7 +449,7 @@ fn evicted_session_expires_before_the_number_is_reissued() {
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
-    let (r, _) = run_waiting(&mut h, &mut b, &start_auth_session(SE_HMAC, &[2; 16]));
+    let (r, _) = h.run(&mut b, &start_auth_session(SE_HMAC, &[2; 16]));
     let sb = rhandle(&r.unwrap());
     assert_eq!(sb, old, "the TPM hands the number to b");
     let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
@@ -720,7 +693,7 @@ fn simulate(seed: u64, max_hold_ms: u64) {
     };
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|_| Client {
-            space: h.rm.new_space().unwrap(),
+            space: h.space(),
             sessions: vec![],
             ticket: None,
             next_at: rnd(500) * MS,
@@ -761,7 +734,7 @@ fn simulate(seed: u64, max_hold_ms: u64) {
             c.holding = false;
             c.next_at = h.now + rnd(300) * MS;
             if c.rounds_left == 0 {
-                h.rm.close_space(&mut c.space, &mut h.tpm);
+                h.rm.close_space(&mut c.space, &mut h.tpm, h.now);
             }
         } else {
             let mut go = true;
@@ -779,7 +752,10 @@ fn simulate(seed: u64, max_hold_ms: u64) {
                 match h.exec_as(&mut c.space, c.ticket.as_ref().map(|t| &t.0), &cmd) {
                     Err(RmError::SessionsExhausted) => {
                         if c.ticket.is_none() {
-                            c.ticket = Some((h.rm.wait_begin(&c.space, h.now).unwrap(), h.now));
+                            c.ticket = Some((
+                                h.rm.wait_begin(&c.space, h.now, h.exhausted_rc).unwrap(),
+                                h.now,
+                            ));
                         }
                         c.next_at = h.now;
                     }

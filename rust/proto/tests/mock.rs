@@ -43,7 +43,7 @@ fn init_errors() {
     let mut sp = rm.new_space().unwrap();
     let mut rsp = vec![0; TPM_BUFSIZE];
     assert_eq!(
-        rm.execute(&mut sp, &mut t, 0, &get_random(8), &mut rsp),
+        rm.execute(&mut sp, &mut t, 0, None, &get_random(8), &mut rsp),
         Err(RmError::NotInitialized)
     );
     t.down = false;
@@ -182,12 +182,28 @@ fn session_save_failures() {
     h.success(&mut s, &policy_password(s1));
     assert!(h.rm.sessions().get(s1).is_none());
     assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes);
-    // Another error: flushed and forgotten.
+    // TPM_RC_CONTEXT_GAP with nothing to renew: flushed and forgotten.
     let s2 = new_session(&mut h, &mut s);
     h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x901));
     h.success(&mut s, &policy_password(s2));
     assert!(h.rm.sessions().get(s2).is_none());
     assert!(!h.tpm.sessions().contains(&s2));
+    // "Not executed" on every try: the session stays as it was (loaded, registered), and
+    // its next use saves it.
+    let s3 = new_session(&mut h, &mut s);
+    let loaded = h.tpm.loaded_sessions(); // s1 is still loaded in the fake: we forgot it
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    }
+    h.success(&mut s, &policy_password(s3));
+    assert!(h.rm.sessions().get(s3).unwrap().state.is_loaded());
+    assert_eq!(h.tpm.loaded_sessions(), loaded + 1);
+    h.success(&mut s, &policy_password(s3));
+    assert!(h.rm.sessions().get(s3).unwrap().state.is_saved());
+    assert_eq!(h.tpm.loaded_sessions(), loaded);
+    h.close(&mut s);
+    h.tpm.drop_session(s1);
+    h.tpm.assert_empty();
 }
 
 #[test]
@@ -205,10 +221,22 @@ fn new_session_save_failure_on_start_auth_session() {
 fn new_object_save_failure() {
     let mut h = harness();
     let mut s = h.space();
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    // A "not executed" warning on the save of the new object is tried again.
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
+    assert_eq!(rc(&r), 0);
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    // On every try: the one answer after the fact (the object is flushed, the client sees
+    // the warning and may run the command again).
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    }
     let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
     assert_eq!(rc(&r), 0x902);
-    assert!(s.objects().is_empty());
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    h.close(&mut s);
     h.tpm.assert_empty();
 }
 
@@ -283,8 +311,8 @@ fn transport_failure_on_save_of_new_object() {
 #[test]
 fn lost_response_of_context_load() {
     // The TPM loads the object but the response is lost: it stays loaded (we cannot know
-    // its handle) -- that is the one unavoidable leak; the RM must still not crash and the
-    // space must keep working.
+    // its handle) -- the one leak nothing can avoid. It is exactly that one object: the RM
+    // must not crash, and the space keeps working and leaves nothing else behind.
     let mut h = harness();
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
@@ -293,7 +321,13 @@ fn lost_response_of_context_load() {
         h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
         Err(RmError::Transport(-5))
     );
+    assert_eq!(h.tpm.loaded_objects(), 1, "the one lost load");
+    assert_eq!(s.objects().len(), 1);
     h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(h.tpm.loaded_objects(), 1, "nothing more left loaded");
+    h.close(&mut s);
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    assert!(h.tpm.sessions().is_empty());
 }
 
 #[test]
@@ -329,13 +363,36 @@ fn sequence_objects_are_resaved() {
 }
 
 #[test]
-fn failed_resave_of_sequence_drops_it() {
+fn warnings_on_the_resave_of_a_sequence_keep_it() {
     let mut h = harness();
     let mut s = h.space();
     let seq = rhandle(&h.success(&mut s, &hash_sequence_start()));
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+    // Once: tried again, saved.
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922)); // TPM_RC_RETRY
     h.success(&mut s, &sequence_update(seq, b"a"));
-    assert!(s.objects().is_empty());
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    // On every try: its state is only in the TPM, so it stays loaded there (not dropped,
+    // and its stale blob never used), and the next command uses it and saves it.
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x908)); // TPM_RC_YIELDED
+    }
+    h.success(&mut s, &sequence_update(seq, b"b"));
+    assert_eq!(s.objects().len(), 1);
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    assert!(s.object(seq).unwrap().loaded.is_some());
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    h.success(&mut s, &sequence_update(seq, b"c"));
+    assert_eq!(h.tpm.count(CC_CONTEXT_LOAD), loads, "used where it is");
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert!(s.object(seq).unwrap().loaded.is_none());
+    // Kept loaded at close: flushed.
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    }
+    h.success(&mut s, &sequence_update(seq, b"d"));
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    h.close(&mut s);
     h.tpm.assert_empty();
 }
 
@@ -461,7 +518,7 @@ fn malformed_commands_send_nothing() {
     assert_eq!(h.exec(&mut s, &big), Err(RmError::TooBig));
     let mut small = vec![0u8; 100];
     assert_eq!(
-        h.rm.execute(&mut s, &mut h.tpm, 0, &get_random(1), &mut small),
+        h.rm.execute(&mut s, &mut h.tpm, 0, None, &get_random(1), &mut small),
         Err(RmError::BufferTooSmall)
     );
     assert_eq!(h.tpm_commands(), before);
@@ -605,5 +662,61 @@ fn failure_mode_drops_nothing_with(fail: u32) {
     h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
     assert!(h.rm.pending_flushes().is_empty());
     h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+/// A session list filtered down to nothing while the TPM has more is asked again from
+/// where the TPM stopped: the client never sees count 0 with moreData set (it could not
+/// go on from there).
+#[test]
+fn a_filtered_handle_list_is_never_empty_with_more_data() {
+    let mut h = harness();
+    let (mut a, mut b) = (h.space(), h.space());
+    let theirs: Vec<u32> = (0..3).map(|_| new_session(&mut h, &mut b)).collect();
+    let mine = new_session(&mut h, &mut a);
+    assert!(theirs.iter().all(|t| *t < mine));
+    // Saved sessions, one per answer: b's three are filtered out, then a's comes.
+    let before = h.tpm.count(CC_GET_CAPABILITY);
+    let (more, l) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x0300_0000, 1)));
+    assert_eq!(l, vec![mine]);
+    assert_eq!(more, 0);
+    assert_eq!(h.tpm.count(CC_GET_CAPABILITY) - before, 4);
+    // Nothing of a's beyond: count 0 and moreData clear.
+    let (more, l) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, mine + 1, 1)));
+    assert_eq!((more, l), (0, vec![]));
+    // b asks for one and gets one, with moreData as the TPM said.
+    let (more, l) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x0300_0000, 1)));
+    assert_eq!((more, l), (1, vec![theirs[0]]));
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+/// A ContextLoad of an abandoned session by a file already at max_sessions is refused
+/// before it is sent: the session stays abandoned for someone else.
+#[test]
+fn a_full_space_cannot_take_an_abandoned_session() {
+    let mut h = Harness::new(
+        FakeTpm::new(),
+        Config {
+            max_sessions: 1,
+            ..Config::default()
+        },
+    );
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let sess = new_session(&mut h, &mut a);
+    let blob = context_save_blob(&h.success(&mut a, &context_save(sess)));
+    h.close(&mut a);
+    assert_eq!(h.rm.stats().abandoned, 1);
+    new_session(&mut h, &mut b);
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    let r = h.ok(&mut b, &context_load(&blob));
+    assert_eq!(rc(&r), 0x903 | LAYER);
+    assert_eq!(h.tpm.count(CC_CONTEXT_LOAD), loads, "not sent");
+    assert_eq!(h.rm.stats().abandoned, 1, "still abandoned");
+    assert_eq!(rhandle(&h.success(&mut c, &context_load(&blob))), sess);
+    assert_eq!(h.rm.stats().continuation_hits, 1);
+    h.close(&mut b);
+    h.close(&mut c);
     h.tpm.assert_empty();
 }

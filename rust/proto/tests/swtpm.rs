@@ -207,18 +207,24 @@ fn spaces_are_isolated() {
     let (_, la) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
     let (_, lb) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
     assert_eq!((la, lb), (vec![ka], vec![kb]));
-    // a saves its session itself; b cannot load that blob.
+    // a saves its session itself and hands the blob over: b may load it, as on tpmrm0
+    // (multi-process TSS flows pass session files), and the session becomes b's.
     let blob = context_save_blob(&h.success(&mut a, &context_save(sa)));
-    let before = h.tpm_commands();
-    let r = h.ok(&mut b, &context_load(&blob));
-    assert_eq!(rc(&r), 0x1CB | LAYER);
-    assert_eq!(h.tpm_commands(), before);
-    // a can.
-    let r = h.success(&mut a, &context_load(&blob));
+    let r = h.success(&mut b, &context_load(&blob));
     assert_eq!(rhandle(&r), sa);
-    h.success(&mut a, &policy_password(sa));
-    h.success(&mut a, &sign(ka, Auth::policy(sa, true, KEY_AUTH)));
+    h.success(&mut b, &policy_password(sa));
+    h.success(&mut b, &sign(kb, Auth::policy(sa, true, KEY_AUTH)));
+    let r = h.ok(&mut a, &policy_password(sa));
+    assert_eq!(rc(&r), 0x18B | LAYER, "no longer a's");
+    // The stale blob (b's use renewed the session) loads nowhere.
+    let r = h.ok(&mut a, &context_load(&blob));
+    assert_eq!(rc(&r), 0x1CB | LAYER);
     h.close(&mut a);
+    assert!(
+        h.rm.sessions().get(sa).is_some(),
+        "a's close leaves b's session alone"
+    );
+    h.success(&mut b, &policy_password(sa));
     h.close(&mut b);
     h.tpm.assert_empty();
 }
@@ -530,7 +536,7 @@ fn global_session_exhaustion_and_eviction() {
     // The TPM's own TPM_RC_SESSION_HANDLES: the command is undone, EAGAIN.
     assert_eq!(start_hmac(&mut h, &mut b), Err(RmError::SessionsExhausted));
     assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 64);
-    let tb = h.rm.wait_begin(&b, h.now).unwrap();
+    let tb = h.rm.wait_begin(&b, h.now, h.exhausted_rc).unwrap();
     assert_eq!(
         h.rm.evict_for(&tb, &mut h.tpm, h.now),
         Ok(false),
@@ -546,7 +552,7 @@ fn global_session_exhaustion_and_eviction() {
         .unwrap();
     assert_eq!(rc(&r), 0);
     h.rm.wait_end(tb, h.now);
-    let st = *h.rm.stats();
+    let st = h.rm.stats();
     assert_eq!((st.evictions, st.waits, st.sessions), (1, 1, 64));
     // The oldest was evicted: a's first reference to it is answered by the RM.
     let before = h.tpm_commands();

@@ -339,7 +339,16 @@ impl FakeTpm {
             }
             0x165 => {
                 let h = Rd(params, 0).u32();
-                if self.objects.remove(&h).is_some() || self.sessions.remove(&h).is_some() {
+                // A session in either form (HMAC 0x02, policy 0x03), as the reference
+                // implementation: it looks sessions up by index.
+                let other_form = match h >> 24 {
+                    0x02 | 0x03 => h ^ 0x0100_0000,
+                    _ => h,
+                };
+                if self.objects.remove(&h).is_some()
+                    || self.sessions.remove(&h).is_some()
+                    || self.sessions.remove(&other_form).is_some()
+                {
                     Self::rsp(0, &[])
                 } else {
                     Self::rsp(0x1CB, &[])
@@ -389,9 +398,10 @@ impl FakeTpm {
                     let list: Vec<u32> = list
                         .into_iter()
                         .filter(|h| *h & 0xFF_FFFF >= prop & 0xFF_FFFF)
-                        .take(count)
                         .collect();
-                    let mut b = Buf::new().u8(0).u32(1).u32(list.len() as u32);
+                    let more = list.len() > count;
+                    let list: Vec<u32> = list.into_iter().take(count).collect();
+                    let mut b = Buf::new().u8(u8::from(more)).u32(1).u32(list.len() as u32);
                     for h in list {
                         b = b.u32(h);
                     }

@@ -4,16 +4,22 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod invariants;
 pub mod marshal;
 pub mod swtpm;
 
-use tpmrs_proto::{Config, Rm, RmError, Space, Ticket, Tpm, TPM_BUFSIZE};
+use tpmrs_proto::{Config, Outcome, Request, Rm, RmError, Space, Step, Ticket, Tpm, TPM_BUFSIZE};
 
 /// A resource manager, a TPM and helpers to run client commands.
 pub struct Harness<T: Tpm> {
     pub rm: Rm,
     pub tpm: T,
     pub now: u64,
+    /// The TPM's answer behind the last `Outcome::Exhausted` (for `Rm::wait_begin`).
+    pub exhausted_rc: Option<u32>,
+    /// Spaces made by `space` and not closed by `close`: the invariants are checked against
+    /// them after every command.
+    pub open: Vec<u64>,
 }
 
 impl<T: Tpm> Harness<T> {
@@ -25,22 +31,29 @@ impl<T: Tpm> Harness<T> {
             rm,
             tpm,
             now: 1_000,
+            exhausted_rc: None,
+            open: Vec::new(),
         }
     }
 
     pub fn space(&mut self) -> Space {
-        self.rm.new_space().expect("new_space")
+        let s = self.rm.new_space().expect("new_space");
+        self.open.push(s.id());
+        s
     }
 
-    /// Runs one client command; returns the response bytes or the error.
+    /// The invariants of `invariants::check_rm`, and a well-framed response.
+    fn check(&self, r: &Result<Vec<u8>, RmError>) {
+        if let Ok(rsp) = r {
+            invariants::check_response(rsp, rsp.len());
+        }
+        invariants::check_rm(&self.rm, &self.open);
+    }
+
+    /// Runs one client command; returns the response bytes or the error
+    /// (`RmError::SessionsExhausted` for `Outcome::Exhausted`).
     pub fn exec(&mut self, space: &mut Space, cmd: &[u8]) -> Result<Vec<u8>, RmError> {
-        let mut rsp = vec![0u8; TPM_BUFSIZE];
-        self.now += 1_000_000;
-        let n = self
-            .rm
-            .execute(space, &mut self.tpm, self.now, cmd, &mut rsp)?;
-        rsp.truncate(n);
-        Ok(rsp)
+        self.exec_as(space, None, cmd)
     }
 
     /// Runs one client command as the waiter `ticket` (if any).
@@ -52,11 +65,60 @@ impl<T: Tpm> Harness<T> {
     ) -> Result<Vec<u8>, RmError> {
         let mut rsp = vec![0u8; TPM_BUFSIZE];
         self.now += 1_000_000;
-        let n = self
+        let outcome = match self
             .rm
-            .execute_as(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)?;
-        rsp.truncate(n);
-        Ok(rsp)
+            .execute(space, &mut self.tpm, self.now, ticket, cmd, &mut rsp)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.check(&Err(e));
+                return Err(e);
+            }
+        };
+        if let Outcome::Exhausted { rc } = outcome {
+            self.exhausted_rc = rc;
+        }
+        let r = outcome.response().map(|n| {
+            rsp.truncate(n);
+            rsp
+        });
+        self.check(&r);
+        r
+    }
+
+    /// Runs one client command to its end through the wait protocol (`Rm::step`), sleeping
+    /// by moving the clock; returns its result and how long it waited (ns).
+    pub fn run(&mut self, space: &mut Space, cmd: &[u8]) -> (Result<Vec<u8>, RmError>, u64) {
+        let mut rsp = vec![0u8; TPM_BUFSIZE];
+        let mut req = Request::new();
+        self.now += 1_000_000;
+        let start = self.now;
+        let r = loop {
+            let step = self
+                .rm
+                .step(&mut req, space, &mut self.tpm, self.now, cmd, &mut rsp);
+            self.rm.take_wakeup();
+            match step {
+                Step::Done(r) => break r,
+                Step::Sleep { until_ns } => {
+                    assert!(until_ns > self.now, "a sleep must move time");
+                    self.now = until_ns;
+                }
+            }
+        };
+        let waited = if req.ticket().is_some() {
+            self.now - start
+        } else {
+            0
+        };
+        self.rm.end_request(req, self.now);
+        self.rm.take_wakeup();
+        let r = r.map(|n| {
+            rsp.truncate(n);
+            rsp
+        });
+        self.check(&r);
+        (r, waited)
     }
 
     /// Runs one client command that must get a response; returns it.
@@ -82,6 +144,8 @@ impl<T: Tpm> Harness<T> {
     }
 
     pub fn close(&mut self, space: &mut Space) {
-        self.rm.close_space(space, &mut self.tpm);
+        self.rm.close_space(space, &mut self.tpm, self.now);
+        self.open.retain(|id| *id != space.id());
+        invariants::check_rm(&self.rm, &self.open);
     }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Global session exhaustion: who may try to take a TPM session slot, and when a waiter may
 //! evict someone else's session. A pure, clock-driven state machine (no TPM, no sleeping):
-//! [`super::Rm`] feeds it events and the kernel glue sleeps as it says.
+//! [`super::super::Rm`] feeds it events and the kernel glue sleeps as it says.
 //!
 //! This is the design of James Bottomley's 2017 RFC ("tpm2-space: add handling for global
 //! session exhaustion"), made deterministic:
@@ -46,9 +46,9 @@
 //! add to the Q − 1.) The test `simulation_many_clients` checks the bound with Q = 40,
 //! S = 64, d = 5 ms.
 
-use super::constants::TPM_RC_SESSION_MEMORY;
-use super::platform::{OutOfMemory, Vec};
-use super::sessions::SessionEntry;
+use super::super::constants::TPM_RC_SESSION_MEMORY;
+use super::super::platform::{OutOfMemory, Vec};
+use super::registry::SessionEntry;
 
 /// A place in the wait queue, from `Rm::wait_begin` to `Rm::wait_end`. Deliberately not
 /// `Clone`: one per waiting command.
@@ -135,6 +135,7 @@ impl Scheduler {
     }
 
     /// Whether nobody waits.
+    #[cfg(not(tpmrs_kernel))]
     pub fn is_empty(&self) -> bool {
         self.waiters.is_empty()
     }
@@ -380,7 +381,7 @@ pub fn choose_victim(
 
 #[cfg(test)]
 mod tests {
-    use super::super::sessions::SessionState;
+    use super::super::registry::SessionState;
     use super::*;
 
     const T: u64 = 2_000;

@@ -2,16 +2,18 @@
 //! The global session registry: every TPM session created or loaded through the resource
 //! manager, with its owner space and its state.
 //!
-//! Session handles are passed through as the TPM issues them (as /dev/tpmrm0 does: a
-//! session's handle is its Name, which enters cpHash), so a handle names the same session
-//! for every space and ownership is what isolates spaces. The one exception is an alias
-//! ([`SessionEntry::vhandle`]) for the reuse hazard after an eviction, see `rm.rs`.
+//! Session handles are never rewritten, as on /dev/tpmrm0 and as the TAB/RM specification
+//! wants: a session's handle is its Name, which enters cpHash (PolicySecret, PolicyNV,
+//! audit digests). So a handle names the same session for every space, and ownership is
+//! what isolates spaces. A session is found by its index, in either form: the TPM lists
+//! saved policy sessions in their HMAC form (0x02...) and accepts either form in
+//! FlushContext, and so do we.
 //!
 //! A session without an owner is either *abandoned* (saved by a client whose file was
 //! closed: any space may load it again, see `Rm::close_space`) or waiting for a flush that
 //! failed on the transport ([`SessionState::FlushPending`]).
 
-use super::platform::{OutOfMemory, Vec};
+use super::super::platform::{OutOfMemory, Vec};
 
 /// Where a session's context is.
 pub enum SessionState {
@@ -45,10 +47,6 @@ impl SessionState {
 pub struct SessionEntry {
     /// The session handle (0x02xxxxxx HMAC, 0x03xxxxxx policy).
     pub handle: u32,
-    /// The number its owner knows it by: `handle`, or an alias (with
-    /// [`SESSION_ALIAS_BIT`]) when the TPM handed the number out again to a space that
-    /// still holds a tombstone for it (see `rm.rs`).
-    pub vhandle: u32,
     /// Unique id of this entry (never reused, unlike handles).
     pub id: u64,
     /// Id of the space that owns it; `None` if abandoned or flush-pending.
@@ -74,7 +72,6 @@ impl SessionEntry {
     pub fn new(handle: u32, id: u64, owner: u64, now: u64) -> Self {
         SessionEntry {
             handle,
-            vhandle: handle,
             id,
             owner: Some(owner),
             state: SessionState::Loaded,
@@ -96,11 +93,6 @@ impl SessionEntry {
         !matches!(self.state, SessionState::FlushPending)
     }
 }
-
-/// Set in the index of a session alias. A TPM numbers its session slots from 0 up to
-/// TPM_PT_ACTIVE_SESSIONS_MAX (64 on swtpm), far below this bit, so an alias never equals
-/// a handle the TPM issues.
-pub const SESSION_ALIAS_BIT: u32 = 0x0080_0000;
 
 /// Index bits of a session handle, shared by its HMAC and policy forms.
 const SESSION_INDEX_MASK: u32 = 0x00FF_FFFF;
@@ -130,11 +122,13 @@ impl SessionRegistry {
     }
 
     /// Number of entries (including flush-pending ones).
+    #[cfg(not(tpmrs_kernel))]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether there is no entry.
+    #[cfg(not(tpmrs_kernel))]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -149,31 +143,25 @@ impl SessionRegistry {
         self.entries.iter().filter(|e| e.is_abandoned()).count()
     }
 
-    /// The session with handle `handle`.
+    /// The session `handle` names, in either form.
     pub fn get(&self, handle: u32) -> Option<&SessionEntry> {
-        self.entries.iter().find(|e| e.handle == handle)
+        self.entries.iter().find(|e| same_session(e.handle, handle))
     }
 
-    /// The session with handle `handle`, mutably.
+    /// The session `handle` names, in either form, mutably.
     pub fn get_mut(&mut self, handle: u32) -> Option<&mut SessionEntry> {
-        self.entries.iter_mut().find(|e| e.handle == handle)
-    }
-
-    /// The handle of the session that space `owner` knows as `vhandle` (exact form).
-    pub fn resolve(&self, vhandle: u32, owner: u64) -> Option<u32> {
         self.entries
-            .iter()
-            .find(|e| e.owner == Some(owner) && e.vhandle == vhandle)
-            .map(|e| e.handle)
+            .iter_mut()
+            .find(|e| same_session(e.handle, handle))
     }
 
-    /// The number space `owner` knows the session slot of `handle` by (in the form of
-    /// `handle`), if it owns it.
-    pub fn client_number(&self, handle: u32, owner: u64) -> Option<u32> {
+    /// The handle (in the form the TPM issued) of the session `handle` names, in either
+    /// form, if space `owner` owns it.
+    pub fn resolve(&self, handle: u32, owner: u64) -> Option<u32> {
         self.entries
             .iter()
             .find(|e| e.owner == Some(owner) && same_session(e.handle, handle))
-            .map(|e| (handle & !SESSION_INDEX_MASK) | (e.vhandle & SESSION_INDEX_MASK))
+            .map(|e| e.handle)
     }
 
     /// Number of sessions owned by `owner`.
@@ -234,15 +222,12 @@ impl SessionRegistry {
         self.entries.try_push(entry)
     }
 
-    /// Removes and returns the session with handle `handle`.
+    /// Removes and returns the session `handle` names, in either form.
     pub fn remove(&mut self, handle: u32) -> Option<SessionEntry> {
-        let i = self.entries.iter().position(|e| e.handle == handle)?;
-        self.entries.swap_remove(i)
-    }
-
-    /// Removes and returns one session owned by `owner`.
-    pub fn remove_one_owned(&mut self, owner: u64) -> Option<SessionEntry> {
-        let i = self.entries.iter().position(|e| e.owner == Some(owner))?;
+        let i = self
+            .entries
+            .iter()
+            .position(|e| same_session(e.handle, handle))?;
         self.entries.swap_remove(i)
     }
 }
@@ -268,8 +253,11 @@ mod tests {
         assert_eq!(r.resolve(0x0200_0000, 1), Some(0x0200_0000));
         assert_eq!(r.resolve(0x0200_0000, 2), None);
         assert_eq!(r.resolve(0x0200_0009, 1), None);
-        assert_eq!(r.client_number(0x0300_0000, 1), Some(0x0300_0000));
-        assert_eq!(r.client_number(0x0200_0001, 2), Some(0x0200_0001));
+        // Either form names the session; the TPM's form comes back.
+        assert_eq!(r.resolve(0x0300_0000, 1), Some(0x0200_0000));
+        assert_eq!(r.resolve(0x0200_0001, 2), Some(0x0300_0001));
+        assert_eq!(r.resolve(0x0200_0001, 1), None);
+        assert_eq!(r.get(0x0200_0001).map(|e| e.handle), Some(0x0300_0001));
         assert_eq!(r.count_owned(1), 2);
         assert!(r.get(0x0300_0001).unwrap().state.is_loaded());
         r.get_mut(0x0300_0001).unwrap().state = SessionState::SavedByClient;
@@ -278,13 +266,13 @@ mod tests {
         r.insert(entry(0x0200_0001, 1)).unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(r.resolve(0x0200_0001, 1), Some(0x0200_0001));
-        assert!(r.get(0x0300_0001).is_none());
-        assert!(r.remove(0x0200_0001).is_some());
+        assert_eq!(r.get(0x0300_0001).map(|e| e.owner), Some(Some(1)));
+        assert!(r.remove(0x0300_0001).is_some());
         assert!(r.remove(0x0200_0001).is_none());
         assert!(r.find_owned(1).is_some());
-        assert!(r.remove_one_owned(1).is_some());
-        assert!(r.remove_one_owned(1).is_some());
-        assert!(r.remove_one_owned(1).is_none());
+        while let Some(h) = r.find_owned(1) {
+            assert!(r.remove(h).is_some());
+        }
         assert!(r.find_owned(1).is_none());
         assert!(r.is_empty());
     }

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Stage 1, admit: everything decided before anything of the command is sent. Framing and
+//! the command table, the answers owed for evicted sessions (tombstones), ownership of every
+//! handle and session the command names, and the FIFO gate for new session slots. An
+//! admitted command has its sessions rewritten to their TPM handles in the work buffer.
+
+use core::ops::ControlFlow;
+
+use super::super::capability::{write_handles_response, CapabilityRequest};
+use super::super::codec::get_u32;
+use super::super::command::{Command, CommandHeader, FramingError};
+use super::super::constants::*;
+use super::super::error::RmError;
+use super::super::platform::Vec;
+use super::super::session::registry::SessionState;
+use super::super::space::Space;
+use super::super::stats::bump;
+use super::super::tpm::Tpm;
+use super::respond::loaded_session;
+use super::wait::Outcome;
+use super::{pos, synth, synth_rm, Rm};
+
+/// Where an admitted command goes next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// The general pipeline: load, transmit, map the response, commit.
+    Pipeline,
+    /// TPM2_FlushContext, whose handle is a parameter: see [`Rm::flush_context`].
+    FlushContext,
+}
+
+/// A command that passed admission.
+pub(super) struct Admitted {
+    pub(super) command: Command,
+    pub(super) route: Route,
+}
+
+impl Rm {
+    /// Stage 1: admits `cmd` for `space`, or answers it (`Break`) without sending anything.
+    ///
+    /// # Errors
+    /// [`RmError::NotInitialized`], [`RmError::BufferTooSmall`], [`RmError::TooBig`],
+    /// [`RmError::InvalidCommand`] (malformed, or a transient handle not in the space),
+    /// [`RmError::OutOfMemory`].
+    pub(super) fn admit(
+        &mut self,
+        space: &Space,
+        tpm: &mut dyn Tpm,
+        ticket: Option<u64>,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Result<ControlFlow<Outcome, Admitted>, RmError> {
+        if self.cc.is_empty() {
+            return Err(RmError::NotInitialized);
+        }
+        if rsp.len() < TPM_BUFSIZE {
+            return Err(RmError::BufferTooSmall);
+        }
+        if cmd.len() > TPM_BUFSIZE {
+            return Err(RmError::TooBig);
+        }
+        let header = CommandHeader::parse(cmd).map_err(|_| RmError::InvalidCommand)?;
+        let Some(attrs) = self.cc.lookup(header.cc) else {
+            return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_COMMAND_CODE));
+        };
+        let command = match Command::parse(cmd, attrs) {
+            Ok(c) => c,
+            // As /dev/tpmrm0, which leaves the tag to the TPM: the TPM's own answer.
+            Err(FramingError::BadTag) => {
+                return answer(synth(rsp, &mut self.io.stats, TPM_RC_BAD_TAG))
+            }
+            Err(_) => return Err(RmError::InvalidCommand),
+        };
+        // Queued flushes first: they may free slots the FIFO gate below hands out.
+        self.st.retry_pending(&mut self.io, tpm);
+        let owner = space.id();
+
+        // Sessions this space lost to an eviction: its first reference to one is answered.
+        for (i, &h) in command.handles().iter().enumerate() {
+            if is_session_handle(h) && self.st.take_tombstone(owner, h) {
+                let rc = rc_at_handle(TPM_RC_EXPIRED, pos(i));
+                return answer(synth_rm(rsp, &mut self.io.stats, rc));
+            }
+        }
+        for (i, s) in command.sessions().iter().enumerate() {
+            if is_session_handle(s.handle) && self.st.take_tombstone(owner, s.handle) {
+                let rc = rc_at_session(TPM_RC_EXPIRED, pos(i));
+                return answer(synth_rm(rsp, &mut self.io.stats, rc));
+            }
+        }
+        if header.cc == TPM_CC_FLUSH_CONTEXT {
+            if let Some(h) = get_u32(cmd, command.params_offset()) {
+                if is_session_handle(h) && self.st.take_tombstone(owner, h) {
+                    return answer(synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS));
+                }
+            }
+        }
+
+        // Ownership of every handle and session named.
+        for (i, &h) in command.handles().iter().enumerate() {
+            if is_transient_handle(h) && space.object(h).is_none() {
+                return Err(RmError::InvalidCommand);
+            }
+            if is_session_handle(h) && self.st.registry.resolve(h, owner).is_none() {
+                return answer(synth_rm(
+                    rsp,
+                    &mut self.io.stats,
+                    rc_handle_at_handle(pos(i)),
+                ));
+            }
+        }
+        for (i, s) in command.sessions().iter().enumerate() {
+            if is_session_handle(s.handle) && self.st.registry.resolve(s.handle, owner).is_none() {
+                return answer(synth_rm(
+                    rsp,
+                    &mut self.io.stats,
+                    rc_handle_at_session(pos(i)),
+                ));
+            }
+        }
+
+        // FIFO: a new session slot only for the head of the queue or a reservation holder.
+        if header.cc == TPM_CC_START_AUTH_SESSION
+            && !self.st.sched.may_take_slot(ticket)
+            && !self.st.sched.gave_up(ticket)
+        {
+            return Ok(ControlFlow::Break(Outcome::Exhausted { rc: None }));
+        }
+
+        // Per-space limits, before the TPM creates anything: an answer after the fact
+        // would come after the TPM rolled the nonces of the command's sessions.
+        if attrs.r_handle() {
+            let new_session = header.cc == TPM_CC_START_AUTH_SESSION
+                || loaded_session(&command, cmd)
+                    .is_some_and(|h| self.st.registry.resolve(h, owner).is_none());
+            let is_session_load =
+                header.cc == TPM_CC_START_AUTH_SESSION || loaded_session(&command, cmd).is_some();
+            if new_session && self.st.registry.count_owned(owner) >= self.config.max_sessions {
+                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_SESSION_MEMORY));
+            }
+            if !is_session_load && space.objects().len() >= self.config.max_objects {
+                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY));
+            }
+        }
+
+        // Sessions are forwarded in the form the client used (either form names one).
+        self.work.clear();
+        self.work.try_extend_from_slice(cmd)?;
+
+        let route = match header.cc {
+            TPM_CC_FLUSH_CONTEXT => Route::FlushContext,
+            TPM_CC_GET_CAPABILITY => {
+                let Ok(req) = CapabilityRequest::parse(cmd, command.params_offset()) else {
+                    return Ok(ControlFlow::Continue(Admitted {
+                        command,
+                        route: Route::Pipeline,
+                    }));
+                };
+                let ht = handle_type(req.property);
+                let rewritten = req.capability == TPM_CAP_HANDLES
+                    && matches!(
+                        ht,
+                        TPM_HT_TRANSIENT | TPM_HT_LOADED_SESSION | TPM_HT_SAVED_SESSION
+                    );
+                if rewritten && header.tag != TPM_ST_NO_SESSIONS {
+                    // The list is the space's, not the TPM's: a response HMAC or audit
+                    // digest over it cannot be right. Refused before anything is sent, so
+                    // the session stays as it was.
+                    return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_AUTH_CONTEXT));
+                }
+                if rewritten && ht == TPM_HT_TRANSIENT {
+                    return answer(self.list_transient(space, req, rsp));
+                }
+                Route::Pipeline
+            }
+            TPM_CC_CONTEXT_LOAD => {
+                // A session blob the client saved may be loaded by any space (abandoned, or
+                // handed over by another open file, whose session it then becomes, as on
+                // tpmrm0). A session another space holds loaded, or we hold saved, may not
+                // be: that blob is stale, and the handle is the other space's.
+                if let Some(h) = loaded_session(&command, cmd) {
+                    if self.st.registry.get(h).is_some_and(|e| {
+                        !e.is_live()
+                            || (e.owner.is_some_and(|o| o != owner)
+                                && !matches!(e.state, SessionState::SavedByClient))
+                    }) {
+                        return answer(synth_rm(
+                            rsp,
+                            &mut self.io.stats,
+                            rc_handle_at_parameter(1),
+                        ));
+                    }
+                }
+                Route::Pipeline
+            }
+            _ => Route::Pipeline,
+        };
+        Ok(ControlFlow::Continue(Admitted { command, route }))
+    }
+
+    /// GetCapability(TPM_CAP_HANDLES) of transient handles: the space's own, synthesized.
+    fn list_transient(
+        &mut self,
+        space: &Space,
+        req: CapabilityRequest,
+        rsp: &mut [u8],
+    ) -> Result<usize, RmError> {
+        let objs = space.objects();
+        let mut handles: Vec<u32> = Vec::try_with_capacity(objs.len())?;
+        for o in objs {
+            handles.try_push(o.vhandle)?;
+        }
+        bump(&mut self.io.stats.synthesized_responses);
+        write_handles_response(rsp, &handles, req.property, req.property_count)
+            .map_err(|_| RmError::BufferTooSmall)
+    }
+}
+
+/// An answer of `n` bytes written in the RM layer: the command goes no further.
+fn answer<T>(n: Result<usize, RmError>) -> Result<ControlFlow<Outcome, T>, RmError> {
+    n.map(|n| ControlFlow::Break(Outcome::Response(n)))
+}

@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Stage 4, map the response: what a successful command changed. Sessions the TPM ended
+//! (continueSession = 0), objects it flushed itself, a session the client saved, the
+//! handles a GetCapability lists, and new objects and sessions, which become the space's
+//! (objects saved and given a virtual handle, sessions registered).
+
+use super::super::capability::{filter_handles_response, set_property};
+use super::super::codec::put_u32;
+use super::super::command::Command;
+use super::super::constants::*;
+use super::super::context::{context_save_blob, parse_context};
+use super::super::error::RmError;
+use super::super::platform::Vec;
+use super::super::session::registry::{same_session, SessionEntry, SessionState};
+use super::super::session::{blob_seq, End, Grant};
+use super::super::space::InsertError;
+use super::super::stats::bump;
+use super::tpm_io::{response_code, transmit, Reply};
+use super::txn::save_with_retries;
+use super::txn::Txn;
+use super::{synth, synth_rm};
+
+/// Whether `cc` changes the state of the sequence object it uses.
+pub(super) fn updates_sequence(cc: u32) -> bool {
+    matches!(
+        cc,
+        TPM_CC_SEQUENCE_UPDATE | TPM_CC_SEQUENCE_COMPLETE | TPM_CC_EVENT_SEQUENCE_COMPLETE
+    )
+}
+
+/// Whether `cc` creates a sequence object.
+fn starts_sequence(cc: u32) -> bool {
+    matches!(cc, TPM_CC_HASH_SEQUENCE_START | TPM_CC_HMAC_START)
+}
+
+/// The session handle saved in the context a TPM2_ContextLoad command loads, if it is one.
+pub(super) fn loaded_session(command: &Command, cmd: &[u8]) -> Option<u32> {
+    if command.cc() != TPM_CC_CONTEXT_LOAD {
+        return None;
+    }
+    let ctx = parse_context(cmd.get(command.params_offset()..)?).ok()?;
+    is_session_handle(ctx.saved_handle).then_some(ctx.saved_handle)
+}
+
+impl Txn<'_> {
+    /// Stage 4: maps the response of `n` bytes in `rsp` to the command `command` (as sent:
+    /// `work`). Returns the length of the response for the client.
+    ///
+    /// # Errors
+    /// [`RmError::BadResponse`], [`RmError::OutOfMemory`], [`RmError::Transport`].
+    pub(super) fn map_response(
+        &mut self,
+        command: &Command,
+        work: &mut [u8],
+        rsp: &mut [u8],
+        n: usize,
+    ) -> Result<usize, RmError> {
+        if response_code(rsp) != TPM_RC_SUCCESS {
+            return Ok(n);
+        }
+        let cc = command.cc();
+        let attrs = command.attrs;
+        if attrs.flushed() {
+            if let Some(&h) = command.handles().get(flushed_handle(cc)) {
+                if is_transient_handle(h) {
+                    self.loaded.mark_flushed(h);
+                    self.space.remove_object(h);
+                }
+            }
+        }
+        for s in command.sessions() {
+            if !is_session_handle(s.handle) || s.attributes & TPMA_SESSION_CONTINUESESSION != 0 {
+                continue;
+            }
+            if let Some(h) = self.st.registry.get(s.handle).map(|e| e.handle) {
+                // The TPM ended it.
+                self.st
+                    .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)?;
+            }
+        }
+        if cc == TPM_CC_CONTEXT_SAVE {
+            if let Some(&h) = command.handles().first() {
+                if let Some(e) = self.st.registry.get_mut(h) {
+                    e.state = SessionState::SavedByClient;
+                    e.saved_seq = rsp
+                        .get(..n)
+                        .and_then(|r| context_save_blob(r).ok())
+                        .and_then(blob_seq);
+                }
+            }
+        }
+        if cc == TPM_CC_GET_CAPABILITY {
+            return self.filter_handle_list(command, work, rsp, n);
+        }
+        if attrs.r_handle() {
+            let h =
+                super::super::codec::get_u32(rsp, TPM_HEADER_SIZE).ok_or(RmError::BadResponse)?;
+            if is_transient_handle(h) {
+                let client_blob = if cc == TPM_CC_CONTEXT_LOAD {
+                    let p = work.get(command.params_offset()..).unwrap_or(&[]);
+                    parse_context(p).ok().and_then(|i| p.get(..i.len))
+                } else {
+                    None
+                };
+                return self.adopt_object(cc, h, client_blob, rsp, n);
+            }
+            if is_session_handle(h) {
+                return self.adopt_session(cc, work, h, rsp, n);
+            }
+        }
+        Ok(n)
+    }
+
+    /// A successful command returned the transient object `phandle`: save it as a new object
+    /// of the space and patch its virtual handle into the response. `client_blob` is the
+    /// context the client loaded (TPM2_ContextLoad), which can be kept as it is.
+    fn adopt_object(
+        &mut self,
+        cc: u32,
+        phandle: u32,
+        client_blob: Option<&[u8]>,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<usize, RmError> {
+        self.st.handed_out(phandle);
+        let pending = &mut self.st.pending;
+        if self.space.objects().len() >= self.config.max_objects {
+            self.io.flush_or_queue(self.tpm, pending, phandle)?;
+            return synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY);
+        }
+        let (blob, sequence) = match client_blob {
+            Some(b) => {
+                let mut v = match Vec::try_with_capacity(b.len()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
+                        return Err(e.into());
+                    }
+                };
+                if v.try_extend_from_slice(b).is_err() {
+                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
+                    return Err(RmError::OutOfMemory);
+                }
+                let seq =
+                    parse_context(b).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE);
+                (v, seq)
+            }
+            None => {
+                let saved = match save_with_retries(self.io, self.tpm, phandle) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = pending.try_push(phandle);
+                        return Err(e);
+                    }
+                };
+                if let Reply::Rc(rc) = saved {
+                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
+                    return synth(rsp, &mut self.io.stats, rc);
+                }
+                let v = match self.io.saved_blob() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
+                        return Err(e);
+                    }
+                };
+                let seq = starts_sequence(cc)
+                    || parse_context(&v).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE);
+                (v, seq)
+            }
+        };
+        self.io.flush_or_queue(self.tpm, pending, phandle)?;
+        match self
+            .space
+            .insert_object(blob, sequence, self.config.max_objects)
+        {
+            Ok(vhandle) => {
+                put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
+                Ok(len)
+            }
+            Err(InsertError::Full) => synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY),
+            Err(InsertError::OutOfMemory) => Err(RmError::OutOfMemory),
+        }
+    }
+
+    /// A successful command (StartAuthSession, ContextLoad) returned the session `handle`:
+    /// register it as this space's. A ContextLoad of a session blob its client saved --
+    /// abandoned at a close, or handed over by another open file -- makes the session this
+    /// space's, protected from eviction for a new SESSION_TIMEOUT (admission checked the
+    /// space's limit before sending).
+    fn adopt_session(
+        &mut self,
+        cc: u32,
+        work: &[u8],
+        handle: u32,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<usize, RmError> {
+        let owner = self.space.id();
+        self.st.handed_out(handle);
+        let (handle, len) =
+            if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstone(owner, handle) {
+                self.restart_session(work, handle, rsp, len)?
+            } else {
+                (handle, len)
+            };
+        let reload = cc == TPM_CC_CONTEXT_LOAD;
+        let previous = self.st.registry.get(handle);
+        let (id, created_ns, owned_since_ns, continued) = match previous {
+            Some(e) if reload && e.owner == Some(owner) => {
+                (e.id, e.created_ns, e.owned_since_ns, false)
+            }
+            Some(e) if reload && e.is_live() => (e.id, e.created_ns, self.now, e.is_abandoned()),
+            _ => (self.st.new_session_id(), self.now, self.now, false),
+        };
+        // Its owner is told: this number is the loaded session now.
+        if reload {
+            self.st.take_tombstone(owner, handle);
+        }
+        let mut entry = SessionEntry::new(handle, id, owner, self.now);
+        entry.created_ns = created_ns;
+        entry.owned_since_ns = owned_since_ns;
+        if self.st.registry.insert(entry).is_err() {
+            self.st
+                .end_session(self.io, self.tpm, handle, End::Flush, Grant::Queue)?;
+            return Err(RmError::OutOfMemory);
+        }
+        if continued {
+            bump(&mut self.io.stats.continuation_hits);
+        }
+        self.loaded.sessions.add(handle);
+        Ok(len)
+    }
+
+    /// The TPM gave space `owner` a new session under the number of a session evicted from
+    /// it that it has not been told about yet. Its StartAuthSession runs again while that
+    /// slot is held, so the TPM gives another number, and the first session is flushed:
+    /// the client's old reference still answers TPM_RC_EXPIRED, and a session's handle
+    /// (its Name, which enters cpHash) is never rewritten. If the second start fails, the
+    /// first session is kept and the space's old reference forgotten instead.
+    fn restart_session(
+        &mut self,
+        work: &[u8],
+        first: u32,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<(u32, usize), RmError> {
+        // Our own buffers: the client's response stays as it is if this fails.
+        let cmd = self
+            .io
+            .cmd
+            .get_mut(..work.len())
+            .ok_or(RmError::BadResponse)?;
+        cmd.copy_from_slice(work);
+        let rc = match self.io.run(self.tpm, work.len()) {
+            Ok(rc) => rc,
+            Err(e) => {
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, first);
+                return Err(e);
+            }
+        };
+        let again = (rc == TPM_RC_SUCCESS)
+            .then(|| super::super::codec::get_u32(self.io.last(), TPM_HEADER_SIZE))
+            .flatten()
+            .filter(|h| is_session_handle(*h) && !same_session(*h, first));
+        let Some(h) = again else {
+            self.st.take_tombstone(self.space.id(), first);
+            return Ok((first, len));
+        };
+        self.st.handed_out(h);
+        let n = match self.io.copy_last(rsp) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, h);
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, first);
+                return Err(e);
+            }
+        };
+        self.io
+            .flush_or_queue(self.tpm, &mut self.st.pending, first)?;
+        Ok((h, n))
+    }
+
+    /// A GetCapability response: a list of transient handles or sessions keeps only the
+    /// space's own (admission refused it with sessions, and answered transient lists
+    /// itself). A list filtered down to nothing while the TPM has more is asked again from
+    /// where the TPM stopped: never count 0 with moreData set.
+    fn filter_handle_list(
+        &mut self,
+        command: &Command,
+        work: &mut [u8],
+        rsp: &mut [u8],
+        mut n: usize,
+    ) -> Result<usize, RmError> {
+        let owner = self.space.id();
+        for _ in 0..MAX_LIST_ROUNDS {
+            let registry = &self.st.registry;
+            let f = filter_handles_response(rsp, n, |h| {
+                if is_transient_handle(h) {
+                    None
+                } else if is_session_handle(h) {
+                    registry.resolve(h, owner).map(|_| h)
+                } else {
+                    Some(h)
+                }
+            })
+            .map_err(|_| RmError::BadResponse)?;
+            let next = f.last.and_then(|l| l.checked_add(1));
+            let Some(next) = next.filter(|_| f.kept == 0 && f.more_data) else {
+                return Ok(f.len);
+            };
+            set_property(work, command.params_offset(), next).map_err(|_| RmError::BadResponse)?;
+            n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
+            if response_code(rsp) != TPM_RC_SUCCESS {
+                return Ok(n);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The handle-area position of the object a command with the `flushed` attribute flushes:
+/// the sequence of TPM2_EventSequenceComplete is its second handle (after pcrHandle).
+fn flushed_handle(cc: u32) -> usize {
+    usize::from(cc == TPM_CC_EVENT_SEQUENCE_COMPLETE)
+}
+
+/// Most GetCapability round trips for one filtered handle list.
+const MAX_LIST_ROUNDS: usize = 16;

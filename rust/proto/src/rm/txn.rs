@@ -1,0 +1,508 @@
+// SPDX-License-Identifier: GPL-2.0
+//! One command in flight ([`Txn`]): stage 2 (map and load), stage 3 (transmit, with
+//! context-gap repair and the exhaustion check) and stage 5 (commit: save the sessions used,
+//! flush the objects loaded). Stage 4, mapping the response, is in `respond`.
+//!
+//! Nothing of a space stays loaded in the TPM between commands: whatever a stage loaded is
+//! recorded in [`Loaded`], and [`Txn::commit`] saves or flushes it on every path, early
+//! answers and errors included.
+
+use core::ops::ControlFlow;
+
+use super::super::codec::put_u32;
+use super::super::command::{Command, MAX_HANDLES};
+use super::super::constants::*;
+use super::super::error::RmError;
+use super::super::session::registry::SessionState;
+use super::super::session::{blob_seq, End, Grant, Sessions};
+use super::super::space::Space;
+use super::super::tpm::Tpm;
+use super::respond::{loaded_session, updates_sequence};
+use super::tpm_io::{response_code, transmit, Io, Reply};
+use super::wait::Outcome;
+use super::{pos, synth_rm, Config};
+
+/// Sessions one command can touch: its handle area, its authorization area, a new one.
+const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAND + 1;
+/// Most context-gap repairs (each renews or evicts one session) for one failed command or
+/// save. More than one is needed only if a session outside tpmrs is the oldest.
+const MAX_GAP_REPAIRS: usize = 4;
+
+/// A small fixed-capacity set (no allocation, never panics).
+pub(super) struct List<T: Copy, const N: usize> {
+    items: [Option<T>; N],
+}
+
+impl<T: Copy + PartialEq, const N: usize> List<T, N> {
+    pub(super) fn new() -> Self {
+        List { items: [None; N] }
+    }
+    /// Adds `v` unless it is already there; false if full.
+    pub(super) fn add(&mut self, v: T) -> bool {
+        if self.contains(v) {
+            return true;
+        }
+        match self.items.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => {
+                *slot = Some(v);
+                true
+            }
+            None => false,
+        }
+    }
+    pub(super) fn contains(&self, v: T) -> bool {
+        self.items.contains(&Some(v))
+    }
+    pub(super) fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.items.iter().filter_map(|s| *s)
+    }
+}
+
+/// An object loaded for the current command.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct LoadedObject {
+    pub(super) vhandle: u32,
+    pub(super) phandle: u32,
+    /// Save it again before flushing (its state changed).
+    pub(super) resave: bool,
+    /// Still loaded in the TPM (false once the TPM flushed it itself).
+    pub(super) alive: bool,
+}
+
+/// What the current command loaded or registered, undone or committed by [`Txn::commit`].
+pub(super) struct Loaded {
+    pub(super) objects: List<LoadedObject, MAX_HANDLES>,
+    /// Sessions to save after the command (if still registered and loaded).
+    pub(super) sessions: List<u32, MAX_TXN_SESSIONS>,
+}
+
+impl Loaded {
+    fn new() -> Self {
+        Loaded {
+            objects: List::new(),
+            sessions: List::new(),
+        }
+    }
+    fn phandle_of(&self, vhandle: u32) -> Option<u32> {
+        self.objects
+            .iter()
+            .find(|o| o.vhandle == vhandle)
+            .map(|o| o.phandle)
+    }
+    pub(super) fn mark_flushed(&mut self, vhandle: u32) {
+        for o in self.objects.items.iter_mut().flatten() {
+            if o.vhandle == vhandle {
+                o.alive = false;
+            }
+        }
+    }
+}
+
+/// One command in flight: disjoint borrows of the resource manager's state.
+pub(super) struct Txn<'a> {
+    pub(super) config: Config,
+    pub(super) io: &'a mut Io,
+    pub(super) st: &'a mut Sessions,
+    pub(super) space: &'a mut Space,
+    pub(super) tpm: &'a mut dyn Tpm,
+    pub(super) now: u64,
+    /// The waiter's ticket, if the command waited for a session slot.
+    pub(super) ticket: Option<u64>,
+    pub(super) loaded: Loaded,
+    /// The command's waiter gave up: a session shortage is answered, not waited for.
+    pub(super) gave_up: bool,
+}
+
+impl<'a> Txn<'a> {
+    /// A command of `space` about to be loaded.
+    pub(super) fn new(
+        config: Config,
+        io: &'a mut Io,
+        st: &'a mut Sessions,
+        space: &'a mut Space,
+        tpm: &'a mut dyn Tpm,
+        now: u64,
+        ticket: Option<u64>,
+    ) -> Self {
+        let gave_up = st.sched.gave_up(ticket);
+        Txn {
+            config,
+            io,
+            st,
+            space,
+            tpm,
+            now,
+            ticket,
+            loaded: Loaded::new(),
+            gave_up,
+        }
+    }
+
+    /// Stage 2: loads every object in the handle area (patching its physical handle into
+    /// `work`) and every session the command names that we hold saved.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`], [`RmError::BadResponse`], [`RmError::InvalidCommand`].
+    pub(super) fn load(
+        &mut self,
+        command: &Command,
+        work: &mut [u8],
+        rsp: &mut [u8],
+    ) -> Result<ControlFlow<Outcome>, RmError> {
+        if let ControlFlow::Break(o) = self.load_objects(command, work, rsp)? {
+            return Ok(ControlFlow::Break(o));
+        }
+        self.load_sessions(command, rsp)
+    }
+
+    fn load_objects(
+        &mut self,
+        command: &Command,
+        work: &mut [u8],
+        rsp: &mut [u8],
+    ) -> Result<ControlFlow<Outcome>, RmError> {
+        let cc = command.cc();
+        for (i, &h) in command.handles().iter().enumerate() {
+            if !is_transient_handle(h) {
+                continue;
+            }
+            let phandle = match self.loaded.phandle_of(h) {
+                Some(p) => p,
+                None => {
+                    let Some(obj) = self.space.object_mut(h) else {
+                        return Err(RmError::InvalidCommand);
+                    };
+                    if let Some(p) = obj.loaded.take() {
+                        // Still loaded (its last save was refused): this command owns it
+                        // now, and saves it again after.
+                        self.loaded.objects.add(LoadedObject {
+                            vhandle: h,
+                            phandle: p,
+                            resave: true,
+                            alive: true,
+                        });
+                        put_u32(work, Command::handle_offset(i), p)
+                            .map_err(|_| RmError::InvalidCommand)?;
+                        continue;
+                    }
+                    let sequence = obj.sequence;
+                    match self.io.context_load(self.tpm, &obj.blob)? {
+                        Reply::Done(p) => {
+                            self.st.handed_out(p);
+                            self.loaded.objects.add(LoadedObject {
+                                vhandle: h,
+                                phandle: p,
+                                resave: sequence || updates_sequence(cc),
+                                alive: true,
+                            });
+                            p
+                        }
+                        // No room, or busy: the client sees the TPM's warning and the
+                        // object stays as it was.
+                        Reply::Rc(rc) if is_not_executed_rc(rc) => {
+                            return respond(self.io.copy_last(rsp));
+                        }
+                        Reply::Rc(_) => {
+                            self.space.remove_object(h);
+                            let rc = rc_handle_at_handle(pos(i));
+                            return respond(synth_rm(rsp, &mut self.io.stats, rc));
+                        }
+                    }
+                }
+            };
+            put_u32(work, Command::handle_offset(i), phandle)
+                .map_err(|_| RmError::InvalidCommand)?;
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Loads every session the command names that we hold saved, and marks every session it
+    /// names for saving afterwards. No room to load one: `Outcome::Exhausted`.
+    fn load_sessions(
+        &mut self,
+        command: &Command,
+        rsp: &mut [u8],
+    ) -> Result<ControlFlow<Outcome>, RmError> {
+        let from_handles = command
+            .handles()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, rc_handle_at_handle(pos(i))));
+        let from_auth = command
+            .sessions()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.handle, rc_handle_at_session(pos(i))));
+        for (h, err_rc) in from_handles.chain(from_auth) {
+            if !is_session_handle(h) {
+                continue;
+            }
+            let Some(entry) = self.st.registry.get_mut(h) else {
+                continue; // admitted: cannot happen
+            };
+            // The TPM's form from here on (the client may have named the other one).
+            let h = entry.handle;
+            if self.loaded.sessions.contains(h) {
+                continue;
+            }
+            entry.last_used_ns = self.now;
+            let result = match &entry.state {
+                SessionState::Loaded => {
+                    self.loaded.sessions.add(h);
+                    continue;
+                }
+                SessionState::SavedByClient | SessionState::FlushPending => continue,
+                SessionState::SavedByRm(blob) => self.io.context_load(self.tpm, blob)?,
+            };
+            match result {
+                Reply::Done(p) if p == h => {
+                    entry.state = SessionState::Loaded;
+                    entry.saved_seq = None;
+                    self.loaded.sessions.add(h);
+                }
+                Reply::Done(p) => {
+                    // Restored under another handle: should never happen. Drop it.
+                    self.st.registry.remove(h);
+                    let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, p);
+                    self.st.grant(Grant::Queue);
+                    return respond(synth_rm(rsp, &mut self.io.stats, err_rc));
+                }
+                Reply::Rc(rc) if is_session_exhaustion_rc(rc) && !self.gave_up => {
+                    return Ok(ControlFlow::Break(Outcome::Exhausted { rc: Some(rc) }));
+                }
+                // No room, or busy (e.g. TPM_RC_RETRY): the session stays saved, the
+                // client sees the TPM's warning.
+                Reply::Rc(rc) if is_not_executed_rc(rc) => {
+                    return respond(self.io.copy_last(rsp));
+                }
+                Reply::Rc(_) => {
+                    // Not flushed: a real TPM refuses our own untouched blob only when the
+                    // context is no longer valid (a TPM reset changed the context key, or
+                    // the session is gone), and then the handle may be someone else's.
+                    self.st
+                        .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)?;
+                    return respond(synth_rm(rsp, &mut self.io.stats, err_rc));
+                }
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Stage 3: sends the mapped command. TPM_RC_CONTEXT_GAP (a warning: not executed)
+    /// renews the oldest saved session and sends again. A StartAuthSession, or a ContextLoad
+    /// of a session, that finds no slot is undone: `Outcome::Exhausted`.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`], [`RmError::BadResponse`].
+    pub(super) fn transmit(
+        &mut self,
+        command: &Command,
+        work: &[u8],
+        rsp: &mut [u8],
+    ) -> Result<ControlFlow<Outcome, usize>, RmError> {
+        let mut n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
+        for _ in 0..MAX_GAP_REPAIRS {
+            if response_code(rsp) != TPM_RC_CONTEXT_GAP || !self.st.repair_gap(self.io, self.tpm)? {
+                break;
+            }
+            n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
+        }
+        let rc = response_code(rsp);
+        let cc = command.cc();
+        if is_session_exhaustion_rc(rc)
+            && !self.gave_up
+            && (cc == TPM_CC_START_AUTH_SESSION || loaded_session(command, work).is_some())
+        {
+            return Ok(ControlFlow::Break(Outcome::Exhausted { rc: Some(rc) }));
+        }
+        if cc == TPM_CC_START_AUTH_SESSION && rc == TPM_RC_SUCCESS {
+            self.st.sched.took_slot(self.ticket);
+        }
+        Ok(ControlFlow::Continue(n))
+    }
+
+    /// Stage 5: saves the sessions used and flushes the objects loaded, then gives `answer`
+    /// (or the first transport error of the commit if `answer` is Ok). Never leaves anything
+    /// of ours in the TPM that we do not track.
+    ///
+    /// # Errors
+    /// `answer`'s error, else the first transport error met while committing.
+    pub(super) fn commit(mut self, answer: Result<Outcome, RmError>) -> Result<Outcome, RmError> {
+        let committed = self.save_and_flush();
+        let outcome = answer?;
+        committed.map(|()| outcome)
+    }
+
+    fn save_and_flush(&mut self) -> Result<(), RmError> {
+        let mut first_err = None;
+        let mut gap: List<u32, MAX_TXN_SESSIONS> = List::new();
+        let used = self.loaded.sessions.items;
+        for h in used.iter().flatten().copied() {
+            let loaded = self.st.registry.get(h).is_some_and(|e| e.state.is_loaded());
+            if !loaded {
+                continue;
+            }
+            match self.save_session(h) {
+                Ok(true) => {}
+                Ok(false) => {
+                    gap.add(h);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        // Context gap: renew (or evict) the oldest saved sessions, with fewer of ours
+        // loaded now, and try again.
+        for h in gap.iter() {
+            if let Err(e) = self.save_after_gap(h) {
+                first_err.get_or_insert(e);
+            }
+        }
+        let objects = self.loaded.objects.items;
+        for o in objects.iter().flatten().copied() {
+            if let Err(e) = self.put_back_object(o) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.loaded = Loaded::new();
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Saves session `h` (loaded for this command) and records its blob. Ok(false) if the
+    /// save failed with TPM_RC_CONTEXT_GAP (the session is still loaded). A save the TPM
+    /// does not execute (TPM_RC_RETRY, ...) on every try leaves the session as it was:
+    /// loaded, and saved after its next use.
+    fn save_session(&mut self, h: u32) -> Result<bool, RmError> {
+        match save_with_retries(self.io, self.tpm, h) {
+            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => Ok(true),
+            Ok(Reply::Done(())) => {
+                let blob = self.io.saved_blob().ok();
+                match (blob, self.st.registry.get_mut(h)) {
+                    (Some(blob), Some(entry)) => {
+                        entry.saved_seq = blob_seq(&blob);
+                        entry.state = SessionState::SavedByRm(blob);
+                        Ok(true)
+                    }
+                    _ => self
+                        .st
+                        .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
+                        .map(|()| true),
+                }
+            }
+            Ok(Reply::Rc(TPM_RC_CONTEXT_GAP)) => Ok(false),
+            // Gone from the TPM (lazy backup of strict accounting): forget it.
+            Ok(Reply::Rc(rc)) if is_handle_rc(rc) => self
+                .st
+                .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)
+                .map(|()| true),
+            Ok(Reply::Rc(_)) => self
+                .st
+                .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
+                .map(|()| true),
+            Err(e) => {
+                let entry = self.st.registry.remove(h);
+                self.st.queue_session_flush(h, entry);
+                Err(e)
+            }
+        }
+    }
+
+    /// Saves session `h` whose save met TPM_RC_CONTEXT_GAP: repairs the gap, retries, and
+    /// flushes it if it still cannot be saved.
+    fn save_after_gap(&mut self, h: u32) -> Result<(), RmError> {
+        let mut err = None;
+        for _ in 0..MAX_GAP_REPAIRS {
+            match self.st.repair_gap(self.io, self.tpm) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+            match self.save_session(h) {
+                Ok(true) => return err.map_or(Ok(()), Err),
+                Ok(false) => {}
+                // Handled (queued).
+                Err(e) => return Err(err.unwrap_or(e)),
+            }
+        }
+        let flushed = self
+            .st
+            .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue);
+        match err {
+            Some(e) => Err(e),
+            None => flushed,
+        }
+    }
+
+    /// Saves object `o` again if its state changed, then flushes it.
+    fn put_back_object(&mut self, o: LoadedObject) -> Result<(), RmError> {
+        if !o.alive {
+            return Ok(());
+        }
+        let mut err = None;
+        if o.resave && self.space.object(o.vhandle).is_some() {
+            let blob = match save_with_retries(self.io, self.tpm, o.phandle) {
+                Ok(Reply::Done(())) => self.io.saved_blob().ok(),
+                Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => {
+                    // Not executed on every try: it stays loaded, as it was, rather than
+                    // lose its state (see `ObjectEntry::loaded`).
+                    if let Some(obj) = self.space.object_mut(o.vhandle) {
+                        obj.loaded = Some(o.phandle);
+                        return Ok(());
+                    }
+                    None
+                }
+                Ok(Reply::Rc(_)) => None,
+                Err(e) => {
+                    err = Some(e);
+                    None
+                }
+            };
+            match (blob, self.space.object_mut(o.vhandle)) {
+                (Some(b), Some(obj)) => obj.blob = b,
+                // A stale blob of a sequence would silently give wrong results.
+                _ => {
+                    self.space.remove_object(o.vhandle);
+                }
+            }
+        }
+        let flushed = self
+            .io
+            .flush_or_queue(self.tpm, &mut self.st.pending, o.phandle);
+        match err {
+            Some(e) => Err(e),
+            None => flushed,
+        }
+    }
+}
+
+/// Most tries of one ContextSave of ours that the TPM answers with a warning that says
+/// "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING, ...).
+const MAX_SAVE_TRIES: usize = 3;
+
+/// TPM2_ContextSave of `h`, tried again on a "not executed" warning (but not on
+/// TPM_RC_CONTEXT_GAP, which needs a repair first).
+pub(super) fn save_with_retries(
+    io: &mut Io,
+    tpm: &mut dyn Tpm,
+    h: u32,
+) -> Result<Reply<()>, RmError> {
+    let mut r = io.context_save(tpm, h);
+    for _ in 1..MAX_SAVE_TRIES {
+        match r {
+            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => {
+                r = io.context_save(tpm, h);
+            }
+            _ => break,
+        }
+    }
+    r
+}
+
+/// A response of `n` bytes for the client is in `rsp`: the command goes no further.
+fn respond<T>(n: Result<usize, RmError>) -> Result<ControlFlow<Outcome, T>, RmError> {
+    n.map(|n| ControlFlow::Break(Outcome::Response(n)))
+}

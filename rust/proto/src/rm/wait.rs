@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The wait protocol: what a command does when the TPM has no session slot for it.
+//!
+//! [`Rm::execute`] answers [`Outcome::Exhausted`] and changes nothing. The caller then
+//! drives the command with [`Rm::step`], one call per step, in a loop that is the same
+//! everywhere (the kernel glue, the host tests, the fuzzers):
+//!
+//! ```text
+//! let mut req = Request::new();
+//! loop {
+//!     let step = rm.step(&mut req, space, tpm, now(), cmd, rsp);   // rm and the chip locked
+//!     if rm.take_wakeup() { wake every sleeper }
+//!     match step {
+//!         Step::Done(r) => break r,
+//!         Step::Sleep { until_ns } => sleep, rm unlocked, until woken or until_ns,
+//!     }
+//! }
+//! rm.end_request(req, now());                 // leaves the queue, also after a signal
+//! if rm.take_wakeup() { wake every sleeper }
+//! ```
+//!
+//! The policy (FIFO order, reservations, eviction after SESSION_TIMEOUT) is the
+//! [`scheduler`](super::super::session::scheduler)'s.
+
+use super::super::error::RmError;
+use super::super::session::scheduler::{choose_victim, Action, Ticket, WaitStep};
+use super::super::session::Grant;
+use super::super::space::Space;
+use super::super::tpm::Tpm;
+use super::Rm;
+
+/// What [`Rm::execute`] did with a client command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response of this many bytes is in the response buffer (from the TPM, or written in
+    /// the resource-manager layer).
+    Response(usize),
+    /// No session slot for this command now, or others wait for one ahead of it. Nothing
+    /// was changed; wait ([`Rm::step`]) and run it again.
+    Exhausted {
+        /// The TPM's answer (TPM_RC_SESSION_HANDLES or TPM_RC_SESSION_MEMORY), or None if
+        /// the FIFO gate held the command back before it reached the TPM.
+        rc: Option<u32>,
+    },
+}
+
+impl Outcome {
+    /// The response length, or [`RmError::SessionsExhausted`] (`-EAGAIN`) for a caller
+    /// that does not wait.
+    ///
+    /// # Errors
+    /// [`RmError::SessionsExhausted`].
+    pub fn response(self) -> Result<usize, RmError> {
+        match self {
+            Outcome::Response(n) => Ok(n),
+            Outcome::Exhausted { .. } => Err(RmError::SessionsExhausted),
+        }
+    }
+}
+
+/// One client command on its way through the wait protocol: its place in the queue, once
+/// it has one. Ended with [`Rm::end_request`].
+#[derive(Debug, Default)]
+pub struct Request {
+    ticket: Option<Ticket>,
+    /// The scheduler said Retry: run the command at the next step.
+    run: bool,
+}
+
+impl Request {
+    /// A command that has not run yet.
+    pub fn new() -> Self {
+        Request {
+            ticket: None,
+            run: true,
+        }
+    }
+
+    /// Its place in the wait queue, if it waits.
+    #[cfg(not(tpmrs_kernel))]
+    pub fn ticket(&self) -> Option<&Ticket> {
+        self.ticket.as_ref()
+    }
+}
+
+/// What the caller of [`Rm::step`] does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The command is over: a response of n bytes, or the errno.
+    Done(Result<usize, RmError>),
+    /// Sleep (interruptibly, with the resource manager unlocked) until woken or until this
+    /// time, then step again.
+    Sleep {
+        /// When to step again at the latest (ns).
+        until_ns: u64,
+    },
+}
+
+/// Most runs of a command in one step (the scheduler rate-limits retries; this only keeps
+/// one step short whatever it says).
+const MAX_RUNS_PER_STEP: usize = 4;
+
+impl Rm {
+    /// One step of the command `req` (`cmd` of `space`): runs it when it may, and otherwise
+    /// queues it or advances its wait (which may evict a session for it).
+    pub fn step(
+        &mut self,
+        req: &mut Request,
+        space: &mut Space,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Step {
+        for _ in 0..MAX_RUNS_PER_STEP {
+            if core::mem::take(&mut req.run) {
+                match self.execute(space, tpm, now_ns, req.ticket.as_ref(), cmd, rsp) {
+                    Ok(Outcome::Response(n)) => return Step::Done(Ok(n)),
+                    Err(e) => return Step::Done(Err(e)),
+                    Ok(Outcome::Exhausted { rc }) => {
+                        if req.ticket.is_none() {
+                            match self.wait_begin(space, now_ns, rc) {
+                                Ok(t) => req.ticket = Some(t),
+                                Err(e) => return Step::Done(Err(e)),
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(t) = req.ticket.as_ref() else {
+                // Not run and not waiting: run it.
+                req.run = true;
+                continue;
+            };
+            match self.wait_step(t, tpm, now_ns) {
+                Ok(WaitStep::Retry) => req.run = true,
+                Ok(WaitStep::Sleep { until_ns }) => return Step::Sleep { until_ns },
+                Err(e) => return Step::Done(Err(e)),
+            }
+        }
+        req.run = true;
+        Step::Sleep {
+            until_ns: now_ns.saturating_add(self.config.retry_interval_ns.max(1)),
+        }
+    }
+
+    /// The command of `req` is over (answered, interrupted, or its file is closing): it
+    /// leaves the wait queue. Call [`Rm::take_wakeup`] afterwards.
+    pub fn end_request(&mut self, req: Request, now_ns: u64) {
+        if let Some(t) = req.ticket {
+            self.wait_end(t, now_ns);
+        }
+    }
+
+    /// Queues a command of `space` that got [`Outcome::Exhausted`] with `rc`, at the tail.
+    ///
+    /// # Errors
+    /// [`RmError::OutOfMemory`] if the queue cannot grow (fail the command).
+    pub fn wait_begin(
+        &mut self,
+        space: &Space,
+        now_ns: u64,
+        rc: Option<u32>,
+    ) -> Result<Ticket, RmError> {
+        Ok(self.st.sched.begin(space.id(), now_ns, rc)?)
+    }
+
+    /// The command of `ticket` stops waiting. An unused reservation passes to the next
+    /// waiter: call [`Rm::take_wakeup`] afterwards.
+    pub fn wait_end(&mut self, ticket: Ticket, now_ns: u64) {
+        self.st.sched.end(ticket, now_ns);
+    }
+
+    /// Whether the command of `ticket` may retry now without being refused at once: it holds
+    /// a reservation or heads the queue.
+    #[cfg(not(tpmrs_kernel))]
+    pub fn may_retry(&self, ticket: &Ticket) -> bool {
+        self.st.sched.may_take_slot(Some(ticket.id()))
+    }
+
+    /// Whether waiters must be woken since the last call (a slot was reserved for one, or
+    /// the head changed). The glue then wakes every waiter; each steps again.
+    pub fn take_wakeup(&mut self) -> bool {
+        self.st.sched.take_wakeup()
+    }
+
+    /// What the command of `ticket` should do now: retry, or sleep until woken or until the
+    /// time given. Retries pending flushes, and evicts a session for this waiter when it is
+    /// due: the oldest waiter without a reservation that has waited SESSION_TIMEOUT.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] if an eviction's flush failed on the transport (queued; the
+    /// caller may keep waiting or fail the command).
+    pub fn wait_step(
+        &mut self,
+        ticket: &Ticket,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+    ) -> Result<WaitStep, RmError> {
+        self.st.retry_pending(&mut self.io, tpm);
+        let (t, p) = (
+            self.config.session_timeout_ns,
+            self.config.retry_interval_ns,
+        );
+        let id = ticket.id();
+        if !self.st.sched.contains(id) {
+            // A stale ticket (its space was closed): never a busy loop.
+            return Ok(WaitStep::Sleep {
+                until_ns: now_ns.saturating_add(p.max(1)),
+            });
+        }
+        let sched = &self.st.sched;
+        if sched.waited(id, now_ns, t)
+            && !sched.is_reserved(id)
+            && (sched.is_memory(id) || self.st.registry.live_count() == 0)
+        {
+            // Nothing of ours to evict would help: one last try, the TPM's answer.
+            self.st.sched.give_up(id);
+            return Ok(WaitStep::Retry);
+        }
+        for _ in 0..2 {
+            return match self.st.sched.step(id, now_ns, t, p) {
+                Action::Retry => Ok(WaitStep::Retry),
+                Action::Sleep(until_ns) => Ok(WaitStep::Sleep { until_ns }),
+                Action::Evict => match self.evict_inner(id, tpm, now_ns)? {
+                    true => Ok(WaitStep::Retry),
+                    // Ask again: the attempt is recorded, so no second Evict.
+                    false => continue,
+                },
+            };
+        }
+        Ok(WaitStep::Sleep {
+            until_ns: now_ns.saturating_add(p.max(1)),
+        })
+    }
+
+    /// Evicts one of our sessions for the command of `ticket`, if it is due: it is the
+    /// oldest waiter without a reservation and has waited `session_timeout_ns`. The victim
+    /// ([`choose_victim`]) is flushed, its owner gets a tombstone, and the slot is reserved
+    /// for this waiter. Ok(true) if the waiter holds a reservation now; Ok(false) if nothing
+    /// was eligible (keep waiting).
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] if the flush failed on the transport (it is queued).
+    #[cfg(not(tpmrs_kernel))]
+    pub fn evict_for(
+        &mut self,
+        ticket: &Ticket,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+    ) -> Result<bool, RmError> {
+        self.st.retry_pending(&mut self.io, tpm);
+        self.evict_inner(ticket.id(), tpm, now_ns)
+    }
+
+    fn evict_inner(&mut self, id: u64, tpm: &mut dyn Tpm, now: u64) -> Result<bool, RmError> {
+        let sched = &mut self.st.sched;
+        if sched.is_reserved(id) {
+            return Ok(true);
+        }
+        let timeout = self.config.session_timeout_ns;
+        if !sched.is_first_unreserved(id) || !sched.waited(id, now, timeout) {
+            return Ok(false);
+        }
+        sched.eviction_attempted(id, now);
+        let space = sched.space_of(id);
+        let Some(victim) = choose_victim(self.st.registry.entries(), now, timeout, space) else {
+            return Ok(false);
+        };
+        self.st
+            .evict(&mut self.io, tpm, victim, Grant::Waiter(id))
+            .map(|()| true)
+    }
+}

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Global session bookkeeping, shared by every space: which TPM sessions tpmrs tracks and
+//! whose they are, how they end, who waits for a slot, and what a space is told when one of
+//! its sessions was taken from it.
+//!
+//! * [`registry`]: every session created or loaded through tpmrs, its owner and state.
+//! * [`scheduler`]: the FIFO wait queue, reservations and when a waiter may evict.
+//! * `end`: how a session of ours ends (flushed, gone, evicted, abandoned).
+//! * `flush`: FlushContexts that failed on the transport, queued and retried.
+//! * `tombstone`: what an evicted session's owner is told.
+//! * `gap`: repairing TPM_RC_CONTEXT_GAP by renewing the oldest saved session.
+//!
+//! # Rules
+//!
+//! * **Strict accounting.** FlushContext, continueSession = 0 and close are intercepted, so
+//!   we know when one of our session slots is freed; a failed context save is the lazy
+//!   backup (the session is forgotten, and flushed unless the TPM says it is gone).
+//! * **Continuation.** At close, a session the client saved itself (TPM2_ContextSave) is not
+//!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`,
+//!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its
+//!   own. This is what `tpm2 startauthsession -S s.ctx` followed by another process using
+//!   `session:s.ctx` needs. Only the owner (or, for an abandoned session, a loader) may name
+//!   a session; FlushContext of an abandoned session is refused (load it first).
+//! * **Global exhaustion.** When the TPM has no session slot (TPM_RC_SESSION_HANDLES or
+//!   TPM_RC_SESSION_MEMORY on StartAuthSession, on a client's ContextLoad of a session or on
+//!   our own load of a session), the command is undone and `Rm::execute` answers
+//!   `Outcome::Exhausted`; the caller queues (see [`scheduler`] for the policy and
+//!   `Rm::step` for how to drive it).
+//! * **Evicted sessions.** A session flushed by force (for a waiter, or to close a context
+//!   gap) leaves a *tombstone* in its owner's name. The owner's first reference to that
+//!   handle afterwards -- in the handle area or the authorization area -- is answered, without
+//!   sending anything, `TPM_RC_EXPIRED` in the resource-manager layer with the position of
+//!   the handle (e.g. 0x000B01A3 for handle 1, 0x000B09A3 for session 1); a FlushContext of
+//!   it is answered success. Either consumes the tombstone. This holds even if the TPM has
+//!   since handed the same handle number to another space: the owner's first reference
+//!   after the eviction means the evicted session, never the other space's. If the number
+//!   comes back to the *same* space before it was told, see `tombstone`.
+//! * **Context gap.** When a ContextSave of a session (ours or the client's, or any other
+//!   command) fails with TPM_RC_CONTEXT_GAP, the oldest saved session we track is loaded and
+//!   saved again (renewing its sequence number) and the command retried; a session whose
+//!   blob only the client holds cannot be renewed, so it is evicted instead. Clients never see
+//!   TPM_RC_CONTEXT_GAP for sessions we hold the blob of.
+//!
+//!   GetCapability(TPM_PT_CONTEXT_GAP_MAX) is passed through unchanged (tpm2-abrmd reports
+//!   UINT32_MAX instead): the TPM's value is still the truth for blobs a client holds itself,
+//!   which we do not renew but evict, and rewriting TPM_CAP_TPM_PROPERTIES would add a parser
+//!   for no client we know of that acts on it.
+
+mod end;
+mod flush;
+mod gap;
+pub mod registry;
+pub mod scheduler;
+mod tombstone;
+
+use super::context::parse_context;
+use super::error::RmError;
+use super::platform::Vec;
+use registry::SessionRegistry;
+use scheduler::Scheduler;
+use tombstone::Tombstone;
+
+pub(crate) use end::End;
+
+/// Where a freed session slot goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// To the oldest waiter without a reservation (if any).
+    Queue,
+    /// To this waiter (it evicted for it).
+    Waiter(u64),
+}
+
+/// Global session bookkeeping, shared by every space.
+pub(crate) struct Sessions {
+    pub(crate) registry: SessionRegistry,
+    /// Handles whose FlushContext failed on the transport, retried later.
+    pub(crate) pending: Vec<u32>,
+    tombstones: Vec<Tombstone>,
+    pub(crate) sched: Scheduler,
+    next_session_id: u64,
+    abandon_tick: u64,
+}
+
+impl Sessions {
+    /// Empty bookkeeping.
+    ///
+    /// # Errors
+    /// [`RmError::OutOfMemory`].
+    pub(crate) fn new() -> Result<Self, RmError> {
+        Ok(Sessions {
+            registry: SessionRegistry::new(),
+            pending: Vec::try_with_capacity(16)?,
+            tombstones: Vec::new(),
+            sched: Scheduler::new(),
+            next_session_id: 1,
+            abandon_tick: 0,
+        })
+    }
+
+    /// A new session id (creation order).
+    pub(crate) fn new_session_id(&mut self) -> u64 {
+        let id = self.next_session_id;
+        self.next_session_id = self.next_session_id.wrapping_add(1);
+        id
+    }
+
+    /// Hands a freed slot to `g`.
+    pub(crate) fn grant(&mut self, g: Grant) {
+        match g {
+            Grant::Queue => self.sched.slot_freed(),
+            Grant::Waiter(id) => self.sched.reserve(id),
+        }
+    }
+
+    /// Tombstones not consumed yet (a gauge).
+    pub(crate) fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+}
+
+/// `sequence` of a TPMS_CONTEXT.
+pub(crate) fn blob_seq(blob: &[u8]) -> Option<u64> {
+    parse_context(blob).ok().map(|i| i.sequence)
+}

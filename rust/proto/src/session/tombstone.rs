@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Tombstones: what the owner of an evicted session is told, once.
+//!
+//! Session handles are never rewritten (see [`super::registry`]). If the TPM hands an
+//! evicted session's number back to the *same* space before it was told, that space's
+//! StartAuthSession is run again (the TPM gives a second slot while the first is held) and
+//! the first new session flushed, so the old reference never reaches a new session (with a
+//! stale nonce, an HMAC failure that counts against the dictionary-attack lockout): see
+//! `Txn::adopt_session`.
+
+use super::registry::same_session;
+use super::Sessions;
+
+/// A session evicted from space `owner`: its owner's next reference to `handle` gets
+/// TPM_RC_EXPIRED.
+#[derive(Clone, Copy)]
+pub(super) struct Tombstone {
+    pub(super) owner: u64,
+    pub(super) handle: u32,
+}
+
+impl Sessions {
+    /// Whether space `owner` still has to be told that its session of `h`'s slot was
+    /// evicted.
+    pub(crate) fn has_tombstone(&self, owner: u64, h: u32) -> bool {
+        self.tombstones
+            .iter()
+            .any(|t| t.owner == owner && same_session(t.handle, h))
+    }
+
+    /// Consumes the tombstone of space `owner` for the session slot of `h`, if any.
+    pub(crate) fn take_tombstone(&mut self, owner: u64, h: u32) -> bool {
+        let Some(i) = self
+            .tombstones
+            .iter()
+            .position(|t| t.owner == owner && same_session(t.handle, h))
+        else {
+            return false;
+        };
+        self.tombstones.swap_remove(i);
+        true
+    }
+
+    /// Drops every tombstone of space `owner`.
+    pub(crate) fn drop_tombstones(&mut self, owner: u64) {
+        while let Some(i) = self.tombstones.iter().position(|t| t.owner == owner) {
+            self.tombstones.swap_remove(i);
+        }
+    }
+}

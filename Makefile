@@ -25,6 +25,8 @@
 #   make fmt-check       rustfmt (kernel .rustfmt.toml) over every Rust source
 #   make setup|run|test  scripts/setup.sh, scripts/run.sh, scripts/test.sh
 #   make bench           scripts/bench.sh (tpmrs0 against tpmrm0 on the bench kernel)
+#   make thirdparty-baseline  the third-party TSS suites on tpmrm0 and tpmrs0 side by side;
+#                        rewrites the tpmrm0 baselines make test compares with
 #
 # The kernel's own toolchain is always passed explicitly: rustup's rustc on PATH has no
 # library sources and cannot build kernel code (RUSTC defaults to /usr/bin/rustc, Debian's
@@ -74,8 +76,8 @@ DKMS_SRCDIR ?= /usr/src/tpmrs-$(VERSION)
 KSRC ?= $(TPMRS_CACHE)/linux-source-7.3
 
 .PHONY: all modules dev clippy check-kernel check fmt fmt-check clean setup kernel run test \
-	bench install uninstall dkms-source rustdoc doc-check install-tcti uninstall-tcti \
-	install-close-tpmrm uninstall-close-tpmrm
+	bench thirdparty-baseline install uninstall dkms-source rustdoc doc-check install-tcti \
+	uninstall-tcti install-close-tpmrm uninstall-close-tpmrm
 all: modules
 
 modules:
@@ -210,3 +212,5 @@ check:
 	@scripts/check.sh
 bench:
 	@scripts/bench.sh
+thirdparty-baseline:
+	@scripts/thirdparty-baseline.sh

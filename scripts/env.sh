@@ -10,3 +10,7 @@ KSRC=${KSRC:-$TPMRS_CACHE/linux-source-$KVER_SERIES}
 KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc HOSTRUSTC=/usr/bin/rustc
 	    BINDGEN="$BINDGEN")
 mkdir -p "$TPMRS_CACHE"
+# Third-party TSS suites (scripts/setup-thirdparty.sh, tests/thirdparty/).
+TSS_ESAPI_VERSION=7.7.0
+TPM2_PYTSS_VERSION=3.0.0
+PYTEST_VERSION=8.3.4

@@ -17,7 +17,8 @@ log() { printf '[setup] %s\n' "$*"; }
 PKGS=(rustc-web rust-web-src libstd-rust-web-dev rust-web-clippy rustfmt-web
       clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev libssl-dev
       cpio kmod python3 xz-utils qemu-system-x86 swtpm swtpm-tools tpm2-tools
-      libtss2-tcti-device0 libtss2-tcti-swtpm0 python3-docutils)
+      libtss2-tcti-device0 libtss2-tcti-swtpm0 python3-docutils
+      libtss2-dev pkg-config gcc python3-dev python3-venv)  # the third-party TSS suites
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -68,4 +69,6 @@ else
 fi
 
 make -C "$KSRC" "${KMAKE_VARS[@]}" rustavailable >/dev/null
+# The third-party TSS test suites (tss-esapi, tpm2-pytss), built once under $TPMRS_CACHE.
+"$here/setup-thirdparty.sh"
 log "done"

@@ -9,6 +9,9 @@
 #      cargo-fuzz target, TPMRS_FUZZ_SECONDS each, default 15 here);
 #   4. the guest: QEMU + swtpm, insmod, the KUnit suite (tpmrs_kunit.ko), user-space tests and the
 #      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
+#   5. meanwhile, one guest per suite: the third-party TSS suites (tss-esapi, tpm2-pytss) on
+#      /dev/tpmrs0, compared with their /dev/tpmrm0 baseline in tests/thirdparty/ (a test
+#      that fails on tpmrs0 but passes on tpmrm0 fails the run). TPMRS_THIRDPARTY=0 skips it.
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
 # kmemleak report in the guest's kernel log fails the run, whatever the tests said.
 # Exit status: 0 only if nothing failed.
@@ -37,6 +40,25 @@ check "module: clippy build (no Rust or C warnings)" "$out/clippy.log" \
 if [ ! -f tpmrs.ko ]; then
 	fail "module: tpmrs.ko built"; summary; exit 1
 fi
+# The third-party suites take longest: one guest per suite (tss-esapi alone takes 12-20
+# minutes), on /dev/tpmrs0. tss-esapi's starts now and runs beside everything else;
+# tpm2-pytss's starts when the main guest is done, so that two guests share the 2 cores.
+tp_suites=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}
+[ "${TPMRS_THIRDPARTY:-1}" = 0 ] && tp_suites=
+declare -A tp_pid
+start_thirdparty() { # start_thirdparty SUITE: its guest in the background, out in $out/thirdparty-SUITE
+	local d=$out/thirdparty-$1
+	log "third-party TSS suite $1 on /dev/tpmrs0 (own guest, in the background)"
+	# Its own copy of the module: later steps (rustdoc) may rebuild tpmrs.ko while it boots.
+	mkdir -p "$d" && cp tpmrs.ko "$d/tpmrs.ko"
+	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=$1" \
+		"$here/guest.sh" "$kdir" tests/thirdparty/guest.sh "$d" "${TPMRS_THIRDPARTY_TIMEOUT:-2700}" \
+		>"$d.guest.log" 2>&1 &
+	tp_pid[$1]=$!
+}
+for s in ${tp_suites//,/ }; do
+	[ "$s" = tpm2-pytss ] || start_thirdparty "$s"
+done
 check "docs: rustdoc of the core and the module (-D warnings)" "$out/rustdoc.log" make -s rustdoc
 
 # The host-only part, the same as `make check` (scripts/check.sh).
@@ -51,6 +73,10 @@ else
 	fail "guest: booted, ran the suite and powered off (console: $gout/console.log)"
 	tail -n 30 "$gout/console.log" | sed 's/^/    | /'
 fi
+
+for s in ${tp_suites//,/ }; do
+	[ "$s" = tpm2-pytss ] && start_thirdparty "$s"
+done
 
 # KUnit: the suite's results as tpmrs_kunit.ko left them in debugfs
 # (/sys/kernel/debug/kunit/tpmrs/results, copied by the guest), parsed by the kernel's tool.
@@ -101,6 +127,37 @@ elif [ -e "$gout/kmemleak.txt" ]; then
 else
 	fail "guest: kmemleak scan ran"
 fi
+
+for s in ${tp_suites//,/ }; do
+	tpout=$out/thirdparty-$s
+	log "third-party TSS suite $s (waiting for its guest)"
+	if wait "${tp_pid[$s]}" && [ "$(cat "$tpout/script.rc" 2>/dev/null)" = 0 ]; then
+		pass "thirdparty: $s: guest booted, ran the suite and powered off"
+	else
+		fail "thirdparty: $s: guest booted, ran the suite and powered off (console: $tpout/console.log)"
+		tail -n 30 "$tpout/console.log" | sed 's/^/    | /'
+	fi
+	[ -s "$tpout/times.txt" ] && sed 's/^\([^ ]*\) \([^ ]*\) \(.*\)/thirdparty: \1 on \2 took \3 s/' "$tpout/times.txt"
+	res=$tpout/$s-tpmrs0.txt
+	if [ ! -s "$res" ]; then
+		fail "thirdparty: $s ran on tpmrs0 (log: $res.log)"
+	elif python3 tests/thirdparty/compare.py "$s" "tests/thirdparty/baseline-tpmrm0-$s.txt" "$res" \
+		>"$out/thirdparty-$s.txt" 2>&1; then
+		pass "thirdparty: $s: nothing fails only on tpmrs0"
+		cat "$out/thirdparty-$s.txt"
+	else
+		fail "thirdparty: $s: nothing fails only on tpmrs0 (tpmrm0 baseline: tests/thirdparty/baseline-tpmrm0-$s.txt)"
+		cat "$out/thirdparty-$s.txt"
+	fi
+	tklog=$tpout/dmesg.txt
+	[ -s "$tklog" ] || tklog=$tpout/console.log
+	if [ ! -s "$tklog" ] || grep -qE "$bad" "$tklog" "$tpout/console.log"; then
+		fail "thirdparty: $s: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+		grep -nE "$bad" "$tklog" "$tpout/console.log" | head -n 20 | sed 's/^/    | /'
+	else
+		pass "thirdparty: $s: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+	fi
+done
 
 log "done (results in $out)"
 summary

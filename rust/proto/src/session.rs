@@ -20,7 +20,8 @@
 //!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its
 //!   own. This is what `tpm2 startauthsession -S s.ctx` followed by another process using
 //!   `session:s.ctx` needs. Only the owner (or, for an abandoned session, a loader) may name
-//!   a session; FlushContext of an abandoned session is refused (load it first).
+//!   a session. Abandoned sessions are listed to every space and any space may flush them
+//!   (any space may load them): `tpm2 flushcontext -s` cleans up what it is shown.
 //! * **Global exhaustion.** When the TPM has no session slot (TPM_RC_SESSION_HANDLES or
 //!   TPM_RC_SESSION_MEMORY on StartAuthSession, on a client's ContextLoad of a session or on
 //!   our own load of a session), the command is undone and `Rm::execute` answers

@@ -334,3 +334,59 @@ fn a_tpm_reset_behind_tpmrs_loses_nothing_it_cannot_answer_for() {
     h.close(&mut s);
     h.tpm.assert_empty();
 }
+
+#[test]
+fn saving_an_object_leaves_a_session_of_the_same_index_alone() {
+    // tpm2-tools saves the objects it creates (`-c key.ctx`) while a session of the same
+    // index (0x02000000 and 0x80000000 are both index 0) is in use: the session must stay
+    // ours, saved by tpmrs, and go on working.
+    let mut h = harness();
+    let mut s = h.space();
+    let mut hmac = HmacSession::start(&mut h, &mut s);
+    let key = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    assert_eq!(key & 0x00FF_FFFF, hmac.handle & 0x00FF_FFFF);
+    h.success(&mut s, &context_save(key));
+    let params = Buf::new().u16(8).done();
+    let r = h.ok(
+        &mut s,
+        &hmac.command(CC_GET_RANDOM, &[], &[], CONTINUE | AUDIT, &[], &params),
+    );
+    assert_eq!(rc(&r), 0);
+    hmac.roll(&r, 0);
+    h.success(&mut s, &context_save(hmac.handle));
+    h.close(&mut s);
+    // Saved by its client and left behind: kept for continuation, nothing else.
+    assert_eq!(h.rm.stats().abandoned, 1);
+    assert_eq!(h.tpm.raw_handles(0x8000_0000), vec![]);
+    assert_eq!(h.tpm.raw_handles(0x0300_0000).len(), 1);
+}
+
+#[test]
+fn flushcontext_s_cleans_up_abandoned_sessions() {
+    // `tpm2 startauthsession -S s.ctx` leaves a saved session behind; later
+    // `tpm2 getcap handles-saved-session` lists it and `tpm2 flushcontext -s` flushes each
+    // listed handle, in the form listed.
+    let mut h = harness();
+    let mut a = h.space();
+    let sess = rhandle(&h.success(&mut a, &start_auth_session(SE_POLICY, &[1; 16])));
+    h.success(&mut a, &context_save(sess));
+    h.close(&mut a);
+    let mut b = h.space();
+    let mut c = h.space();
+    let mine = rhandle(&h.success(&mut c, &start_auth_session(SE_HMAC, &[2; 16])));
+    let (_, listed) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x0300_0000, 64)));
+    assert_eq!(
+        listed.iter().map(|x| x & 0x00FF_FFFF).collect::<Vec<_>>(),
+        vec![sess & 0x00FF_FFFF],
+        "the abandoned session, not c's"
+    );
+    for l in listed {
+        h.success(&mut b, &flush_context(l));
+    }
+    assert_eq!(h.rm.stats().abandoned, 0);
+    // c's session is not b's to flush.
+    assert_eq!(rc(&h.ok(&mut b, &flush_context(mine))), 0x1CB | LAYER);
+    h.close(&mut b);
+    h.close(&mut c);
+    h.tpm.assert_empty();
+}

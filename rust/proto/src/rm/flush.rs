@@ -42,8 +42,16 @@ impl Rm {
         if !is_session_handle(h) {
             return transmit(&mut self.io.stats, tpm, &self.work, rsp);
         }
-        // Either form names the session (the TPM accepts both); the client's is sent.
-        let Some(h) = self.st.registry.resolve(h, space.id()) else {
+        // Either form names the session (the TPM accepts both); the client's is sent. The
+        // space's own sessions, and abandoned ones, which any space may load and so flush
+        // (`tpm2 flushcontext -s` flushes every saved session it is shown).
+        let registry = &self.st.registry;
+        let Some(h) = registry.resolve(h, space.id()).or_else(|| {
+            registry
+                .get(h)
+                .filter(|e| e.is_abandoned())
+                .map(|e| e.handle)
+        }) else {
             return synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1));
         };
         let n = transmit(&mut self.io.stats, tpm, &self.work, rsp)?;

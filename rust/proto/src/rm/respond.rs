@@ -312,7 +312,10 @@ impl Txn<'_> {
                 if is_transient_handle(h) {
                     None
                 } else if is_session_handle(h) {
-                    registry.resolve(h, owner).map(|_| h)
+                    // The space's own, and abandoned ones, which any space may load.
+                    let listed = registry.resolve(h, owner).is_some()
+                        || registry.get(h).is_some_and(|e| e.is_abandoned());
+                    listed.then_some(h)
                 } else {
                     Some(h)
                 }

@@ -13,6 +13,7 @@
 //! closed: any space may load it again, see `Rm::close_space`) or waiting for a flush that
 //! failed on the transport ([`SessionState::FlushPending`]).
 
+use super::super::constants::is_session_handle;
 use super::super::platform::{OutOfMemory, Vec};
 
 /// Where a session's context is.
@@ -97,9 +98,11 @@ impl SessionEntry {
 /// Index bits of a session handle, shared by its HMAC and policy forms.
 const SESSION_INDEX_MASK: u32 = 0x00FF_FFFF;
 
-/// Whether `a` and `b` name the same session slot (they differ at most in the handle type).
+/// Whether `a` and `b` are session handles of the same slot (they differ at most in the
+/// handle type, HMAC or policy). Never true for other handles: an object 0x80000000 is not
+/// session 0x02000000.
 pub fn same_session(a: u32, b: u32) -> bool {
-    a & SESSION_INDEX_MASK == b & SESSION_INDEX_MASK
+    is_session_handle(a) && is_session_handle(b) && a & SESSION_INDEX_MASK == b & SESSION_INDEX_MASK
 }
 
 /// All sessions known to the resource manager.
@@ -252,6 +255,10 @@ mod tests {
         assert_eq!(r.resolve(0x0200_0000, 1), Some(0x0200_0000));
         assert_eq!(r.resolve(0x0200_0000, 2), None);
         assert_eq!(r.resolve(0x0200_0009, 1), None);
+        // Only session handles name sessions: an object of the same index does not.
+        assert!(r.get(0x8000_0000).is_none());
+        assert!(r.get(0x4000_0000).is_none());
+        assert_eq!(r.resolve(0x8000_0000, 1), None);
         // Either form names the session; the TPM's form comes back.
         assert_eq!(r.resolve(0x0300_0000, 1), Some(0x0200_0000));
         assert_eq!(r.resolve(0x0200_0001, 2), Some(0x0300_0001));

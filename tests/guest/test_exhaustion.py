@@ -255,30 +255,28 @@ def test_fair_share_bounds_and_fresh_open_probe():
     """Issue 10 on the debug kernel: bounds with a margin, never a timed figure. 32 clients
     x 3 sessions on tpmrs0 for 20 s (clock from the go; a client with no sign yet goes on
     until it has one): no refusal and no error, every client signs, and every fresh open +
-    GetRandom(8) of the probe is answered. The gap bound (every client's longest gap
-    between two signs <= 3 x SESSION_TIMEOUT) and the probe bound (each answer within
-    1 s: tpm2-tss's device TCTI gives up after 1 s) hold only if the TPM itself is fast
-    enough for 32 clients to take turns within them: they are asserted when a GetRandom
-    takes under 20 ms here, and printed otherwise."""
+    GetRandom(8) of the probe is answered.
+
+    The gap bound (every client's longest gap between two signs <= 3 x SESSION_TIMEOUT) and
+    the probe bound (each answer within 1 s: tpm2-tss's device TCTI gives up after 1 s)
+    assume the guest can serve every client once per SESSION_TIMEOUT: with N clients taking
+    turns, no scheduler can give a client a sign more often than the guest completes N
+    signs. So they are asserted when the run completed at least 32 signs per
+    SESSION_TIMEOUT, and printed otherwise (a TCG guest on a loaded host managed 32 signs
+    in 73 s)."""
     import fairshare
 
     timeout_s = 2.0  # the module's default session_timeout_ms
-    with Node() as n:
-        lat = []
-        for _ in range(10):
-            t0 = time.monotonic()
-            assert tpm.rc_of(n.transact(tpm.get_random(8))) == 0
-            lat.append(time.monotonic() - t0)
-    fast = sorted(lat)[5] < 0.020
+    clients = 32
     row = fairshare.run("/dev/tpmrs0", "32x3", 20.0, probe=True, must_progress=True)
-    print(f"# GetRandom median {sorted(lat)[5] * 1000:.1f} ms; {row}")
+    print(f"# {row}")
     assert row["refusals"] == 0, row
     assert row["errors"] == 0, row
     assert row["fewest_ops"] > 0, row
     assert row["probe_n"] > 0 and row["probe_failed"] == 0, row
-    if fast:
+    if row["ops"] / row["seconds"] >= clients / timeout_s:
         assert row["longest_gap_s"] <= 3 * timeout_s, row
         assert row["probe_max_ms"] < 1000, row
     else:
-        print("# the TPM is too slow here for the timed bounds: printed, not asserted")
+        print(f"# {row['ops']} signs in {row['seconds']} s: too slow here for the timed bounds, printed, not asserted")
     assert tpm.tpmrs_stats()["waiting"] == 0

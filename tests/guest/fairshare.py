@@ -35,8 +35,13 @@ WORKLOADS = {
 HOG = {"hog 60 + 20x3": 0}
 
 
-def _client(node, want, idle, seconds, wfd, ready_w, go_r):
-    """Writes "ops refusals errors evicted blocked_s longest_gap_s wait_ms..." to wfd."""
+HARD_LIMIT = 240.0
+
+
+def _client(node, want, idle, seconds, wfd, ready_w, go_r, must_progress=False):
+    """Writes "ops refusals errors evicted blocked_s longest_gap_s wait_ms..." to wfd. With
+    `must_progress` a client with no sign yet goes on past `seconds` until it has one
+    (bounded by HARD_LIMIT)."""
     ops = refusals = errors = evicted = 0
     blocked = 0.0
     waits = []
@@ -54,7 +59,10 @@ def _client(node, want, idle, seconds, wfd, ready_w, go_r):
             end = start + seconds
             sessions = []
             i = 0
-            while time.monotonic() < end:
+            while True:
+                now = time.monotonic()
+                if now >= end and (idle or not must_progress or ops > 0 or now >= start + HARD_LIMIT):
+                    break
                 if len(sessions) < want:
                     t0 = time.monotonic()
                     try:
@@ -70,7 +78,8 @@ def _client(node, want, idle, seconds, wfd, ready_w, go_r):
                     except OSError:
                         errors += 1
                         time.sleep(0.05)
-                    blocked += time.monotonic() - t0
+                    # Blocked time inside the run's window only.
+                    blocked += max(0.0, min(time.monotonic(), start + seconds) - t0)
                     continue
                 if idle:
                     time.sleep(max(0.0, end - time.monotonic()))
@@ -92,7 +101,9 @@ def _client(node, want, idle, seconds, wfd, ready_w, go_r):
         errors += 1
     if start is None:
         start = end = time.monotonic()
-    marks = [start] + op_times + [max(end, op_times[-1] if op_times else end)]
+    if op_times and op_times[-1] > end:
+        end = op_times[-1]
+    marks = [start] + op_times + [end]
     gap = max(b - a for a, b in zip(marks, marks[1:]))
     fields = [ops, refusals, errors, evicted, f"{blocked:.3f}", f"{gap:.3f}"] + [f"{w:.1f}" for w in waits]
     os.write(wfd, (" ".join(map(str, fields)) + "\n").encode())
@@ -127,7 +138,7 @@ def _read_all(fd):
     return data.decode()
 
 
-def run(node, workload, seconds, probe=False):
+def run(node, workload, seconds, probe=False, must_progress=False):
     """Runs `workload` on `node` for `seconds`; returns the summary row."""
     wants = WORKLOADS[workload]
     hog = HOG.get(workload)
@@ -140,7 +151,7 @@ def run(node, workload, seconds, probe=False):
         if pid == 0:
             os.close(r)
             try:
-                _client(node, want, i == hog, seconds, w, ready_w, go_r)
+                _client(node, want, i == hog, seconds, w, ready_w, go_r, must_progress)
             finally:
                 os._exit(0)
         for fd in (w, ready_w, go_r):

@@ -115,12 +115,44 @@ def run_esapi(node, log):
         if i % 25 == 0:
             print(f"[thirdparty] tss-esapi on {node}: {i}/{len(alone)}", flush=True)
     log.write(f"clean-up totals: {cleaner.flushed} flushed, {cleaner.clears} TPM2_Clear\n")
+    for name in second_chance(node, "tss-esapi", results):
+        run([name])
+        log.write(f"second run of {name}: {results[name]}\n")
     return results
+
+
+def second_chance(node, suite, results):
+    """On tpmrs0, the tests that failed here but pass in the tpmrm0 baseline: each is run
+    once more, alone, and only a second failure counts as "only on tpmrs0". A TCG guest on a
+    busy machine sometimes times a TPM command out (`tpm tpm0: Operation Timed out`), and
+    one such timeout fails a test on either node; a tpmrs defect fails it every time. The
+    log names every test that needed its second run."""
+    if not node.endswith("tpmrs0"):
+        return []
+    base = os.path.join(here, f"baseline-tpmrm0-{suite}.txt")
+    if not os.path.exists(base):
+        return []
+    passed = {line.split(None, 1)[1].strip() for line in open(base)
+              if line.startswith("PASS ")}
+    again = [n for n, v in sorted(results.items()) if v == "FAIL" and n in passed]
+    # Many at once is not a passing timeout: leave them failed.
+    return again if len(again) <= 60 else []
 
 
 def run_pytss(node, log):
     """tpm2-pytss's test suite (from its sdist) under pytest, pointed at NODE by the
     pytss_device plugin instead of a simulator of its own."""
+    results = pytest_pytss(node, log, [])
+    again = second_chance(node, "tpm2-pytss", results)
+    if again:
+        for name, outcome in pytest_pytss(node, log, again).items():
+            log.write(f"second run of {name}: {outcome}\n")
+            results[name] = outcome
+    return results
+
+
+def pytest_pytss(node, log, only):
+    """One pytest run of the pytss suite (of the test ids `only`, if given); its outcomes."""
     d = os.path.join(cache, "thirdparty", f"tpm2-pytss-{version('TPM2_PYTSS_VERSION')}")
     res = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pytss-{os.path.basename(node)}.txt")
     env = dict(os.environ, TPMRS_PYTSS_NODE=node, TPMRS_PYTSS_RESULTS=res,
@@ -129,14 +161,14 @@ def run_pytss(node, log):
     p = subprocess.run([os.path.join(d, "venv", "bin", "python"), "-m", "pytest", "-p", "pytss_device",
                         "-p", "no:cacheprovider", "-q", "-rN", "--tb=short", "--rootdir", d,
                         *(["-k", os.environ["TPMRS_THIRDPARTY_ONLY"]] if os.environ.get("TPMRS_THIRDPARTY_ONLY") else []),
-                        os.path.join(d, "test")], cwd=d, env=env, capture_output=True, text=True,
-                       timeout=3600)
+                        *(only or [os.path.join(d, "test")])], cwd=d, env=env,
+                       capture_output=True, text=True, timeout=3600)
     log.write(p.stdout[-200000:] + p.stderr[-20000:])
     results = {}
     for line in open(res):
         outcome, name = line.split(None, 1)
         results[name.strip()] = outcome
-    if len(results) < (1 if os.environ.get("TPMRS_THIRDPARTY_ONLY") else 100):
+    if len(results) < (1 if only or os.environ.get("TPMRS_THIRDPARTY_ONLY") else 100):
         raise SystemExit(f"tpm2-pytss: only {len(results)} results (pytest exited {p.returncode})")
     return results
 

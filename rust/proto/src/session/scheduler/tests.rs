@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Unit tests of the scheduler.
+
+use super::super::registry::{SessionEntry, SessionState};
+use super::*;
+
+const T: u64 = 2_000;
+const P: u64 = 100;
+
+#[test]
+fn fifo_gate_and_reservations() {
+    let mut s = Scheduler::new();
+    assert!(s.may_take_slot(None, 99));
+    let a = s.begin(1, 0, None).unwrap();
+    let b = s.begin(2, 10, None).unwrap();
+    let c = s.begin(3, 20, None).unwrap();
+    assert_eq!(s.len(), 3);
+    // Only the head may try; a newcomer may not.
+    assert!(s.may_take_slot(Some(a.id()), 99));
+    assert!(!s.may_take_slot(Some(b.id()), 99));
+    assert!(!s.may_take_slot(None, 99));
+    // Two slots freed: a and b reserved, in order.
+    s.slot_freed();
+    s.slot_freed();
+    assert!(s.take_wakeup());
+    assert!(!s.take_wakeup());
+    assert!(s.is_reserved(a.id()) && s.is_reserved(b.id()));
+    assert!(!s.is_reserved(c.id()));
+    assert!(s.may_take_slot(Some(b.id()), 99));
+    assert!(!s.may_take_slot(Some(c.id()), 99));
+    // b uses its slot and leaves; a's slot is stolen from outside.
+    s.took_slot(Some(b.id()), 2, 50);
+    assert_eq!(s.end(b, 50), Some(40));
+    s.exhausted(Some(a.id()), 60, Some(0x905));
+    assert!(!s.is_reserved(a.id()));
+    assert!(s.is_head(a.id()));
+    assert!(s.may_take_slot(Some(a.id()), 99));
+    // The next free goes to a again (oldest unreserved), not c.
+    s.slot_freed();
+    assert!(s.is_reserved(a.id()));
+    assert!(!s.is_reserved(c.id()));
+    assert_eq!(s.longest_wait_ns, 40);
+    assert_eq!(s.waits, 3);
+    let _ = (s.end(a, 100), s.end(c, 100));
+    assert!(s.is_empty());
+    assert!(s.may_take_slot(None, 99));
+}
+
+#[test]
+fn leaving_passes_reservation_on() {
+    let mut s = Scheduler::new();
+    let a = s.begin(1, 0, None).unwrap();
+    let b = s.begin(2, 0, None).unwrap();
+    s.slot_freed();
+    assert!(s.take_wakeup());
+    // a is interrupted by a signal before retrying.
+    s.end(a, 5);
+    assert!(s.is_reserved(b.id()));
+    assert!(s.take_wakeup());
+    // Ending a stale ticket does nothing.
+    assert_eq!(s.end(Ticket { id: 999 }, 5), None);
+    // Closing b's file removes it.
+    s.remove_space(2, 6);
+    assert!(s.is_empty());
+    assert!(!s.contains(b.id()));
+}
+
+#[test]
+fn head_leaving_wakes_the_next() {
+    let mut s = Scheduler::new();
+    let a = s.begin(1, 0, None).unwrap();
+    let _b = s.begin(1, 0, None).unwrap();
+    s.end(a, 1);
+    assert!(s.take_wakeup());
+}
+
+#[test]
+fn steps() {
+    let mut s = Scheduler::new();
+    let a = s.begin(1, 0, None).unwrap();
+    let b = s.begin(2, 0, None).unwrap();
+    // Head polls every P; b sleeps until it could evict.
+    assert_eq!(s.step(a.id(), 0, T, P), Action::Sleep(P));
+    assert_eq!(s.step(a.id(), P, T, P), Action::Retry);
+    s.exhausted(Some(a.id()), P, None);
+    assert_eq!(s.step(b.id(), P, T, P), Action::Sleep(2 * P));
+    // At T, a (first unreserved) may evict; b not yet (a is ahead).
+    assert_eq!(s.step(a.id(), T, T, P), Action::Evict);
+    assert_eq!(s.step(b.id(), T, T, P), Action::Sleep(T + P));
+    s.eviction_attempted(a.id(), T);
+    // Nothing evicted: a polls, next eviction attempt after P.
+    assert_eq!(s.step(a.id(), T, T, P), Action::Retry);
+    s.exhausted(Some(a.id()), T, Some(0x905));
+    assert_eq!(s.step(a.id(), T + 1, T, P), Action::Sleep(T + P));
+    // a gets a slot by eviction: Retry; now b is first unreserved and may evict.
+    s.reserve(a.id());
+    assert_eq!(s.step(a.id(), T + 1, T, P), Action::Retry);
+    assert_eq!(s.step(b.id(), T + 1, T, P), Action::Evict);
+    assert!(s.waited(b.id(), T, T));
+    assert!(!s.waited(b.id(), T - 1, T));
+    assert_eq!(s.step(77, 0, T, P), Action::Retry);
+}
+
+#[test]
+fn no_eviction_for_session_memory() {
+    let mut s = Scheduler::new();
+    let a = s.begin(1, 0, Some(0x903)).unwrap();
+    // Head: polls, never evicts.
+    assert_eq!(s.step(a.id(), T, T, P), Action::Retry);
+    s.exhausted(Some(a.id()), T, None);
+    assert_eq!(s.step(a.id(), T, T, P), Action::Sleep(T + P));
+    s.exhausted(Some(a.id()), T + P, Some(0x905));
+    assert_eq!(s.step(a.id(), T + P, T, P), Action::Evict);
+}
+
+fn e(handle: u32, id: u64, owner: Option<u64>, created: u64, owned: u64) -> SessionEntry {
+    let mut e = SessionEntry::new(handle, id, 1, created);
+    e.owner = owner;
+    e.owned_since_ns = owned;
+    e.state = SessionState::SavedByClient;
+    e
+}
+
+#[test]
+fn victim_choice_whole_spaces() {
+    let now = 10 * T;
+    let mut s = Scheduler::new();
+    // Waiter 1 of space 9.
+    let w = s.begin(9, now, None).unwrap();
+    // Spaces 1 and 2 hold sessions; 2's turn began earlier.
+    let mut v = std::vec![
+        e(0x0200_0000, 1, Some(1), 0, 0),
+        e(0x0200_0001, 2, Some(2), 5, 5),
+        e(0x0200_0002, 3, Some(1), 6, 6),
+    ];
+    s.session_added(1, 4 * T, 1);
+    s.session_added(2, 3 * T, 1);
+    let pick = |v: &[SessionEntry], s: &Scheduler, at: u64, ws: Option<u64>| {
+        choose_victim(v, s, at, T, w.id(), ws)
+    };
+    assert_eq!(pick(&v, &s, now, Some(9)), Some(Victim::Space(2)));
+    // Never the waiter's own space.
+    assert_eq!(pick(&v, &s, now, Some(2)), Some(Victim::Space(1)));
+    // Protection runs from the start of the turn: not before T.
+    assert_eq!(pick(&v, &s, 3 * T + T - 1, Some(9)), None);
+    assert_eq!(pick(&v, &s, 4 * T, Some(9)), Some(Victim::Space(2)));
+    // An abandoned session (held T since abandoned) goes first.
+    v.push(e(0x0300_0003, 4, None, 7, now - T));
+    assert_eq!(
+        pick(&v, &s, now, Some(9)),
+        Some(Victim::Abandoned(0x0300_0003))
+    );
+    v[3].owned_since_ns = now - T + 1;
+    assert_eq!(pick(&v, &s, now, Some(9)), Some(Victim::Space(2)));
+    v.pop();
+    // A space that waits ahead of the waiter is never a victim; one waiting behind it
+    // only after every space that does not wait.
+    let mut s2 = Scheduler::new();
+    let a = s2.begin(2, now, None).unwrap();
+    let w2 = s2.begin(9, now, None).unwrap();
+    let b = s2.begin(1, now, None).unwrap();
+    s2.session_added(1, 4 * T, 1);
+    s2.session_added(2, 3 * T, 1);
+    s2.session_added(3, 5 * T, 1);
+    v.push(e(0x0200_0004, 5, Some(3), 8, 8));
+    let pick2 = |v: &[SessionEntry], at| choose_victim(v, &s2, at, T, w2.id(), Some(9));
+    assert_eq!(pick2(&v, now), Some(Victim::Space(3)));
+    v.pop();
+    assert_eq!(pick2(&v, now), Some(Victim::Space(1)));
+    assert!(a.id() < w2.id() && w2.id() < b.id());
+    // Only the waiter's own sessions or flush-pending ones: nothing.
+    assert_eq!(pick(&v[1..2], &s, now, Some(2)), None);
+    v[1].state = SessionState::FlushPending;
+    assert_eq!(pick(&v[1..2], &s, now, Some(9)), None);
+    assert_eq!(pick(&[], &s, now, None), None);
+}
+
+#[test]
+fn kept_place_and_gang_expiry() {
+    let mut s = Scheduler::new();
+    s.keep_ns = 500;
+    let a = s.begin(1, 0, None).unwrap();
+    let b = s.begin(2, 10, None).unwrap();
+    let a_id = a.id();
+    s.reserve(a_id);
+    s.took_slot(Some(a_id), 1, 100);
+    s.session_added(1, 100, 1);
+    s.end(a, 100);
+    // Space 1 asks again within keep_ns: its old place and wait clock come back.
+    assert_eq!(s.position(1, 200), Some(a_id));
+    let a2 = s.begin(1, 200, None).unwrap();
+    assert_eq!(a2.id(), a_id);
+    assert!(s.is_head(a2.id()));
+    assert!(s.waited(a2.id(), 2_000, 2_000));
+    assert_eq!(s.waits, 2, "one wait per turn");
+    s.end(a2, 300);
+    // After keep_ns the place lapses: a new request goes to the tail.
+    assert_eq!(s.expire(801), 0);
+    assert_eq!(s.position(1, 801), None);
+    let a3 = s.begin(1, 801, None).unwrap();
+    assert!(a3.id() > b.id());
+    // Gang reservations: the space may take slots, and they lapse to the queue.
+    assert!(!s.may_take_slot(None, 3));
+    assert!(s.add_gang(3, 1_000));
+    assert!(s.add_gang(3, 1_000));
+    assert!(s.may_take_slot(None, 3));
+    s.took_slot(None, 3, 1_000);
+    assert_eq!(s.gang(3), 1);
+    assert_eq!(s.expire(1_499), 0);
+    assert_eq!(s.expire(1_500), 1);
+    assert_eq!(s.gang(3), 0);
+    assert!(!s.may_take_slot(None, 3));
+    // Closing forgets the turn and returns its gang slots.
+    assert!(s.add_gang(4, 2_000));
+    assert_eq!(s.remove_space(4, 2_000), 1);
+    assert_eq!(s.peak(4), 0);
+    let _ = (s.end(a3, 900), s.end(b, 900));
+}

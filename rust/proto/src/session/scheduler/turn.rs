@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A space's turn: when it began (its sessions are protected for SESSION_TIMEOUT from
+//! there), the most sessions it held at once (what a gang grant gives back), its gang
+//! reservations and its kept queue place between two requests of one turn.
+
+use super::Scheduler;
+
+/// A space's turn: what the scheduler remembers of a space between its requests.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Turn {
+    pub(super) space: u64,
+    /// When its current turn began: when it got a session while it held none, moved on
+    /// (by at most `timeout_ns` in all) each time a wait of the turn ends with a session
+    /// granted. Its sessions are protected from eviction for `timeout_ns` from here.
+    pub(super) began_ns: u64,
+    /// When it got its first session of the turn.
+    pub(super) first_ns: u64,
+    /// Most sessions it held at once (what it needs again after an eviction).
+    pub(super) peak: usize,
+    /// Slots reserved for the space itself (a gang grant), beyond its waiter's own.
+    pub(super) gang: usize,
+    /// When the gang reservations go back to the queue if unused.
+    pub(super) gang_until_ns: u64,
+    /// Its kept queue place (ticket id, wait start) between two requests of one turn.
+    pub(super) place: Option<(u64, u64)>,
+    /// When the kept place lapses.
+    pub(super) place_until_ns: u64,
+}
+
+impl Scheduler {
+    pub(super) fn turn(&self, space: u64) -> Option<&Turn> {
+        self.turns.iter().find(|t| t.space == space)
+    }
+
+    pub(super) fn turn_mut(&mut self, space: u64) -> Option<&mut Turn> {
+        self.turns.iter_mut().find(|t| t.space == space)
+    }
+
+    /// The turn of `space`, created (beginning at `now`) if it has none; `None` only if
+    /// there is no memory for it (then the space is scheduled per request, as before).
+    pub(super) fn turn_or_new(&mut self, space: u64, now: u64) -> Option<&mut Turn> {
+        if self.turn(space).is_none() {
+            self.turns
+                .try_push(Turn {
+                    space,
+                    began_ns: now,
+                    first_ns: now,
+                    peak: 0,
+                    gang: 0,
+                    gang_until_ns: 0,
+                    place: None,
+                    place_until_ns: 0,
+                })
+                .ok()?;
+        }
+        self.turn_mut(space)
+    }
+
+    /// Space `space` got a session at `now` and holds `held` now: a turn begins if it held
+    /// none before; its peak grows.
+    pub fn session_added(&mut self, space: u64, now: u64, held: usize) {
+        if let Some(t) = self.turn_or_new(space, now) {
+            if held <= 1 {
+                t.began_ns = now;
+                t.first_ns = now;
+            }
+            t.peak = t.peak.max(held);
+        }
+    }
+
+    /// When the current turn of `space` began, if known.
+    pub fn turn_began(&self, space: u64) -> Option<u64> {
+        self.turn(space).map(|t| t.began_ns)
+    }
+
+    /// Most sessions `space` held at once.
+    pub fn peak(&self, space: u64) -> usize {
+        self.turn(space).map_or(0, |t| t.peak)
+    }
+
+    /// Slots reserved for `space` as a gang.
+    pub fn gang(&self, space: u64) -> usize {
+        self.turn(space).map_or(0, |t| t.gang)
+    }
+
+    /// Reserves one freed slot for `space` (a gang grant) until `now + keep_ns`. Returns
+    /// false if there is no memory to record it (then hand the slot to the queue).
+    pub fn add_gang(&mut self, space: u64, now: u64) -> bool {
+        let until = now.saturating_add(self.keep_ns);
+        match self.turn_or_new(space, now) {
+            Some(t) => {
+                t.gang = t.gang.saturating_add(1);
+                t.gang_until_ns = until;
+                self.wakeup = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lapses kept places and gang reservations unused at `now`; returns how many gang
+    /// slots go back to the queue (hand each to [`Scheduler::slot_freed`]).
+    pub fn expire(&mut self, now: u64) -> usize {
+        let mut freed = 0usize;
+        for t in self.turns.iter_mut() {
+            if t.gang > 0 && now >= t.gang_until_ns {
+                freed = freed.saturating_add(t.gang);
+                t.gang = 0;
+            }
+            if t.place.is_some() && now >= t.place_until_ns {
+                t.place = None;
+            }
+        }
+        freed
+    }
+
+    /// Where `space` stands in the queue at `now`: the ticket id of its earliest waiter, or
+    /// of its kept place; `None` if it does not wait.
+    pub fn position(&self, space: u64, now: u64) -> Option<u64> {
+        let waiting = self
+            .waiters
+            .iter()
+            .filter(|w| w.space == space)
+            .map(|w| w.id)
+            .min();
+        let kept = self
+            .turn(space)
+            .filter(|t| now < t.place_until_ns)
+            .and_then(|t| t.place)
+            .map(|p| p.0);
+        match (waiting, kept) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod common;
 
 use common::fake::FakeTpm;
 use common::marshal::*;
+use common::rc::*;
 use common::swtpm::SwTpm;
 use common::Harness;
 use tpmrs_proto::{Config, RmError, Tpm, TPM_BUFSIZE};
@@ -63,12 +64,12 @@ fn malformed_commands_send_nothing<T: Tpm>(h: &mut Harness<T>) {
         (
             "unknown command code",
             command(0x0000_0FFF, &[], &[], &[]),
-            0x000B_0143,
+            rm(TPM_RC_COMMAND_CODE),
         ),
         (
             "unknown vendor command",
             command(0x2000_0FFF, &[], &[], &[]),
-            0x000B_0143,
+            rm(TPM_RC_COMMAND_CODE),
         ),
         ("bad tag", with_tag(get_random(8), 0x80C1), 0x1E),
     ];

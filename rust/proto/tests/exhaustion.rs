@@ -7,6 +7,7 @@ mod common;
 
 use common::fake::{FakeTpm, Fault};
 use common::marshal::*;
+use common::rc::*;
 use common::Harness;
 use tpmrs_proto::{Config, Request, RmError, SessionState, Space, Step, Ticket, WaitStep};
 
@@ -16,7 +17,7 @@ const SEC: u64 = 1_000 * MS;
 const T: u64 = 2 * SEC;
 const P: u64 = 100 * MS;
 /// TPM_RC_EXPIRED | layer for handle 1 / session `n`.
-const EXPIRED_H1: u32 = 0x1A3 | LAYER;
+const EXPIRED_H1: u32 = rm(rc_at_handle(TPM_RC_EXPIRED, 1));
 fn expired_s(n: u32) -> u32 {
     0x8A3 | (n << 8) | LAYER
 }
@@ -94,7 +95,8 @@ fn exhaustion_is_eagain_and_changes_nothing() {
     assert_eq!(b.objects().len(), 1);
     // A client's ContextLoad of its session without room to load it: the same.
     let blob = context_save_blob(&h.success(&mut a, &context_save(s1)));
-    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x903));
+    h.tpm
+        .fail(CC_CONTEXT_LOAD, 0, Fault::Rc(TPM_RC_SESSION_MEMORY));
     assert_eq!(
         h.exec(&mut a, &context_load(&blob)),
         Err(RmError::SessionsExhausted)
@@ -381,9 +383,9 @@ fn reuse_hazard_handle_reissued_to_another_space() {
     assert_eq!(use_rc(&mut h, &mut a, s), expired_s(1));
     assert_eq!(h.tpm_commands(), before);
     // Then: not a's (b's now).
-    assert_eq!(use_rc(&mut h, &mut a, s), 0x98B | LAYER);
+    assert_eq!(use_rc(&mut h, &mut a, s), rm(rc_handle_at_session(1)));
     let r = h.ok(&mut a, &policy_password(s));
-    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_handle(1)));
     assert_eq!(use_rc(&mut h, &mut b, sb), 0);
     // In the handle area: handle position.
     let mut c = h.space();
@@ -425,7 +427,7 @@ fn reuse_hazard_handle_reissued_to_the_same_space() {
     let before = h.tpm_commands();
     assert_eq!(use_rc(&mut h, &mut a, old), expired_s(1));
     assert_eq!(h.tpm_commands(), before, "nothing sent");
-    assert_eq!(use_rc(&mut h, &mut a, old), 0x98B | LAYER);
+    assert_eq!(use_rc(&mut h, &mut a, old), rm(rc_handle_at_session(1)));
     assert_eq!(use_rc(&mut h, &mut a, new), 0);
     // The TPM's handle is the session's name everywhere.
     assert_eq!(rc(&h.ok(&mut a, &policy_password(new))), 0);
@@ -577,7 +579,7 @@ fn continuation_across_spaces() {
     // (what `tpm2 getcap handles-saved-session` shows, and `tpm2 flushcontext -s` flushes).
     let mut b = h.space();
     let before = h.tpm_commands();
-    assert_eq!(use_rc(&mut h, &mut b, s), 0x98B | LAYER);
+    assert_eq!(use_rc(&mut h, &mut b, s), rm(rc_handle_at_session(1)));
     assert_eq!(h.tpm_commands(), before);
     let (_, listed) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x0300_0000, 8)));
     assert_eq!(listed, vec![s]);
@@ -705,7 +707,7 @@ fn failed_flushes_never_leak_sessions() {
     let s = start(&mut h, &mut a).unwrap();
     assert!(start(&mut h, &mut b).is_ok());
     // The TPM refuses the close's flush ("not executed"): the session is still ours.
-    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(0x922));
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(TPM_RC_RETRY));
     h.close(&mut a);
     assert_eq!(h.rm.pending_flushes(), &[s]);
     // A waiter is woken when the queued flush finally frees the slot.

@@ -8,15 +8,15 @@
 mod common;
 
 use common::marshal::*;
+use common::rc::*;
 use common::swtpm::SwTpm;
 use common::Harness;
 use tpmrs_proto::{Config, Space};
 
-const LAYER: u32 = 0xB_0000;
 const CC_POLICY_SECRET: u32 = 0x151;
 const CC_EVENT_SEQUENCE_COMPLETE: u32 = 0x185;
 /// TPM_RC_AUTH_CONTEXT in the resource-manager layer.
-const RM_AUTH_CONTEXT: u32 = 0x145 | LAYER;
+const RM_AUTH_CONTEXT: u32 = rm(TPM_RC_AUTH_CONTEXT);
 /// TPMA_SESSION continueSession / audit.
 const CONTINUE: u8 = 0x01;
 const AUDIT: u8 = 0x80;
@@ -152,7 +152,7 @@ fn a_session_resolves_in_either_form() {
     let mut t = h.space();
     let theirs = rhandle(&h.success(&mut t, &start_auth_session(SE_POLICY, &[2; 16])));
     let r = h.ok(&mut s, &flush_context(theirs ^ 0x0100_0000));
-    assert_eq!(rc(&r), 0x1CB | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_parameter(1)));
     h.close(&mut s);
     h.close(&mut t);
     h.tpm.assert_empty();
@@ -232,7 +232,7 @@ fn an_rm_layer_answer_leaves_the_clients_session_usable() {
     let r = h.ok(&mut s, &cmd);
     assert_eq!(
         rc(&r),
-        0x902 | LAYER,
+        rm(TPM_RC_OBJECT_MEMORY),
         "TPM_RC_OBJECT_MEMORY of the RM layer"
     );
     assert_eq!(h.tpm_commands(), before, "refused before sending");
@@ -242,7 +242,7 @@ fn an_rm_layer_answer_leaves_the_clients_session_usable() {
     let r = h.ok(&mut s, &start_auth_session(SE_POLICY, &[5; 16]));
     assert_eq!(
         rc(&r),
-        0x903 | LAYER,
+        rm(TPM_RC_SESSION_MEMORY),
         "TPM_RC_SESSION_MEMORY of the RM layer"
     );
     assert_eq!(h.tpm_commands(), before, "refused before sending");
@@ -293,7 +293,10 @@ fn a_session_blob_moves_to_another_file_with_its_session() {
     let blob = context_save_blob(&h.success(&mut a, &context_save(sess)));
     assert_eq!(rhandle(&h.success(&mut b, &context_load(&blob))), sess);
     h.success(&mut b, &policy_password(sess));
-    assert_eq!(rc(&h.ok(&mut a, &policy_password(sess))), 0x18B | LAYER);
+    assert_eq!(
+        rc(&h.ok(&mut a, &policy_password(sess))),
+        rm(rc_handle_at_handle(1))
+    );
     h.close(&mut a);
     h.success(&mut b, &policy_password(sess));
     h.close(&mut b);
@@ -315,12 +318,12 @@ fn a_tpm_reset_behind_tpmrs_loses_nothing_it_cannot_answer_for() {
     let r = h.ok(&mut s, &sign(key, Auth::pw(KEY_AUTH)));
     assert_eq!(
         rc(&r),
-        0x18B | LAYER,
+        rm(rc_handle_at_handle(1)),
         "the key's context is no longer valid"
     );
     assert!(s.objects().is_empty());
     let r = h.ok(&mut s, &policy_password(sess));
-    assert_eq!(rc(&r), 0x18B | LAYER, "nor the session's");
+    assert_eq!(rc(&r), rm(rc_handle_at_handle(1)), "nor the session's");
     assert!(h.rm.sessions().is_empty());
     assert_eq!(h.rm.stats().flushes, flushes, "nothing flushed blind");
     let again = rhandle(&h.success(&mut s, &start_auth_session(SE_HMAC, &[2; 16])));
@@ -385,7 +388,10 @@ fn flushcontext_s_cleans_up_abandoned_sessions() {
     }
     assert_eq!(h.rm.stats().abandoned, 0);
     // c's session is not b's to flush.
-    assert_eq!(rc(&h.ok(&mut b, &flush_context(mine))), 0x1CB | LAYER);
+    assert_eq!(
+        rc(&h.ok(&mut b, &flush_context(mine))),
+        rm(rc_handle_at_parameter(1))
+    );
     h.close(&mut b);
     h.close(&mut c);
     h.tpm.assert_empty();

@@ -5,10 +5,9 @@ mod common;
 
 use common::fake::{FakeTpm, Fault, CC_VENDOR};
 use common::marshal::*;
+use common::rc::*;
 use common::Harness;
 use tpmrs_proto::{Config, Rm, RmError, Space, TransportError, TPM_BUFSIZE};
-
-const LAYER: u32 = 0xB_0000;
 
 fn harness() -> Harness<FakeTpm> {
     Harness::new(FakeTpm::new(), Config::default())
@@ -48,7 +47,7 @@ fn init_errors() {
         Err(RmError::NotInitialized)
     );
     t.down = false;
-    t.fail(CC_GET_CAPABILITY, 1, Fault::Rc(0x101));
+    t.fail(CC_GET_CAPABILITY, 1, Fault::Rc(TPM_RC_FAILURE));
     assert_eq!(rm.init(&mut t), Err(RmError::BadResponse));
     t.fail(CC_GET_CAPABILITY, 0, Fault::Garbage);
     assert_eq!(rm.init(&mut t), Err(RmError::BadResponse));
@@ -56,7 +55,7 @@ fn init_errors() {
     assert_eq!(rm.session_budget(), Some(62));
     // A TPM that does not answer TPM_PT_ACTIVE_SESSIONS_MAX leaves the bound to the TPM's
     // own TPM_RC_SESSION_HANDLES; the command table is still read.
-    t.fail(CC_GET_CAPABILITY, 3, Fault::Rc(0x101));
+    t.fail(CC_GET_CAPABILITY, 3, Fault::Rc(TPM_RC_FAILURE));
     assert_eq!(rm.init(&mut t), Ok(()));
     assert_eq!(rm.session_budget(), None);
     assert_eq!(rm.command_table().len(), 13);
@@ -126,14 +125,16 @@ fn object_load_resource_error_is_returned_and_entry_kept() {
     let sess = new_session(&mut h, &mut s);
     // Second ContextLoad (the session) fails with TPM_RC_OBJECT_MEMORY... use a 2-object
     // command: the vendor command has one handle, so fail the object load itself.
-    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x902));
+    h.tpm
+        .fail(CC_CONTEXT_LOAD, 0, Fault::Rc(TPM_RC_OBJECT_MEMORY));
     let r = h.ok(&mut s, &sign(k1, Auth::policy(sess, true, KEY_AUTH)));
     assert_eq!(rc(&r), 0x902);
     assert_eq!(h.tpm.loaded_objects(), 0);
     assert_eq!(h.tpm.loaded_sessions(), 0);
     // Session load fails with TPM_RC_SESSION_MEMORY after the key was loaded: the key is
     // flushed again, both entries kept, and the caller is told to wait for a session slot.
-    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x903));
+    h.tpm
+        .fail(CC_CONTEXT_LOAD, 1, Fault::Rc(TPM_RC_SESSION_MEMORY));
     assert_eq!(
         h.exec(&mut s, &sign(k2, Auth::policy(sess, true, KEY_AUTH))),
         Err(RmError::SessionsExhausted)
@@ -152,9 +153,9 @@ fn object_load_other_error_drops_entry() {
     let mut h = harness();
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
-    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x09F)); // TPM_RC_INTEGRITY-like
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(TPM_RC_INTEGRITY)); // TPM_RC_INTEGRITY-like
     let r = h.ok(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
-    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_handle(1)));
     assert_eq!(
         h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
         Err(RmError::InvalidCommand)
@@ -168,15 +169,16 @@ fn session_load_failure_forgets_session() {
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
     let sess = new_session(&mut h, &mut s);
-    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x18B));
+    h.tpm
+        .fail(CC_CONTEXT_LOAD, 1, Fault::Rc(rc_handle_at_handle(1)));
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
-    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_session(1)));
     assert!(h.rm.sessions().get(sess).is_none());
     assert_eq!(h.tpm.loaded_objects(), 0);
     // Now unknown: a handle error from the RM, nothing sent.
     let before = h.tpm_commands();
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
-    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_session(1)));
     assert_eq!(h.tpm_commands(), before);
     // The fake still holds the (saved) session: we forgot it, as tpmrm0 would.
     assert_eq!(h.tpm.sessions(), vec![sess]);
@@ -188,14 +190,16 @@ fn session_save_failures() {
     let mut s = h.space();
     let s1 = new_session(&mut h, &mut s);
     // Reference error on save: the session is gone, forget it, no flush.
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x910));
+    h.tpm
+        .fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_REFERENCE_H0));
     let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
     h.success(&mut s, &policy_password(s1));
     assert!(h.rm.sessions().get(s1).is_none());
     assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes);
     // TPM_RC_CONTEXT_GAP with nothing to renew: flushed and forgotten.
     let s2 = new_session(&mut h, &mut s);
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x901));
+    h.tpm
+        .fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_CONTEXT_GAP));
     h.success(&mut s, &policy_password(s2));
     assert!(h.rm.sessions().get(s2).is_none());
     assert!(!h.tpm.sessions().contains(&s2));
@@ -204,7 +208,7 @@ fn session_save_failures() {
     let s3 = new_session(&mut h, &mut s);
     let loaded = h.tpm.loaded_sessions(); // s1 is still loaded in the fake: we forgot it
     for _ in 0..3 {
-        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_RETRY));
     }
     h.success(&mut s, &policy_password(s3));
     assert!(h.rm.sessions().get(s3).unwrap().state.is_loaded());
@@ -221,7 +225,8 @@ fn session_save_failures() {
 fn new_session_save_failure_on_start_auth_session() {
     let mut h = harness();
     let mut s = h.space();
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x901));
+    h.tpm
+        .fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_CONTEXT_GAP));
     let r = h.ok(&mut s, &start_auth_session(SE_HMAC, &[1; 16]));
     assert_eq!(rc(&r), 0); // the command itself worked, the session is flushed
     assert!(h.rm.sessions().is_empty());
@@ -233,7 +238,7 @@ fn new_object_save_failure() {
     let mut h = harness();
     let mut s = h.space();
     // A "not executed" warning on the save of the new object is tried again.
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_RETRY));
     let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
     assert_eq!(rc(&r), 0);
     assert_eq!(s.objects().len(), 1);
@@ -241,7 +246,8 @@ fn new_object_save_failure() {
     // On every try: the one answer after the fact (the object is flushed, the client sees
     // the warning and may run the command again).
     for _ in 0..3 {
-        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x902));
+        h.tpm
+            .fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_OBJECT_MEMORY));
     }
     let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
     assert_eq!(rc(&r), 0x902);
@@ -401,14 +407,14 @@ fn warnings_on_the_resave_of_a_sequence_keep_it() {
     let mut s = h.space();
     let seq = rhandle(&h.success(&mut s, &hash_sequence_start()));
     // Once: tried again, saved.
-    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922)); // TPM_RC_RETRY
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_RETRY)); // TPM_RC_RETRY
     h.success(&mut s, &sequence_update(seq, b"a"));
     assert_eq!(s.objects().len(), 1);
     assert_eq!(h.tpm.loaded_objects(), 0);
     // On every try: its state is only in the TPM, so it stays loaded there (not dropped,
     // and its stale blob never used), and the next command uses it and saves it.
     for _ in 0..3 {
-        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x908)); // TPM_RC_YIELDED
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_YIELDED)); // TPM_RC_YIELDED
     }
     h.success(&mut s, &sequence_update(seq, b"b"));
     assert_eq!(s.objects().len(), 1);
@@ -421,7 +427,7 @@ fn warnings_on_the_resave_of_a_sequence_keep_it() {
     assert!(s.object(seq).unwrap().loaded.is_none());
     // Kept loaded at close: flushed.
     for _ in 0..3 {
-        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x922));
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_RETRY));
     }
     h.success(&mut s, &sequence_update(seq, b"d"));
     assert_eq!(h.tpm.loaded_objects(), 1);
@@ -436,7 +442,8 @@ fn continue_session_accounting() {
     let k = new_key(&mut h, &mut s);
     let sess = new_session(&mut h, &mut s);
     // Failure: the session lives on.
-    h.tpm.fail(CC_SIGN, 0, Fault::Rc(0x98E));
+    h.tpm
+        .fail(CC_SIGN, 0, Fault::Rc(rc_at_session(TPM_RC_AUTH_FAIL, 1)));
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, false, KEY_AUTH)));
     assert_eq!(rc(&r), 0x98E);
     assert!(h.rm.sessions().get(sess).is_some());
@@ -473,7 +480,7 @@ fn per_space_session_limit() {
     new_session(&mut h, &mut s);
     new_session(&mut h, &mut s);
     let r = h.ok(&mut s, &start_auth_session(SE_HMAC, &[1; 16]));
-    assert_eq!(rc(&r), 0x903 | LAYER);
+    assert_eq!(rc(&r), rm(TPM_RC_SESSION_MEMORY));
     assert_eq!(h.tpm.sessions().len(), 2);
     h.close(&mut s);
     h.tpm.assert_empty();
@@ -557,10 +564,10 @@ fn warnings_on_our_own_loads_and_flushes_lose_nothing() {
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
     let sess = new_session(&mut h, &mut s);
-    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(0x922)); // the key: TPM_RC_RETRY
+    h.tpm.fail(CC_CONTEXT_LOAD, 0, Fault::Rc(TPM_RC_RETRY)); // the key: TPM_RC_RETRY
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
     assert_eq!(rc(&r), 0x922);
-    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(0x908)); // the session: TPM_RC_YIELDED
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::Rc(TPM_RC_YIELDED)); // the session: TPM_RC_YIELDED
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
     assert_eq!(rc(&r), 0x908);
     assert_eq!(h.tpm.loaded_objects(), 0);
@@ -569,7 +576,7 @@ fn warnings_on_our_own_loads_and_flushes_lose_nothing() {
     h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
 
     // The flush of the key after a sign is answered TPM_RC_RETRY: queued, not forgotten.
-    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(0x922));
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(TPM_RC_RETRY));
     h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
     assert_eq!(h.tpm.loaded_objects(), 1);
     assert_eq!(h.rm.pending_flushes().len(), 1);
@@ -579,7 +586,7 @@ fn warnings_on_our_own_loads_and_flushes_lose_nothing() {
 
     // The flush of the session when the space closes is answered TPM_RC_TESTING: it stays
     // queued (the slot still counted as taken) until the TPM executes it.
-    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(0x90A));
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(TPM_RC_TESTING));
     h.close(&mut s);
     assert_eq!(h.rm.pending_flushes().len(), 1);
     assert_eq!(h.tpm.sessions().len(), 1);
@@ -601,7 +608,8 @@ fn client_flush_of_a_session_gone_from_the_tpm_forgets_it() {
     assert_eq!(h.rm.sessions().entries().len(), 1);
     // A handle error about something else (here the first authorization session, as the
     // fuzzer found with an authorization area on FlushContext) says nothing about it.
-    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(0x918));
+    h.tpm
+        .fail(CC_FLUSH_CONTEXT, 0, Fault::Rc(TPM_RC_REFERENCE_S0));
     assert_eq!(rc(&h.ok(&mut s, &flush_context(sess))), 0x918);
     assert_eq!(h.rm.sessions().entries().len(), 1);
     h.tpm.drop_session(sess);
@@ -690,7 +698,7 @@ fn a_full_space_cannot_take_an_abandoned_session() {
     new_session(&mut h, &mut b);
     let loads = h.tpm.count(CC_CONTEXT_LOAD);
     let r = h.ok(&mut b, &context_load(&blob));
-    assert_eq!(rc(&r), 0x903 | LAYER);
+    assert_eq!(rc(&r), rm(TPM_RC_SESSION_MEMORY));
     assert_eq!(h.tpm.count(CC_CONTEXT_LOAD), loads, "not sent");
     assert_eq!(h.rm.stats().abandoned, 1, "still abandoned");
     assert_eq!(rhandle(&h.success(&mut c, &context_load(&blob))), sess);

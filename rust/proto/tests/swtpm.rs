@@ -5,6 +5,7 @@
 mod common;
 
 use common::marshal::*;
+use common::rc::*;
 use common::swtpm::SwTpm;
 use common::Harness;
 use tpmrs_proto::{Config, RmError, Space};
@@ -158,7 +159,7 @@ fn continue_session_accounting() {
     // Using it now is an RM-layer handle error, nothing sent.
     let before = h.tpm_commands();
     let r = h.ok(&mut s, &sign(key, Auth::policy(sess, true, KEY_AUTH)));
-    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_session(1)));
     assert_eq!(h.tpm_commands(), before);
 }
 
@@ -187,13 +188,13 @@ fn spaces_are_isolated() {
     let (kb, _) = ecc_key(&mut h, &mut b);
     let before_b = h.tpm_commands();
     let r = h.ok(&mut b, &sign(kb, Auth::policy(sa, true, KEY_AUTH)));
-    assert_eq!(rc(&r), 0x98B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_session(1)));
     let r = h.ok(&mut b, &policy_password(sa));
-    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_handle(1)));
     let r = h.ok(&mut b, &flush_context(sa));
-    assert_eq!(rc(&r), 0x1CB | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_parameter(1)));
     let r = h.ok(&mut b, &context_save(sa));
-    assert_eq!(rc(&r), 0x18B | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_handle(1)));
     assert_eq!(h.tpm_commands(), before_b);
     let _ = before;
     for prop in [0x0200_0000, 0x0300_0000] {
@@ -215,10 +216,10 @@ fn spaces_are_isolated() {
     h.success(&mut b, &policy_password(sa));
     h.success(&mut b, &sign(kb, Auth::policy(sa, true, KEY_AUTH)));
     let r = h.ok(&mut a, &policy_password(sa));
-    assert_eq!(rc(&r), 0x18B | LAYER, "no longer a's");
+    assert_eq!(rc(&r), rm(rc_handle_at_handle(1)), "no longer a's");
     // The stale blob (b's use renewed the session) loads nowhere.
     let r = h.ok(&mut a, &context_load(&blob));
-    assert_eq!(rc(&r), 0x1CB | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_parameter(1)));
     h.close(&mut a);
     assert!(
         h.rm.sessions().get(sa).is_some(),
@@ -268,7 +269,7 @@ fn full_object_table() {
         h.success(&mut s, &create_primary(&ecc_signing_public(&[])));
     }
     let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
-    assert_eq!(rc(&r), 0x902 | LAYER);
+    assert_eq!(rc(&r), rm(TPM_RC_OBJECT_MEMORY));
     assert_eq!(s.objects().len(), 3);
     h.tpm.assert_empty();
     // Freeing one makes room again.
@@ -308,7 +309,7 @@ fn flush_context_objects_and_sessions() {
     h.tpm.assert_empty();
     // A session nobody registered: RM-layer error, not sent.
     let r = h.ok(&mut s, &flush_context(0x0200_0010));
-    assert_eq!(rc(&r), 0x1CB | LAYER);
+    assert_eq!(rc(&r), rm(rc_handle_at_parameter(1)));
     // Persistent handles pass through (and the TPM refuses).
     let r = h.ok(&mut s, &flush_context(0x8100_0001));
     assert_ne!(rc(&r), 0);
@@ -452,7 +453,11 @@ fn session_continuation_across_files() {
     let mut b = h.space();
     let (key, _) = ecc_key(&mut h, &mut b);
     let r = h.ok(&mut b, &policy_password(sess));
-    assert_eq!(rc(&r), 0x18B | LAYER, "not b's before it loads it");
+    assert_eq!(
+        rc(&r),
+        rm(rc_handle_at_handle(1)),
+        "not b's before it loads it"
+    );
     assert_eq!(rhandle(&h.success(&mut b, &context_load(&blob))), sess);
     assert_eq!(h.rm.stats().continuation_hits, 1);
     h.success(&mut b, &policy_password(sess));
@@ -529,7 +534,7 @@ fn global_session_exhaustion_and_eviction() {
     let before = h.tpm_commands();
     for s in [sessions[0], sessions[1], sessions[61]] {
         let r = h.ok(&mut a, &context_save(s));
-        assert_eq!(rc(&r), 0x1A3 | LAYER);
+        assert_eq!(rc(&r), rm(rc_at_handle(TPM_RC_EXPIRED, 1)));
     }
     assert_eq!(h.tpm_commands(), before);
     h.close(&mut a);

@@ -6,6 +6,7 @@
 pub mod fake;
 pub mod invariants;
 pub mod marshal;
+pub mod rc;
 pub mod swtpm;
 
 use tpmrs_proto::{Config, Outcome, Request, Rm, RmError, Space, Step, Ticket, Tpm, TPM_BUFSIZE};

@@ -182,20 +182,34 @@ pub fn filter_handles_response(
     })
 }
 
+/// Writes TPM2_GetCapability(`capability`, `property`, `count`), without sessions, into
+/// `cmd`; returns its length (22).
+///
+/// # Errors
+/// [`Truncated`] if `cmd` is too small.
+pub fn build_request(
+    cmd: &mut [u8],
+    capability: u32,
+    property: u32,
+    count: u32,
+) -> Result<usize, Truncated> {
+    let mut w = Writer::new(cmd);
+    w.u16(TPM_ST_NO_SESSIONS)?;
+    w.u32(22)?;
+    w.u32(TPM_CC_GET_CAPABILITY)?;
+    w.u32(capability)?;
+    w.u32(property)?;
+    w.u32(count)?;
+    Ok(w.len())
+}
+
 /// Writes TPM2_GetCapability(TPM_CAP_HANDLES, `property`, 1) into `cmd`: is `property`, or
 /// the next handle of its type, there? Returns the command's length.
 ///
 /// # Errors
 /// [`Truncated`] if `cmd` is too small.
 pub fn build_handle_query(cmd: &mut [u8], property: u32) -> Result<usize, Truncated> {
-    let mut w = Writer::new(cmd);
-    w.u16(TPM_ST_NO_SESSIONS)?;
-    w.u32(22)?;
-    w.u32(TPM_CC_GET_CAPABILITY)?;
-    w.u32(TPM_CAP_HANDLES)?;
-    w.u32(property)?;
-    w.u32(1)?;
-    Ok(w.len())
+    build_request(cmd, TPM_CAP_HANDLES, property, 1)
 }
 
 /// The first handle a successful TPM_CAP_HANDLES response lists, if any.

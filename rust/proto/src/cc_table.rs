@@ -2,10 +2,8 @@
 //! The TPM's command attribute table (TPMA_CC), read with
 //! TPM2_GetCapability(TPM_CAP_COMMANDS).
 
-use super::codec::{Reader, Truncated, Writer};
-use super::constants::{
-    TPM_CAP_COMMANDS, TPM_CC_GET_CAPABILITY, TPM_HEADER_SIZE, TPM_RC_SUCCESS, TPM_ST_NO_SESSIONS,
-};
+use super::codec::{Reader, Truncated};
+use super::constants::{TPM_CAP_COMMANDS, TPM_HEADER_SIZE, TPM_RC_SUCCESS};
 use super::platform::{OutOfMemory, Vec};
 
 /// TPMA_CC commandIndex (bits 15:0).
@@ -135,14 +133,7 @@ impl CcTable {
     /// # Errors
     /// [`Truncated`] if `buf` is too small (22 bytes are needed).
     pub fn build_request(buf: &mut [u8], property: u32) -> Result<usize, Truncated> {
-        let mut w = Writer::new(buf);
-        w.u16(TPM_ST_NO_SESSIONS)?;
-        w.u32(22)?;
-        w.u32(TPM_CC_GET_CAPABILITY)?;
-        w.u32(TPM_CAP_COMMANDS)?;
-        w.u32(property)?;
-        w.u32(CAP_COMMANDS_COUNT)?;
-        Ok(w.len())
+        super::capability::build_request(buf, TPM_CAP_COMMANDS, property, CAP_COMMANDS_COUNT)
     }
 
     /// Appends the TPMA_CC list of one TPM_CAP_COMMANDS response. Returns the property to ask

@@ -208,27 +208,22 @@ fn an_rm_layer_answer_leaves_the_clients_session_usable() {
     let mut hmac = HmacSession::start(&mut h, &mut s);
     let params = create_primary_params();
     let owner = RH_OWNER.to_be_bytes();
-    let cmd = hmac.command(
-        CC_CREATE_PRIMARY,
-        &[RH_OWNER],
-        &[&owner],
-        CONTINUE,
-        &[],
-        &params,
-    );
-    let r = h.ok(&mut s, &cmd);
+    let create = |hmac: &HmacSession| {
+        hmac.command(
+            CC_CREATE_PRIMARY,
+            &[RH_OWNER],
+            &[&owner],
+            CONTINUE,
+            &[],
+            &params,
+        )
+    };
+    let r = h.ok(&mut s, &create(&hmac));
     assert_eq!(rc(&r), 0);
     hmac.roll(&r, 1);
     let key = rhandle(&r);
     let before = h.tpm_commands();
-    let cmd = hmac.command(
-        CC_CREATE_PRIMARY,
-        &[RH_OWNER],
-        &[&owner],
-        CONTINUE,
-        &[],
-        &params,
-    );
+    let cmd = create(&hmac);
     let r = h.ok(&mut s, &cmd);
     assert_eq!(
         rc(&r),

@@ -3,12 +3,10 @@
 //! (TPM_CAP_COMMANDS: handle counts and attributes of every command) and
 //! TPM_PT_ACTIVE_SESSIONS_MAX (with `Config::session_headroom`, the session budget).
 
+use super::super::capability::build_request;
 use super::super::cc_table::{CcTable, CcTableError};
-use super::super::codec::{Reader, Truncated, Writer};
-use super::super::constants::{
-    TPM_CAP_TPM_PROPERTIES, TPM_CC_GET_CAPABILITY, TPM_PT_ACTIVE_SESSIONS_MAX, TPM_RC_SUCCESS,
-    TPM_ST_NO_SESSIONS,
-};
+use super::super::codec::Reader;
+use super::super::constants::{TPM_CAP_TPM_PROPERTIES, TPM_PT_ACTIVE_SESSIONS_MAX, TPM_RC_SUCCESS};
 use super::super::error::RmError;
 use super::super::tpm::Tpm;
 use super::Rm;
@@ -60,19 +58,13 @@ impl Rm {
     }
 
     fn read_active_sessions_max(&mut self, tpm: &mut dyn Tpm) -> Result<Option<usize>, RmError> {
-        let n = {
-            let mut w = Writer::new(&mut self.io.cmd);
-            (|| {
-                w.u16(TPM_ST_NO_SESSIONS)?;
-                w.u32(22)?;
-                w.u32(TPM_CC_GET_CAPABILITY)?;
-                w.u32(TPM_CAP_TPM_PROPERTIES)?;
-                w.u32(TPM_PT_ACTIVE_SESSIONS_MAX)?;
-                w.u32(1)?;
-                Ok::<usize, Truncated>(w.len())
-            })()
-            .map_err(|_| RmError::OutOfMemory)?
-        };
+        let n = build_request(
+            &mut self.io.cmd,
+            TPM_CAP_TPM_PROPERTIES,
+            TPM_PT_ACTIVE_SESSIONS_MAX,
+            1,
+        )
+        .map_err(|_| RmError::OutOfMemory)?;
         match self.io.run(tpm, n) {
             Ok(_) => {}
             Err(e @ RmError::Transport(_)) => return Err(e),

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0
-"""The resource manager through /dev/tpmrs0: objects beyond tpmrm0's 3 per space, isolation of
-spaces, client context save/load, strict FlushContext, filtered GetCapability, nothing left in
-the TPM after close. Raw commands (tpm.py) and tpm2-tools."""
+"""The resource manager through /dev/tpmrs0, where only the kernel can show it: parity with
+tpmrm0's object limit, isolation of spaces (with the errno tpmrm0 gives) and of users (the
+node's permissions), and a real tpm2-tools flow, leaving nothing in the TPM. What the
+protocol core does with objects, context save/load, FlushContext and close is tested on the
+host against swtpm (rust/proto/tests/swtpm.rs), not again here."""
 
 import errno
 import os
@@ -41,19 +43,6 @@ def session_handles(n):
     return out
 
 
-def test_ten_objects_in_one_space():
-    # tpmrm0 refuses a 4th object (ENOMEM); tpmrs holds 64 by default.
-    with Node() as n:
-        handles = [create_primary(n) for _ in range(10)]
-        assert len(set(handles)) == 10
-        assert all(h >> 24 == 0x80 for h in handles)
-        assert sorted(transient_handles(n)) == sorted(handles)
-        for h in handles:
-            rsp = n.transact(tpm.command(tpm.CC_READ_PUBLIC, struct.pack(">I", h)))
-            assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
-    assert tpm.census() == []
-
-
 def test_fourth_object_fails_on_tpmrm0():
     # The limit tpmrs removes, measured on the reference node in the same run: tpmrm0 keeps
     # 3 objects per space (ENOMEM past that) and loads all of them around every command, so
@@ -90,46 +79,6 @@ def test_spaces_are_isolated():
         # a still owns both.
         assert tpm.rc_of(a.transact(tpm.flush_context(sess_a))) == 0
         assert tpm.rc_of(a.transact(tpm.flush_context(ha))) == 0
-    assert tpm.census() == []
-
-
-def test_close_flushes_everything():
-    with Node() as n:
-        for _ in range(5):
-            create_primary(n)
-        for _ in range(3):
-            assert tpm.rc_of(n.transact(tpm.start_auth_session_hmac())) == 0
-    assert tpm.census() == []
-
-
-def test_client_context_save_and_load_of_an_object():
-    with Node() as n:
-        h = create_primary(n)
-        rsp = n.transact(tpm.context_save(h))
-        assert tpm.rc_of(rsp) == 0
-        blob = rsp[10:]
-        assert tpm.rc_of(n.transact(tpm.flush_context(h))) == 0
-        assert transient_handles(n) == []
-        rsp = n.transact(tpm.context_load(blob))
-        assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
-        h2 = tpm.response_handle(rsp)
-        assert transient_handles(n) == [h2]
-    # The blob loads in another space too (objects may be loaded many times).
-    with Node() as m:
-        rsp = m.transact(tpm.context_load(blob))
-        assert tpm.rc_of(rsp) == 0
-    assert tpm.census() == []
-
-
-def test_flush_context_of_a_session_is_strict():
-    with Node() as n:
-        s = tpm.response_handle(n.transact(tpm.start_auth_session_hmac()))
-        assert s in session_handles(n)
-        assert tpm.rc_of(n.transact(tpm.flush_context(s))) == 0
-        assert s not in session_handles(n)
-        # A second flush of the same handle: the space no longer owns it.
-        rsp = n.transact(tpm.flush_context(s))
-        assert tpm.rc_of(rsp) != 0
     assert tpm.census() == []
 
 

@@ -391,3 +391,20 @@ fn flushcontext_s_cleans_up_abandoned_sessions() {
     h.close(&mut c);
     h.tpm.assert_empty();
 }
+
+#[test]
+fn a_trial_session_computes_a_policy_digest() {
+    // `tpm2 startauthsession` without --policy-session starts a trial session (TPM_SE_TRIAL):
+    // a policy session in the policy form whose digest is computed and read back.
+    const SE_TRIAL: u8 = 3;
+    let mut h = harness();
+    let mut s = h.space();
+    let trial = rhandle(&h.success(&mut s, &start_auth_session(SE_TRIAL, &[1; 16])));
+    assert_eq!(trial >> 24, 0x03);
+    h.success(&mut s, &policy_password(trial));
+    let r = h.success(&mut s, &command(CC_POLICY_GET_DIGEST, &[trial], &[], &[]));
+    assert_eq!(Rd(&r, 10).b2(), policy_password_digest());
+    h.success(&mut s, &flush_context(trial));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}

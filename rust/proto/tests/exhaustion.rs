@@ -751,13 +751,7 @@ fn simulation_many_clients() {
 fn simulate(seed: u64, max_hold_ms: u64) {
     const CLIENTS: usize = 40;
     let mut h = harness(64);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut rnd = common::seeded_rng(seed);
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|_| Client {
             space: h.space(),

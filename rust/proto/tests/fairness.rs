@@ -84,13 +84,7 @@ fn simulate(
     let mut tpm = FakeTpm::new();
     tpm.max_sessions = slots;
     let mut h = Harness::new(tpm, Config::default());
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut rnd = common::seeded_rng(seed);
     let start = h.now;
     let end = start + secs * SEC;
     let mut clients: Vec<Client> = wants

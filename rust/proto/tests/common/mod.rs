@@ -150,3 +150,15 @@ impl<T: Tpm> Harness<T> {
         invariants::check_rm(&self.rm, &self.open);
     }
 }
+
+/// A small deterministic generator (xorshift) for the simulations: `rnd(n)` is in `0..n`,
+/// the same sequence for the same `seed`.
+pub fn seeded_rng(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}

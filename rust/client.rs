@@ -235,7 +235,9 @@ impl Client {
         let cmd = cmd.get(..cmd_len).unwrap_or(&[]);
         let mut cost = Cost::default();
         let closed = || self.closed.load(Ordering::Acquire);
-        let ret = self.shared.execute(space, cmd, rsp, &mut cost, &closed);
+        let ret = self
+            .shared
+            .execute(&self.stats, space, cmd, rsp, &mut cost, &closed);
         let mut info = self.stats.info.lock();
         info.objects = space.objects().len() as u64;
         info.tpm_commands = info.tpm_commands.wrapping_add(cost.tpm_commands);
@@ -325,7 +327,7 @@ impl Client {
             State::Idle { exec, .. } | State::Queued { exec, .. } => {
                 self.shared.close_space(exec.space)
             }
-            State::Running => self.shared.cancel_waits(),
+            State::Running => self.shared.cancel_waits(&self.stats),
             State::Released => {}
         }
     }

@@ -6,18 +6,21 @@
 //! # Lock order
 //!
 //! `Client::inner` (per open file) is never held while `Shared::rm` is taken. `Shared::rm`
-//! (the resource manager: command table, session registry) is taken before the chip's ops lock
-//! (`tpm_try_get_ops`, the chip's `tpm_mutex`), and both are held together for the whole
-//! command, so every command of every space runs one at a time, like tpmrm0.
+//! (the resource manager: command table, session registry, the queue for the TPM) is taken
+//! before the chip's ops lock (`tpm_try_get_ops`, the chip's `tpm_mutex`), and both are held
+//! together for each step of a command that uses the TPM, so every TPM command of every
+//! space runs one at a time, like tpmrm0; which command's step goes next is the resource
+//! manager's choice (`Rm::turns`), not the lock's arrival order.
 //!
-//! `Shared::clients` (the list of open files) is taken alone: nothing else is held while it
-//! is, and it is released before `Shared::rm` is taken to print the list. The spinlocks
-//! `Shared::stats` and `ClientStats::info` are innermost: taken last (under `Shared::rm`, say) and
-//! held only to copy a few counters.
+//! `Shared::clients` (the list of open files) is taken under `Shared::rm` (to wake a file's
+//! waiting command) or alone, never the other way round: `show_clients` copies the list and
+//! releases it before it takes `Shared::rm`. The spinlocks `Shared::stats` and
+//! `ClientStats::info` are innermost: taken last (under `Shared::rm` or `Shared::clients`)
+//! and held only to copy a few counters.
 
 use crate::{
     chip::{Chip, DeadTpm},
-    proto::{Request, Rm, RmError, SessionState, Space, Stats, Step},
+    proto::{Request, Rm, RmError, SessionState, Space, Stats, Step, Turn},
 };
 use kernel::{
     alloc::KVec,
@@ -48,12 +51,18 @@ pub(crate) struct ClientInfo {
     pub(crate) tpm_commands: u64,
 }
 
-/// The counters of one open file, shared by the file and the list in [`Shared`].
+/// What of one open file the others see: its counters, and where its command sleeps.
+/// Shared by the file and the list in [`Shared`].
 #[pin_data]
 pub(crate) struct ClientStats {
     /// Innermost lock (see the lock order above): held only to copy the counters.
     #[pin]
     pub(crate) info: SpinLock<ClientInfo>,
+    /// The file's waiting command sleeps here (with `rm` released) until its turn at the TPM
+    /// comes or a session slot is freed or reserved for its space: woken alone, never
+    /// with every waiter ([`Shared::execute`]).
+    #[pin]
+    pub(crate) wake: CondVar,
 }
 
 impl ClientStats {
@@ -66,11 +75,16 @@ impl ClientStats {
         Arc::pin_init(
             pin_init!(Self {
                 info <- new_spinlock!(info, "tpmrs::ClientStats::info"),
+                wake <- new_condvar!("tpmrs::ClientStats::wake"),
             }),
             GFP_KERNEL,
         )
     }
 }
+
+/// How long a command waiting for its turn at the TPM sleeps at most before it looks again
+/// (ms; it is woken when its turn comes: this only bounds the cost of a lost wake-up).
+const TURN_POLL_MS: u32 = 100;
 
 /// What one client command cost, for its file's line in `/sys/kernel/debug/tpmrs/clients`.
 #[derive(Default)]
@@ -92,10 +106,6 @@ pub(crate) struct Shared {
     /// The resource manager. Lock order: before the chip's ops lock.
     #[pin]
     pub(crate) rm: Mutex<Rm>,
-    /// Commands waiting for a session slot sleep here (with `rm` released); notified whenever
-    /// the resource manager reports a freed slot or a reservation ([`Rm::take_wakeup`]).
-    #[pin]
-    session_freed: CondVar,
     /// Where O_NONBLOCK commands run.
     queue: &'static Queue,
     /// The origin of the resource manager's clock (see [`Self::now_ns`]).
@@ -120,7 +130,6 @@ impl Shared {
             pin_init!(Self {
                 chip,
                 rm <- new_mutex!(rm, "tpmrs::Shared::rm"),
-                session_freed <- new_condvar!("tpmrs::Shared::session_freed"),
                 queue,
                 epoch: Instant::now(),
                 stats <- new_spinlock!(Stats::default(), "tpmrs::Shared::stats"),
@@ -140,28 +149,36 @@ impl Shared {
         self.queue
     }
 
-    /// Runs one client command for `space`, holding the resource manager and the chip.
+    /// Runs one client command of the file `me` for `space`.
     ///
-    /// When the TPM's session slots are exhausted, the command waits its turn in the resource
-    /// manager's FIFO queue: this is the wait protocol's loop ([`Rm::step`], one call per
-    /// step), which sleeps on [`Self::session_freed`] with `rm` and the chip released until
-    /// a slot is freed or reserved for it, or until the time the step named (an eviction due
-    /// after SESSION_TIMEOUT, a poll). A step that would only sleep again
-    /// ([`Rm::sleep_until`]) does not take the chip. The wait is interruptible; a signal
-    /// leaves the queue (passing on any reservation) and nothing of the command behind, and
-    /// the space keeps its queue place and wait clock for a restarted write (the resource
-    /// manager keeps a space's place for SESSION_TIMEOUT / 4 after its request ends).
-    /// `closed` is asked before every step: once it says the file is gone (an O_NONBLOCK
-    /// command in the worker whose file was released), the command stops at once, with
-    /// `EPIPE`, evicting nobody. [`Self::cancel_waits`] wakes it.
+    /// Two queues, both under `rm`:
+    /// - **The TPM** ([`Rm::turns`]): each step that needs the TPM first takes a turn, and the
+    ///   turn goes to the waiting command whose space used the least TPM time lately (not
+    ///   to whoever queued first on a lock). The one whose turn it is holds `rm` and the
+    ///   chip for that step, then wakes the next ([`Self::wake`]): only that waiter wakes.
+    /// - **Session slots**: when the TPM's session slots are exhausted, the command waits
+    ///   its turn in the resource manager's FIFO queue: this is the wait protocol's loop
+    ///   ([`Rm::step`], one call per step), which sleeps on `me.wake` with `rm` released
+    ///   until a slot is freed or reserved for its space, or until the time the step named
+    ///   (an eviction due after SESSION_TIMEOUT, a poll). A step that would only sleep again
+    ///   ([`Rm::sleep_until`]) takes no turn and not the chip.
+    ///
+    /// Every wait is interruptible; a signal leaves both queues (passing on any reservation
+    /// or turn) and nothing of the command behind, and the space keeps its queue place and
+    /// wait clock for a restarted write (the resource manager keeps a space's place for
+    /// SESSION_TIMEOUT / 4 after its request ends). `closed` is asked before every step: once
+    /// it says the file is gone (an O_NONBLOCK command in the worker whose file was
+    /// released), the command stops at once, with `EPIPE`, evicting nobody.
+    /// [`Self::cancel_waits`] wakes it.
     ///
     /// # Errors
     ///
     /// `EPIPE` when the chip is going away or the file is closed; `ERESTARTSYS` when a signal
-    /// ends a wait; otherwise the errno the protocol core chose (`EINVAL` for malformed
-    /// commands, a transport errno, ...).
+    /// ends a wait; `ENOMEM`; otherwise the errno the protocol core chose (`EINVAL` for
+    /// malformed commands, a transport errno, ...).
     pub(crate) fn execute(
         &self,
+        me: &ClientStats,
         space: &mut Space,
         cmd: &[u8],
         rsp: &mut [u8],
@@ -170,19 +187,52 @@ impl Shared {
     ) -> Result<usize> {
         let mut rm = self.rm.lock();
         let mut req = Request::new();
+        let mut turn: Option<Turn> = None;
         let ret = loop {
             if closed() {
                 break Err(EPIPE);
             }
-            let sent = rm.stats().tpm_commands;
-            let step = match rm.sleep_until(&req, self.now_ns()) {
-                Some(until_ns) => Step::Sleep { until_ns },
-                None => match self.chip.lock() {
-                    Ok(mut tpm) => rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp),
+            let step = if let Some(until_ns) = rm.sleep_until(&req, self.now_ns()) {
+                if let Some(t) = turn.take() {
+                    let next = rm.turns().cancel(t);
+                    self.wake(next);
+                }
+                Step::Sleep { until_ns }
+            } else {
+                let t = match turn.take() {
+                    Some(t) => t,
+                    None => match rm.turns().enter(space) {
+                        Ok(t) => t,
+                        Err(_) => break Err(ENOMEM),
+                    },
+                };
+                if !rm.turns().try_take(&t) {
+                    // Not our turn: the command before us wakes us when it is.
+                    turn = Some(t);
+                    if let CondVarTimeoutResult::Signal { .. } = me.wake.wait_interruptible_timeout(
+                        &mut rm,
+                        kernel::time::msecs_to_jiffies(TURN_POLL_MS),
+                    ) {
+                        break Err(ERESTARTSYS);
+                    }
+                    continue;
+                }
+                let began = self.now_ns();
+                let sent = rm.stats().tpm_commands;
+                let step = match self.chip.lock() {
+                    Ok(mut tpm) => Ok(rm.step(&mut req, space, &mut tpm, began, cmd, rsp)),
+                    Err(e) => Err(e),
+                };
+                cost.tpm_commands += rm.stats().tpm_commands.wrapping_sub(sent);
+                let next = rm
+                    .turns()
+                    .done(t, space, self.now_ns().saturating_sub(began));
+                self.wake(next);
+                match step {
+                    Ok(step) => step,
                     Err(e) => break Err(e),
-                },
+                }
             };
-            cost.tpm_commands += rm.stats().tpm_commands.wrapping_sub(sent);
             self.after_call(&mut rm);
             match step {
                 Step::Done(r) => break r.map_err(to_error),
@@ -191,15 +241,18 @@ impl Shared {
                     cost.wait_began_ns.get_or_insert(now);
                     let ms = until_ns.saturating_sub(now).div_ceil(1_000_000).max(1);
                     let jiffies = kernel::time::msecs_to_jiffies(ms.min(60_000) as u32);
-                    if let CondVarTimeoutResult::Signal { .. } = self
-                        .session_freed
-                        .wait_interruptible_timeout(&mut rm, jiffies)
+                    if let CondVarTimeoutResult::Signal { .. } =
+                        me.wake.wait_interruptible_timeout(&mut rm, jiffies)
                     {
                         break Err(ERESTARTSYS);
                     }
                 }
             }
         };
+        if let Some(t) = turn.take() {
+            let next = rm.turns().cancel(t);
+            self.wake(next);
+        }
         let now = self.now_ns();
         cost.waited_ns = cost.wait_began_ns.map(|t| now.saturating_sub(t));
         rm.end_request(req, now);
@@ -207,12 +260,32 @@ impl Shared {
         ret
     }
 
-    /// Wakes every waiting command so that each asks again whether its file is still open
-    /// (see `closed` in [`Self::execute`]).
-    pub(crate) fn cancel_waits(&self) {
+    /// Wakes the command of file `me`, if one waits, so that it asks again whether its file
+    /// is still open (see `closed` in [`Self::execute`]).
+    pub(crate) fn cancel_waits(&self, me: &ClientStats) {
         // Taking `rm` orders this after a waiter's check of `closed` and before its sleep.
         let _rm = self.rm.lock();
-        self.session_freed.notify_all();
+        me.wake.notify_all();
+    }
+
+    /// Wakes the waiting command of `space` (`None`: nobody). Called with `rm` held, so a
+    /// waiter is either asleep on its `wake` or has yet to take `rm` and look again: no
+    /// wake-up is lost.
+    fn wake(&self, space: Option<u64>) {
+        if let Some(space) = space {
+            self.wake_where(|id| id == space);
+        }
+    }
+
+    /// Wakes the waiting commands of every open file whose space `pick` selects. With `rm`
+    /// held (lock order: `rm`, then `clients`, then a file's `info`).
+    fn wake_where(&self, pick: impl Fn(u64) -> bool) {
+        for c in self.clients.lock().iter() {
+            let id = c.info.lock().space_id;
+            if pick(id) {
+                c.wake.notify_all();
+            }
+        }
     }
 
     /// After each call of the resource manager: refreshes the copy of its counters, and
@@ -220,9 +293,10 @@ impl Shared {
     fn after_call(&self, rm: &mut MutexGuard<'_, Rm>) {
         let stats = rm.stats();
         *self.stats.lock() = stats;
-        if rm.take_wakeup() {
-            self.session_freed.notify_all();
-        }
+        rm.take_wakeups(&mut |space| match space {
+            Some(space) => self.wake_where(|id| id == space),
+            None => self.wake_where(|_| true),
+        });
     }
 
     /// Flushes everything `space` holds from the TPM (at close). Never fails: what cannot be

@@ -35,6 +35,7 @@ pub mod session;
 pub mod space;
 pub mod stats;
 pub mod tpm;
+pub mod turns;
 
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
@@ -43,6 +44,9 @@ pub use session::registry::SessionState;
 pub use space::Space;
 pub use stats::Stats;
 pub use tpm::{Tpm, TransportError};
+pub use turns::Turn;
+#[cfg(not(tpmrs_kernel))]
+pub use turns::Turns;
 
 // What the host tests and fuzzers look at besides (the kernel glue does not).
 #[cfg(not(tpmrs_kernel))]

@@ -43,6 +43,7 @@ use super::session::Sessions;
 use super::space::Space;
 use super::stats::{bump, Stats};
 use super::tpm::Tpm;
+use super::turns::Turns;
 use admit::Route;
 use tpm_io::Io;
 use txn::Txn;
@@ -102,6 +103,8 @@ pub struct Rm {
     open_spaces: u64,
     /// The TPM's TPM_PT_ACTIVE_SESSIONS_MAX, if it told us (read by [`Rm::init`]).
     active_sessions_max: Option<usize>,
+    /// Whose command uses the TPM next (the glue asks before it takes the chip).
+    turns: Turns,
 }
 
 /// Writes a synthesized response code into `rsp`.
@@ -152,6 +155,7 @@ impl Rm {
             next_space_id: 1,
             open_spaces: 0,
             active_sessions_max: None,
+            turns: Turns::new(),
         })
     }
 
@@ -166,6 +170,11 @@ impl Rm {
     #[cfg(not(tpmrs_kernel))]
     pub fn command_table(&self) -> &CcTable {
         &self.cc
+    }
+
+    /// The queue of commands waiting for the TPM: see [`super::turns`].
+    pub fn turns(&mut self) -> &mut Turns {
+        &mut self.turns
     }
 
     /// The session registry.

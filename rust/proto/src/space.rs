@@ -44,6 +44,8 @@ impl From<OutOfMemory> for InsertError {
 pub struct Space {
     id: u64,
     objects: Vec<ObjectEntry>,
+    /// Finish tag of its last use of the TPM, in the virtual time of [`super::turns`].
+    tpm_finish: u64,
 }
 
 impl Space {
@@ -53,7 +55,17 @@ impl Space {
         Space {
             id,
             objects: Vec::new(),
+            tpm_finish: 0,
         }
+    }
+
+    /// Finish tag of the space's last turn at the TPM (see [`super::turns`]).
+    pub fn tpm_finish(&self) -> u64 {
+        self.tpm_finish
+    }
+
+    pub(crate) fn set_tpm_finish(&mut self, tag: u64) {
+        self.tpm_finish = tag;
     }
 
     /// The space's identifier (owner id in the session registry).

@@ -8,16 +8,22 @@
 //! ```text
 //! let mut req = Request::new();
 //! loop {
+//!     // rm locked; if rm.sleep_until(&req, now) says so, sleep without the TPM
+//!     // else take a turn at the TPM (rm.turns(), see crate::turns), then:
 //!     let step = rm.step(&mut req, space, tpm, now(), cmd, rsp);   // rm and the chip locked
-//!     if rm.take_wakeup() { wake every sleeper }
+//!     rm.take_wakeups(wake the waiter of each space named);
 //!     match step {
 //!         Step::Done(r) => break r,
 //!         Step::Sleep { until_ns } => sleep, rm unlocked, until woken or until_ns,
 //!     }
 //! }
 //! rm.end_request(req, now());                 // leaves the queue, also after a signal
-//! if rm.take_wakeup() { wake every sleeper }
+//! rm.take_wakeups(wake the waiter of each space named);
 //! ```
+//!
+//! Only the waiters a change concerns are woken: the space a slot was reserved for, the
+//! space a gang grant is for, a new head of the queue. The others sleep until their own
+//! deadline.
 //!
 //! The policy (FIFO order, reservations, eviction after SESSION_TIMEOUT) is the
 //! [`scheduler`](super::super::session::scheduler)'s.
@@ -96,6 +102,16 @@ pub enum Step {
     },
 }
 
+/// What a waiter does next, decided without the TPM ([`Rm::wait_decision`]).
+enum WaitDecision {
+    /// Its ticket is no longer queued (its space was closed): sleep a poll interval.
+    Stale,
+    /// Nothing tpmrs could evict would give it a slot: one last try, the TPM's answer.
+    GiveUp,
+    /// What the scheduler says.
+    Act(Action),
+}
+
 /// Most runs of a command in one step (the scheduler rate-limits retries; this only keeps
 /// one step short whatever it says).
 const MAX_RUNS_PER_STEP: usize = 4;
@@ -149,37 +165,45 @@ impl Rm {
     }
 
     /// If the next [`Rm::step`] of `req` would only say "sleep" without touching the TPM,
-    /// until when; `None` if it needs the TPM (to run the command, retry a flush, evict or
-    /// retry). The glue calls this before it takes the chip: a waiter that will sleep again
-    /// does not lock the chip. Mirrors the decisions of [`Rm::step`] and [`Rm::wait_step`].
+    /// until when; `None` if it needs the TPM (to run the command, retry a flush, give up,
+    /// evict or retry). The glue calls this before it takes a turn at the TPM and the chip:
+    /// a waiter that will sleep again does neither. Decides as [`Rm::wait_step`] does
+    /// (both ask `Rm::wait_decision`).
     pub fn sleep_until(&mut self, req: &Request, now_ns: u64) -> Option<u64> {
         self.st.expire(now_ns);
         if req.run || !self.st.pending.is_empty() {
             return None;
         }
-        let t = req.ticket.as_ref()?;
-        let id = t.id();
-        let p = self.config.retry_interval_ns;
-        if !self.st.sched.contains(id) {
-            return Some(now_ns.saturating_add(p.max(1)));
+        match self.wait_decision(req.ticket.as_ref()?.id(), now_ns) {
+            WaitDecision::Act(Action::Sleep(until_ns)) => Some(until_ns),
+            WaitDecision::Stale => {
+                Some(now_ns.saturating_add(self.config.retry_interval_ns.max(1)))
+            }
+            WaitDecision::GiveUp | WaitDecision::Act(Action::Retry | Action::Evict) => None,
         }
-        if self
+    }
+
+    /// What the waiter `id` does at `now_ns`, before any TPM traffic.
+    fn wait_decision(&self, id: u64, now_ns: u64) -> WaitDecision {
+        let sched = &self.st.sched;
+        if !sched.contains(id) {
+            return WaitDecision::Stale;
+        }
+        let t = self.config.session_timeout_ns;
+        let space = sched.space_of(id);
+        let others = self
             .st
-            .sched
-            .waited(id, now_ns, self.config.session_timeout_ns)
-            && !self.st.sched.is_reserved(id)
+            .registry
+            .entries()
+            .iter()
+            .any(|e| e.is_live() && (space.is_none() || e.owner != space));
+        if sched.waited(id, now_ns, t) && !sched.is_reserved(id) && (sched.is_memory(id) || !others)
         {
-            // Maybe giving up: let wait_step decide.
-            return None;
+            // Nothing of ours to evict would help (no session of ours at all, or only the
+            // waiter's own: no self-eviction).
+            return WaitDecision::GiveUp;
         }
-        match self
-            .st
-            .sched
-            .step(id, now_ns, self.config.session_timeout_ns, p)
-        {
-            Action::Sleep(until_ns) => Some(until_ns),
-            Action::Retry | Action::Evict => None,
-        }
+        WaitDecision::Act(sched.step(id, now_ns, t, self.config.retry_interval_ns))
     }
 
     /// The command of `req` is over (answered, interrupted, or its file is closing): it
@@ -218,9 +242,17 @@ impl Rm {
     }
 
     /// Whether waiters must be woken since the last call (a slot was reserved for one, or
-    /// the head changed). The glue then wakes every waiter; each steps again.
+    /// the head changed); forgets which (the host tests and simulations wake everyone).
+    #[cfg(not(tpmrs_kernel))]
     pub fn take_wakeup(&mut self) -> bool {
         self.st.sched.take_wakeup()
+    }
+
+    /// Calls `wake` for each space whose waiting command must step again since the last
+    /// call (a slot reserved for it, a gang grant, it heads the queue now), and only those;
+    /// `None` means every waiter.
+    pub fn take_wakeups(&mut self, wake: &mut dyn FnMut(Option<u64>)) {
+        self.st.sched.take_wakeups(wake)
     }
 
     /// What the command of `ticket` should do now: retry, or sleep until woken or until the
@@ -238,37 +270,22 @@ impl Rm {
     ) -> Result<WaitStep, RmError> {
         self.st.expire(now_ns);
         self.st.retry_pending(&mut self.io, tpm);
-        let (t, p) = (
-            self.config.session_timeout_ns,
-            self.config.retry_interval_ns,
-        );
+        let p = self.config.retry_interval_ns;
         let id = ticket.id();
-        if !self.st.sched.contains(id) {
-            // A stale ticket (its space was closed): never a busy loop.
-            return Ok(WaitStep::Sleep {
-                until_ns: now_ns.saturating_add(p.max(1)),
-            });
-        }
-        let sched = &self.st.sched;
-        let space = sched.space_of(id);
-        let others = self
-            .st
-            .registry
-            .entries()
-            .iter()
-            .any(|e| e.is_live() && (space.is_none() || e.owner != space));
-        if sched.waited(id, now_ns, t) && !sched.is_reserved(id) && (sched.is_memory(id) || !others)
-        {
-            // Nothing of ours to evict would help (no session of ours at all, or only the
-            // waiter's own: no self-eviction): one last try, the TPM's answer.
-            self.st.sched.give_up(id);
-            return Ok(WaitStep::Retry);
-        }
         for _ in 0..2 {
-            return match self.st.sched.step(id, now_ns, t, p) {
-                Action::Retry => Ok(WaitStep::Retry),
-                Action::Sleep(until_ns) => Ok(WaitStep::Sleep { until_ns }),
-                Action::Evict => match self.evict_inner(id, tpm, now_ns)? {
+            return match self.wait_decision(id, now_ns) {
+                // A stale ticket (its space was closed): never a busy loop.
+                WaitDecision::Stale => Ok(WaitStep::Sleep {
+                    until_ns: now_ns.saturating_add(p.max(1)),
+                }),
+                // One last try, the TPM's answer.
+                WaitDecision::GiveUp => {
+                    self.st.sched.give_up(id);
+                    Ok(WaitStep::Retry)
+                }
+                WaitDecision::Act(Action::Retry) => Ok(WaitStep::Retry),
+                WaitDecision::Act(Action::Sleep(until_ns)) => Ok(WaitStep::Sleep { until_ns }),
+                WaitDecision::Act(Action::Evict) => match self.evict_inner(id, tpm, now_ns)? {
                     true => Ok(WaitStep::Retry),
                     // Ask again: the attempt is recorded, so no second Evict.
                     false => continue,

@@ -146,7 +146,10 @@ pub struct Scheduler {
     /// SESSION_TIMEOUT (ns): the most a turn's start moves on while it gathers its set.
     pub timeout_ns: u64,
     next_id: u64,
-    wakeup: bool,
+    /// Spaces whose waiters must be woken (a reservation or gang grant for them, or they head
+    /// the queue now); `wake_all` if the list could not grow.
+    wake: Vec<u64>,
+    wake_all: bool,
     /// Waits begun.
     pub waits: u64,
     /// Longest wait ended (ns).
@@ -162,7 +165,8 @@ impl Scheduler {
             keep_ns: 500_000_000,
             timeout_ns: 2_000_000_000,
             next_id: 1,
-            wakeup: false,
+            wake: Vec::new(),
+            wake_all: false,
             waits: 0,
             longest_wait_ns: 0,
         }
@@ -250,8 +254,10 @@ impl Scheduler {
         self.longest_wait_ns = self.longest_wait_ns.max(waited);
         if w.reserved {
             self.slot_freed();
-        } else if was_head && !self.waiters.is_empty() {
-            self.wakeup = true;
+        } else if was_head {
+            if let Some(h) = self.head().and_then(|h| self.space_of(h)) {
+                self.wake_space(h);
+            }
         }
         Some(waited)
     }
@@ -334,7 +340,8 @@ impl Scheduler {
     pub fn reserve(&mut self, id: u64) {
         if let Some(w) = self.waiter_mut(id) {
             w.reserved = true;
-            self.wakeup = true;
+            let space = w.space;
+            self.wake_space(space);
         }
     }
 
@@ -445,9 +452,33 @@ impl Scheduler {
         Action::Sleep(until.max(now.saturating_add(1)))
     }
 
+    /// The waiters of `space` must be woken: something was freed or reserved for them.
+    pub(crate) fn wake_space(&mut self, space: u64) {
+        if !self.wake.contains(&space) && self.wake.try_push(space).is_err() {
+            self.wake_all = true;
+        }
+    }
+
     /// Whether waiters must be woken (a reservation was granted or the head changed) since
-    /// the last call.
+    /// the last call; forgets which.
+    #[cfg(not(tpmrs_kernel))]
     pub fn take_wakeup(&mut self) -> bool {
-        core::mem::replace(&mut self.wakeup, false)
+        let any = self.wake_all || !self.wake.is_empty();
+        self.wake.clear();
+        self.wake_all = false;
+        any
+    }
+
+    /// Calls `wake` for every space whose waiters must be woken since the last call: with
+    /// `Some(space)`, or once with `None` meaning every waiter (the list ran out of memory).
+    pub fn take_wakeups(&mut self, wake: &mut dyn FnMut(Option<u64>)) {
+        if core::mem::take(&mut self.wake_all) {
+            wake(None);
+        } else {
+            for &s in self.wake.iter() {
+                wake(Some(s));
+            }
+        }
+        self.wake.clear();
     }
 }

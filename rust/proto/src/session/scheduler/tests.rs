@@ -74,6 +74,32 @@ fn head_leaving_wakes_the_next() {
     assert!(s.take_wakeup());
 }
 
+fn woken(s: &mut Scheduler) -> std::vec::Vec<Option<u64>> {
+    let mut v = std::vec::Vec::new();
+    s.take_wakeups(&mut |w| v.push(w));
+    v
+}
+
+#[test]
+fn only_the_waiters_that_can_use_a_slot_are_woken() {
+    let mut s = Scheduler::new();
+    let a = s.begin(1, 0, None).unwrap();
+    let _b = s.begin(2, 0, None).unwrap();
+    let _c = s.begin(3, 0, None).unwrap();
+    assert!(woken(&mut s).is_empty(), "queueing wakes nobody");
+    // A freed slot wakes its reservation holder only (a, the oldest), once.
+    s.slot_freed();
+    assert_eq!(woken(&mut s), [Some(1)]);
+    assert!(woken(&mut s).is_empty());
+    // a leaves with its reservation unused: it passes to b, and only b is woken.
+    s.end(a, 1);
+    assert_eq!(woken(&mut s), [Some(2)]);
+    // A gang grant wakes the space it is for.
+    assert!(s.add_gang(3, 2));
+    assert_eq!(woken(&mut s), [Some(3)]);
+    assert!(!s.take_wakeup());
+}
+
 #[test]
 fn steps() {
     let mut s = Scheduler::new();

@@ -91,7 +91,7 @@ impl Scheduler {
             Some(t) => {
                 t.gang = t.gang.saturating_add(1);
                 t.gang_until_ns = until;
-                self.wakeup = true;
+                self.wake_space(space);
                 true
             }
             None => false,

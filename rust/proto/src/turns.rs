@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Whose command uses the TPM next: start-time fair queuing of TPM time over open files.
+//!
+//! The TPM runs one command at a time. With one lock taken in arrival order (the kernel
+//! mutex of /dev/tpmrm0), a command queues behind every command already waiting: with 30
+//! clients signing, a fresh open's GetRandom(8) waits for 30 signatures, longer than the
+//! 1-second start-up probe of tpm2-tss's device TCTI allows. And a client woken because a
+//! session slot was freed for it queues behind all of them again before it can use it.
+//!
+//! Here each command asks for a *turn* ([`Turns::enter`]) and the TPM goes to the waiting
+//! command whose space has used the least TPM time lately. Every space carries a finish tag
+//! ([`Space`]): the virtual time at which its last command's TPM time was paid for. A command
+//! starts at `max(vclock, finish)`, where `vclock` is the start of the command that ran last,
+//! and the smallest start goes first (ties: arrival order). A space that was idle -- a new
+//! open file, a client that slept waiting for a session slot -- starts at `vclock` and goes
+//! next; spaces that keep the TPM busy share it in proportion, whatever the number of their
+//! commands. A space that was idle for long gains no credit: its start is never below
+//! `vclock` (start-time fair queuing, Goyal et al., 1996).
+//!
+//! The glue holds the resource manager's lock from [`Turns::try_take`] to [`Turns::done`]
+//! (the TPM work), so at most one turn is used at a time; [`Turns::done`] and
+//! [`Turns::cancel`] name the space to wake next, so only that waiter is woken.
+
+use super::platform::{OutOfMemory, Vec};
+use super::space::Space;
+
+/// A command's place in the queue for the TPM. Deliberately not `Clone`: one per command
+/// that asked for a turn; give it back with [`Turns::done`] or [`Turns::cancel`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Turn {
+    seq: u64,
+    start: u64,
+    space: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    seq: u64,
+    start: u64,
+    space: u64,
+}
+
+/// The commands waiting for the TPM, in start-tag order.
+#[derive(Default)]
+pub struct Turns {
+    /// Unordered; the next is the smallest `(start, seq)`.
+    queue: Vec<Waiting>,
+    /// Start tag of the command that used the TPM last.
+    vclock: u64,
+    next_seq: u64,
+}
+
+impl Turns {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Turns {
+            queue: Vec::new(),
+            vclock: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// How many commands wait for a turn.
+    #[cfg(not(tpmrs_kernel))]
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether no command waits for a turn.
+    #[cfg(not(tpmrs_kernel))]
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn next(&self) -> Option<Waiting> {
+        self.queue.iter().copied().min_by_key(|w| (w.start, w.seq))
+    }
+
+    /// A command of `space` asks for the TPM. Its start tag is `max(vclock, finish)`.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`] if the queue cannot grow (fail the command).
+    pub fn enter(&mut self, space: &Space) -> Result<Turn, OutOfMemory> {
+        let start = self.vclock.max(space.tpm_finish());
+        let seq = self.next_seq;
+        self.queue.try_push(Waiting {
+            seq,
+            start,
+            space: space.id(),
+        })?;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        Ok(Turn {
+            seq,
+            start,
+            space: space.id(),
+        })
+    }
+
+    /// Whether `turn` goes now: it has the smallest start tag of every waiting command.
+    /// If so, it leaves the queue and holds the TPM until [`Turns::done`]; the caller keeps
+    /// the lock under which it asked until then.
+    pub fn try_take(&mut self, turn: &Turn) -> bool {
+        if self.next().map(|w| w.seq) != Some(turn.seq) {
+            return false;
+        }
+        if let Some(i) = self.queue.iter().position(|w| w.seq == turn.seq) {
+            self.queue.swap_remove(i);
+        }
+        self.vclock = self.vclock.max(turn.start);
+        true
+    }
+
+    /// The taken `turn` of `space` is over, after `cost` (TPM time, ns, or any unit as long
+    /// as it is the same for everyone). Returns the space whose command goes next (to wake).
+    pub fn done(&mut self, turn: Turn, space: &mut Space, cost: u64) -> Option<u64> {
+        debug_assert_eq!(turn.space, space.id());
+        space.set_tpm_finish(turn.start.saturating_add(cost.max(1)));
+        self.next().map(|w| w.space)
+    }
+
+    /// `turn` is given up before it was taken (a signal, a closed file, a wait that turned
+    /// out not to need the TPM). Returns the space to wake if the next command changed.
+    pub fn cancel(&mut self, turn: Turn) -> Option<u64> {
+        let was_next = self.next().map(|w| w.seq) == Some(turn.seq);
+        if let Some(i) = self.queue.iter().position(|w| w.seq == turn.seq) {
+            self.queue.swap_remove(i);
+        }
+        if was_next {
+            self.next().map(|w| w.space)
+        } else {
+            None
+        }
+    }
+
+    /// The space whose command goes next, if any waits.
+    #[cfg(not(tpmrs_kernel))]
+    pub fn next_space(&self) -> Option<u64> {
+        self.next().map(|w| w.space)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(id: u64) -> Space {
+        Space::new(id)
+    }
+
+    #[test]
+    fn alone_goes_at_once() {
+        let mut t = Turns::new();
+        let mut a = space(1);
+        let ta = t.enter(&a).unwrap();
+        assert!(t.try_take(&ta));
+        assert!(t.is_empty());
+        assert_eq!(t.done(ta, &mut a, 10), None);
+        assert_eq!(a.tpm_finish(), 10);
+    }
+
+    #[test]
+    fn an_idle_space_goes_before_busy_ones() {
+        // Three busy spaces each used the TPM; a new one (finish 0) arrives last and goes
+        // first after the command that runs now.
+        let mut t = Turns::new();
+        let mut busy: std::vec::Vec<Space> = (1..=3).map(space).collect();
+        for s in busy.iter_mut() {
+            let turn = t.enter(s).unwrap();
+            assert!(t.try_take(&turn));
+            t.done(turn, s, 100);
+        }
+        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
+        let fresh = space(9);
+        let tf = t.enter(&fresh).unwrap();
+        assert_eq!(t.next_space(), Some(9));
+        assert!(!t.try_take(&turns[0]));
+        assert!(t.try_take(&tf));
+        // Then the busy ones, in arrival order (equal tags).
+        assert_eq!(t.next_space(), Some(1));
+        for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
+            assert!(t.try_take(&turn));
+            t.done(turn, s, 100);
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn time_is_shared_by_space_not_by_command_count() {
+        // A space whose commands cost 10x more gets about a tenth of the turns.
+        let mut t = Turns::new();
+        let (mut cheap, mut dear) = (space(1), space(2));
+        let (mut n_cheap, mut n_dear) = (0u32, 0u32);
+        let mut tc = t.enter(&cheap).unwrap();
+        let mut td = t.enter(&dear).unwrap();
+        for _ in 0..1100 {
+            if t.try_take(&tc) {
+                t.done(tc, &mut cheap, 1);
+                n_cheap += 1;
+                tc = t.enter(&cheap).unwrap();
+            } else {
+                assert!(t.try_take(&td));
+                t.done(td, &mut dear, 10);
+                n_dear += 1;
+                td = t.enter(&dear).unwrap();
+            }
+        }
+        assert!((900..=1010).contains(&n_cheap), "{n_cheap} {n_dear}");
+        assert!((90..=110).contains(&n_dear), "{n_cheap} {n_dear}");
+    }
+
+    #[test]
+    fn an_idle_space_gains_no_credit() {
+        let mut t = Turns::new();
+        let (mut a, mut b) = (space(1), space(2));
+        // a runs alone for a long time.
+        for _ in 0..100 {
+            let ta = t.enter(&a).unwrap();
+            assert!(t.try_take(&ta));
+            t.done(ta, &mut a, 10);
+        }
+        // b arrives: it goes next, but only once before a gets a turn again.
+        let ta = t.enter(&a).unwrap();
+        let tb = t.enter(&b).unwrap();
+        assert!(t.try_take(&tb));
+        assert_eq!(t.done(tb, &mut b, 10), Some(1));
+        let tb = t.enter(&b).unwrap();
+        assert!(t.try_take(&ta));
+        assert_eq!(t.done(ta, &mut a, 10), Some(2));
+        assert!(t.try_take(&tb));
+    }
+
+    #[test]
+    fn cancel_names_the_next_only_when_it_changes() {
+        let mut t = Turns::new();
+        let (a, b, c) = (space(1), space(2), space(3));
+        let ta = t.enter(&a).unwrap();
+        let tb = t.enter(&b).unwrap();
+        let tc = t.enter(&c).unwrap();
+        assert_eq!(t.cancel(tb), None, "b was not next");
+        assert_eq!(t.cancel(ta), Some(3), "a was next: c is now");
+        assert!(t.try_take(&tc));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn tags_saturate() {
+        let mut t = Turns::new();
+        let mut a = space(1);
+        a.set_tpm_finish(u64::MAX - 1);
+        let ta = t.enter(&a).unwrap();
+        assert!(t.try_take(&ta));
+        t.done(ta, &mut a, u64::MAX);
+        assert_eq!(a.tpm_finish(), u64::MAX);
+        let ta = t.enter(&a).unwrap();
+        assert!(t.try_take(&ta));
+    }
+}

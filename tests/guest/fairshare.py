@@ -10,9 +10,12 @@ a session evicted for a waiter (an RM-layer answer) is started again. The hog on
 sessions and then sits idle.
 
 Per node: ops (signs), refusals, Jain's index over ops per client (the hog left out), the
-fewest ops of a client, every client's longest gap between two ops (from the go to its first
-op and from its last op to the end count too), the fraction of client-time spent blocked in
-StartAuthSession, and the longest and 99th-percentile wait for one StartAuthSession.
+fewest ops of a client, every client's longest gap between two ops (`longest_gap_s`: from
+the go to its first op and from its last op to the end count too; `longest_gap_between_ops_s`
+leaves those two out, so the start, when every client asks for all its sessions at once, is
+apart), the fraction of client-time spent blocked in StartAuthSession, and the longest and
+99th-percentile wait for one StartAuthSession. Per client (`clients`): ops, sessions lost to
+eviction, longest gap and when it began, sessions started, time blocked.
 
 The probe: during a run, a fresh open + GetRandom(8) every 100 ms (as tpm2-tss's device TCTI
 does when it starts), p99 and max latency."""
@@ -39,7 +42,8 @@ HARD_LIMIT = 240.0
 
 
 def _client(node, want, idle, seconds, wfd, ready_w, go_r, must_progress=False):
-    """Writes "ops refusals errors evicted blocked_s longest_gap_s wait_ms..." to wfd. With
+    """Writes "ops refusals errors evicted blocked_s longest_gap_s gap_began_s between_s
+    wait_ms..." to wfd. With
     `must_progress` a client with no sign yet goes on past `seconds` until it has one
     (bounded by HARD_LIMIT)."""
     ops = refusals = errors = evicted = 0
@@ -104,29 +108,42 @@ def _client(node, want, idle, seconds, wfd, ready_w, go_r, must_progress=False):
     if op_times and op_times[-1] > end:
         end = op_times[-1]
     marks = [start] + op_times + [end]
-    gap = max(b - a for a, b in zip(marks, marks[1:]))
-    fields = [ops, refusals, errors, evicted, f"{blocked:.3f}", f"{gap:.3f}"] + [f"{w:.1f}" for w in waits]
+    gap, gap_at = max((b - a, a - start) for a, b in zip(marks, marks[1:]))
+    # The longest gap between two ops, leaving out the wait for the first (all clients ask
+    # at the go) and the tail after the last.
+    between = max((b - a for a, b in zip(op_times, op_times[1:])), default=0.0)
+    fields = [ops, refusals, errors, evicted, f"{blocked:.3f}", f"{gap:.3f}", f"{gap_at:.3f}",
+              f"{between:.3f}"]
+    fields += [f"{w:.1f}" for w in waits]
     os.write(wfd, (" ".join(map(str, fields)) + "\n").encode())
     os.close(wfd)
 
 
 def _probe(node, seconds, wfd, go_r):
-    """A fresh open + GetRandom(8) every 100 ms; writes the latencies (ms)."""
+    """A fresh open + GetRandom(8) + close every 100 ms; writes the latencies (ms) as
+    "total,open,command,close" per probe (total negative if it failed)."""
     os.read(go_r, 1)
     end = time.monotonic() + seconds
     lat = []
     while time.monotonic() < end:
         t0 = time.monotonic()
+        t1 = t2 = None
         try:
             with Node(node, nonblock=True) as n:
+                t1 = time.monotonic()
                 rsp = n.transact(tpm.get_random(8))
+                t2 = time.monotonic()
                 ok = tpm.rc_of(rsp) == 0
         except (OSError, AssertionError):
             ok = False
-        ms = (time.monotonic() - t0) * 1000
-        lat.append(ms if ok else -ms)
+        t3 = time.monotonic()
+        t1 = t1 or t3
+        t2 = t2 or t3
+        ms = (t3 - t0) * 1000
+        parts = [ms if ok else -ms, (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000]
+        lat.append(",".join(f"{x:.1f}" for x in parts))
         time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
-    os.write(wfd, (" ".join(f"{x:.1f}" for x in lat) + "\n").encode())
+    os.write(wfd, (" ".join(lat) + "\n").encode())
     os.close(wfd)
 
 
@@ -185,7 +202,8 @@ def run(node, workload, seconds, probe=False, must_progress=False):
     for r, pid in zip(pipes, pids):
         f = _read_all(r).split()
         os.waitpid(pid, 0)
-        rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]), float(f[5]), [float(x) for x in f[6:]]))
+        rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]), float(f[5]),
+                     [float(x) for x in f[8:]], float(f[6]), float(f[7])))
     signers = [row for i, row in enumerate(rows) if i != hog]
     ops = [row[0] for row in signers]
     waits = sorted(w for row in rows for w in row[6])
@@ -202,17 +220,27 @@ def run(node, workload, seconds, probe=False, must_progress=False):
         "jain": round(jain, 3),
         "fewest_ops": min(ops),
         "longest_gap_s": round(max(row[5] for row in signers), 2),
+        "longest_gap_between_ops_s": round(max(row[8] for row in signers), 2),
         "blocked_fraction": round(sum(row[4] for row in rows) / (len(rows) * seconds), 3),
         "wait_max_ms": round(max(waits), 1) if waits else 0.0,
         "wait_p99_ms": round(p99, 1),
+        # Per client: ops, sessions lost to eviction, longest gap (s) and when it began (s
+        # from the go), sessions started, blocked (s).
+        "clients": [[row[0], row[3], round(row[5], 2), round(row[7], 2), len(row[6]), round(row[4], 1)]
+                    for row in rows],
     }
     if probe_pipe:
         r, pid = probe_pipe
-        lat = [float(x) for x in _read_all(r).split()]
+        probes = [[float(v) for v in x.split(",")] for x in _read_all(r).split()]
         os.waitpid(pid, 0)
+        lat = [p[0] for p in probes]
         ok = sorted(abs(x) for x in lat)
         out["probe_n"] = len(lat)
         out["probe_failed"] = sum(1 for x in lat if x < 0)
         out["probe_p99_ms"] = round(ok[min(len(ok) - 1, int(len(ok) * 0.99))], 1) if ok else 0.0
         out["probe_max_ms"] = round(max(ok), 1) if ok else 0.0
+        # Where the slowest probe's time went: open, GetRandom, close.
+        if probes:
+            worst = max(probes, key=lambda p: abs(p[0]))
+            out["probe_max_split_ms"] = [round(v, 1) for v in worst[1:]]
     return out

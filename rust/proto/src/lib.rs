@@ -44,9 +44,7 @@ pub use session::registry::SessionState;
 pub use space::Space;
 pub use stats::Stats;
 pub use tpm::{Tpm, TransportError};
-pub use turns::Turn;
-#[cfg(not(tpmrs_kernel))]
-pub use turns::Turns;
+pub use turns::{Turn, Turns};
 
 // What the host tests and fuzzers look at besides (the kernel glue does not).
 #[cfg(not(tpmrs_kernel))]

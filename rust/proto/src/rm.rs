@@ -43,7 +43,6 @@ use super::session::Sessions;
 use super::space::Space;
 use super::stats::{bump, Stats};
 use super::tpm::Tpm;
-use super::turns::Turns;
 use admit::Route;
 use tpm_io::Io;
 use txn::Txn;
@@ -103,8 +102,6 @@ pub struct Rm {
     open_spaces: u64,
     /// The TPM's TPM_PT_ACTIVE_SESSIONS_MAX, if it told us (read by [`Rm::init`]).
     active_sessions_max: Option<usize>,
-    /// Whose command uses the TPM next (the glue asks before it takes the chip).
-    turns: Turns,
 }
 
 /// Writes a synthesized response code into `rsp`.
@@ -155,7 +152,6 @@ impl Rm {
             next_space_id: 1,
             open_spaces: 0,
             active_sessions_max: None,
-            turns: Turns::new(),
         })
     }
 
@@ -170,11 +166,6 @@ impl Rm {
     #[cfg(not(tpmrs_kernel))]
     pub fn command_table(&self) -> &CcTable {
         &self.cc
-    }
-
-    /// The queue of commands waiting for the TPM: see [`super::turns`].
-    pub fn turns(&mut self) -> &mut Turns {
-        &mut self.turns
     }
 
     /// The session registry.
@@ -322,7 +313,7 @@ impl Rm {
         let owner = space.id();
         self.st.retry_pending(&mut self.io, tpm);
         for _ in 0..self.st.sched.remove_space(owner, now_ns) {
-            self.st.sched.slot_freed();
+            self.st.slot_freed();
         }
         self.st.evicted.forget(owner);
         self.st

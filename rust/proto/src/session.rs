@@ -87,6 +87,9 @@ pub(crate) struct Sessions {
     abandon_tick: u64,
     /// Sessions evicted from each open space, for the per-client view.
     pub(crate) evicted: OwnerCounts,
+    /// The resource manager's clock at its last call (for gang reservations made by a freed
+    /// slot, whose callers do not all know the time).
+    now: u64,
 }
 
 impl Sessions {
@@ -103,6 +106,7 @@ impl Sessions {
             next_session_id: 1,
             abandon_tick: 0,
             evicted: OwnerCounts::new(),
+            now: 0,
         })
     }
 
@@ -116,11 +120,11 @@ impl Sessions {
     /// Hands a freed slot to `g`.
     pub(crate) fn grant(&mut self, g: Grant) {
         match g {
-            Grant::Queue => self.sched.slot_freed(),
+            Grant::Queue => self.slot_freed(),
             Grant::Waiter(id) => self.sched.reserve(id),
             Grant::Gang(space, now) => {
                 if !self.sched.add_gang(space, now) {
-                    self.sched.slot_freed();
+                    self.slot_freed();
                 }
             }
         }
@@ -129,8 +133,28 @@ impl Sessions {
     /// Gang reservations and kept queue places unused at `now` lapse; the slots go to the
     /// queue.
     pub(crate) fn expire(&mut self, now: u64) {
+        self.now = self.now.max(now);
         for _ in 0..self.sched.expire(now) {
-            self.sched.slot_freed();
+            self.slot_freed();
+        }
+    }
+
+    /// A slot of ours was freed for the queue. It goes to the first waiter in FIFO order
+    /// whose space still needs one: as the waiter's reservation if it holds none, else as a
+    /// gang reservation of its space (up to as many sessions as the space held at once). So
+    /// the space at the head gets all it needs before the next one gets anything: slots
+    /// handed out one per space would leave every space short of its set, each waiting
+    /// SESSION_TIMEOUT again for the rest.
+    pub(crate) fn slot_freed(&mut self) {
+        let target = self
+            .sched
+            .first_waiter(|id, space, reserved| !reserved || self.gang_need(id, space) > 0);
+        match target {
+            Some((id, _, false)) => self.sched.reserve(id),
+            Some((_, space, true)) if !self.sched.add_gang(space, self.now) => {
+                self.sched.slot_freed()
+            }
+            _ => {}
         }
     }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Whose command uses the TPM next: start-time fair queuing of TPM time over open files.
+//! Whose command uses the TPM next: start-time fair queuing of turns over open files.
 //!
 //! The TPM runs one command at a time. With one lock taken in arrival order (the kernel
 //! mutex of /dev/tpmrm0), a command queues behind every command already waiting: with 30
@@ -8,18 +8,24 @@
 //! session slot was freed for it queues behind all of them again before it can use it.
 //!
 //! Here each command asks for a *turn* ([`Turns::enter`]) and the TPM goes to the waiting
-//! command whose space has used the least TPM time lately. Every space carries a finish tag
-//! ([`Space`]): the virtual time at which its last command's TPM time was paid for. A command
-//! starts at `max(vclock, finish)`, where `vclock` is the start of the command that ran last,
-//! and the smallest start goes first (ties: arrival order). A space that was idle -- a new
-//! open file, a client that slept waiting for a session slot -- starts at `vclock` and goes
-//! next; spaces that keep the TPM busy share it in proportion, whatever the number of their
-//! commands. A space that was idle for long gains no credit: its start is never below
-//! `vclock` (start-time fair queuing, Goyal et al., 1996).
+//! command whose space has used the least lately. Every space carries a finish tag
+//! ([`Space`]): the virtual time at which its last turn was paid for, at the cost the caller
+//! charges per turn (the kernel glue charges one per turn: spaces are served turn about,
+//! whatever their commands cost). A command starts at `max(vclock, finish)`, where `vclock`
+//! is the start of the command that ran last, and the smallest start goes first; of equal
+//! starts, the space served least recently (smallest finish tag), then arrival order. A
+//! space that was idle -- a new open file, a client that slept waiting for a session slot --
+//! starts at `vclock` and goes next, ahead of the busy spaces whose turn in this round has
+//! not come yet; spaces that keep the TPM busy share it
+//! evenly, whatever the number of their commands waiting. A space that was idle for long
+//! gains no credit: its start is never below `vclock` (start-time fair queuing, Goyal et
+//! al., 1996).
 //!
-//! The glue holds the resource manager's lock from [`Turns::try_take`] to [`Turns::done`]
-//! (the TPM work), so at most one turn is used at a time; [`Turns::done`] and
-//! [`Turns::cancel`] name the space to wake next, so only that waiter is woken.
+//! One turn is used at a time: [`Turns::try_take`] succeeds only while no turn is held, and
+//! the holder gives it back with [`Turns::done`]. The queue is kept apart from the resource
+//! manager (the glue has it under a lock of its own, held only to queue, take and give
+//! back), so waiting for a turn never waits on the lock the TPM work holds. [`Turns::done`]
+//! and [`Turns::cancel`] name the space to wake next, so only that waiter is woken.
 
 use super::platform::{OutOfMemory, Vec};
 use super::space::Space;
@@ -37,17 +43,22 @@ pub struct Turn {
 struct Waiting {
     seq: u64,
     start: u64,
+    /// The space's finish tag when it asked: ties of `start` go to the space served least
+    /// recently.
+    prev: u64,
     space: u64,
 }
 
 /// The commands waiting for the TPM, in start-tag order.
 #[derive(Default)]
 pub struct Turns {
-    /// Unordered; the next is the smallest `(start, seq)`.
+    /// Unordered; the next is the smallest `(start, prev, seq)`.
     queue: Vec<Waiting>,
     /// Start tag of the command that used the TPM last.
     vclock: u64,
     next_seq: u64,
+    /// A turn is taken and not given back yet.
+    busy: bool,
 }
 
 impl Turns {
@@ -57,6 +68,7 @@ impl Turns {
             queue: Vec::new(),
             vclock: 0,
             next_seq: 0,
+            busy: false,
         }
     }
 
@@ -73,7 +85,10 @@ impl Turns {
     }
 
     fn next(&self) -> Option<Waiting> {
-        self.queue.iter().copied().min_by_key(|w| (w.start, w.seq))
+        self.queue
+            .iter()
+            .copied()
+            .min_by_key(|w| (w.start, w.prev, w.seq))
     }
 
     /// A command of `space` asks for the TPM. Its start tag is `max(vclock, finish)`.
@@ -81,11 +96,13 @@ impl Turns {
     /// # Errors
     /// [`OutOfMemory`] if the queue cannot grow (fail the command).
     pub fn enter(&mut self, space: &Space) -> Result<Turn, OutOfMemory> {
-        let start = self.vclock.max(space.tpm_finish());
+        let prev = space.tpm_finish();
+        let start = self.vclock.max(prev);
         let seq = self.next_seq;
         self.queue.try_push(Waiting {
             seq,
             start,
+            prev,
             space: space.id(),
         })?;
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -96,13 +113,13 @@ impl Turns {
         })
     }
 
-    /// Whether `turn` goes now: it has the smallest start tag of every waiting command.
-    /// If so, it leaves the queue and holds the TPM until [`Turns::done`]; the caller keeps
-    /// the lock under which it asked until then.
+    /// Whether `turn` goes now: no turn is held and it has the smallest start tag of every
+    /// waiting command. If so, it leaves the queue and holds the TPM until [`Turns::done`].
     pub fn try_take(&mut self, turn: &Turn) -> bool {
-        if self.next().map(|w| w.seq) != Some(turn.seq) {
+        if self.busy || self.next().map(|w| w.seq) != Some(turn.seq) {
             return false;
         }
+        self.busy = true;
         if let Some(i) = self.queue.iter().position(|w| w.seq == turn.seq) {
             self.queue.swap_remove(i);
         }
@@ -110,18 +127,20 @@ impl Turns {
         true
     }
 
-    /// The taken `turn` of `space` is over, after `cost` (TPM time, ns, or any unit as long
-    /// as it is the same for everyone). Returns the space whose command goes next (to wake).
+    /// The taken `turn` of `space` is over, after `cost` (one per turn, or TPM time: any
+    /// unit, as long as it is the same for everyone). Returns the space whose command goes next (to wake).
     pub fn done(&mut self, turn: Turn, space: &mut Space, cost: u64) -> Option<u64> {
         debug_assert_eq!(turn.space, space.id());
+        self.busy = false;
         space.set_tpm_finish(turn.start.saturating_add(cost.max(1)));
         self.next().map(|w| w.space)
     }
 
     /// `turn` is given up before it was taken (a signal, a closed file, a wait that turned
-    /// out not to need the TPM). Returns the space to wake if the next command changed.
+    /// out not to need the TPM). Returns the space to wake if the next command changed and
+    /// no turn is held.
     pub fn cancel(&mut self, turn: Turn) -> Option<u64> {
-        let was_next = self.next().map(|w| w.seq) == Some(turn.seq);
+        let was_next = !self.busy && self.next().map(|w| w.seq) == Some(turn.seq);
         if let Some(i) = self.queue.iter().position(|w| w.seq == turn.seq) {
             self.queue.swap_remove(i);
         }
@@ -170,18 +189,46 @@ mod tests {
             t.done(turn, s, 100);
         }
         let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
-        let fresh = space(9);
+        let mut fresh = space(9);
         let tf = t.enter(&fresh).unwrap();
         assert_eq!(t.next_space(), Some(9));
         assert!(!t.try_take(&turns[0]));
         assert!(t.try_take(&tf));
         // Then the busy ones, in arrival order (equal tags).
-        assert_eq!(t.next_space(), Some(1));
+        assert_eq!(t.done(tf, &mut fresh, 100), Some(1));
         for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
             assert!(t.try_take(&turn));
             t.done(turn, s, 100);
         }
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_newcomer_goes_before_busy_spaces_of_the_same_round() {
+        // Unit costs: ten busy spaces all start the round at the same tag; a new space
+        // arriving after them goes next, not after the ten.
+        let mut t = Turns::new();
+        let mut busy: std::vec::Vec<Space> = (1..=10).map(space).collect();
+        for _ in 0..3 {
+            let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
+            for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
+                assert!(t.try_take(&turn));
+                t.done(turn, s, 1);
+            }
+        }
+        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
+        let mut fresh = space(99);
+        let tf = t.enter(&fresh).unwrap();
+        assert_eq!(t.next_space(), Some(99));
+        assert!(t.try_take(&tf));
+        t.done(tf, &mut fresh, 1);
+        // Then the round goes on, in arrival order; the newcomer's next command waits for it.
+        let tf = t.enter(&fresh).unwrap();
+        for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
+            assert!(t.try_take(&turn), "{}", s.id());
+            t.done(turn, s, 1);
+        }
+        assert!(t.try_take(&tf));
     }
 
     #[test]
@@ -240,6 +287,22 @@ mod tests {
         assert_eq!(t.cancel(ta), Some(3), "a was next: c is now");
         assert!(t.try_take(&tc));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn one_turn_at_a_time() {
+        let mut t = Turns::new();
+        let (mut a, b) = (space(1), space(2));
+        let ta = t.enter(&a).unwrap();
+        assert!(t.try_take(&ta));
+        // b is first in the queue but a holds the TPM.
+        let tb = t.enter(&b).unwrap();
+        assert!(!t.try_take(&tb));
+        assert_eq!(t.done(ta, &mut a, 5), Some(2));
+        assert!(t.try_take(&tb));
+        // Cancelling while a turn is held names nobody: the holder wakes the next.
+        let ta = t.enter(&a).unwrap();
+        assert_eq!(t.cancel(ta), None);
     }
 
     #[test]

@@ -1041,6 +1041,48 @@ fn gang_grant_and_its_expiry() {
     h.tpm.assert_empty();
 }
 
+/// Slots freed to the queue go to the head's space until it has what it needs (its peak),
+/// before the next waiter gets one: handed out one per space, every space would be short of
+/// its set and wait SESSION_TIMEOUT again for the rest.
+#[test]
+fn freed_slots_fill_the_head_spaces_need_first() {
+    let mut h = harness(4);
+    let (mut w, mut o, mut x, mut y) = (h.space(), h.space(), h.space(), h.space());
+    // w held 3 at once, then let them go; x takes 3, o the fourth.
+    let ws: Vec<u32> = (0..3).map(|_| start(&mut h, &mut w).unwrap()).collect();
+    for s in ws {
+        h.success(&mut w, &flush_context(s));
+    }
+    let xs: Vec<u32> = (0..3).map(|_| start(&mut h, &mut x).unwrap()).collect();
+    start(&mut h, &mut o).unwrap();
+    // w comes back for its sessions, then y: both wait, w first.
+    assert_eq!(start(&mut h, &mut w), Err(RmError::SessionsExhausted));
+    let tw = h.rm.wait_begin(&w, h.now, h.exhausted_rc).unwrap();
+    assert_eq!(start(&mut h, &mut y), Err(RmError::SessionsExhausted));
+    let ty = h.rm.wait_begin(&y, h.now, h.exhausted_rc).unwrap();
+    // o leaves: w's reservation. x lets two go: both kept for w's space, none for y.
+    h.close(&mut o);
+    assert!(h.rm.scheduler().is_reserved(tw.id()));
+    for &s in &xs[..2] {
+        h.success(&mut x, &flush_context(s));
+    }
+    assert_eq!(h.rm.scheduler().gang(w.id()), 2);
+    assert!(!h.rm.scheduler().is_reserved(ty.id()));
+    // w gets its three at once; the next slot freed is y's.
+    start_as(&mut h, &mut w, &tw).unwrap();
+    h.rm.wait_end(tw, h.now);
+    start(&mut h, &mut w).unwrap();
+    start(&mut h, &mut w).unwrap();
+    h.success(&mut x, &flush_context(xs[2]));
+    assert!(h.rm.scheduler().is_reserved(ty.id()));
+    start_as(&mut h, &mut y, &ty).unwrap();
+    h.rm.wait_end(ty, h.now);
+    for s in [&mut w, &mut x, &mut y] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
 /// A wait survives signals: a request interrupted (ended) and restarted at once takes back
 /// its queue place and wait clock, so a waiter interrupted every 0.5 s is still served
 /// within 2 x SESSION_TIMEOUT, ahead of those who queued after it.

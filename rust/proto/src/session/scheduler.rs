@@ -329,6 +329,16 @@ impl Scheduler {
         }
     }
 
+    /// The first waiter in FIFO order for which `pick(id, space, reserved)` holds: its id,
+    /// space and whether it holds a reservation.
+    pub fn first_waiter(&self, pick: impl Fn(u64, u64, bool) -> bool) -> Option<(u64, u64, bool)> {
+        self.waiters
+            .iter()
+            .filter(|w| pick(w.id, w.space, w.reserved))
+            .min_by_key(|w| w.id)
+            .map(|w| (w.id, w.space, w.reserved))
+    }
+
     /// One of our session slots was freed: the oldest waiter without a reservation gets it.
     pub fn slot_freed(&mut self) {
         if let Some(id) = self.first_unreserved() {

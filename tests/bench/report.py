@@ -63,7 +63,7 @@ def main(src, md, png):
             keys, [[x[k] for k in keys] for x in r["context_gap"]]) + "\n")
     if "fairshare" in r:
         rows = r["fairshare"]
-        keys = [k for k in rows[0] if not k.startswith("probe")]
+        keys = [k for k in rows[0] if not k.startswith("probe") and k != "clients"]
         parts.append("## 6. Fair share under exhaustion (issue 10; the clock starts at the go on "
                      "every node)\n\n" + table(keys, [[x[k] for k in keys] for x in rows]) + "\n")
         probes = [x for x in rows if "probe_n" in x]

@@ -29,6 +29,7 @@ pub mod command;
 pub mod constants;
 pub mod context;
 pub mod error;
+pub mod event;
 pub mod response;
 pub mod rm;
 pub mod session;
@@ -39,6 +40,7 @@ pub mod turns;
 
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
+pub use event::{Event, WaitEnd};
 pub use rm::{Config, Request, Rm, Step};
 pub use session::registry::SessionState;
 pub use space::Space;

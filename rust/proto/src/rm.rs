@@ -33,6 +33,7 @@ use core::ops::ControlFlow;
 
 use super::cc_table::CcTable;
 use super::error::RmError;
+use super::event::Event;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error};
 use super::session::registry::SessionRegistry;
@@ -221,6 +222,24 @@ impl Rm {
             open_spaces: self.open_spaces,
             ..self.io.stats
         }
+    }
+
+    /// What happened since the last [`Rm::clear_events`] (evictions, context-gap repairs,
+    /// waits begun and ended), oldest first: the glue drains it after every call, for its
+    /// trace events.
+    pub fn events(&self) -> &[Event] {
+        self.st.events.events()
+    }
+
+    /// Events dropped because more happened in one call than the log holds
+    /// ([`super::event::EVENT_LOG_CAPACITY`]).
+    pub fn events_lost(&self) -> u64 {
+        self.st.events.lost()
+    }
+
+    /// Empties the event log (after the glue traced it).
+    pub fn clear_events(&mut self) {
+        self.st.events.clear();
     }
 
     /// Sessions evicted from the open space `space_id` so far (0 once it is closed).

@@ -56,13 +56,14 @@ mod tombstone;
 
 use super::context::parse_context;
 use super::error::RmError;
+use super::event::EventLog;
 use super::platform::Vec;
 use super::stats::OwnerCounts;
 use registry::SessionRegistry;
 use scheduler::Scheduler;
 use tombstone::Tombstone;
 
-pub(crate) use end::End;
+pub(crate) use end::{End, Why};
 pub(crate) use flush::FlushQueue;
 
 /// Where a freed session slot goes.
@@ -87,6 +88,8 @@ pub(crate) struct Sessions {
     abandon_tick: u64,
     /// Sessions evicted from each open space, for the per-client view.
     pub(crate) evicted: OwnerCounts,
+    /// What happened since the glue last drained it, for its trace events.
+    pub(crate) events: EventLog,
 }
 
 impl Sessions {
@@ -103,6 +106,7 @@ impl Sessions {
             next_session_id: 1,
             abandon_tick: 0,
             evicted: OwnerCounts::new(),
+            events: EventLog::new()?,
         })
     }
 

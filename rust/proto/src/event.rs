@@ -102,6 +102,7 @@ impl EventLog {
     }
 
     /// Events not recorded because the log was full, since the resource manager was created.
+    #[cfg(not(tpmrs_kernel))]
     pub fn lost(&self) -> u64 {
         self.lost
     }

@@ -54,7 +54,7 @@ pub use turns::Turns;
 #[cfg(not(tpmrs_kernel))]
 pub use cc_table::{CcAttrs, CcTable};
 #[cfg(not(tpmrs_kernel))]
-pub use platform::{OutOfMemory, Vec};
+pub use platform::{Charged, OutOfMemory, Vec};
 #[cfg(not(tpmrs_kernel))]
 pub use rm::Outcome;
 #[cfg(not(tpmrs_kernel))]

@@ -233,6 +233,7 @@ impl Rm {
 
     /// Events dropped because more happened in one call than the log holds
     /// ([`super::event::EVENT_LOG_CAPACITY`]).
+    #[cfg(not(tpmrs_kernel))]
     pub fn events_lost(&self) -> u64 {
         self.st.events.lost()
     }

@@ -176,13 +176,14 @@ def test_trace_perf_record():
     """`perf record -e 'tpmrs:*'` (the documented one-liner) records the events of a
     tpm2-tools command, and `perf script` shows them."""
     tracefs()
-    data = "/tmp/tpmrs-perf.data"
+    cwd = "/tmp/tpmrs-perf"
+    os.makedirs(cwd, exist_ok=True)
     env = dict(os.environ, TPM2TOOLS_TCTI="device:/dev/tpmrs0")
-    p = subprocess.run(["perf", "record", "-q", "-e", "tpmrs:*", "-a", "-o", data, "--",
+    p = subprocess.run(["perf", "record", "-e", "tpmrs:*", "-a", "--",
                         "tpm2", "getrandom", "--hex", "8"],
-                       env=env, capture_output=True, text=True, timeout=300)
+                       env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
-    s = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True, timeout=300)
+    s = subprocess.run(["perf", "script"], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert s.returncode == 0, (s.returncode, s.stderr)
     lines = [line for line in s.stdout.splitlines() if "tpmrs:tpmrs_command:" in line]
     # tpm2-tools' getrandom: its startup commands and the GetRandom itself (cc 0x17b).

@@ -179,7 +179,8 @@ def test_trace_perf_record():
     cwd = "/tmp/tpmrs-perf"
     os.makedirs(cwd, exist_ok=True)
     env = dict(os.environ, TPM2TOOLS_TCTI="device:/dev/tpmrs0")
-    p = subprocess.run(["perf", "record", "-e", "tpmrs:*", "-a", "--",
+    # -o: what perf record writes to in a terminal; to a pipe it would write the data itself.
+    p = subprocess.run(["perf", "record", "-e", "tpmrs:*", "-a", "-o", "perf.data", "--",
                         "tpm2", "getrandom", "--hex", "8"],
                        env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)

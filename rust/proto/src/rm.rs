@@ -337,7 +337,7 @@ impl Rm {
     /// are flushed beyond `Config::max_abandoned`). The space's waiters leave the queue and
     /// its tombstones are dropped. Never fails; a flush that fails on the transport is queued
     /// and retried at the next command. Tickets of the space's waiters become stale (end
-    /// such commands first). Call [`Rm::take_wakeup`] afterwards.
+    /// such commands first). Call [`Rm::take_wakeups`] afterwards.
     pub fn close_space(&mut self, space: &mut Space, tpm: &mut dyn Tpm, now_ns: u64) {
         let owner = space.id();
         self.st.retry_pending(&mut self.io, tpm);

@@ -245,7 +245,7 @@ impl Rm {
     }
 
     /// The command of `req` is over (answered, interrupted, or its file is closing): it
-    /// leaves the wait queue. Call [`Rm::take_wakeup`] afterwards.
+    /// leaves the wait queue. Call [`Rm::take_wakeups`] afterwards.
     pub fn end_request(&mut self, req: Request, now_ns: u64) {
         if let Some(t) = req.ticket {
             self.wait_end(t, now_ns);
@@ -271,7 +271,7 @@ impl Rm {
     }
 
     /// The command of `ticket` stops waiting. An unused reservation passes to the next
-    /// waiter: call [`Rm::take_wakeup`] afterwards.
+    /// waiter: call [`Rm::take_wakeups`] afterwards.
     pub fn wait_end(&mut self, ticket: Ticket, now_ns: u64) {
         self.st.sched.end(ticket, now_ns);
     }

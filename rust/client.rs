@@ -17,12 +17,12 @@
 
 use crate::{
     device::{ClientInfo, ClientStats, Cost, Shared},
+    memcg::{ChargedVec, MemCg},
     proto::Space,
     proto::TPM_BUFSIZE,
 };
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    alloc::KVec,
     bindings, current,
     fs::File,
     impl_has_work, new_mutex, new_poll_condvar, new_work,
@@ -35,11 +35,12 @@ use kernel::{
     workqueue::{Work, WorkItem},
 };
 
-/// The space and its buffers: owned by [`Inner`], or by the command that is running.
+/// The space and its buffers: owned by [`Inner`], or by the command that is running. The
+/// buffers are charged to the opener's memory cgroup.
 struct Exec {
     space: Space,
-    cmd: KVec<u8>,
-    rsp: KVec<u8>,
+    cmd: ChargedVec<u8>,
+    rsp: ChargedVec<u8>,
 }
 
 /// What the next `read` returns.
@@ -94,6 +95,9 @@ pub(crate) struct Client {
     /// Set at release: a command of this file still waiting for a session slot (in the
     /// O_NONBLOCK worker) stops at once.
     closed: AtomicBool,
+    /// The opener's memory cgroup, which pays for what this file makes tpmrs allocate
+    /// (`crate::memcg`); held until the last reference to the file's state is gone.
+    memcg: MemCg,
 }
 
 impl_has_work! {
@@ -107,8 +111,9 @@ impl Client {
     ///
     /// `ENOMEM`.
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
-        let cmd = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
-        let rsp = KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?;
+        // Charged to the opener (the current task), failing with ENOMEM at its memory.max.
+        let cmd = ChargedVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL_ACCOUNT)?;
+        let rsp = ChargedVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL_ACCOUNT)?;
         let for_client = shared.clone();
         let mut comm = [0u8; 16];
         // SAFETY: `comm` is writable for its length, which is passed.
@@ -132,6 +137,7 @@ impl Client {
                 response_ready <- new_poll_condvar!("tpmrs::Client::response_ready"),
                 work <- new_work!("tpmrs::Client::work"),
                 closed: AtomicBool::new(false),
+                memcg: MemCg::current(),
             }),
             GFP_KERNEL,
         )?;
@@ -230,7 +236,12 @@ impl Client {
 
     /// Runs the command of `cmd_len` bytes in `exec` without holding `inner`, and updates
     /// the file's counters.
+    ///
+    /// What the command makes tpmrs allocate for the space (saved contexts, the object table)
+    /// is charged to the opener's memory cgroup, whichever task runs it (the writer, or a
+    /// kworker for O_NONBLOCK).
     fn run_command(&self, exec: &mut Exec, cmd_len: usize) -> Result<usize> {
+        let _charge = self.memcg.charge();
         let Exec { space, cmd, rsp } = exec;
         let cmd = cmd.get(..cmd_len).unwrap_or(&[]);
         let mut cost = Cost::default();

@@ -236,6 +236,8 @@ impl Shared {
         let mut rm = self.rm.lock();
         rm.end_request(req, now);
         self.after_call(&mut rm);
+        let waited_ns = cost.waited_ns.unwrap_or(0);
+        crate::trace::command(space.id(), cmd, rsp, &ret, cost.tpm_commands, waited_ns);
         ret
     }
 
@@ -338,9 +340,11 @@ impl Shared {
         }
     }
 
-    /// After each call of the resource manager: refreshes the copy of its counters, and
-    /// wakes the sleeping waiters if it freed or reserved a slot.
+    /// After each call of the resource manager: fires the trace events of what it did,
+    /// refreshes the copy of its counters, and wakes the sleeping waiters if it freed or
+    /// reserved a slot.
     fn after_call(&self, rm: &mut MutexGuard<'_, Rm>) {
+        crate::trace::drain_events(rm);
         let stats = rm.stats();
         *self.stats.lock() = stats;
         rm.take_wakeups(&mut |space| match space {

@@ -17,6 +17,9 @@ use kernel::prelude::*;
 // Only the chip transport is exercised, not the workqueue the module uses.
 #[allow(dead_code)]
 mod chip;
+// The core's kernel platform allocates through it.
+#[allow(dead_code)]
+mod memcg;
 #[path = "proto/src/lib.rs"]
 #[allow(dead_code, unreachable_pub, unused_imports)]
 mod proto;

@@ -9,7 +9,9 @@
 //! - [`chip`]: the TPM chip, its ops lock, the transport (through `tpmrs_shim.c`);
 //! - [`device`]: the state every open file shares, and the debugfs files;
 //! - [`fops`]: the misc device and its file operations;
-//! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol.
+//! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol;
+//! - [`memcg`]: memory a client causes, charged to its opener's memory cgroup;
+//! - [`trace`]: the trace events (`tpmrs:*`, defined in `tpmrs_trace.h`).
 
 use kernel::{debugfs, prelude::*, sync::Arc};
 
@@ -17,11 +19,13 @@ mod chip;
 mod client;
 mod device;
 mod fops;
+mod memcg;
 // The core is a library shared with the host crate `tpmrs-proto`: its `pub` is the API its
 // host tests and fuzzers use, unreachable from this crate's root by design.
 #[path = "proto/src/lib.rs"]
 #[allow(unreachable_pub)]
 mod proto;
+mod trace;
 
 module! {
     type: TpmrsModule,

@@ -10,8 +10,10 @@
 
 #include <linux/device.h>
 #include <linux/errno.h>
+#include <linux/memcontrol.h>
 #include <linux/sprintf.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/tpm.h>
@@ -193,4 +195,71 @@ void tpmrs_wq_destroy(struct workqueue_struct *wq)
 void tpmrs_current_comm(char *buf, size_t len)
 {
 	strscpy_pad(buf, current->comm, len);
+}
+
+/**
+ * tpmrs_memcg_get() - a reference on the current task's memory cgroup (at open)
+ *
+ * The remote charging scope of the caller if one is active, else the cgroup of current->mm,
+ * else the root cgroup (get_mem_cgroup_from_mm(NULL)).
+ *
+ * Return: the memory cgroup, with a reference for tpmrs_memcg_put(); NULL without
+ * CONFIG_MEMCG or when memory cgroups are disabled.
+ */
+struct mem_cgroup *tpmrs_memcg_get(void)
+{
+	return get_mem_cgroup_from_mm(NULL);
+}
+
+/**
+ * tpmrs_memcg_put() - drop the reference from tpmrs_memcg_get()
+ * @memcg: the memory cgroup, or NULL
+ */
+void tpmrs_memcg_put(struct mem_cgroup *memcg)
+{
+	mem_cgroup_put(memcg);
+}
+
+/**
+ * tpmrs_memcg_enter() - charge __GFP_ACCOUNT allocations of the current task to @memcg
+ * @memcg: the memory cgroup (the caller holds a reference until tpmrs_memcg_leave()), or NULL
+ *
+ * set_active_memcg(): an O_NONBLOCK command runs in a kworker, whose own allocations would be
+ * charged to no one; within this scope they go to the opener's cgroup.
+ *
+ * Return: the previous scope, for tpmrs_memcg_leave().
+ */
+struct mem_cgroup *tpmrs_memcg_enter(struct mem_cgroup *memcg)
+{
+	return set_active_memcg(memcg);
+}
+
+/**
+ * tpmrs_memcg_leave() - end the scope of tpmrs_memcg_enter()
+ * @old: what tpmrs_memcg_enter() returned
+ */
+void tpmrs_memcg_leave(struct mem_cgroup *old)
+{
+	set_active_memcg(old);
+}
+
+/**
+ * tpmrs_krealloc_charged() - krealloc() charged to the active memory cgroup, failing cleanly
+ * @p: the allocation to grow or shrink (from kmalloc or this function), or NULL
+ * @size: its new size, > 0
+ * @align: the alignment it needs (a power of two)
+ *
+ * GFP_KERNEL_ACCOUNT charges the allocation to the task's (or the active) memory cgroup.
+ * __GFP_RETRY_MAYFAIL makes a charge over memory.max fail with NULL after reclaim instead of
+ * invoking the cgroup's OOM killer, so a client over its limit gets ENOMEM, and __GFP_NOWARN
+ * keeps that expected failure out of the kernel log. The Rust kernel crate offers neither
+ * flag, hence this function (rust/memcg.rs, the allocator of the charged buffers).
+ *
+ * Return: the allocation, or NULL (then @p is unchanged).
+ */
+void *tpmrs_krealloc_charged(void *p, size_t size, unsigned long align)
+{
+	return krealloc_node_align(p, size, align,
+				   GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN,
+				   NUMA_NO_NODE);
 }

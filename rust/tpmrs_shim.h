@@ -8,6 +8,7 @@
 
 #include <linux/types.h>
 
+struct mem_cgroup;
 struct tpm_chip;
 struct workqueue_struct;
 
@@ -22,5 +23,19 @@ ssize_t tpmrs_transmit(struct tpm_chip *chip, const u8 *cmd, size_t cmd_len, u8 
 struct workqueue_struct *tpmrs_wq_alloc(void);
 void tpmrs_wq_destroy(struct workqueue_struct *wq);
 void tpmrs_current_comm(char *buf, size_t len);
+
+/* Memory charged to the opener's memory cgroup (rust/memcg.rs). */
+struct mem_cgroup *tpmrs_memcg_get(void);
+void tpmrs_memcg_put(struct mem_cgroup *memcg);
+struct mem_cgroup *tpmrs_memcg_enter(struct mem_cgroup *memcg);
+void tpmrs_memcg_leave(struct mem_cgroup *old);
+void *tpmrs_krealloc_charged(void *p, size_t size, unsigned long align);
+
+/* Trace events (tpmrs_trace.c, tpmrs.ko only; rust/trace.rs). */
+void tpmrs_trace_command(u64 space, u32 cc, u64 tpm_commands, u64 waited_ns, s64 result, u32 rc);
+void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, bool gap);
+void tpmrs_trace_gap_repair(u32 handle, u64 owner, bool renewed);
+void tpmrs_trace_wait_begin(u64 space);
+void tpmrs_trace_wait_end(u64 space, u64 waited_ns, int how, int err);
 
 #endif /* TPMRS_SHIM_H */

@@ -29,6 +29,7 @@ pub mod command;
 pub mod constants;
 pub mod context;
 pub mod error;
+pub mod event;
 pub mod response;
 pub mod rm;
 pub mod session;
@@ -39,6 +40,7 @@ pub mod turns;
 
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
+pub use event::{Event, WaitEnd};
 pub use rm::{Config, Request, Rm, Step};
 pub use session::registry::SessionState;
 pub use space::Space;
@@ -50,7 +52,7 @@ pub use turns::{Turn, Turns};
 #[cfg(not(tpmrs_kernel))]
 pub use cc_table::{CcAttrs, CcTable};
 #[cfg(not(tpmrs_kernel))]
-pub use platform::{OutOfMemory, Vec};
+pub use platform::{Charged, OutOfMemory, Vec};
 #[cfg(not(tpmrs_kernel))]
 pub use rm::Outcome;
 #[cfg(not(tpmrs_kernel))]

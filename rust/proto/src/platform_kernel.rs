@@ -1,24 +1,48 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Kernel implementation of the platform shim (the host build uses `platform_std.rs`).
 //!
-//! Same API as the host version, backed by [`kernel::alloc::KVec`] with `GFP_KERNEL`: the
-//! protocol core only runs in process context (write, the O_NONBLOCK work item, release), where
+//! Same API as the host version, backed by the kernel's `Vec` with `GFP_KERNEL`: the protocol
+//! core only runs in process context (write, the O_NONBLOCK work item, release), where
 //! sleeping allocations are allowed.
+//!
+//! A [`Charged`] vector holds what one client causes (its objects' and sessions' saved
+//! contexts, its object table) and grows with `GFP_KERNEL_ACCOUNT` through the glue's
+//! allocator `crate::memcg::Charged` (this file is only built inside the kernel crates, which
+//! provide it): charged to the memory cgroup the glue made active, the opener's, and failing
+//! with [`OutOfMemory`] at its `memory.max` instead of invoking its OOM killer.
 
 use core::ops::{Deref, DerefMut};
-use kernel::alloc::{flags::GFP_KERNEL, KVec};
+use kernel::alloc::{
+    flags::{GFP_KERNEL, GFP_KERNEL_ACCOUNT},
+    Flags,
+};
+
+/// The kernel's vector over the glue's allocator, which charges only with
+/// `GFP_KERNEL_ACCOUNT` (plain kmalloc otherwise).
+type Inner<T> = kernel::alloc::Vec<T, crate::memcg::Charged>;
 
 /// An allocation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfMemory;
 
-/// A growable array with fallible allocation.
-pub struct Vec<T>(KVec<T>);
+/// A growable array with fallible allocation. `CHARGED`: its memory is charged to the active
+/// memory cgroup (see [`Charged`]).
+pub struct Vec<T, const CHARGED: bool = false>(Inner<T>);
 
-impl<T> Vec<T> {
+/// A vector of what one client causes, charged to its opener's memory cgroup.
+pub type Charged<T> = Vec<T, true>;
+
+impl<T, const CHARGED: bool> Vec<T, CHARGED> {
+    /// The flags every allocation of this vector uses.
+    const FLAGS: Flags = if CHARGED {
+        GFP_KERNEL_ACCOUNT
+    } else {
+        GFP_KERNEL
+    };
+
     /// An empty vector; allocates nothing.
     pub const fn new() -> Self {
-        Vec(KVec::new())
+        Vec(Inner::new())
     }
 
     /// An empty vector with room for `n` elements.
@@ -26,7 +50,7 @@ impl<T> Vec<T> {
     /// # Errors
     /// [`OutOfMemory`] if the allocation fails.
     pub fn try_with_capacity(n: usize) -> Result<Self, OutOfMemory> {
-        KVec::with_capacity(n, GFP_KERNEL)
+        Inner::with_capacity(n, Self::FLAGS)
             .map(Vec)
             .map_err(|_| OutOfMemory)
     }
@@ -36,7 +60,7 @@ impl<T> Vec<T> {
     /// # Errors
     /// [`OutOfMemory`] if growing the vector fails (the vector is unchanged).
     pub fn try_push(&mut self, v: T) -> Result<(), OutOfMemory> {
-        self.0.push(v, GFP_KERNEL).map_err(|_| OutOfMemory)
+        self.0.push(v, Self::FLAGS).map_err(|_| OutOfMemory)
     }
 
     /// Removes and returns the last element.
@@ -60,32 +84,32 @@ impl<T> Vec<T> {
     }
 }
 
-impl<T: Copy> Vec<T> {
+impl<T: Copy, const CHARGED: bool> Vec<T, CHARGED> {
     /// Appends a copy of `s`.
     ///
     /// # Errors
     /// [`OutOfMemory`] if growing the vector fails (the vector is unchanged).
     pub fn try_extend_from_slice(&mut self, s: &[T]) -> Result<(), OutOfMemory> {
         self.0
-            .extend_from_slice(s, GFP_KERNEL)
+            .extend_from_slice(s, Self::FLAGS)
             .map_err(|_| OutOfMemory)
     }
 }
 
-impl<T> Default for Vec<T> {
+impl<T, const CHARGED: bool> Default for Vec<T, CHARGED> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T> Deref for Vec<T> {
+impl<T, const CHARGED: bool> Deref for Vec<T, CHARGED> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         &self.0
     }
 }
 
-impl<T> DerefMut for Vec<T> {
+impl<T, const CHARGED: bool> DerefMut for Vec<T, CHARGED> {
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.0
     }

@@ -10,10 +10,14 @@ use core::ops::{Deref, DerefMut};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfMemory;
 
-/// A growable array with fallible allocation.
-pub struct Vec<T>(alloc::vec::Vec<T>);
+/// A growable array with fallible allocation. `CHARGED`: in the kernel, its memory is charged
+/// to the client's memory cgroup (see `platform_kernel.rs`); no difference on the host.
+pub struct Vec<T, const CHARGED: bool = false>(alloc::vec::Vec<T>);
 
-impl<T> Vec<T> {
+/// A vector of what one client causes (charged to its opener's memory cgroup in the kernel).
+pub type Charged<T> = Vec<T, true>;
+
+impl<T, const CHARGED: bool> Vec<T, CHARGED> {
     /// An empty vector; allocates nothing.
     pub const fn new() -> Self {
         Vec(alloc::vec::Vec::new())
@@ -59,7 +63,7 @@ impl<T> Vec<T> {
     }
 }
 
-impl<T: Copy> Vec<T> {
+impl<T: Copy, const CHARGED: bool> Vec<T, CHARGED> {
     /// Appends a copy of `s`.
     ///
     /// # Errors
@@ -71,20 +75,20 @@ impl<T: Copy> Vec<T> {
     }
 }
 
-impl<T> Default for Vec<T> {
+impl<T, const CHARGED: bool> Default for Vec<T, CHARGED> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T> Deref for Vec<T> {
+impl<T, const CHARGED: bool> Deref for Vec<T, CHARGED> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         &self.0
     }
 }
 
-impl<T> DerefMut for Vec<T> {
+impl<T, const CHARGED: bool> DerefMut for Vec<T, CHARGED> {
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.0
     }

@@ -33,6 +33,7 @@ use core::ops::ControlFlow;
 
 use super::cc_table::CcTable;
 use super::error::RmError;
+use super::event::Event;
 use super::platform::Vec;
 use super::response::{write_rc_response, write_rm_error};
 use super::session::registry::SessionRegistry;
@@ -214,6 +215,25 @@ impl Rm {
         }
     }
 
+    /// What happened since the last [`Rm::clear_events`] (evictions, context-gap repairs,
+    /// waits begun and ended), oldest first: the glue drains it after every call, for its
+    /// trace events.
+    pub fn events(&self) -> &[Event] {
+        self.st.events.events()
+    }
+
+    /// Events dropped because more happened in one call than the log holds
+    /// ([`super::event::EVENT_LOG_CAPACITY`]).
+    #[cfg(not(tpmrs_kernel))]
+    pub fn events_lost(&self) -> u64 {
+        self.st.events.lost()
+    }
+
+    /// Empties the event log (after the glue traced it).
+    pub fn clear_events(&mut self) {
+        self.st.events.clear();
+    }
+
     /// Sessions evicted from the open space `space_id` so far (0 once it is closed).
     pub fn evictions_of(&self, space_id: u64) -> u64 {
         self.st.evicted.get(space_id)
@@ -308,7 +328,7 @@ impl Rm {
     /// are flushed beyond `Config::max_abandoned`). The space's waiters leave the queue and
     /// its tombstones are dropped. Never fails; a flush that fails on the transport is queued
     /// and retried at the next command. Tickets of the space's waiters become stale (end
-    /// such commands first). Call [`Rm::take_wakeup`] afterwards.
+    /// such commands first). Call [`Rm::take_wakeups`] afterwards.
     pub fn close_space(&mut self, space: &mut Space, tpm: &mut dyn Tpm, now_ns: u64) {
         let owner = space.id();
         self.st.retry_pending(&mut self.io, tpm);

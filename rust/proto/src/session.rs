@@ -56,13 +56,14 @@ mod tombstone;
 
 use super::context::parse_context;
 use super::error::RmError;
+use super::event::EventLog;
 use super::platform::Vec;
 use super::stats::OwnerCounts;
 use registry::SessionRegistry;
 use scheduler::Scheduler;
 use tombstone::Tombstone;
 
-pub(crate) use end::End;
+pub(crate) use end::{End, Why};
 pub(crate) use flush::FlushQueue;
 
 /// Where a freed session slot goes.
@@ -90,6 +91,8 @@ pub(crate) struct Sessions {
     /// The resource manager's clock at its last call (for gang reservations made by a freed
     /// slot, whose callers do not all know the time).
     now: u64,
+    /// What happened since the glue last drained it, for its trace events.
+    pub(crate) events: EventLog,
 }
 
 impl Sessions {
@@ -107,6 +110,7 @@ impl Sessions {
             abandon_tick: 0,
             evicted: OwnerCounts::new(),
             now: 0,
+            events: EventLog::new()?,
         })
     }
 

@@ -3,7 +3,7 @@
 //! virtual handle. (Its sessions live in the global session registry, tagged with the space
 //! id.)
 
-use super::platform::{OutOfMemory, Vec};
+use super::platform::{Charged, OutOfMemory};
 
 /// The first virtual handle handed out; later ones count down from here.
 pub const VHANDLE_FIRST: u32 = 0x8000_0000;
@@ -14,8 +14,9 @@ pub const VHANDLE_LAST: u32 = 0x80FF_FFFF;
 pub struct ObjectEntry {
     /// The handle the client uses.
     pub vhandle: u32,
-    /// The TPMS_CONTEXT from TPM2_ContextSave (or the client's TPM2_ContextLoad).
-    pub blob: Vec<u8>,
+    /// The TPMS_CONTEXT from TPM2_ContextSave (or the client's TPM2_ContextLoad), charged to
+    /// the client.
+    pub blob: Charged<u8>,
     /// A sequence object: its state changes with use, so it is saved again after each use.
     pub sequence: bool,
     /// The handle it stays loaded under between commands, in the one case where it must:
@@ -43,7 +44,8 @@ impl From<OutOfMemory> for InsertError {
 /// The resource-manager state of one open file.
 pub struct Space {
     id: u64,
-    objects: Vec<ObjectEntry>,
+    /// Charged to the client, like the blobs.
+    objects: Charged<ObjectEntry>,
     /// Finish tag of its last use of the TPM, in the virtual time of [`super::turns`].
     tpm_finish: u64,
 }
@@ -54,7 +56,7 @@ impl Space {
     pub fn new(id: u64) -> Self {
         Space {
             id,
-            objects: Vec::new(),
+            objects: Charged::new(),
             tpm_finish: 0,
         }
     }
@@ -130,7 +132,7 @@ impl Space {
     /// [`InsertError::Full`] or [`InsertError::OutOfMemory`] (the blob is dropped).
     pub fn insert_object(
         &mut self,
-        blob: Vec<u8>,
+        blob: Charged<u8>,
         sequence: bool,
         max: usize,
     ) -> Result<u32, InsertError> {
@@ -152,8 +154,8 @@ impl Space {
 mod tests {
     use super::*;
 
-    fn blob() -> Vec<u8> {
-        let mut v = Vec::new();
+    fn blob() -> Charged<u8> {
+        let mut v = Charged::new();
         v.try_extend_from_slice(&[1, 2, 3]).unwrap();
         v
     }

@@ -10,7 +10,7 @@ use super::super::command::Command;
 use super::super::constants::*;
 use super::super::context::{context_save_blob, parse_context};
 use super::super::error::RmError;
-use super::super::platform::Vec;
+use super::super::platform::Charged;
 use super::super::session::registry::{same_session, SessionEntry, SessionState};
 use super::super::session::{blob_seq, End, Grant};
 use super::super::space::InsertError;
@@ -130,7 +130,7 @@ impl Txn<'_> {
         }
         let (blob, sequence) = match client_blob {
             Some(b) => {
-                let mut v = match Vec::try_with_capacity(b.len()) {
+                let mut v = match Charged::try_with_capacity(b.len()) {
                     Ok(v) => v,
                     Err(e) => {
                         self.io.flush_or_queue(self.tpm, pending, phandle)?;

@@ -10,7 +10,7 @@ use super::super::context::{
     context_save_blob,
 };
 use super::super::error::RmError;
-use super::super::platform::Vec;
+use super::super::platform::{Charged, Vec};
 use super::super::response::ResponseHeader;
 use super::super::session::registry::same_session;
 use super::super::session::FlushQueue;
@@ -140,9 +140,10 @@ impl Io {
     }
 
     /// The blob of the last successful [`Io::context_save`], copied.
-    pub(crate) fn saved_blob(&self) -> Result<Vec<u8>, RmError> {
+    /// Charged to the client (the blob is an object's or a session's of its space).
+    pub(crate) fn saved_blob(&self) -> Result<Charged<u8>, RmError> {
         let b = context_save_blob(self.last()).map_err(|_| RmError::BadResponse)?;
-        let mut v = Vec::try_with_capacity(b.len())?;
+        let mut v = Charged::try_with_capacity(b.len())?;
         v.try_extend_from_slice(b)?;
         Ok(v)
     }

@@ -29,7 +29,9 @@
 //! [`scheduler`](super::super::session::scheduler)'s.
 
 use super::super::error::RmError;
+use super::super::event::{Event, WaitEnd};
 use super::super::session::scheduler::{choose_victim, Action, Ticket, Victim, WaitStep};
+use super::super::session::Why;
 use super::super::space::Space;
 use super::super::tpm::Tpm;
 use super::Rm;
@@ -71,6 +73,12 @@ pub struct Request {
     ticket: Option<Ticket>,
     /// The scheduler said Retry: run the command at the next step.
     run: bool,
+    /// When this command began to wait (its ticket was taken) and its space, for its trace
+    /// events.
+    wait_began_ns: u64,
+    space: u64,
+    /// How the command ended, once [`Rm::step`] said [`Step::Done`].
+    end: Option<WaitEnd>,
 }
 
 impl Request {
@@ -79,6 +87,9 @@ impl Request {
         Request {
             ticket: None,
             run: true,
+            wait_began_ns: 0,
+            space: 0,
+            end: None,
         }
     }
 
@@ -131,6 +142,26 @@ impl Rm {
         cmd: &[u8],
         rsp: &mut [u8],
     ) -> Step {
+        let step = self.step_inner(req, space, tpm, now_ns, cmd, rsp);
+        if let Step::Done(r) = step {
+            req.end = Some(match r {
+                Ok(_) => WaitEnd::Answered,
+                Err(e) => WaitEnd::Failed(e.to_errno()),
+            });
+        }
+        step
+    }
+
+    /// [`Rm::step`], without noting how the command ended.
+    fn step_inner(
+        &mut self,
+        req: &mut Request,
+        space: &mut Space,
+        tpm: &mut dyn Tpm,
+        now_ns: u64,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Step {
         self.st.expire(now_ns);
         for _ in 0..MAX_RUNS_PER_STEP {
             if core::mem::take(&mut req.run) {
@@ -140,7 +171,14 @@ impl Rm {
                     Ok(Outcome::Exhausted { rc }) => {
                         if req.ticket.is_none() {
                             match self.wait_begin(space, now_ns, rc) {
-                                Ok(t) => req.ticket = Some(t),
+                                Ok(t) => {
+                                    req.ticket = Some(t);
+                                    req.wait_began_ns = now_ns;
+                                    req.space = space.id();
+                                    self.st
+                                        .events
+                                        .record(Event::WaitBegin { space: space.id() });
+                                }
                                 Err(e) => return Step::Done(Err(e)),
                             }
                         }
@@ -207,10 +245,15 @@ impl Rm {
     }
 
     /// The command of `req` is over (answered, interrupted, or its file is closing): it
-    /// leaves the wait queue. Call [`Rm::take_wakeup`] afterwards.
+    /// leaves the wait queue. Call [`Rm::take_wakeups`] afterwards.
     pub fn end_request(&mut self, req: Request, now_ns: u64) {
         if let Some(t) = req.ticket {
             self.wait_end(t, now_ns);
+            self.st.events.record(Event::WaitEnd {
+                space: req.space,
+                waited_ns: now_ns.saturating_sub(req.wait_began_ns),
+                end: req.end.unwrap_or(WaitEnd::Interrupted),
+            });
         }
     }
 
@@ -228,7 +271,7 @@ impl Rm {
     }
 
     /// The command of `ticket` stops waiting. An unused reservation passes to the next
-    /// waiter: call [`Rm::take_wakeup`] afterwards.
+    /// waiter: call [`Rm::take_wakeups`] afterwards.
     pub fn wait_end(&mut self, ticket: Ticket, now_ns: u64) {
         self.st.sched.end(ticket, now_ns);
     }
@@ -344,7 +387,8 @@ impl Rm {
                 None => break,
                 Some(Victim::Abandoned(h)) => {
                     let grant = self.st.next_grant(id, space, now);
-                    self.st.evict(&mut self.io, tpm, h, grant)
+                    self.st
+                        .evict(&mut self.io, tpm, h, grant, Why::Waiter(space.unwrap_or(0)))
                 }
                 Some(Victim::Space(v)) => self.st.evict_space(&mut self.io, tpm, v, id, space, now),
             };

@@ -3,12 +3,22 @@
 //! it), or abandoned (its client saved it and closed its file).
 
 use super::super::error::RmError;
+use super::super::event::Event;
 use super::super::rm::tpm_io::{Flushed, Io};
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::registry::same_session;
 use super::tombstone::Tombstone;
 use super::{Grant, Sessions};
+
+/// Why a session is evicted (for its trace event).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// For a waiter of this space (0: a waiter without a space).
+    Waiter(u64),
+    /// To repair a context gap.
+    Gap,
+}
 
 /// How a session of ours ends.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,18 +64,30 @@ impl Sessions {
         r
     }
 
-    /// Evicts session `h`: its owner (if any) gets a tombstone, the slot goes to `grant`.
+    /// Evicts session `h` (for the reason `why`): its owner (if any) gets a tombstone, the
+    /// slot goes to `grant`.
     pub(crate) fn evict(
         &mut self,
         io: &mut Io,
         tpm: &mut dyn Tpm,
         h: u32,
         grant: Grant,
+        why: Why,
     ) -> Result<(), RmError> {
         let known = self
             .registry
             .get(h)
             .and_then(|e| Some((e.owner?, e.handle)));
+        let (waiter, gap) = match why {
+            Why::Waiter(space) => (space, false),
+            Why::Gap => (0, true),
+        };
+        self.events.record(Event::Evict {
+            handle: h,
+            victim: known.map_or(0, |k| k.0),
+            waiter,
+            gap,
+        });
         if let Some((owner, v)) = known {
             self.evicted.bump(owner);
             // At most one per space and number, so they stay bounded. Without memory for
@@ -99,7 +121,7 @@ impl Sessions {
         let mut r = Ok(());
         while let Some(h) = self.registry.find_owned(victim) {
             let grant = self.next_grant(waiter, space, now);
-            let e = self.evict(io, tpm, h, grant);
+            let e = self.evict(io, tpm, h, grant, Why::Waiter(space.unwrap_or(0)));
             if r.is_ok() {
                 r = e;
             }

@@ -5,11 +5,12 @@
 
 use super::super::constants::*;
 use super::super::error::RmError;
+use super::super::event::Event;
 use super::super::rm::tpm_io::{Io, Reply};
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::registry::SessionState;
-use super::{blob_seq, End, Grant, Sessions};
+use super::{blob_seq, End, Grant, Sessions, Why};
 
 impl Sessions {
     /// One context-gap repair: renews the oldest saved session we track (load, save), or
@@ -23,27 +24,54 @@ impl Sessions {
             return Ok(false);
         };
         bump(&mut io.stats.gap_repairs);
+        let owner = self.registry.get(h).and_then(|e| e.owner).unwrap_or(0);
+        let r = self.renew_or_evict(io, tpm, h);
+        // Renewed: still ours and saved by us (every other way forgot it).
+        let renewed = self
+            .registry
+            .get(h)
+            .is_some_and(|e| matches!(e.state, SessionState::SavedByRm(_)));
+        self.events.record(Event::GapRepair {
+            handle: h,
+            owner,
+            renewed,
+        });
+        r
+    }
+
+    /// The repair of [`Self::repair_gap`] on the oldest saved session `h`.
+    fn renew_or_evict(&mut self, io: &mut Io, tpm: &mut dyn Tpm, h: u32) -> Result<bool, RmError> {
         let loaded = match self.registry.get(h).map(|e| &e.state) {
             Some(SessionState::SavedByRm(blob)) => io.context_load(tpm, blob),
             // The client holds the blob: it cannot be renewed.
-            _ => return self.evict(io, tpm, h, Grant::Queue).map(|()| true),
+            _ => {
+                return self
+                    .evict(io, tpm, h, Grant::Queue, Why::Gap)
+                    .map(|()| true)
+            }
         };
         match loaded {
             Ok(Reply::Done(p)) if p == h => {}
             Ok(Reply::Done(p)) => {
                 // Restored under another handle: should never happen. Drop both.
                 let _ = io.flush_or_queue(tpm, &mut self.pending, p);
-                return self.evict(io, tpm, h, Grant::Queue).map(|()| true);
+                return self
+                    .evict(io, tpm, h, Grant::Queue, Why::Gap)
+                    .map(|()| true);
             }
             Ok(Reply::Rc(rc)) if is_handle_rc(rc) => {
                 self.end_session(io, tpm, h, End::Gone, Grant::Queue)?;
                 return Ok(true);
             }
             // No room to load it (or a bad blob): flushing needs no room.
-            Ok(Reply::Rc(_)) => return self.evict(io, tpm, h, Grant::Queue).map(|()| true),
+            Ok(Reply::Rc(_)) => {
+                return self
+                    .evict(io, tpm, h, Grant::Queue, Why::Gap)
+                    .map(|()| true)
+            }
             Err(e) => {
                 // Perhaps loaded, perhaps not: our blob may be spent. Forget it.
-                let _ = self.evict(io, tpm, h, Grant::Queue);
+                let _ = self.evict(io, tpm, h, Grant::Queue, Why::Gap);
                 return Err(e);
             }
         }
@@ -56,11 +84,14 @@ impl Sessions {
                         return Ok(true);
                     }
                 }
-                self.evict(io, tpm, h, Grant::Queue).map(|()| true)
+                self.evict(io, tpm, h, Grant::Queue, Why::Gap)
+                    .map(|()| true)
             }
-            Ok(Reply::Rc(_)) => self.evict(io, tpm, h, Grant::Queue).map(|()| true),
+            Ok(Reply::Rc(_)) => self
+                .evict(io, tpm, h, Grant::Queue, Why::Gap)
+                .map(|()| true),
             Err(e) => {
-                let _ = self.evict(io, tpm, h, Grant::Queue);
+                let _ = self.evict(io, tpm, h, Grant::Queue, Why::Gap);
                 Err(e)
             }
         }

@@ -14,14 +14,14 @@
 //! failed on the transport ([`SessionState::FlushPending`]).
 
 use super::super::constants::is_session_handle;
-use super::super::platform::{OutOfMemory, Vec};
+use super::super::platform::{Charged, OutOfMemory, Vec};
 
 /// Where a session's context is.
 pub enum SessionState {
     /// Loaded in the TPM.
     Loaded,
     /// Saved by the resource manager, which holds the blob (a session blob loads once).
-    SavedByRm(Vec<u8>),
+    SavedByRm(Charged<u8>),
     /// Saved by the client (TPM2_ContextSave); the client holds the blob, we hold nothing.
     SavedByClient,
     /// To be flushed (a FlushContext failed on the transport and the pending-flush queue

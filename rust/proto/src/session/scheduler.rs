@@ -99,7 +99,7 @@ impl Ticket {
 pub enum WaitStep {
     /// Run the command again now (`Rm::execute_as` with the ticket).
     Retry,
-    /// Sleep until woken (see `Rm::take_wakeup`) or until this time (ns), then ask again.
+    /// Sleep until woken (see `Rm::take_wakeups`) or until this time (ns), then ask again.
     Sleep {
         /// When to ask again at the latest.
         until_ns: u64,

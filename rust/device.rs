@@ -235,6 +235,7 @@ impl Shared {
         cost.waited_ns = cost.wait_began_ns.map(|t| now.saturating_sub(t));
         let mut rm = self.rm.lock();
         rm.end_request(req, now);
+        rm.note_gathering(space, now);
         self.after_call(&mut rm);
         let waited_ns = cost.waited_ns.unwrap_or(0);
         crate::trace::command(space.id(), cmd, rsp, &ret, cost.tpm_commands, waited_ns);

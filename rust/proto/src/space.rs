@@ -48,6 +48,9 @@ pub struct Space {
     objects: Charged<ObjectEntry>,
     /// Finish tag of its last use of the TPM, in the virtual time of [`super::turns`].
     tpm_finish: u64,
+    /// It is gathering its sessions after a wait (see [`super::Rm::note_gathering`]): its
+    /// turns at the TPM go first.
+    gathering: bool,
 }
 
 impl Space {
@@ -58,7 +61,17 @@ impl Space {
             id,
             objects: Charged::new(),
             tpm_finish: 0,
+            gathering: false,
         }
+    }
+
+    /// Whether the space is gathering its sessions after a wait (its turns go first).
+    pub fn gathering(&self) -> bool {
+        self.gathering
+    }
+
+    pub(crate) fn set_gathering(&mut self, on: bool) {
+        self.gathering = on;
     }
 
     /// Finish tag of the space's last turn at the TPM (see [`super::turns`]).

@@ -96,7 +96,12 @@ impl Turns {
     /// # Errors
     /// [`OutOfMemory`] if the queue cannot grow (fail the command).
     pub fn enter(&mut self, space: &Space) -> Result<Turn, OutOfMemory> {
-        let prev = space.tpm_finish();
+        // A space gathering its sessions after a wait goes first (see `Rm::note_gathering`).
+        let prev = if space.gathering() {
+            0
+        } else {
+            space.tpm_finish()
+        };
         let start = self.vclock.max(prev);
         let seq = self.next_seq;
         self.queue.try_push(Waiting {
@@ -229,6 +234,31 @@ mod tests {
             t.done(turn, s, 1);
         }
         assert!(t.try_take(&tf));
+    }
+
+    #[test]
+    fn a_gathering_space_goes_first() {
+        let mut t = Turns::new();
+        let (mut a, mut b) = (space(1), space(2));
+        for _ in 0..3 {
+            for s in [&mut a, &mut b] {
+                let turn = t.enter(s).unwrap();
+                assert!(t.try_take(&turn));
+                t.done(turn, s, 1);
+            }
+        }
+        // b, busy, waits for its turn; g, gathering, goes before it every time.
+        let tb = t.enter(&b).unwrap();
+        let mut g = space(3);
+        g.set_gathering(true);
+        for _ in 0..3 {
+            let tg = t.enter(&g).unwrap();
+            assert_eq!(t.next_space(), Some(3));
+            assert!(t.try_take(&tg));
+            t.done(tg, &mut g, 1);
+        }
+        assert!(t.try_take(&tb));
+        t.done(tb, &mut b, 1);
     }
 
     #[test]

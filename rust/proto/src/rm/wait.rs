@@ -257,6 +257,16 @@ impl Rm {
         }
     }
 
+    /// Notes in `space` whether it is gathering its sessions after a wait: it holds gang
+    /// reservations or a kept queue place. Its next commands then go first at the TPM
+    /// ([`super::super::turns`]), so that it comes back for the rest of its set before those
+    /// lapse, however many busy spaces share the TPM. Call after [`Rm::end_request`].
+    pub fn note_gathering(&self, space: &mut Space, now_ns: u64) {
+        let id = space.id();
+        let sched = &self.st.sched;
+        space.set_gathering(sched.gang(id) > 0 || sched.position(id, now_ns).is_some());
+    }
+
     /// Queues a command of `space` that got [`Outcome::Exhausted`] with `rc`, at the tail.
     ///
     /// # Errors

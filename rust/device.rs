@@ -212,31 +212,63 @@ impl Shared {
                 Ok(turn) => turn,
                 Err(e) => break Err(e),
             };
-            let began = self.now_ns();
             let mut rm = self.rm.lock();
             let sent = rm.stats().tpm_commands;
             let step = match self.chip.lock() {
-                Ok(mut tpm) => Ok(rm.step(&mut req, space, &mut tpm, began, cmd, rsp)),
+                Ok(mut tpm) => Ok(rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp)),
                 Err(e) => Err(e),
             };
             cost.tpm_commands += rm.stats().tpm_commands.wrapping_sub(sent);
-            self.after_call(&mut rm);
-            drop(rm);
-            self.give_turn(turn, space);
-            match step {
-                Ok(Step::Done(r)) => break r.map_err(to_error),
+            let ret = match step {
+                Ok(Step::Done(r)) => Some(r.map_err(to_error)),
                 // Sleeps at the top of the loop, after asking again under `rm`: what
                 // changed since is not missed.
-                Ok(Step::Sleep { .. }) => {}
-                Err(e) => break Err(e),
-            }
+                Ok(Step::Sleep { .. }) => None,
+                Err(e) => Some(Err(e)),
+            };
+            let Some(ret) = ret else {
+                self.after_call(&mut rm);
+                drop(rm);
+                self.give_turn(turn, space);
+                continue;
+            };
+            // The command ends under the hold of its last step, before the turn passes on:
+            // taking `rm` again afterwards would wait for the next command's TPM work.
+            self.end_command(&mut rm, req, space, cost);
+            drop(rm);
+            self.give_turn(turn, space);
+            return self.traced(ret, space, cmd, rsp, cost);
         };
+        let mut rm = self.rm.lock();
+        self.end_command(&mut rm, req, space, cost);
+        drop(rm);
+        self.traced(ret, space, cmd, rsp, cost)
+    }
+
+    /// The command of `req` is over: it leaves the wait queue, and its cost is complete.
+    fn end_command(
+        &self,
+        rm: &mut MutexGuard<'_, Rm>,
+        req: Request,
+        space: &mut Space,
+        cost: &mut Cost,
+    ) {
         let now = self.now_ns();
         cost.waited_ns = cost.wait_began_ns.map(|t| now.saturating_sub(t));
-        let mut rm = self.rm.lock();
         rm.end_request(req, now);
         rm.note_gathering(space, now);
-        self.after_call(&mut rm);
+        self.after_call(rm);
+    }
+
+    /// Fires the command's trace event, and returns its result.
+    fn traced(
+        &self,
+        ret: Result<usize>,
+        space: &Space,
+        cmd: &[u8],
+        rsp: &[u8],
+        cost: &Cost,
+    ) -> Result<usize> {
         let waited_ns = cost.waited_ns.unwrap_or(0);
         crate::trace::command(space.id(), cmd, rsp, &ret, cost.tpm_commands, waited_ns);
         ret

@@ -5,8 +5,8 @@
 # guest and swtpm, in the same run, on the bench kernel (the debug config without lockdep,
 # KASAN and kmemleak, which distort timings). Prints progress, then writes and prints
 # target/bench/bench.md and plots target/bench/bench.png, from two guest boots (see below).
-# About 14.5 minutes on these machines,
-# 11 of them section 5, the context gap (TPM_PT_CONTEXT_GAP_MAX + 1000 session saves on
+# About 20 minutes on these machines (8 of them section 6, fair share),
+# 9 of them section 5, the context gap (TPM_PT_CONTEXT_GAP_MAX + 1000 session saves on
 # tpmrs0; tpmrm0 fails halfway); TPMRS_BENCH_GAP=0 leaves it out. TPMRS_BENCH_QUICK=1: a short run
 # (fewer samples, 2000 context-gap cycles instead of TPM_PT_CONTEXT_GAP_MAX + 1000: the gap
 # is not reached).

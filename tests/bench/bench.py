@@ -258,8 +258,8 @@ def context_gap():
 
 T0 = time.monotonic()
 if __name__ == "__main__":
-    # The context gap needs TPM_PT_CONTEXT_GAP_MAX (65535) session saves: about 11 of the
-    # 14.5 minutes of a run on TCG. TPMRS_BENCH_GAP=0 leaves it out.
+    # The context gap needs TPM_PT_CONTEXT_GAP_MAX (65535) session saves: about 9 of the
+    # 20 minutes of a run on TCG. TPMRS_BENCH_GAP=0 leaves it out.
     default = ["traffic", "latency", "throughput", "exhaustion", "fairshare_runs"]
     if os.environ.get("TPMRS_BENCH_GAP", "1") != "0":
         default.append("context_gap")

@@ -147,61 +147,22 @@ def _probe(node, seconds, wfd, go_r):
     os.close(wfd)
 
 
-def _read_all(fd):
-    data = b""
-    while chunk := os.read(fd, 65536):
-        data += chunk
-    os.close(fd)
-    return data.decode()
-
-
 def run(node, workload, seconds, probe=False, must_progress=False):
     """Runs `workload` on `node` for `seconds`; returns the summary row."""
     wants = WORKLOADS[workload]
     hog = HOG.get(workload)
-    pipes, pids, readies, gos = [], [], [], []
-    for i, want in enumerate(wants):
-        r, w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                _client(node, want, i == hog, seconds, w, ready_w, go_r, must_progress)
-            finally:
-                os._exit(0)
-        for fd in (w, ready_w, go_r):
-            os.close(fd)
-        pipes.append(r)
-        pids.append(pid)
-        readies.append(ready_r)
-        gos.append(go_w)
-    probe_pipe = None
+    children = [
+        tpm.fork_child(lambda w, ready_w, go_r, i=i, want=want: _client(
+            node, want, i == hog, seconds, w, ready_w, go_r, must_progress))
+        for i, want in enumerate(wants)
+    ]
+    prober = None
     if probe:
-        r, w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                _probe(node, seconds, w, go_r)
-            finally:
-                os._exit(0)
-        os.close(w)
-        os.close(go_r)
-        probe_pipe = (r, pid)
-        gos.append(go_w)
-    for fd in readies:
-        os.read(fd, 1)
-        os.close(fd)
-    for fd in gos:  # the go: every clock starts here
-        os.write(fd, b"g")
-        os.close(fd)
+        prober = tpm.fork_child(lambda w, _ready_w, go_r: _probe(node, seconds, w, go_r), ready=False)
+    tpm.start_together(children + ([prober] if prober else []))
     rows = []
-    for r, pid in zip(pipes, pids):
-        f = _read_all(r).split()
-        os.waitpid(pid, 0)
+    for c in children:
+        f = tpm.collect(c).split()
         rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]), float(f[5]),
                      [float(x) for x in f[8:]], float(f[6]), float(f[7])))
     signers = [row for i, row in enumerate(rows) if i != hog]
@@ -229,10 +190,8 @@ def run(node, workload, seconds, probe=False, must_progress=False):
         "clients": [[row[0], row[3], round(row[5], 2), round(row[7], 2), len(row[6]), round(row[4], 1)]
                     for row in rows],
     }
-    if probe_pipe:
-        r, pid = probe_pipe
-        probes = [[float(v) for v in x.split(",")] for x in _read_all(r).split()]
-        os.waitpid(pid, 0)
+    if prober:
+        probes = [[float(v) for v in x.split(",")] for x in tpm.collect(prober).split()]
         lat = [p[0] for p in probes]
         ok = sorted(abs(x) for x in lat)
         out["probe_n"] = len(lat)

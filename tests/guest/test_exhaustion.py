@@ -107,35 +107,19 @@ def client(node, seconds, wfd, ready_w, go_r, must_progress, held=None):
 def run(node, must_progress=False, hold=False):
     """`hold`: every client keeps its sessions until all have asked for theirs (for
     tpmrm0, which refuses at once; on tpmrs0 waiters would wait for idle holders)."""
-    pipes, pids, readies, gos, helds, resumes = [], [], [], [], [], []
+    children, helds, resumes = [], [], []
     for _ in range(CLIENTS):
-        r, w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
         held_r, held_w = os.pipe()
         resume_r, resume_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                client(node, SECONDS, w, ready_w, go_r, must_progress, (held_w, resume_r) if hold else None)
-            finally:
-                os._exit(0)
-        for fd in (w, ready_w, go_r, held_w, resume_r):
-            os.close(fd)
-        pipes.append(r)
-        pids.append(pid)
-        readies.append(ready_r)
-        gos.append(go_w)
+        children.append(tpm.fork_child(
+            lambda w, ready_w, go_r, held=(held_w, resume_r) if hold else None: client(
+                node, SECONDS, w, ready_w, go_r, must_progress, held)))
+        os.close(held_w)
+        os.close(resume_r)
         helds.append(held_r)
         resumes.append(resume_w)
     # Go when every client has its key (or crashed: EOF), so that all ask at once.
-    for fd in readies:
-        os.read(fd, 1)
-        os.close(fd)
-    for fd in gos:
-        os.write(fd, b"g")
-        os.close(fd)
+    tpm.start_together(children)
     for fd in helds:
         if hold:
             os.read(fd, 1)
@@ -148,13 +132,8 @@ def run(node, must_progress=False, hold=False):
                 pass
         os.close(fd)
     results = []
-    for r, pid in zip(pipes, pids):
-        data = b""
-        while chunk := os.read(r, 65536):
-            data += chunk
-        os.close(r)
-        os.waitpid(pid, 0)
-        f = data.decode().split()
+    for c in children:
+        f = tpm.collect(c).split()
         what = [] if f[4] == "-" else f[4].split(",")
         results.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), [float(x) for x in f[5:]], what))
     return results

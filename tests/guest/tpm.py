@@ -325,3 +325,53 @@ def answer(fn):
     if isinstance(v, int):
         return ("rc", v)
     return v
+
+
+class Child:
+    """A forked client process and the parent's ends of its pipes: `out` (what it writes as
+    its result), `ready` (it says it is set up; None if not asked for) and `go` (it waits on
+    it to start)."""
+
+    def __init__(self, pid, out, ready, go):
+        self.pid, self.out, self.ready, self.go = pid, out, ready, go
+
+
+def fork_child(body, ready=True):
+    """Forks a process that runs body(out_w, ready_w, go_r) and exits (ready_w is None
+    without `ready`); returns its Child."""
+    out_r, out_w = os.pipe()
+    ready_r, ready_w = os.pipe() if ready else (None, None)
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(out_r)
+        try:
+            body(out_w, ready_w, go_r)
+        finally:
+            os._exit(0)
+    for fd in (out_w, ready_w, go_r):
+        if fd is not None:
+            os.close(fd)
+    return Child(pid, out_r, ready_r, go_w)
+
+
+def start_together(children):
+    """Waits until every child is set up (or crashed: EOF), then starts them all: the go,
+    at which every client's clock starts."""
+    for c in children:
+        if c.ready is not None:
+            os.read(c.ready, 1)
+            os.close(c.ready)
+    for c in children:
+        os.write(c.go, b"g")
+        os.close(c.go)
+
+
+def collect(child):
+    """All the child wrote as its result, once it has exited."""
+    data = b""
+    while chunk := os.read(child.out, 65536):
+        data += chunk
+    os.close(child.out)
+    os.waitpid(child.pid, 0)
+    return data.decode()

@@ -158,8 +158,8 @@ impl Shared {
     ///
     /// Two queues:
     /// - **The TPM** ([`Turns`], under `turns`): each step that needs the TPM first takes a
-    ///   turn, and the turn goes to the waiting command whose space used the least TPM time
-    ///   lately, not to whoever queued first on a lock. The one whose turn it is then holds
+    ///   turn, and the turn goes to the waiting command whose space has had the fewest turns
+    ///   lately (a new or gathering space first), not to whoever queued first on a lock. The one whose turn it is then holds
     ///   `rm` and the chip for that step, and wakes the next ([`Self::wake`]): only that
     ///   waiter wakes. `rm` is thus wanted by the turn's holder and by short holders only
     ///   (an open, a close, a waiter deciding to sleep on), never by a queue of TPM work.

@@ -208,7 +208,7 @@ impl Shared {
                     continue;
                 }
             }
-            let turn = match self.take_turn(me, space, closed) {
+            let turn = match self.take_turn(me, space, cmd, closed) {
                 Ok(turn) => turn,
                 Err(e) => break Err(e),
             };
@@ -307,10 +307,11 @@ impl Shared {
         &self,
         me: &ClientStats,
         space: &Space,
+        cmd: &[u8],
         closed: &dyn Fn() -> bool,
     ) -> Result<Turn> {
         let mut turns = self.turns.lock();
-        let turn = turns.enter(space).map_err(|_| ENOMEM)?;
+        let turn = turns.enter(space, cmd).map_err(|_| ENOMEM)?;
         loop {
             if turns.try_take(&turn) {
                 return Ok(turn);

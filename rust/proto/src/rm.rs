@@ -144,6 +144,7 @@ impl Rm {
         let mut st = Sessions::new()?;
         st.sched.keep_ns = config.session_timeout_ns / 4;
         st.sched.timeout_ns = config.session_timeout_ns;
+        st.sched.spare_ns = config.retry_interval_ns;
         Ok(Rm {
             config,
             cc: CcTable::new(),

@@ -75,6 +75,8 @@ pub(crate) enum Grant {
     Waiter(u64),
     /// To this space as a gang reservation (at this time), beyond its waiter's slot.
     Gang(u64, u64),
+    /// To this space as a short-lived reservation beyond what it held at once (at this time).
+    Spare(u64, u64),
 }
 
 /// Global session bookkeeping, shared by every space.
@@ -128,6 +130,11 @@ impl Sessions {
             Grant::Waiter(id) => self.sched.reserve(id),
             Grant::Gang(space, now) => {
                 if !self.sched.add_gang(space, now) {
+                    self.slot_freed();
+                }
+            }
+            Grant::Spare(space, now) => {
+                if !self.sched.add_spare(space, now) {
                     self.slot_freed();
                 }
             }

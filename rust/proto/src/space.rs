@@ -41,6 +41,22 @@ impl From<OutOfMemory> for InsertError {
     }
 }
 
+/// Whether a space is gathering its sessions after a wait, and so which of its commands go
+/// first at the TPM (see [`super::turns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gathering {
+    /// No: its commands take their turn like everyone's.
+    No,
+    /// It keeps its queue place, or slots are reserved for it, beyond what it held at once:
+    /// the commands that take a session slot go first (StartAuthSession, ContextLoad).
+    Slots,
+    /// Slots are reserved for it and it holds fewer sessions than it held at once: every
+    /// command goes first. Its client finds out one command at a time that its sessions were
+    /// evicted (each answered TPM_RC_EXPIRED), and starts each again: a space with five
+    /// sessions queued behind every busy space five times and its reservations lapsed.
+    All,
+}
+
 /// The resource-manager state of one open file.
 pub struct Space {
     id: u64,
@@ -48,9 +64,9 @@ pub struct Space {
     objects: Charged<ObjectEntry>,
     /// Finish tag of its last use of the TPM, in the virtual time of [`super::turns`].
     tpm_finish: u64,
-    /// It is gathering its sessions after a wait (see [`super::Rm::note_gathering`]): its
-    /// turns at the TPM go first.
-    gathering: bool,
+    /// Whether it is gathering its sessions after a wait (see [`super::Rm::note_gathering`]):
+    /// which of its turns at the TPM go first.
+    gathering: Gathering,
 }
 
 impl Space {
@@ -61,17 +77,18 @@ impl Space {
             id,
             objects: Charged::new(),
             tpm_finish: 0,
-            gathering: false,
+            gathering: Gathering::No,
         }
     }
 
-    /// Whether the space is gathering its sessions after a wait (its turns go first).
-    pub fn gathering(&self) -> bool {
+    /// Whether the space is gathering its sessions after a wait (which of its turns go
+    /// first).
+    pub fn gathering(&self) -> Gathering {
         self.gathering
     }
 
-    pub(crate) fn set_gathering(&mut self, on: bool) {
-        self.gathering = on;
+    pub(crate) fn set_gathering(&mut self, g: Gathering) {
+        self.gathering = g;
     }
 
     /// Finish tag of the space's last turn at the TPM (see [`super::turns`]).

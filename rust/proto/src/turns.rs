@@ -27,8 +27,10 @@
 //! back), so waiting for a turn never waits on the lock the TPM work holds. [`Turns::done`]
 //! and [`Turns::cancel`] name the space to wake next, so only that waiter is woken.
 
+use super::command::CommandHeader;
+use super::constants::{TPM_CC_CONTEXT_LOAD, TPM_CC_START_AUTH_SESSION};
 use super::platform::{OutOfMemory, Vec};
-use super::space::Space;
+use super::space::{Gathering, Space};
 
 /// A command's place in the queue for the TPM. Deliberately not `Clone`: one per command
 /// that asked for a turn; give it back with [`Turns::done`] or [`Turns::cancel`].
@@ -91,17 +93,26 @@ impl Turns {
             .min_by_key(|w| (w.start, w.prev, w.seq))
     }
 
-    /// A command of `space` asks for the TPM. Its start tag is `max(vclock, finish)`.
+    /// A command `cmd` of `space` asks for the TPM. Its start tag is `max(vclock, finish)`.
+    ///
+    /// A space gathering its sessions after a wait (see `Rm::note_gathering` and
+    /// [`Gathering`]) goes first, so that it comes back for the slots reserved for it
+    /// before they lapse. Only while it is short of what it held at once do all its
+    /// commands go first; otherwise only those that take a session slot (StartAuthSession,
+    /// ContextLoad). With every command first as long as it kept its queue place, two
+    /// spaces that signed in a loop kept the TPM to themselves for SESSION_TIMEOUT / 4,
+    /// and the waiters they had to wake could neither retry nor evict (one eviction per
+    /// SESSION_TIMEOUT / 4; gaps of 8-11 s in the 32 x 3 run).
     ///
     /// # Errors
     /// [`OutOfMemory`] if the queue cannot grow (fail the command).
-    pub fn enter(&mut self, space: &Space) -> Result<Turn, OutOfMemory> {
-        // A space gathering its sessions after a wait goes first (see `Rm::note_gathering`).
-        let prev = if space.gathering() {
-            0
-        } else {
-            space.tpm_finish()
+    pub fn enter(&mut self, space: &Space, cmd: &[u8]) -> Result<Turn, OutOfMemory> {
+        let first = match space.gathering() {
+            Gathering::No => false,
+            Gathering::Slots => takes_slot(cmd),
+            Gathering::All => true,
         };
+        let prev = if first { 0 } else { space.tpm_finish() };
         let start = self.vclock.max(prev);
         let seq = self.next_seq;
         self.queue.try_push(Waiting {
@@ -163,9 +174,25 @@ impl Turns {
     }
 }
 
+/// Whether `cmd` may take a session slot: StartAuthSession, or ContextLoad (of a session).
+fn takes_slot(cmd: &[u8]) -> bool {
+    CommandHeader::parse(cmd)
+        .is_ok_and(|h| matches!(h.cc, TPM_CC_START_AUTH_SESSION | TPM_CC_CONTEXT_LOAD))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command header of code `cc`.
+    const fn cmd(cc: u32) -> [u8; 10] {
+        let c = cc.to_be_bytes();
+        [0x80, 0x01, 0, 0, 0, 10, c[0], c[1], c[2], c[3]]
+    }
+
+    /// TPM2_Sign and TPM2_StartAuthSession (only the header matters here).
+    const SIGN: [u8; 10] = cmd(0x15D);
+    const START: [u8; 10] = cmd(TPM_CC_START_AUTH_SESSION);
 
     fn space(id: u64) -> Space {
         Space::new(id)
@@ -175,7 +202,7 @@ mod tests {
     fn alone_goes_at_once() {
         let mut t = Turns::new();
         let mut a = space(1);
-        let ta = t.enter(&a).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
         assert!(t.try_take(&ta));
         assert!(t.is_empty());
         assert_eq!(t.done(ta, &mut a, 10), None);
@@ -189,13 +216,13 @@ mod tests {
         let mut t = Turns::new();
         let mut busy: std::vec::Vec<Space> = (1..=3).map(space).collect();
         for s in busy.iter_mut() {
-            let turn = t.enter(s).unwrap();
+            let turn = t.enter(s, &SIGN).unwrap();
             assert!(t.try_take(&turn));
             t.done(turn, s, 100);
         }
-        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
+        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
         let mut fresh = space(9);
-        let tf = t.enter(&fresh).unwrap();
+        let tf = t.enter(&fresh, &SIGN).unwrap();
         assert_eq!(t.next_space(), Some(9));
         assert!(!t.try_take(&turns[0]));
         assert!(t.try_take(&tf));
@@ -215,20 +242,21 @@ mod tests {
         let mut t = Turns::new();
         let mut busy: std::vec::Vec<Space> = (1..=10).map(space).collect();
         for _ in 0..3 {
-            let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
+            let turns: std::vec::Vec<Turn> =
+                busy.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
             for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
                 assert!(t.try_take(&turn));
                 t.done(turn, s, 1);
             }
         }
-        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s).unwrap()).collect();
+        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
         let mut fresh = space(99);
-        let tf = t.enter(&fresh).unwrap();
+        let tf = t.enter(&fresh, &SIGN).unwrap();
         assert_eq!(t.next_space(), Some(99));
         assert!(t.try_take(&tf));
         t.done(tf, &mut fresh, 1);
         // Then the round goes on, in arrival order; the newcomer's next command waits for it.
-        let tf = t.enter(&fresh).unwrap();
+        let tf = t.enter(&fresh, &SIGN).unwrap();
         for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
             assert!(t.try_take(&turn), "{}", s.id());
             t.done(turn, s, 1);
@@ -242,17 +270,90 @@ mod tests {
         let (mut a, mut b) = (space(1), space(2));
         for _ in 0..3 {
             for s in [&mut a, &mut b] {
-                let turn = t.enter(s).unwrap();
+                let turn = t.enter(s, &SIGN).unwrap();
                 assert!(t.try_take(&turn));
                 t.done(turn, s, 1);
             }
         }
         // b, busy, waits for its turn; g, gathering, goes before it every time.
-        let tb = t.enter(&b).unwrap();
+        let tb = t.enter(&b, &SIGN).unwrap();
         let mut g = space(3);
-        g.set_gathering(true);
+        g.set_gathering(Gathering::Slots);
         for _ in 0..3 {
-            let tg = t.enter(&g).unwrap();
+            let tg = t.enter(&g, &START).unwrap();
+            assert_eq!(t.next_space(), Some(3));
+            assert!(t.try_take(&tg));
+            t.done(tg, &mut g, 1);
+        }
+        assert!(t.try_take(&tb));
+        t.done(tb, &mut b, 1);
+    }
+
+    #[test]
+    fn a_gathering_space_signs_in_turn() {
+        // Two gathering spaces that sign in a loop, and a waiter woken for a freed slot (its
+        // StartAuthSession): the waiter goes at the next turn, not after the gathering
+        // spaces' kept places lapse. And the busy spaces' signs alternate with theirs.
+        let mut t = Turns::new();
+        let mut g: std::vec::Vec<Space> = (1..=2).map(space).collect();
+        let mut busy = space(3);
+        for s in g.iter_mut().chain([&mut busy]) {
+            s.set_gathering(if s.id() == 3 {
+                Gathering::No
+            } else {
+                Gathering::Slots
+            });
+            for _ in 0..3 {
+                let turn = t.enter(s, &SIGN).unwrap();
+                assert!(t.try_take(&turn));
+                t.done(turn, s, 1);
+            }
+        }
+        let mut w = space(4);
+        let mut served = std::vec::Vec::new();
+        let mut queued: std::vec::Vec<Turn> =
+            g.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
+        queued.push(t.enter(&busy, &SIGN).unwrap());
+        queued.push(t.enter(&w, &START).unwrap());
+        while !queued.is_empty() {
+            let i = queued.iter().position(|q| t.try_take(q)).unwrap();
+            let turn = queued.swap_remove(i);
+            let id = turn.space;
+            served.push(id);
+            let s = match id {
+                1 | 2 => &mut g[usize::try_from(id - 1).unwrap()],
+                3 => &mut busy,
+                _ => &mut w,
+            };
+            t.done(turn, s, 1);
+            // The signers come straight back, for six rounds.
+            if id != 4 && served.len() < 18 {
+                queued.push(t.enter(s, &SIGN).unwrap());
+            }
+        }
+        assert_eq!(served.first(), Some(&4), "{served:?}");
+        for id in 1..=3 {
+            let n = served.iter().filter(|s| **s == id).count();
+            assert!((5..=7).contains(&n), "space {id}: {n} turns of {served:?}");
+        }
+    }
+
+    #[test]
+    fn a_space_short_of_its_set_goes_first_with_every_command() {
+        // A space whose client finds its evicted sessions one command at a time (a sign
+        // answered TPM_RC_EXPIRED, then a StartAuthSession): both kinds go first.
+        let mut t = Turns::new();
+        let mut b = space(2);
+        for _ in 0..3 {
+            let turn = t.enter(&b, &SIGN).unwrap();
+            assert!(t.try_take(&turn));
+            t.done(turn, &mut b, 1);
+        }
+        let tb = t.enter(&b, &SIGN).unwrap();
+        let mut g = space(3);
+        g.set_gathering(Gathering::All);
+        for cmd in [SIGN, START, SIGN, START] {
+            let tg = t.enter(&g, &cmd).unwrap();
             assert_eq!(t.next_space(), Some(3));
             assert!(t.try_take(&tg));
             t.done(tg, &mut g, 1);
@@ -267,18 +368,18 @@ mod tests {
         let mut t = Turns::new();
         let (mut cheap, mut dear) = (space(1), space(2));
         let (mut n_cheap, mut n_dear) = (0u32, 0u32);
-        let mut tc = t.enter(&cheap).unwrap();
-        let mut td = t.enter(&dear).unwrap();
+        let mut tc = t.enter(&cheap, &SIGN).unwrap();
+        let mut td = t.enter(&dear, &SIGN).unwrap();
         for _ in 0..1100 {
             if t.try_take(&tc) {
                 t.done(tc, &mut cheap, 1);
                 n_cheap += 1;
-                tc = t.enter(&cheap).unwrap();
+                tc = t.enter(&cheap, &SIGN).unwrap();
             } else {
                 assert!(t.try_take(&td));
                 t.done(td, &mut dear, 10);
                 n_dear += 1;
-                td = t.enter(&dear).unwrap();
+                td = t.enter(&dear, &SIGN).unwrap();
             }
         }
         assert!((900..=1010).contains(&n_cheap), "{n_cheap} {n_dear}");
@@ -291,16 +392,16 @@ mod tests {
         let (mut a, mut b) = (space(1), space(2));
         // a runs alone for a long time.
         for _ in 0..100 {
-            let ta = t.enter(&a).unwrap();
+            let ta = t.enter(&a, &SIGN).unwrap();
             assert!(t.try_take(&ta));
             t.done(ta, &mut a, 10);
         }
         // b arrives: it goes next, but only once before a gets a turn again.
-        let ta = t.enter(&a).unwrap();
-        let tb = t.enter(&b).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
+        let tb = t.enter(&b, &SIGN).unwrap();
         assert!(t.try_take(&tb));
         assert_eq!(t.done(tb, &mut b, 10), Some(1));
-        let tb = t.enter(&b).unwrap();
+        let tb = t.enter(&b, &SIGN).unwrap();
         assert!(t.try_take(&ta));
         assert_eq!(t.done(ta, &mut a, 10), Some(2));
         assert!(t.try_take(&tb));
@@ -310,9 +411,9 @@ mod tests {
     fn cancel_names_the_next_only_when_it_changes() {
         let mut t = Turns::new();
         let (a, b, c) = (space(1), space(2), space(3));
-        let ta = t.enter(&a).unwrap();
-        let tb = t.enter(&b).unwrap();
-        let tc = t.enter(&c).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
+        let tb = t.enter(&b, &SIGN).unwrap();
+        let tc = t.enter(&c, &SIGN).unwrap();
         assert_eq!(t.cancel(tb), None, "b was not next");
         assert_eq!(t.cancel(ta), Some(3), "a was next: c is now");
         assert!(t.try_take(&tc));
@@ -323,15 +424,15 @@ mod tests {
     fn one_turn_at_a_time() {
         let mut t = Turns::new();
         let (mut a, b) = (space(1), space(2));
-        let ta = t.enter(&a).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
         assert!(t.try_take(&ta));
         // b is first in the queue but a holds the TPM.
-        let tb = t.enter(&b).unwrap();
+        let tb = t.enter(&b, &SIGN).unwrap();
         assert!(!t.try_take(&tb));
         assert_eq!(t.done(ta, &mut a, 5), Some(2));
         assert!(t.try_take(&tb));
         // Cancelling while a turn is held names nobody: the holder wakes the next.
-        let ta = t.enter(&a).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
         assert_eq!(t.cancel(ta), None);
     }
 
@@ -340,11 +441,11 @@ mod tests {
         let mut t = Turns::new();
         let mut a = space(1);
         a.set_tpm_finish(u64::MAX - 1);
-        let ta = t.enter(&a).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
         assert!(t.try_take(&ta));
         t.done(ta, &mut a, u64::MAX);
         assert_eq!(a.tpm_finish(), u64::MAX);
-        let ta = t.enter(&a).unwrap();
+        let ta = t.enter(&a, &SIGN).unwrap();
         assert!(t.try_take(&ta));
     }
 }

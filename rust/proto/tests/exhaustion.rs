@@ -9,6 +9,7 @@ use common::fake::{FakeTpm, Fault};
 use common::marshal::*;
 use common::rc::*;
 use common::Harness;
+use tpmrs_proto::space::Gathering;
 use tpmrs_proto::{Config, Request, RmError, SessionState, Space, Step, Ticket, WaitStep};
 
 const LAYER: u32 = 0xB_0000;
@@ -1019,6 +1020,9 @@ fn gang_grant_and_its_expiry() {
     h.rm.end_request(req, h.now);
     assert_eq!(h.rm.stats().evictions, 3);
     assert_eq!(h.rm.scheduler().gang(w.id()), 2, "two slots kept for w");
+    // Short of its set, with slots kept for it: every command of w goes first at the TPM.
+    h.rm.note_gathering(&mut w, h.now);
+    assert_eq!(w.gathering(), Gathering::All);
     // A newcomer cannot take them; w can, at once, without waiting.
     let mut n = h.space();
     assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));
@@ -1036,6 +1040,117 @@ fn gang_grant_and_its_expiry() {
     start_as(&mut h, &mut n, &tn).unwrap();
     h.rm.wait_end(tn, h.now);
     for s in [&mut a, &mut w, &mut x, &mut n] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+/// Runs `cmd` of `s` through the wait protocol until it is answered; returns its rc.
+fn wait_through(h: &mut Harness<FakeTpm>, s: &mut Space, cmd: &[u8]) -> u32 {
+    let mut req = Request::new();
+    let r = loop {
+        match step_once(h, s, &mut req, cmd) {
+            Step::Done(r) => break r,
+            Step::Sleep { until_ns } => h.now = until_ns,
+        }
+    };
+    r.unwrap();
+    h.rm.end_request(req, h.now);
+    last_rc()
+}
+
+/// A waiter that evicts a space with more sessions than it needs keeps the rest for a
+/// retry interval: a space that grows (a hog asking for 60 sessions one at a time) takes
+/// them at once, and one that does not lets them go to the queue soon after.
+#[test]
+fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
+    let mut h = harness(6);
+    let (mut g, mut a, mut x) = (h.space(), h.space(), h.space());
+    start(&mut h, &mut g).unwrap();
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+    }
+    for _ in 0..2 {
+        start(&mut h, &mut x).unwrap();
+    }
+    h.now += T;
+    // g grows: it waits, then evicts a (the oldest turn) and keeps a's other two slots.
+    let cmd = start_auth_session(SE_HMAC, &[3; 16]);
+    assert_eq!(wait_through(&mut h, &mut g, &cmd), 0);
+    assert_eq!(h.rm.stats().evictions, 3);
+    assert_eq!(h.rm.scheduler().gang(g.id()), 2);
+    // Not short of what it held at once: only its StartAuthSessions go first.
+    h.rm.note_gathering(&mut g, h.now);
+    assert_eq!(g.gathering(), Gathering::Slots);
+    // A newcomer cannot take them; g can, at once.
+    let mut n = h.space();
+    assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));
+    let tn = h.rm.wait_begin(&n, h.now, h.exhausted_rc).unwrap();
+    start(&mut h, &mut g).unwrap();
+    assert_eq!(h.rm.scheduler().gang(g.id()), 1);
+    // g does not come back for the last one: after a retry interval (not SESSION_TIMEOUT
+    // / 4, the lapse of what g needs to have its set again) it is n's.
+    h.now += P;
+    assert!(matches!(
+        h.rm.wait_step(&tn, &mut h.tpm, h.now),
+        Ok(WaitStep::Retry)
+    ));
+    assert_eq!(h.rm.scheduler().gang(g.id()), 0);
+    assert!(h.rm.scheduler().is_reserved(tn.id()));
+    start_as(&mut h, &mut n, &tn).unwrap();
+    h.rm.wait_end(tn, h.now);
+    // Its kept queue place lapsed too: g is not gathering any more.
+    h.now += T;
+    h.rm.note_gathering(&mut g, h.now);
+    assert_eq!(g.gathering(), Gathering::No);
+    for s in [&mut g, &mut a, &mut x, &mut n] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+/// ... but a waiter ahead in the queue whose space still needs slots gets them first: the
+/// queue's order holds.
+#[test]
+fn the_rest_of_a_victim_goes_to_a_needier_waiter_ahead() {
+    let mut h = harness(6);
+    let (mut w, mut e, mut a, mut o) = (h.space(), h.space(), h.space(), h.space());
+    // w held 3 at once, then let them go; e holds 1, a 3, o 2.
+    let ws: Vec<u32> = (0..3).map(|_| start(&mut h, &mut w).unwrap()).collect();
+    for s in ws {
+        h.success(&mut w, &flush_context(s));
+    }
+    start(&mut h, &mut e).unwrap();
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+    }
+    let os: Vec<u32> = (0..2).map(|_| start(&mut h, &mut o).unwrap()).collect();
+    // w waits first, then e.
+    assert_eq!(start(&mut h, &mut w), Err(RmError::SessionsExhausted));
+    let tw = h.rm.wait_begin(&w, h.now, h.exhausted_rc).unwrap();
+    assert_eq!(start(&mut h, &mut e), Err(RmError::SessionsExhausted));
+    let te = h.rm.wait_begin(&e, h.now, h.exhausted_rc).unwrap();
+    // o lets one go: w's reservation; w needs two more for its set of three.
+    h.success(&mut o, &flush_context(os[0]));
+    assert!(h.rm.scheduler().is_reserved(tw.id()));
+    h.now += T;
+    // e, the oldest waiter without a reservation, evicts a: one slot is e's, the other two
+    // complete w's set, ahead of it in the queue.
+    assert!(matches!(
+        h.rm.wait_step(&te, &mut h.tpm, h.now),
+        Ok(WaitStep::Retry)
+    ));
+    assert_eq!(h.rm.stats().evictions, 3);
+    assert!(h.rm.scheduler().is_reserved(te.id()));
+    assert_eq!(h.rm.scheduler().gang(w.id()), 2);
+    assert_eq!(h.rm.scheduler().gang(e.id()), 0);
+    start_as(&mut h, &mut e, &te).unwrap();
+    h.rm.wait_end(te, h.now);
+    for _ in 0..3 {
+        start_as(&mut h, &mut w, &tw).unwrap();
+    }
+    h.rm.wait_end(tw, h.now);
+    for s in [&mut w, &mut e, &mut a, &mut o] {
         h.close(s);
     }
     h.tpm.assert_empty();

@@ -32,7 +32,7 @@ use super::super::error::RmError;
 use super::super::event::{Event, WaitEnd};
 use super::super::session::scheduler::{choose_victim, Action, Ticket, Victim, WaitStep};
 use super::super::session::Why;
-use super::super::space::Space;
+use super::super::space::{Gathering, Space};
 use super::super::tpm::Tpm;
 use super::Rm;
 
@@ -257,14 +257,25 @@ impl Rm {
         }
     }
 
-    /// Notes in `space` whether it is gathering its sessions after a wait: it holds gang
-    /// reservations or a kept queue place. Its next commands then go first at the TPM
-    /// ([`super::super::turns`]), so that it comes back for the rest of its set before those
-    /// lapse, however many busy spaces share the TPM. Call after [`Rm::end_request`].
+    /// Notes in `space` whether it is gathering its sessions after a wait, and so which of
+    /// its next commands go first at the TPM ([`super::super::turns`]): with gang
+    /// reservations while it holds fewer sessions than it held at once, every command
+    /// ([`Gathering::All`]); with gang reservations or a kept queue place, those that take
+    /// a slot ([`Gathering::Slots`]). It then comes back for the rest of its set before
+    /// those lapse, however many busy spaces share the TPM. Call after [`Rm::end_request`].
     pub fn note_gathering(&self, space: &mut Space, now_ns: u64) {
         let id = space.id();
         let sched = &self.st.sched;
-        space.set_gathering(sched.gang(id) > 0 || sched.position(id, now_ns).is_some());
+        let gang = sched.gang(id) > 0;
+        space.set_gathering(
+            if gang && self.st.registry.count_owned(id) < sched.peak(id) {
+                Gathering::All
+            } else if gang || sched.position(id, now_ns).is_some() {
+                Gathering::Slots
+            } else {
+                Gathering::No
+            },
+        );
     }
 
     /// Queues a command of `space` that got [`Outcome::Exhausted`] with `rc`, at the tail.

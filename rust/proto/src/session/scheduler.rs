@@ -33,8 +33,11 @@
 //!   then one waiting ahead whose turn began twice that long ago. The first freed slot is
 //!   reserved for it; the next ones, up to as many sessions as its space held at once
 //!   (its *peak*), are reserved for its space (a *gang grant*: `add_gang`, lapsing to the
-//!   queue after `keep_ns` unused), and more victims are taken until that need is covered;
-//!   the rest goes to the queue. At most one eviction round per waiter per
+//!   queue after `keep_ns` unused), and more victims are taken until that need is covered.
+//!   The rest goes to a waiter ahead whose space still needs slots, else it stays reserved
+//!   for the waiter's space for `spare_ns` (a retry interval: `add_spare`), since a space
+//!   that grows past its peak comes back for it at once; then it goes to the queue.
+//!   At most one eviction round per waiter per
 //!   `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
 //!   does not free (between commands tpmrs keeps no session loaded); such a waiter polls.
@@ -145,6 +148,8 @@ pub struct Scheduler {
     pub keep_ns: u64,
     /// SESSION_TIMEOUT (ns): the most a turn's start moves on while it gathers its set.
     pub timeout_ns: u64,
+    /// How long slots reserved for a space beyond what it held at once last unused (ns).
+    pub spare_ns: u64,
     next_id: u64,
     /// Spaces whose waiters must be woken (a reservation or gang grant for them, or they head
     /// the queue now); `wake_all` if the list could not grow.
@@ -164,6 +169,7 @@ impl Scheduler {
             turns: Vec::new(),
             keep_ns: 500_000_000,
             timeout_ns: 2_000_000_000,
+            spare_ns: 100_000_000,
             next_id: 1,
             wake: Vec::new(),
             wake_all: false,

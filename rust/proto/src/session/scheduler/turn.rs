@@ -86,11 +86,25 @@ impl Scheduler {
     /// Reserves one freed slot for `space` (a gang grant) until `now + keep_ns`. Returns
     /// false if there is no memory to record it (then hand the slot to the queue).
     pub fn add_gang(&mut self, space: u64, now: u64) -> bool {
-        let until = now.saturating_add(self.keep_ns);
+        self.add_gang_for(space, now, self.keep_ns)
+    }
+
+    /// Reserves one freed slot for `space` beyond what it held at once (the rest of a
+    /// victim space its waiter did not need) until `now + spare_ns`: a space that grows
+    /// comes back for it at once, one that does not gives it back to the queue soon.
+    /// Returns false if there is no memory to record it.
+    pub fn add_spare(&mut self, space: u64, now: u64) -> bool {
+        self.add_gang_for(space, now, self.spare_ns)
+    }
+
+    fn add_gang_for(&mut self, space: u64, now: u64, keep: u64) -> bool {
+        let until = now.saturating_add(keep);
         match self.turn_or_new(space, now) {
             Some(t) => {
+                if t.gang == 0 || t.gang_until_ns < until {
+                    t.gang_until_ns = until;
+                }
                 t.gang = t.gang.saturating_add(1);
-                t.gang_until_ns = until;
                 self.wake_space(space);
                 true
             }

@@ -230,34 +230,45 @@ def test_killed_waiter_leaves_nothing_behind():
         holder.close()
 
 
-def test_fair_share_bounds_and_fresh_open_probe():
-    """Issue 10 on the debug kernel: bounds with a margin, never a timed figure. 32 clients
-    x 3 sessions on tpmrs0 for 20 s (clock from the go; a client with no sign yet goes on
-    until it has one): no refusal and no error, every client signs, and every fresh open +
-    GetRandom(8) of the probe is answered.
-
-    The gap bound (every client's longest gap between two signs <= 3 x SESSION_TIMEOUT)
-    and the probe bound (each answer within 1 s) are printed, not asserted: they hold on
-    the bench kernel (`make bench`), but the debug guest (KASAN, lockdep, QEMU TCG on two
-    shared cores) runs the TPM commands of 32 clients five to twenty times slower, and a
-    test that fails on every loaded run hides every other failure.
-    """
+def _fair_share_bounds(workload):
+    """Issue 10 on the debug kernel: bounds with a margin, never a timed figure. `workload`
+    on tpmrs0 for 20 s (clock from the go; a client with no sign yet goes on until it has
+    one), with the fresh-open probe: no refusal and no error, every client signs, every
+    client's longest gap between two signs is at most 3 x SESSION_TIMEOUT (the promise is
+    2 x SESSION_TIMEOUT + the retry interval + a few TPM commands per waiter), and every
+    fresh open + GetRandom(8) of the probe is answered within 1 s (tpm2-tss's device TCTI
+    gives up after 1 s). Jain's index and the wait from the go to the first sign (32
+    clients making their keys on a slow kernel) are printed, not asserted."""
     import fairshare
 
     timeout_s = 2.0  # the module's default session_timeout_ms
-    clients = 32
-    row = fairshare.run("/dev/tpmrs0", "32x3", 20.0, probe=True, must_progress=True)
+    row = fairshare.run("/dev/tpmrs0", workload, 20.0, probe=True, must_progress=True)
     print(f"# {row}")
+    print(f"# {workload}: Jain {row['jain']}, {row['ops'] / row['seconds']:.1f} signs/s, longest gap"
+          f" between signs {row['longest_gap_between_ops_s']} s, from the go {row['longest_gap_s']} s,"
+          f" probe max {row['probe_max_ms']} ms")
     assert row["refusals"] == 0, row
     assert row["errors"] == 0, row
     assert row["fewest_ops"] > 0, row
+    assert row["longest_gap_between_ops_s"] <= 3 * timeout_s, row
     assert row["probe_n"] > 0 and row["probe_failed"] == 0, row
-    held = row["longest_gap_between_ops_s"] <= 3 * timeout_s and row["probe_max_ms"] < 1000
-    rate = row["ops"] / row["seconds"]
-    print(f"# timed bounds {'held' if held else 'NOT held'} ({rate:.1f} signs/s for {clients} clients;"
-          f" longest gap between signs {row['longest_gap_between_ops_s']} s, from the go {row['longest_gap_s']} s,"
-          f" probe max {row['probe_max_ms']} ms): printed, not asserted")
+    assert row["probe_max_ms"] < 1000, row
     assert tpm.tpmrs_stats()["waiting"] == 0
+
+
+def test_fair_share_bounds_and_fresh_open_probe():
+    """32 clients x 3 sessions (see `_fair_share_bounds`)."""
+    _fair_share_bounds("32x3")
+
+
+def test_fair_share_bounds_mixed():
+    """16 clients with 1 session and 16 with 5 (see `_fair_share_bounds`)."""
+    _fair_share_bounds("mixed 16x1+16x5")
+
+
+def test_fair_share_bounds_hog():
+    """A hog holds 60 idle sessions while 20 clients with 3 sign (see `_fair_share_bounds`)."""
+    _fair_share_bounds("hog 60 + 20x3")
 
 
 def test_a_wait_survives_signals():

@@ -1059,9 +1059,10 @@ fn wait_through(h: &mut Harness<FakeTpm>, s: &mut Space, cmd: &[u8]) -> u32 {
     last_rc()
 }
 
-/// A waiter that evicts a space with more sessions than it needs keeps the rest for a
-/// retry interval: a space that grows (a hog asking for 60 sessions one at a time) takes
-/// them at once, and one that does not lets them go to the queue soon after.
+/// A waiter that evicts a space with more sessions than it needs, when its space asks for
+/// more again in the same turn, keeps the rest for a retry interval: a space that grows (a
+/// hog asking for 60 sessions one at a time) takes them at once, and one that does not
+/// lets them go to the queue soon after.
 #[test]
 fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     let mut h = harness(6);
@@ -1070,11 +1071,16 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     for _ in 0..3 {
         start(&mut h, &mut a).unwrap();
     }
-    for _ in 0..2 {
-        start(&mut h, &mut x).unwrap();
-    }
+    let xs: Vec<u32> = (0..2).map(|_| start(&mut h, &mut x).unwrap()).collect();
+    // g grows: it waits for its second session, which x's flush gives it after T.
+    assert_eq!(start(&mut h, &mut g), Err(RmError::SessionsExhausted));
+    let tg = h.rm.wait_begin(&g, h.now, h.exhausted_rc).unwrap();
     h.now += T;
-    // g grows: it waits, then evicts a (the oldest turn) and keeps a's other two slots.
+    h.success(&mut x, &flush_context(xs[0]));
+    start_as(&mut h, &mut g, &tg).unwrap();
+    h.rm.wait_end(tg, h.now);
+    // It asks again at once: it takes back its queue place and wait clock, evicts a (the
+    // oldest turn), and keeps a's other two slots.
     let cmd = start_auth_session(SE_HMAC, &[3; 16]);
     assert_eq!(wait_through(&mut h, &mut g, &cmd), 0);
     assert_eq!(h.rm.stats().evictions, 3);
@@ -1103,6 +1109,42 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     h.now += T;
     h.rm.note_gathering(&mut g, h.now);
     assert_eq!(g.gathering(), Gathering::No);
+    for s in [&mut g, &mut a, &mut x, &mut n] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+/// On a space's first wait of a turn, the rest of its victim goes to the queue at once: at
+/// the go of 32 clients x 3 sessions, every space holds two and waits for a third, and a
+/// victim's second slot serves the next waiter, not the evictor's space for nothing.
+#[test]
+fn the_rest_of_a_victim_goes_to_the_queue_on_a_first_wait() {
+    let mut h = harness(6);
+    let (mut g, mut a, mut x, mut n) = (h.space(), h.space(), h.space(), h.space());
+    start(&mut h, &mut g).unwrap();
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+    }
+    for _ in 0..2 {
+        start(&mut h, &mut x).unwrap();
+    }
+    assert_eq!(start(&mut h, &mut g), Err(RmError::SessionsExhausted));
+    let tg = h.rm.wait_begin(&g, h.now, h.exhausted_rc).unwrap();
+    assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));
+    let tn = h.rm.wait_begin(&n, h.now, h.exhausted_rc).unwrap();
+    h.now += T;
+    assert!(matches!(
+        h.rm.wait_step(&tg, &mut h.tpm, h.now),
+        Ok(WaitStep::Retry)
+    ));
+    assert_eq!(h.rm.stats().evictions, 3);
+    assert_eq!(h.rm.scheduler().gang(g.id()), 0);
+    assert!(h.rm.scheduler().is_reserved(tn.id()));
+    start_as(&mut h, &mut g, &tg).unwrap();
+    h.rm.wait_end(tg, h.now);
+    start_as(&mut h, &mut n, &tn).unwrap();
+    h.rm.wait_end(tn, h.now);
     for s in [&mut g, &mut a, &mut x, &mut n] {
         h.close(s);
     }

@@ -34,9 +34,10 @@
 //!   reserved for it; the next ones, up to as many sessions as its space held at once
 //!   (its *peak*), are reserved for its space (a *gang grant*: `add_gang`, lapsing to the
 //!   queue after `keep_ns` unused), and more victims are taken until that need is covered.
-//!   The rest goes to a waiter ahead whose space still needs slots, else it stays reserved
-//!   for the waiter's space for `spare_ns` (a retry interval: `add_spare`), since a space
-//!   that grows past its peak comes back for it at once; then it goes to the queue.
+//!   The rest goes to the queue, except when the waiter's space asks for more again in
+//!   the same turn (it took back its kept place) and no waiter ahead needs a slot: then it
+//!   stays reserved for that space for `spare_ns` (a retry interval: `add_spare`), since a
+//!   space that grows past its peak comes back for it at once.
 //!   At most one eviction round per waiter per
 //!   `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
@@ -135,6 +136,8 @@ struct Waiter {
     /// Gave up waiting (see [`Scheduler::give_up`]): its next try goes to the TPM whatever
     /// the queue, and the TPM's answer goes to the client.
     gave_up: bool,
+    /// Its space waited earlier in the same turn: it took back its kept queue place.
+    again: bool,
 }
 
 /// The wait queue and its reservations.
@@ -242,6 +245,7 @@ impl Scheduler {
             last_evict_ns: None,
             memory: rc == Some(TPM_RC_SESSION_MEMORY),
             gave_up: false,
+            again: kept.is_some(),
         })?;
         if kept.is_none() {
             self.next_id = self.next_id.wrapping_add(1);
@@ -359,6 +363,12 @@ impl Scheduler {
             let space = w.space;
             self.wake_space(space);
         }
+    }
+
+    /// Whether waiter `id` took back its space's kept queue place: its space waited before
+    /// in the same turn, and asks for more again.
+    pub fn is_again(&self, id: u64) -> bool {
+        self.waiter(id).is_some_and(|w| w.again)
     }
 
     /// Whether waiter `id` was last refused for loaded-session memory.

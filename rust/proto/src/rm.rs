@@ -333,7 +333,8 @@ impl Rm {
     pub fn close_space(&mut self, space: &mut Space, tpm: &mut dyn Tpm, now_ns: u64) {
         let owner = space.id();
         self.st.retry_pending(&mut self.io, tpm);
-        for _ in 0..self.st.sched.remove_space(owner, now_ns) {
+        let gang = self.st.sched.remove_space(owner, now_ns);
+        for _ in 0..gang.saturating_add(self.st.sched.take_returned()) {
             self.st.slot_freed();
         }
         self.st.evicted.forget(owner);

@@ -1240,6 +1240,57 @@ fn freed_slots_fill_the_head_spaces_need_first() {
     h.tpm.assert_empty();
 }
 
+/// A reservation a waiter leaves unused follows the same rule as any freed slot: it goes to
+/// the first waiter whose space still needs one -- here one that holds a reservation already
+/// and needs more for its set -- before the first waiter without a reservation.
+#[test]
+fn a_leaving_waiters_slot_fills_the_head_spaces_need_first() {
+    let mut h = harness(4);
+    let (mut w, mut o, mut x, mut y, mut z) =
+        (h.space(), h.space(), h.space(), h.space(), h.space());
+    // w held 4 at once, then let them go; x takes 3, o the fourth.
+    let ws: Vec<u32> = (0..4).map(|_| start(&mut h, &mut w).unwrap()).collect();
+    for s in ws {
+        h.success(&mut w, &flush_context(s));
+    }
+    for _ in 0..3 {
+        start(&mut h, &mut x).unwrap();
+    }
+    start(&mut h, &mut o).unwrap();
+    // w, z and y wait, in that order; o leaves: w's reservation (w needs 3 more).
+    assert_eq!(start(&mut h, &mut w), Err(RmError::SessionsExhausted));
+    let tw = h.rm.wait_begin(&w, h.now, h.exhausted_rc).unwrap();
+    assert_eq!(start(&mut h, &mut z), Err(RmError::SessionsExhausted));
+    let tz = h.rm.wait_begin(&z, h.now, h.exhausted_rc).unwrap();
+    assert_eq!(start(&mut h, &mut y), Err(RmError::SessionsExhausted));
+    let ty = h.rm.wait_begin(&y, h.now, h.exhausted_rc).unwrap();
+    h.close(&mut o);
+    assert!(h.rm.scheduler().is_reserved(tw.id()));
+    // z, the first waiter without a reservation, evicts x: one slot is z's, two go to w's
+    // space, which still needs one more.
+    h.now += T;
+    assert!(matches!(
+        h.rm.wait_step(&tz, &mut h.tpm, h.now),
+        Ok(WaitStep::Retry)
+    ));
+    assert!(h.rm.scheduler().is_reserved(tz.id()));
+    assert_eq!(h.rm.scheduler().gang(w.id()), 2);
+    // z leaves (a signal) without using its slot: it completes w's set, y gets nothing.
+    h.rm.wait_end(tz, h.now);
+    assert_eq!(h.rm.scheduler().gang(w.id()), 3);
+    assert!(!h.rm.scheduler().is_reserved(ty.id()));
+    start_as(&mut h, &mut w, &tw).unwrap();
+    h.rm.wait_end(tw, h.now);
+    for _ in 0..3 {
+        start(&mut h, &mut w).unwrap();
+    }
+    h.rm.wait_end(ty, h.now);
+    for s in [&mut w, &mut x, &mut y, &mut z] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
 /// A wait survives signals: a request interrupted (ended) and restarted at once takes back
 /// its queue place and wait clock, so a waiter interrupted every 0.5 s is still served
 /// within 2 x SESSION_TIMEOUT, ahead of those who queued after it.

@@ -295,6 +295,9 @@ impl Rm {
     /// waiter: call [`Rm::take_wakeups`] afterwards.
     pub fn wait_end(&mut self, ticket: Ticket, now_ns: u64) {
         self.st.sched.end(ticket, now_ns);
+        for _ in 0..self.st.sched.take_returned() {
+            self.st.slot_freed();
+        }
     }
 
     /// Whether the command of `ticket` may retry now without being refused at once: it holds

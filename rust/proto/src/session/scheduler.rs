@@ -14,8 +14,8 @@
 //!   can overtake a waiter.
 //! * **Reservations.** Whenever a session of ours is freed, the oldest waiter without a
 //!   reservation gets one: the freed slot is its own until it has retried or left. A waiter
-//!   that leaves with its reservation unused (signal, close) passes it to the next one, so no
-//!   wake-up is lost. A reservation is used up when its holder's StartAuthSession succeeds,
+//!   that leaves with its reservation unused (signal, close) gives it back, and it is handed
+//!   on like any freed slot, so no wake-up is lost. A reservation is used up when its holder's StartAuthSession succeeds,
 //!   and dropped when the TPM still says "exhausted" (someone outside tpmrs -- the kernel,
 //!   /dev/tpm0, /dev/tpmrm0 -- took the slot: the TPM's answer, not our count, is the truth).
 //! * **Polling.** The head retries every `retry_interval_ns` even without a reservation:
@@ -158,6 +158,8 @@ pub struct Scheduler {
     /// the queue now); `wake_all` if the list could not grow.
     wake: Vec<u64>,
     wake_all: bool,
+    /// Reservations left unused by waiters that left (see [`Scheduler::take_returned`]).
+    returned: usize,
     /// Waits begun.
     pub waits: u64,
     /// Longest wait ended (ns).
@@ -176,6 +178,7 @@ impl Scheduler {
             next_id: 1,
             wake: Vec::new(),
             wake_all: false,
+            returned: 0,
             waits: 0,
             longest_wait_ns: 0,
         }
@@ -255,7 +258,8 @@ impl Scheduler {
     }
 
     /// Removes waiter `id` (success, signal, close); returns how long it waited. An unused
-    /// reservation goes to the next waiter; a new head is woken to poll.
+    /// reservation is given back ([`Scheduler::take_returned`]); a new head is woken to
+    /// poll.
     fn remove(&mut self, id: u64, now: u64) -> Option<u64> {
         let was_head = self.head() == Some(id);
         let i = self.index(id)?;
@@ -263,7 +267,7 @@ impl Scheduler {
         let waited = now.saturating_sub(w.since_ns);
         self.longest_wait_ns = self.longest_wait_ns.max(waited);
         if w.reserved {
-            self.slot_freed();
+            self.returned = self.returned.saturating_add(1);
         } else if was_head {
             if let Some(h) = self.head().and_then(|h| self.space_of(h)) {
                 self.wake_space(h);
@@ -300,6 +304,13 @@ impl Scheduler {
             }
         }
         gang
+    }
+
+    /// How many reservations waiters left unused since the last call: slots for the queue.
+    /// The caller hands each on as any freed slot (to the first waiter whose space needs
+    /// one, `Sessions::slot_freed`), so that a leaving waiter's slot follows the same rule.
+    pub fn take_returned(&mut self) -> usize {
+        core::mem::take(&mut self.returned)
     }
 
     /// Whether waiter `id` is queued.

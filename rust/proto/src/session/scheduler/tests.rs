@@ -53,8 +53,11 @@ fn leaving_passes_reservation_on() {
     let b = s.begin(2, 0, None).unwrap();
     s.slot_freed();
     assert!(s.take_wakeup());
-    // a is interrupted by a signal before retrying.
+    // a is interrupted by a signal before retrying: its slot is given back, once.
     s.end(a, 5);
+    assert_eq!(s.take_returned(), 1);
+    assert_eq!(s.take_returned(), 0);
+    s.slot_freed();
     assert!(s.is_reserved(b.id()));
     assert!(s.take_wakeup());
     // Ending a stale ticket does nothing.
@@ -93,6 +96,9 @@ fn only_the_waiters_that_can_use_a_slot_are_woken() {
     assert!(woken(&mut s).is_empty());
     // a leaves with its reservation unused: it passes to b, and only b is woken.
     s.end(a, 1);
+    for _ in 0..s.take_returned() {
+        s.slot_freed();
+    }
     assert_eq!(woken(&mut s), [Some(2)]);
     // A gang grant wakes the space it is for.
     assert!(s.add_gang(3, 2));

@@ -264,29 +264,32 @@ mod tests {
         assert!(t.try_take(&tf));
     }
 
-    #[test]
-    fn a_gathering_space_goes_first() {
+    /// A busy space waits for its turn while a space in state `g` sends `cmds`: each goes
+    /// first; then the busy one.
+    fn goes_first(g: Gathering, cmds: &[[u8; 10]]) {
         let mut t = Turns::new();
-        let (mut a, mut b) = (space(1), space(2));
+        let mut b = space(2);
         for _ in 0..3 {
-            for s in [&mut a, &mut b] {
-                let turn = t.enter(s, &SIGN).unwrap();
-                assert!(t.try_take(&turn));
-                t.done(turn, s, 1);
-            }
+            let turn = t.enter(&b, &SIGN).unwrap();
+            assert!(t.try_take(&turn));
+            t.done(turn, &mut b, 1);
         }
-        // b, busy, waits for its turn; g, gathering, goes before it every time.
         let tb = t.enter(&b, &SIGN).unwrap();
-        let mut g = space(3);
-        g.set_gathering(Gathering::Slots);
-        for _ in 0..3 {
-            let tg = t.enter(&g, &START).unwrap();
+        let mut s = space(3);
+        s.set_gathering(g);
+        for cmd in cmds {
+            let ts = t.enter(&s, cmd).unwrap();
             assert_eq!(t.next_space(), Some(3));
-            assert!(t.try_take(&tg));
-            t.done(tg, &mut g, 1);
+            assert!(t.try_take(&ts));
+            t.done(ts, &mut s, 1);
         }
         assert!(t.try_take(&tb));
         t.done(tb, &mut b, 1);
+    }
+
+    #[test]
+    fn a_gathering_space_goes_first() {
+        goes_first(Gathering::Slots, &[START; 3]);
     }
 
     #[test]
@@ -340,26 +343,9 @@ mod tests {
 
     #[test]
     fn a_space_short_of_its_set_goes_first_with_every_command() {
-        // A space whose client finds its evicted sessions one command at a time (a sign
-        // answered TPM_RC_EXPIRED, then a StartAuthSession): both kinds go first.
-        let mut t = Turns::new();
-        let mut b = space(2);
-        for _ in 0..3 {
-            let turn = t.enter(&b, &SIGN).unwrap();
-            assert!(t.try_take(&turn));
-            t.done(turn, &mut b, 1);
-        }
-        let tb = t.enter(&b, &SIGN).unwrap();
-        let mut g = space(3);
-        g.set_gathering(Gathering::All);
-        for cmd in [SIGN, START, SIGN, START] {
-            let tg = t.enter(&g, &cmd).unwrap();
-            assert_eq!(t.next_space(), Some(3));
-            assert!(t.try_take(&tg));
-            t.done(tg, &mut g, 1);
-        }
-        assert!(t.try_take(&tb));
-        t.done(tb, &mut b, 1);
+        // Its client finds its evicted sessions one command at a time (a sign answered
+        // TPM_RC_EXPIRED, then a StartAuthSession): both kinds go first.
+        goes_first(Gathering::All, &[SIGN, START, SIGN, START]);
     }
 
     #[test]

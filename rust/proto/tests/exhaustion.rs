@@ -61,6 +61,34 @@ fn use_rc(h: &mut Harness<FakeTpm>, s: &mut Space, sess: u32) -> u32 {
     rc(&h.ok(s, &use_cmd(&[sess])))
 }
 
+/// `s` holds `n` sessions at once, then lets them go (its peak is `n`).
+fn held_then_let_go(h: &mut Harness<FakeTpm>, s: &mut Space, n: usize) {
+    let all: Vec<u32> = (0..n).map(|_| start(h, s).unwrap()).collect();
+    for x in all {
+        h.success(s, &flush_context(x));
+    }
+}
+
+/// `s` asks for a session, is refused, and queues.
+fn queue(h: &mut Harness<FakeTpm>, s: &mut Space) -> Ticket {
+    assert_eq!(start(h, s), Err(RmError::SessionsExhausted));
+    h.rm.wait_begin(s, h.now, h.exhausted_rc).unwrap()
+}
+
+/// Waiter `t` of `s` takes its session and leaves the queue.
+fn served(h: &mut Harness<FakeTpm>, s: &mut Space, t: Ticket) {
+    start_as(h, s, &t).unwrap();
+    h.rm.wait_end(t, h.now);
+}
+
+/// Closes `spaces`; the TPM is left with nothing of theirs.
+fn close_all(h: &mut Harness<FakeTpm>, spaces: [&mut Space; 4]) {
+    for s in spaces {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
 fn starts_sent(h: &Harness<FakeTpm>) -> usize {
     h.tpm.count(CC_START_AUTH_SESSION)
 }
@@ -1073,12 +1101,10 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     }
     let xs: Vec<u32> = (0..2).map(|_| start(&mut h, &mut x).unwrap()).collect();
     // g grows: it waits for its second session, which x's flush gives it after T.
-    assert_eq!(start(&mut h, &mut g), Err(RmError::SessionsExhausted));
-    let tg = h.rm.wait_begin(&g, h.now, h.exhausted_rc).unwrap();
+    let tg = queue(&mut h, &mut g);
     h.now += T;
     h.success(&mut x, &flush_context(xs[0]));
-    start_as(&mut h, &mut g, &tg).unwrap();
-    h.rm.wait_end(tg, h.now);
+    served(&mut h, &mut g, tg);
     // It asks again at once: it takes back its queue place and wait clock, evicts a (the
     // oldest turn), and keeps a's other two slots.
     let cmd = start_auth_session(SE_HMAC, &[3; 16]);
@@ -1090,8 +1116,7 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     assert_eq!(g.gathering(), Gathering::Slots);
     // A newcomer cannot take them; g can, at once.
     let mut n = h.space();
-    assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));
-    let tn = h.rm.wait_begin(&n, h.now, h.exhausted_rc).unwrap();
+    let tn = queue(&mut h, &mut n);
     start(&mut h, &mut g).unwrap();
     assert_eq!(h.rm.scheduler().gang(g.id()), 1);
     // g does not come back for the last one: after a retry interval (not SESSION_TIMEOUT
@@ -1103,16 +1128,12 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     ));
     assert_eq!(h.rm.scheduler().gang(g.id()), 0);
     assert!(h.rm.scheduler().is_reserved(tn.id()));
-    start_as(&mut h, &mut n, &tn).unwrap();
-    h.rm.wait_end(tn, h.now);
+    served(&mut h, &mut n, tn);
     // Its kept queue place lapsed too: g is not gathering any more.
     h.now += T;
     h.rm.note_gathering(&mut g, h.now);
     assert_eq!(g.gathering(), Gathering::No);
-    for s in [&mut g, &mut a, &mut x, &mut n] {
-        h.close(s);
-    }
-    h.tpm.assert_empty();
+    close_all(&mut h, [&mut g, &mut a, &mut x, &mut n]);
 }
 
 /// On a space's first wait of a turn, the rest of its victim goes to the queue at once: at
@@ -1129,10 +1150,8 @@ fn the_rest_of_a_victim_goes_to_the_queue_on_a_first_wait() {
     for _ in 0..2 {
         start(&mut h, &mut x).unwrap();
     }
-    assert_eq!(start(&mut h, &mut g), Err(RmError::SessionsExhausted));
-    let tg = h.rm.wait_begin(&g, h.now, h.exhausted_rc).unwrap();
-    assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));
-    let tn = h.rm.wait_begin(&n, h.now, h.exhausted_rc).unwrap();
+    let tg = queue(&mut h, &mut g);
+    let tn = queue(&mut h, &mut n);
     h.now += T;
     assert!(matches!(
         h.rm.wait_step(&tg, &mut h.tpm, h.now),
@@ -1141,14 +1160,9 @@ fn the_rest_of_a_victim_goes_to_the_queue_on_a_first_wait() {
     assert_eq!(h.rm.stats().evictions, 3);
     assert_eq!(h.rm.scheduler().gang(g.id()), 0);
     assert!(h.rm.scheduler().is_reserved(tn.id()));
-    start_as(&mut h, &mut g, &tg).unwrap();
-    h.rm.wait_end(tg, h.now);
-    start_as(&mut h, &mut n, &tn).unwrap();
-    h.rm.wait_end(tn, h.now);
-    for s in [&mut g, &mut a, &mut x, &mut n] {
-        h.close(s);
-    }
-    h.tpm.assert_empty();
+    served(&mut h, &mut g, tg);
+    served(&mut h, &mut n, tn);
+    close_all(&mut h, [&mut g, &mut a, &mut x, &mut n]);
 }
 
 /// ... but a waiter ahead in the queue whose space still needs slots gets them first: the
@@ -1158,20 +1172,15 @@ fn the_rest_of_a_victim_goes_to_a_needier_waiter_ahead() {
     let mut h = harness(6);
     let (mut w, mut e, mut a, mut o) = (h.space(), h.space(), h.space(), h.space());
     // w held 3 at once, then let them go; e holds 1, a 3, o 2.
-    let ws: Vec<u32> = (0..3).map(|_| start(&mut h, &mut w).unwrap()).collect();
-    for s in ws {
-        h.success(&mut w, &flush_context(s));
-    }
+    held_then_let_go(&mut h, &mut w, 3);
     start(&mut h, &mut e).unwrap();
     for _ in 0..3 {
         start(&mut h, &mut a).unwrap();
     }
     let os: Vec<u32> = (0..2).map(|_| start(&mut h, &mut o).unwrap()).collect();
     // w waits first, then e.
-    assert_eq!(start(&mut h, &mut w), Err(RmError::SessionsExhausted));
-    let tw = h.rm.wait_begin(&w, h.now, h.exhausted_rc).unwrap();
-    assert_eq!(start(&mut h, &mut e), Err(RmError::SessionsExhausted));
-    let te = h.rm.wait_begin(&e, h.now, h.exhausted_rc).unwrap();
+    let tw = queue(&mut h, &mut w);
+    let te = queue(&mut h, &mut e);
     // o lets one go: w's reservation; w needs two more for its set of three.
     h.success(&mut o, &flush_context(os[0]));
     assert!(h.rm.scheduler().is_reserved(tw.id()));
@@ -1186,16 +1195,12 @@ fn the_rest_of_a_victim_goes_to_a_needier_waiter_ahead() {
     assert!(h.rm.scheduler().is_reserved(te.id()));
     assert_eq!(h.rm.scheduler().gang(w.id()), 2);
     assert_eq!(h.rm.scheduler().gang(e.id()), 0);
-    start_as(&mut h, &mut e, &te).unwrap();
-    h.rm.wait_end(te, h.now);
+    served(&mut h, &mut e, te);
     for _ in 0..3 {
         start_as(&mut h, &mut w, &tw).unwrap();
     }
     h.rm.wait_end(tw, h.now);
-    for s in [&mut w, &mut e, &mut a, &mut o] {
-        h.close(s);
-    }
-    h.tpm.assert_empty();
+    close_all(&mut h, [&mut w, &mut e, &mut a, &mut o]);
 }
 
 /// Slots freed to the queue go to the head's space until it has what it needs (its peak),
@@ -1206,17 +1211,12 @@ fn freed_slots_fill_the_head_spaces_need_first() {
     let mut h = harness(4);
     let (mut w, mut o, mut x, mut y) = (h.space(), h.space(), h.space(), h.space());
     // w held 3 at once, then let them go; x takes 3, o the fourth.
-    let ws: Vec<u32> = (0..3).map(|_| start(&mut h, &mut w).unwrap()).collect();
-    for s in ws {
-        h.success(&mut w, &flush_context(s));
-    }
+    held_then_let_go(&mut h, &mut w, 3);
     let xs: Vec<u32> = (0..3).map(|_| start(&mut h, &mut x).unwrap()).collect();
     start(&mut h, &mut o).unwrap();
     // w comes back for its sessions, then y: both wait, w first.
-    assert_eq!(start(&mut h, &mut w), Err(RmError::SessionsExhausted));
-    let tw = h.rm.wait_begin(&w, h.now, h.exhausted_rc).unwrap();
-    assert_eq!(start(&mut h, &mut y), Err(RmError::SessionsExhausted));
-    let ty = h.rm.wait_begin(&y, h.now, h.exhausted_rc).unwrap();
+    let tw = queue(&mut h, &mut w);
+    let ty = queue(&mut h, &mut y);
     // o leaves: w's reservation. x lets two go: both kept for w's space, none for y.
     h.close(&mut o);
     assert!(h.rm.scheduler().is_reserved(tw.id()));
@@ -1226,14 +1226,12 @@ fn freed_slots_fill_the_head_spaces_need_first() {
     assert_eq!(h.rm.scheduler().gang(w.id()), 2);
     assert!(!h.rm.scheduler().is_reserved(ty.id()));
     // w gets its three at once; the next slot freed is y's.
-    start_as(&mut h, &mut w, &tw).unwrap();
-    h.rm.wait_end(tw, h.now);
+    served(&mut h, &mut w, tw);
     start(&mut h, &mut w).unwrap();
     start(&mut h, &mut w).unwrap();
     h.success(&mut x, &flush_context(xs[2]));
     assert!(h.rm.scheduler().is_reserved(ty.id()));
-    start_as(&mut h, &mut y, &ty).unwrap();
-    h.rm.wait_end(ty, h.now);
+    served(&mut h, &mut y, ty);
     for s in [&mut w, &mut x, &mut y] {
         h.close(s);
     }
@@ -1249,21 +1247,15 @@ fn a_leaving_waiters_slot_fills_the_head_spaces_need_first() {
     let (mut w, mut o, mut x, mut y, mut z) =
         (h.space(), h.space(), h.space(), h.space(), h.space());
     // w held 4 at once, then let them go; x takes 3, o the fourth.
-    let ws: Vec<u32> = (0..4).map(|_| start(&mut h, &mut w).unwrap()).collect();
-    for s in ws {
-        h.success(&mut w, &flush_context(s));
-    }
+    held_then_let_go(&mut h, &mut w, 4);
     for _ in 0..3 {
         start(&mut h, &mut x).unwrap();
     }
     start(&mut h, &mut o).unwrap();
     // w, z and y wait, in that order; o leaves: w's reservation (w needs 3 more).
-    assert_eq!(start(&mut h, &mut w), Err(RmError::SessionsExhausted));
-    let tw = h.rm.wait_begin(&w, h.now, h.exhausted_rc).unwrap();
-    assert_eq!(start(&mut h, &mut z), Err(RmError::SessionsExhausted));
-    let tz = h.rm.wait_begin(&z, h.now, h.exhausted_rc).unwrap();
-    assert_eq!(start(&mut h, &mut y), Err(RmError::SessionsExhausted));
-    let ty = h.rm.wait_begin(&y, h.now, h.exhausted_rc).unwrap();
+    let tw = queue(&mut h, &mut w);
+    let tz = queue(&mut h, &mut z);
+    let ty = queue(&mut h, &mut y);
     h.close(&mut o);
     assert!(h.rm.scheduler().is_reserved(tw.id()));
     // z, the first waiter without a reservation, evicts x: one slot is z's, two go to w's
@@ -1279,16 +1271,12 @@ fn a_leaving_waiters_slot_fills_the_head_spaces_need_first() {
     h.rm.wait_end(tz, h.now);
     assert_eq!(h.rm.scheduler().gang(w.id()), 3);
     assert!(!h.rm.scheduler().is_reserved(ty.id()));
-    start_as(&mut h, &mut w, &tw).unwrap();
-    h.rm.wait_end(tw, h.now);
+    served(&mut h, &mut w, tw);
     for _ in 0..3 {
         start(&mut h, &mut w).unwrap();
     }
     h.rm.wait_end(ty, h.now);
-    for s in [&mut w, &mut x, &mut y, &mut z] {
-        h.close(s);
-    }
-    h.tpm.assert_empty();
+    close_all(&mut h, [&mut w, &mut x, &mut y, &mut z]);
 }
 
 /// A wait survives signals: a request interrupted (ended) and restarted at once takes back

@@ -35,9 +35,10 @@ swtpm "${swtpm_args[@]}"
 rm -rf "$out/ctl" && mkdir -p "$out/ctl"
 (
 	while sleep 0.2; do
-		if [ -e "$out/ctl/kill-swtpm" ]; then
+		# Once, and the request stays: removed at once, it made the guest's open() of
+		# it fail with ENOENT over 9p (the file went away before the open returned).
+		if [ -e "$out/ctl/kill-swtpm" ] && [ ! -e "$out/ctl/swtpm-killed" ]; then
 			kill -9 "$(cat "$tpmdir/pid")" 2>/dev/null || true
-			rm -f "$out/ctl/kill-swtpm"
 			touch "$out/ctl/swtpm-killed"
 		fi
 	done

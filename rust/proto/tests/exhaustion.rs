@@ -1048,9 +1048,10 @@ fn gang_grant_and_its_expiry() {
     h.rm.end_request(req, h.now);
     assert_eq!(h.rm.stats().evictions, 3);
     assert_eq!(h.rm.scheduler().gang(w.id()), 2, "two slots kept for w");
-    // Short of its set, with slots kept for it: every command of w goes first at the TPM.
+    // Short of its set, with slots kept for it, but it let its sessions go itself (its
+    // client has no evicted session to hear of): only its StartAuthSessions go first.
     h.rm.note_gathering(&mut w, h.now);
-    assert_eq!(w.gathering(), Gathering::All);
+    assert_eq!(w.gathering(), Gathering::Slots);
     // A newcomer cannot take them; w can, at once, without waiting.
     let mut n = h.space();
     assert_eq!(start(&mut h, &mut n), Err(RmError::SessionsExhausted));

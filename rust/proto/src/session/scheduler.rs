@@ -33,7 +33,7 @@
 //!   then one waiting ahead whose turn began twice that long ago. The first freed slot is
 //!   reserved for it; the next ones, up to as many sessions as its space held at once
 //!   (its *peak*), are reserved for its space (a *gang grant*: `add_gang`, lapsing to the
-//!   queue after `keep_ns` unused), and more victims are taken until that need is covered.
+//!   queue `keep_ns` after its last use), and more victims are taken until that need is covered.
 //!   The rest goes to the queue, except when the waiter's space asks for more again in
 //!   the same turn (it took back its kept place) and no waiter ahead needs a slot: then it
 //!   stays reserved for that space for `spare_ns` (a retry interval: `add_spare`), since a
@@ -419,8 +419,12 @@ impl Scheduler {
             gang = !core::mem::replace(&mut w.reserved, false);
         }
         if let Some(t) = self.turn_mut(space) {
-            if gang {
-                t.gang = t.gang.saturating_sub(1);
+            if gang && t.gang > 0 {
+                t.gang -= 1;
+                // The rest lapses its lifetime after its last use, not after the grant: a
+                // space that gathers five sessions, finding each evicted one by one, on a
+                // slow kernel takes longer than that for all five.
+                t.gang_until_ns = t.gang_until_ns.max(now.saturating_add(t.gang_keep_ns));
             }
             if waited {
                 t.began_ns = t

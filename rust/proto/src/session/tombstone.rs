@@ -28,6 +28,11 @@ impl Sessions {
             .any(|t| t.owner == owner && same_session(t.handle, h))
     }
 
+    /// Whether space `owner` still has to be told of any evicted session.
+    pub(crate) fn has_tombstones(&self, owner: u64) -> bool {
+        self.tombstones.iter().any(|t| t.owner == owner)
+    }
+
     /// Consumes the tombstone of space `owner` for the session slot of `h`, if any.
     pub(crate) fn take_tombstone(&mut self, owner: u64, h: u32) -> bool {
         let Some(i) = self

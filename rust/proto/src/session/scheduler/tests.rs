@@ -248,3 +248,25 @@ fn kept_place_and_gang_expiry() {
     assert_eq!(s.peak(4), 0);
     let _ = (s.end(a3, 900), s.end(b, 900));
 }
+
+#[test]
+fn gang_reservations_lapse_after_their_last_use() {
+    let mut s = Scheduler::new();
+    s.keep_ns = 500;
+    s.spare_ns = 100;
+    for _ in 0..3 {
+        assert!(s.add_gang(3, 1_000));
+    }
+    // Used at 1_400: the other two last until 1_900, not 1_500.
+    s.took_slot(None, 3, 1_400);
+    assert_eq!(s.expire(1_500), 0);
+    assert_eq!(s.gang(3), 2);
+    assert_eq!(s.expire(1_899), 0);
+    assert_eq!(s.expire(1_900), 2);
+    // The rest of a victim lasts a retry interval after its last use.
+    assert!(s.add_spare(4, 2_000));
+    assert!(s.add_spare(4, 2_000));
+    s.took_slot(None, 4, 2_050);
+    assert_eq!(s.expire(2_149), 0);
+    assert_eq!(s.expire(2_150), 1);
+}

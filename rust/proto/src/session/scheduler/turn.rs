@@ -21,6 +21,8 @@ pub(super) struct Turn {
     pub(super) gang: usize,
     /// When the gang reservations go back to the queue if unused.
     pub(super) gang_until_ns: u64,
+    /// How long they last unused: `keep_ns`, or `spare_ns` for the rest of a victim.
+    pub(super) gang_keep_ns: u64,
     /// Its kept queue place (ticket id, wait start) between two requests of one turn.
     pub(super) place: Option<(u64, u64)>,
     /// When the kept place lapses.
@@ -48,6 +50,7 @@ impl Scheduler {
                     peak: 0,
                     gang: 0,
                     gang_until_ns: 0,
+                    gang_keep_ns: 0,
                     place: None,
                     place_until_ns: 0,
                 })
@@ -104,6 +107,11 @@ impl Scheduler {
                 if t.gang == 0 || t.gang_until_ns < until {
                     t.gang_until_ns = until;
                 }
+                t.gang_keep_ns = if t.gang == 0 {
+                    keep
+                } else {
+                    t.gang_keep_ns.max(keep)
+                };
                 t.gang = t.gang.saturating_add(1);
                 self.wake_space(space);
                 true

@@ -156,7 +156,9 @@ impl Shared {
 
     /// Runs one client command of the file `me` for `space`.
     ///
-    /// Two queues:
+    /// A command owed an answer without the TPM ([`Rm::answer_at_once`]: its first use of
+    /// a session lost to an eviction) is answered at once, in neither queue. Others wait in
+    /// two queues:
     /// - **The TPM** ([`Turns`], under `turns`): each step that needs the TPM first takes a
     ///   turn, and the turn goes to the waiting command whose space has had the fewest turns
     ///   lately (a new or gathering space first), not to whoever queued first on a lock. The one whose turn it is then holds
@@ -193,6 +195,16 @@ impl Shared {
         closed: &dyn Fn() -> bool,
     ) -> Result<usize> {
         let mut req = Request::new();
+        {
+            // An answer owed without the TPM (a session lost to an eviction) takes no turn.
+            let mut rm = self.rm.lock();
+            if let Some(r) = rm.answer_at_once(space, cmd, rsp) {
+                let ret = r.map_err(to_error);
+                self.end_command(&mut rm, req, space, cost);
+                drop(rm);
+                return self.traced(ret, space, cmd, rsp, cost);
+            }
+        }
         let mut first = true;
         let ret = loop {
             if closed() {

@@ -71,30 +71,13 @@ impl Rm {
             }
             Err(_) => return Err(RmError::InvalidCommand),
         };
+        let owner = space.id();
+        // Sessions this space lost to an eviction: its first reference to one is answered.
+        if let Some(n) = self.owed_answer(owner, &command, cmd, rsp) {
+            return answer(n);
+        }
         // Queued flushes first: they may free slots the FIFO gate below hands out.
         self.st.retry_pending(&mut self.io, tpm);
-        let owner = space.id();
-
-        // Sessions this space lost to an eviction: its first reference to one is answered.
-        for (i, &h) in command.handles().iter().enumerate() {
-            if is_session_handle(h) && self.st.take_tombstone(owner, h) {
-                let rc = rc_at_handle(TPM_RC_EXPIRED, pos(i));
-                return answer(synth_rm(rsp, &mut self.io.stats, rc));
-            }
-        }
-        for (i, s) in command.sessions().iter().enumerate() {
-            if is_session_handle(s.handle) && self.st.take_tombstone(owner, s.handle) {
-                let rc = rc_at_session(TPM_RC_EXPIRED, pos(i));
-                return answer(synth_rm(rsp, &mut self.io.stats, rc));
-            }
-        }
-        if header.cc == TPM_CC_FLUSH_CONTEXT {
-            if let Some(h) = get_u32(cmd, command.params_offset()) {
-                if is_session_handle(h) && self.st.take_tombstone(owner, h) {
-                    return answer(synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS));
-                }
-            }
-        }
 
         // Ownership of every handle and session named.
         for (i, &h) in command.handles().iter().enumerate() {
@@ -225,6 +208,70 @@ impl Rm {
         bump(&mut self.io.stats.synthesized_responses);
         write_handles_response(rsp, &handles, req.property, req.property_count)
             .map_err(|_| RmError::BufferTooSmall)
+    }
+}
+
+impl Rm {
+    /// Answers `cmd` of `space` at once if it needs nothing of the TPM: its first reference
+    /// to a session the space lost to an eviction, answered TPM_RC_EXPIRED in the RM layer
+    /// (see [`Rm::owed_answer`]). `None`: the command needs a turn at the TPM
+    /// ([`super::super::turns`]) and goes through [`Rm::step`], malformed commands
+    /// included.
+    ///
+    /// A client that gathers its sessions again after an eviction finds them gone one
+    /// command at a time. Sent through the TPM queue, each of those waited for a round of
+    /// every busy space's turn (0.5 s with 20 signers on the debug kernel), and its next
+    /// StartAuthSession came after its kept queue place had lapsed: it queued again at the
+    /// tail, up to three times per turn for a five-session client.
+    ///
+    /// # Errors
+    /// [`RmError::BufferTooSmall`] if `rsp` cannot hold the answer.
+    pub fn answer_at_once(
+        &mut self,
+        space: &Space,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Option<Result<usize, RmError>> {
+        if self.cc.is_empty() || rsp.len() < TPM_BUFSIZE || cmd.len() > TPM_BUFSIZE {
+            return None;
+        }
+        let header = CommandHeader::parse(cmd).ok()?;
+        let command = Command::parse(cmd, self.cc.lookup(header.cc)?).ok()?;
+        let n = self.owed_answer(space.id(), &command, cmd, rsp)?;
+        bump(&mut self.io.stats.client_commands);
+        Some(n)
+    }
+
+    /// The answer owed to space `owner` for `command`, if it names a session the space lost
+    /// to an eviction (a tombstone, used up by the answer): TPM_RC_EXPIRED in the RM layer
+    /// at the handle's or session's position, or success for a FlushContext of it.
+    fn owed_answer(
+        &mut self,
+        owner: u64,
+        command: &Command,
+        cmd: &[u8],
+        rsp: &mut [u8],
+    ) -> Option<Result<usize, RmError>> {
+        for (i, &h) in command.handles().iter().enumerate() {
+            if is_session_handle(h) && self.st.take_tombstone(owner, h) {
+                let rc = rc_at_handle(TPM_RC_EXPIRED, pos(i));
+                return Some(synth_rm(rsp, &mut self.io.stats, rc));
+            }
+        }
+        for (i, s) in command.sessions().iter().enumerate() {
+            if is_session_handle(s.handle) && self.st.take_tombstone(owner, s.handle) {
+                let rc = rc_at_session(TPM_RC_EXPIRED, pos(i));
+                return Some(synth_rm(rsp, &mut self.io.stats, rc));
+            }
+        }
+        if command.cc() == TPM_CC_FLUSH_CONTEXT {
+            if let Some(h) = get_u32(cmd, command.params_offset()) {
+                if is_session_handle(h) && self.st.take_tombstone(owner, h) {
+                    return Some(synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS));
+                }
+            }
+        }
+        None
     }
 }
 

@@ -470,6 +470,40 @@ fn reuse_hazard_handle_reissued_to_the_same_space() {
 }
 
 #[test]
+fn reuse_hazard_every_evicted_number_is_skipped() {
+    // a's two sessions are evicted together for d, and d frees its slot again: the TPM's
+    // two lowest free numbers are both a's old ones. a, told of neither, starts a session:
+    // tpmrs holds each of those and starts again until a clean number comes, then flushes
+    // them, so neither old reference ever reaches a new session.
+    let mut h = harness(4);
+    let (mut a, mut b, mut c, mut d) = (h.space(), h.space(), h.space(), h.space());
+    let old1 = start(&mut h, &mut a).unwrap();
+    let old2 = start(&mut h, &mut a).unwrap();
+    let s3 = start(&mut h, &mut b).unwrap();
+    let _s4 = start(&mut h, &mut c).unwrap();
+    let (r, _) = h.run(&mut d, &start_auth_session(SE_HMAC, &[2; 16]));
+    let sd = rhandle(&r.unwrap());
+    assert_eq!(h.rm.stats().evictions, 2, "a's whole space");
+    h.success(&mut d, &flush_context(sd));
+    h.success(&mut b, &flush_context(s3));
+    let starts = starts_sent(&h);
+    let new = start(&mut h, &mut a).unwrap();
+    assert_eq!(starts_sent(&h), starts + 3, "started twice more");
+    assert_eq!(new, s3, "the first clean number");
+    assert!(!h.tpm.sessions().contains(&old1) && !h.tpm.sessions().contains(&old2));
+    // Each old reference is EXPIRED once (nothing sent); the new one is a's.
+    let before = h.tpm_commands();
+    assert_eq!(use_rc(&mut h, &mut a, old2), expired_s(1));
+    assert_eq!(use_rc(&mut h, &mut a, old1), expired_s(1));
+    assert_eq!(h.tpm_commands(), before, "nothing sent");
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    for s in [&mut a, &mut b, &mut c, &mut d] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+#[test]
 fn reuse_hazard_without_a_second_slot_hands_the_number_over() {
     // The same, with one slot: the second start finds no slot, so the space gets the number
     // itself and its old reference is forgotten (it names the new session now).
@@ -503,6 +537,51 @@ fn evicted_session_expires_before_the_number_is_reissued() {
     assert_eq!(h.tpm.count(CC_FLUSH_CONTEXT), flushes, "nothing sent");
     assert_eq!(h.tpm.sessions(), vec![sb], "b's session survives a's flush");
     assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn an_evicted_session_is_answered_without_a_turn() {
+    // The glue asks `answer_at_once` before it queues for the TPM: a's first use of its
+    // evicted session is answered there, once, with nothing sent; anything else needs the
+    // TPM (None), malformed commands included.
+    let mut h = harness(1);
+    let (mut a, mut b) = (h.space(), h.space());
+    let old = start(&mut h, &mut a).unwrap();
+    let mut rsp = vec![0u8; tpmrs_proto::TPM_BUFSIZE];
+    assert!(
+        h.rm.answer_at_once(&a, &use_cmd(&[old]), &mut rsp)
+            .is_none(),
+        "a live session"
+    );
+    let (r, _) = h.run(&mut b, &start_auth_session(SE_HMAC, &[2; 16]));
+    let sb = rhandle(&r.unwrap());
+    let before = (h.tpm_commands(), h.rm.stats().client_commands);
+    let n =
+        h.rm.answer_at_once(&a, &use_cmd(&[old]), &mut rsp)
+            .unwrap()
+            .unwrap();
+    assert_eq!(rc(&rsp[..n]), expired_s(1));
+    assert_eq!(h.tpm_commands(), before.0, "nothing sent");
+    assert_eq!(
+        h.rm.stats().client_commands,
+        before.1 + 1,
+        "counted as a command"
+    );
+    // Told once: the next use goes through the resource manager (and is not a's).
+    assert!(h
+        .rm
+        .answer_at_once(&a, &use_cmd(&[old]), &mut rsp)
+        .is_none());
+    assert_eq!(use_rc(&mut h, &mut a, old), rm(rc_handle_at_session(1)));
+    assert!(h.rm.answer_at_once(&b, &use_cmd(&[sb]), &mut rsp).is_none());
+    assert!(
+        h.rm.answer_at_once(&a, &[0x80, 0x01, 0, 0], &mut rsp)
+            .is_none(),
+        "malformed"
+    );
     h.close(&mut a);
     h.close(&mut b);
     h.tpm.assert_empty();

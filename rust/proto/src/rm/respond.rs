@@ -242,8 +242,14 @@ impl Txn<'_> {
     /// it that it has not been told about yet. Its StartAuthSession runs again while that
     /// slot is held, so the TPM gives another number, and the first session is flushed:
     /// the client's old reference still answers TPM_RC_EXPIRED, and a session's handle
-    /// (its Name, which enters cpHash) is never rewritten. If the second start fails, the
-    /// first session is kept and the space's old reference forgotten instead.
+    /// (its Name, which enters cpHash) is never rewritten.
+    ///
+    /// The TPM hands out the lowest free number, and a space evicted whole has its old
+    /// numbers free at once: the second number is often another of its evicted ones. Such
+    /// a session is held too and the start runs again, up to [`MAX_RESTARTS`] numbers in
+    /// all, and every held one is flushed once a clean number comes. If none comes (the
+    /// TPM has no slot to spare, or the space lost more sessions than that), the first
+    /// session is kept and the space's old reference forgotten instead.
     fn restart_session(
         &mut self,
         work: &[u8],
@@ -251,47 +257,69 @@ impl Txn<'_> {
         rsp: &mut [u8],
         len: usize,
     ) -> Result<(u32, usize), RmError> {
-        // Our own buffers: the client's response stays as it is if this fails.
-        let cmd = self
-            .io
-            .cmd
-            .get_mut(..work.len())
-            .ok_or(RmError::BadResponse)?;
-        cmd.copy_from_slice(work);
-        let rc = match self.io.run(self.tpm, work.len()) {
-            Ok(rc) => rc,
-            Err(e) => {
-                let _ = self
-                    .io
-                    .flush_or_queue(self.tpm, &mut self.st.pending, first);
-                return Err(e);
+        let owner = self.space.id();
+        let mut held = [first; MAX_RESTARTS];
+        let mut n_held = 1;
+        let clean = loop {
+            if n_held == MAX_RESTARTS {
+                break None;
+            }
+            // Our own buffers: the client's response stays as it is if this fails.
+            let Some(cmd) = self.io.cmd.get_mut(..work.len()) else {
+                break None;
+            };
+            cmd.copy_from_slice(work);
+            let rc = match self.io.run(self.tpm, work.len()) {
+                Ok(rc) => rc,
+                Err(e) => {
+                    self.flush_held(&held[..n_held]);
+                    return Err(e);
+                }
+            };
+            let again = (rc == TPM_RC_SUCCESS)
+                .then(|| super::super::codec::get_u32(self.io.last(), TPM_HEADER_SIZE))
+                .flatten()
+                .filter(|h| {
+                    is_session_handle(*h) && !held[..n_held].iter().any(|f| same_session(*h, *f))
+                });
+            let Some(h) = again else {
+                break None;
+            };
+            self.st.handed_out(h);
+            if !self.st.has_tombstone(owner, h) {
+                break Some(h);
+            }
+            if let Some(slot) = held.get_mut(n_held) {
+                *slot = h;
+                n_held += 1;
             }
         };
-        let again = (rc == TPM_RC_SUCCESS)
-            .then(|| super::super::codec::get_u32(self.io.last(), TPM_HEADER_SIZE))
-            .flatten()
-            .filter(|h| is_session_handle(*h) && !same_session(*h, first));
-        let Some(h) = again else {
-            self.st.take_tombstone(self.space.id(), first);
+        let Some(h) = clean else {
+            // The first session stays the client's; the other held ones go.
+            self.flush_held(held.get(1..n_held).unwrap_or(&[]));
+            self.st.take_tombstone(owner, first);
             return Ok((first, len));
         };
-        self.st.handed_out(h);
         let n = match self.io.copy_last(rsp) {
             Ok(n) => n,
             Err(e) => {
-                let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, h);
-                let _ = self
-                    .io
-                    .flush_or_queue(self.tpm, &mut self.st.pending, first);
+                self.flush_held(&[h]);
+                self.flush_held(&held[..n_held]);
                 return Err(e);
             }
         };
         // A flush that does not go through is queued (or settled); the client's answer is
-        // the second session either way.
-        let _ = self
-            .io
-            .flush_or_queue(self.tpm, &mut self.st.pending, first);
+        // the clean session either way.
+        self.flush_held(&held[..n_held]);
         Ok((h, n))
+    }
+
+    /// Flushes sessions started for a restart and not kept (see
+    /// [`Txn::restart_session`]); a flush that fails is queued.
+    fn flush_held(&mut self, held: &[u32]) {
+        for h in held {
+            let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, *h);
+        }
     }
 
     /// A GetCapability response: a list of transient handles or sessions keeps only the
@@ -343,3 +371,7 @@ fn flushed_handle(cc: u32) -> usize {
 
 /// Most GetCapability round trips for one filtered handle list.
 const MAX_LIST_ROUNDS: usize = 16;
+
+/// Most sessions one StartAuthSession holds at once to find a number its space has no
+/// evicted session under (see `Txn::restart_session`): the client's, and seven more.
+const MAX_RESTARTS: usize = 8;

@@ -274,8 +274,9 @@ impl Rm {
         let id = space.id();
         let sched = &self.st.sched;
         let gang = sched.gang(id) > 0;
-        let short = self.st.registry.count_owned(id) < sched.peak(id);
-        space.set_gathering(if gang && short && self.st.has_tombstones(id) {
+        // Only with gang reservations is the registry counted (every command ends here).
+        let short = gang && self.st.registry.count_owned(id) < sched.peak(id);
+        space.set_gathering(if short && self.st.has_tombstones(id) {
             Gathering::All
         } else if gang || sched.position(id, now_ns).is_some() {
             Gathering::Slots

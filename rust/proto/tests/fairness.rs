@@ -50,22 +50,88 @@ struct Client {
     longest_wait: u64,
     /// Its place in the queue for the TPM, while it waits for a turn.
     turn: Option<Turn>,
+    /// The sessions its last command used, in order.
+    used: Vec<u32>,
+    /// Told one of its sessions was evicted, it flushes them all (see `answered`).
+    flushes_all: bool,
+    /// Sessions to flush before its next command.
+    to_flush: Vec<u32>,
+    /// New sessions it got under a number it still held dead.
+    dups: u64,
 }
 
 impl Client {
     /// What it sends next: a StartAuthSession while it has fewer sessions than it needs,
     /// else a command that uses up to three of them.
-    fn next_cmd(&self) -> Vec<u8> {
+    fn next_cmd(&mut self) -> Vec<u8> {
+        self.used.clear();
         if self.sessions.len() < self.want {
             start_auth_session(SE_HMAC, &[7; 16])
         } else {
             let n = self.sessions.len();
             let k = n.min(3);
-            let s: Vec<u32> = (0..k)
+            self.used = (0..k)
                 .map(|j| self.sessions[(self.rotate + j) % n])
                 .collect();
-            use_cmd(&s)
+            use_cmd(&self.used)
         }
+    }
+
+    /// The answer `r` to its command came at `now`. Returns whether it was a refusal.
+    fn answered(&mut self, r: &[u8], now: u64, think: u64) -> bool {
+        let code = rc(r);
+        let starting = self.used.is_empty();
+        self.next_at = now + think;
+        if starting {
+            if code != 0 {
+                return true;
+            }
+            if self.sessions.contains(&rhandle(r)) {
+                // A number it holds dead: it forgets the dead one (a real client's old
+                // reference would reach the new session, with a stale nonce).
+                self.dups += 1;
+                let h = rhandle(r);
+                self.sessions.retain(|s| *s != h);
+            }
+            self.sessions.push(rhandle(r));
+        } else if code == 0 {
+            self.ops += 1;
+            if self.ops == 1 {
+                self.first_op = now;
+            } else {
+                self.longest_gap = self.longest_gap.max(now - self.last_op);
+            }
+            self.last_op = now;
+            self.rotate = self.rotate.wrapping_add(3);
+            if self.idle > 0 {
+                self.next_at = now.saturating_add(self.idle);
+            }
+        } else {
+            // Evicted (the whole space at once): it hears of one session at a time, the one
+            // the answer names, and starts it again (as tests/guest/fairshare.py and the TSS
+            // stacks do). A session it started after that is still its own.
+            assert_eq!(
+                code & !0x7FF,
+                LAYER | 0x800,
+                "an evicted session: {code:#x}"
+            );
+            assert_eq!(code & 0x3F, 0x23, "TPM_RC_EXPIRED: {code:#x}");
+            if self.flushes_all {
+                // Eviction takes a whole space: all of them are gone. A client that held
+                // more than three should not find them one at a time: the TPM hands out
+                // the lowest free session number, so its new sessions get numbers it still
+                // holds dead, and tpmrs starts such a session again under another number
+                // only while the TPM has slots to spare for the numbers it skips (two,
+                // beyond tpmrs's budget: the headroom). Finding them one at a time, a
+                // five-session client got such a number once in four 60 s runs.
+                self.to_flush.append(&mut self.sessions);
+                return false;
+            }
+            let pos = usize::try_from((code >> 8) & 7).unwrap();
+            let gone = self.used[pos - 1];
+            self.sessions.retain(|s| *s != gone);
+        }
+        false
     }
 }
 
@@ -74,8 +140,12 @@ struct Report {
     /// Operations of the hog, if any.
     hog_ops: u64,
     gaps: Vec<u64>,
+    /// Every client's longest gap between two of its operations (0 with fewer than two).
+    between: Vec<u64>,
     refusals: u64,
     evictions: u64,
+    /// New sessions handed out under a number their client still held dead.
+    dups: u64,
     longest_wait: u64,
     blocked_fraction: f64,
 }
@@ -95,6 +165,28 @@ fn use_cmd(sess: &[u32]) -> Vec<u8> {
     command(CC_GET_RANDOM, &[], &auths, &Buf::new().u16(8).done())
 }
 
+/// How fast the simulated machine is.
+#[derive(Clone, Copy)]
+struct Speed {
+    /// Time of one TPM command.
+    cmd: u64,
+    /// A client thinks up to this long between two commands.
+    think: u64,
+}
+
+/// The bench kernel: 1 ms per TPM command, up to 10 ms of thought.
+const BENCH: Speed = Speed {
+    cmd: MS,
+    think: 10 * MS,
+};
+
+/// The debug kernel (KASAN, lockdep, QEMU TCG): about 5 ms per TPM command and tens of
+/// milliseconds of Python per command (41 signs/s in a 32 x 3 run, 4-5 TPM commands each).
+const DEBUG: Speed = Speed {
+    cmd: 3 * MS,
+    think: 20 * MS,
+};
+
 /// Runs `wants` (sessions per client; `hog`: the index of a client that only checks its
 /// sessions every 5 s) for `secs` simulated seconds on a TPM with `slots` session slots.
 fn simulate(
@@ -103,6 +195,7 @@ fn simulate(
     wants: &[usize],
     hog: Option<(usize, u64)>,
     secs: u64,
+    speed: Speed,
 ) -> Report {
     let mut tpm = FakeTpm::new();
     tpm.max_sessions = slots;
@@ -133,21 +226,42 @@ fn simulate(
             blocked_ns: 0,
             longest_wait: 0,
             turn: None,
+            used: vec![],
+            flushes_all: *w > 3,
+            to_flush: vec![],
+            dups: 0,
         })
         .collect();
     let mut refusals = 0;
     let mut idle_steps = 0u64;
+    let mut at_once = 0u64;
     let mut rsp = vec![0u8; TPM_BUFSIZE];
     let mut turns = Turns::new();
     loop {
         // Every client whose time has come asks, as the glue does, whether its next step
-        // needs the TPM: if not it sleeps without a turn, else it queues for one.
+        // needs the TPM: if not it sleeps without a turn, else it queues for one. A new
+        // command owed an answer without the TPM gets it at once.
+        let mut woken = vec![];
+        let now = h.now;
         for c in clients
             .iter_mut()
-            .filter(|c| c.turn.is_none() && c.next_at <= h.now)
+            .filter(|c| c.turn.is_none() && c.next_at <= now)
         {
+            for s in c.to_flush.drain(..) {
+                let r = h.ok(&mut c.space, &flush_context(s));
+                assert!(rc(&r) == 0 || rc(&r) & LAYER != 0);
+            }
             if c.req.is_none() {
-                c.req = Some((Request::new(), c.next_cmd()));
+                let cmd = c.next_cmd();
+                if let Some(r) = h.rm.answer_at_once(&c.space, &cmd, &mut rsp) {
+                    let n = r.unwrap();
+                    h.rm.note_gathering(&mut c.space, h.now);
+                    h.rm.take_wakeups(&mut |s| woken.push(s));
+                    refusals += u64::from(c.answered(&rsp[..n], h.now, rnd(speed.think / MS) * MS));
+                    at_once += 1;
+                    continue;
+                }
+                c.req = Some((Request::new(), cmd));
             }
             let req = c.req.as_ref().map(|r| &r.0).unwrap();
             if let Some(until_ns) = h.rm.sleep_until(req, h.now) {
@@ -158,6 +272,7 @@ fn simulate(
             }
             c.turn = Some(turns.enter(&c.space, &c.req.as_ref().unwrap().1).unwrap());
         }
+        wake(&mut clients, &woken, h.now);
         // The TPM goes to the command whose turn it is; if none waits, time passes.
         let Some(i) = (0..clients.len())
             .find(|i| clients[*i].turn.as_ref().is_some_and(|t| turns.try_take(t)))
@@ -179,7 +294,7 @@ fn simulate(
         let step =
             h.rm.step(&mut req, &mut c.space, &mut h.tpm, h.now, &cmd, &mut rsp);
         // The TPM's time.
-        h.now += (h.tpm_commands() - before).max(1) * MS;
+        h.now += (h.tpm_commands() - before).max(1) * speed.cmd;
         let mut woken = vec![];
         h.rm.take_wakeups(&mut |s| woken.push(s));
         let done = match step {
@@ -203,55 +318,21 @@ fn simulate(
                 c.blocked_ns += h.now - b;
                 c.longest_wait = c.longest_wait.max(h.now - b);
             }
-            let r = match r {
-                Ok(n) => rsp[..n].to_vec(),
+            match r {
+                Ok(n) => {
+                    refusals += u64::from(c.answered(&rsp[..n], h.now, rnd(speed.think / MS) * MS));
+                }
                 Err(RmError::SessionsExhausted) => {
                     refusals += 1;
                     c.next_at = h.now + 10 * MS;
-                    continue;
                 }
                 Err(e) => panic!("{e:?}"),
-            };
-            let code = rc(&r);
-            let starting = c.sessions.len() < c.want;
-            c.next_at = h.now + rnd(10) * MS;
-            if starting && code == 0 {
-                c.sessions.push(rhandle(&r));
-            } else if starting {
-                refusals += 1;
-            } else if code == 0 {
-                c.ops += 1;
-                if c.ops == 1 {
-                    c.first_op = h.now;
-                } else {
-                    c.longest_gap = c.longest_gap.max(h.now - c.last_op);
-                }
-                c.last_op = h.now;
-                c.rotate = c.rotate.wrapping_add(3);
-                if c.idle > 0 {
-                    c.next_at = h.now.saturating_add(c.idle);
-                }
-            } else {
-                assert_ne!(code & LAYER, 0, "an evicted session: {code:#x}");
-                // Evicted (the whole space at once; a session it started after that
-                // is still its own): start again.
-                for s in c.sessions.drain(..) {
-                    let r = h.ok(&mut c.space, &flush_context(s));
-                    assert!(rc(&r) == 0 || rc(&r) & LAYER != 0);
-                }
             }
         }
-        // Only the waiters named are woken (`None`: all of them).
-        for c in clients
-            .iter_mut()
-            .filter(|c| c.req.is_some() && c.turn.is_none())
-        {
-            if woken.iter().any(|w| w.is_none_or(|s| s == c.space.id())) {
-                c.next_at = c.next_at.min(h.now);
-            }
-        }
+        wake(&mut clients, &woken, h.now);
     }
     assert!(idle_steps > 0, "some steps sleep without the TPM");
+    assert!(at_once > 0, "evicted sessions are heard of without the TPM");
     let hog_i = hog.map_or(usize::MAX, |h| h.0);
     if let Some((j, _)) = hog {
         println!(
@@ -264,8 +345,10 @@ fn simulate(
         ops: vec![],
         hog_ops: hog.map_or(0, |(j, _)| clients[j].ops),
         gaps: vec![],
+        between: vec![],
         refusals,
         evictions: h.rm.stats().evictions,
+        dups: clients.iter().map(|c| c.dups).sum(),
         longest_wait: 0,
         blocked_fraction: 0.0,
     };
@@ -284,6 +367,7 @@ fn simulate(
         let first = if c.ops > 0 { c.first_op } else { end } - start;
         let gap = c.longest_gap.max(end.saturating_sub(c.last_op)).max(first);
         report.gaps.push(gap);
+        report.between.push(c.longest_gap);
         report.longest_wait = report.longest_wait.max(c.longest_wait);
     }
     report.blocked_fraction = blocked as f64 / (clients.len() as f64 * (end - start) as f64);
@@ -302,12 +386,24 @@ fn simulate(
     report
 }
 
+/// Only the waiters named in `woken` are woken (`None`: all of them).
+fn wake(clients: &mut [Client], woken: &[Option<u64>], now: u64) {
+    for c in clients
+        .iter_mut()
+        .filter(|c| c.req.is_some() && c.turn.is_none())
+    {
+        if woken.iter().any(|w| w.is_none_or(|s| s == c.space.id())) {
+            c.next_at = c.next_at.min(now);
+        }
+    }
+}
+
 fn check(name: &str, seed: u64, r: &Report) {
     let j = jain(&r.ops);
     let gap = *r.gaps.iter().max().unwrap();
     println!(
         "{name} seed {seed}: ops {} (fewest {}) Jain {j:.3} longest gap {} ms \
-         longest wait {} ms blocked {:.2} refusals {} evictions {}",
+         longest wait {} ms blocked {:.2} refusals {} evictions {} dups {}",
         r.ops.iter().sum::<u64>(),
         r.ops.iter().min().unwrap(),
         gap / MS,
@@ -315,11 +411,16 @@ fn check(name: &str, seed: u64, r: &Report) {
         r.blocked_fraction,
         r.refusals,
         r.evictions,
+        r.dups,
     );
     if std::env::var("SIM_OPS").is_ok() {
         println!("{:?}", r.ops);
     }
     assert_eq!(r.refusals, 0, "{name} seed {seed}");
+    assert_eq!(
+        r.dups, 0,
+        "{name} seed {seed}: a session under a number held dead"
+    );
     assert!(j >= 0.95, "{name} seed {seed}: Jain {j:.3} {:?}", r.ops);
     assert!(
         gap <= 2 * T + SEC,
@@ -336,7 +437,7 @@ const SEEDS: [u64; 4] = [1, 2, 3, 4];
 #[test]
 fn fair_share_32x3() {
     for seed in SEEDS {
-        let r = simulate(seed, 64, &[3; 32], None, 60);
+        let r = simulate(seed, 64, &[3; 32], None, 60, BENCH);
         check("32x3", seed, &r);
         assert!(r.evictions > 0, "the workload exhausts the TPM");
     }
@@ -347,7 +448,7 @@ fn fair_share_32x3() {
 fn fair_share_mixed() {
     let wants: Vec<usize> = (0..32).map(|i| if i % 2 == 0 { 1 } else { 5 }).collect();
     for seed in SEEDS {
-        let r = simulate(seed, 64, &wants, None, 60);
+        let r = simulate(seed, 64, &wants, None, 60, BENCH);
         check("mixed 16x1+16x5", seed, &r);
     }
 }
@@ -359,7 +460,7 @@ fn fair_share_hog() {
     let mut wants = vec![60];
     wants.extend([3; 20]);
     for seed in SEEDS {
-        let r = simulate(seed, 64, &wants, Some((0, u64::MAX)), 60);
+        let r = simulate(seed, 64, &wants, Some((0, u64::MAX)), 60, BENCH);
         check("hog 60 + 20x3", seed, &r);
         assert!(r.evictions >= 60, "the hog rotated out");
     }
@@ -372,7 +473,7 @@ fn fair_share_returning_hog() {
     let mut wants = vec![60];
     wants.extend([3; 20]);
     for seed in SEEDS {
-        let r = simulate(seed, 64, &wants, Some((0, 5 * SEC)), 60);
+        let r = simulate(seed, 64, &wants, Some((0, 5 * SEC)), 60, BENCH);
         check("returning hog 60 + 20x3", seed, &r);
         assert!(r.hog_ops >= 2, "the hog came back: {} ops", r.hog_ops);
     }
@@ -382,4 +483,48 @@ fn fair_share_returning_hog() {
 fn jain_index() {
     assert!((jain(&[5, 5, 5]) - 1.0).abs() < 1e-9);
     assert!((jain(&[1, 0, 0, 0]) - 0.25).abs() < 1e-9);
+}
+
+/// The three workloads at the debug kernel's speed, 20 s as in its guest test: no refusal,
+/// every client progresses, and every gap between two operations (from the first) is within
+/// 3 x SESSION_TIMEOUT, the bound the guest test asserts there. Jain's index is printed,
+/// not asserted: at this speed 32 x 3 starts with about 30 clients holding two sessions and
+/// waiting for a third, and the two or three that got all three first work alone until the
+/// others' sessions may be evicted (T after they got them); one does about four times the
+/// others' operations in 20 s, as in the guest.
+#[test]
+fn fair_share_at_debug_speed() {
+    let mixed: Vec<usize> = (0..32).map(|i| if i % 2 == 0 { 1 } else { 5 }).collect();
+    let mut hog = vec![60];
+    hog.extend([3; 20]);
+    for seed in SEEDS {
+        for (name, wants, h) in [
+            ("32x3", vec![3; 32], None),
+            ("mixed 16x1+16x5", mixed.clone(), None),
+            ("hog 60 + 20x3", hog.clone(), Some((0, u64::MAX))),
+        ] {
+            let r = simulate(seed, 64, &wants, h, 20, DEBUG);
+            println!(
+                "debug speed {name} seed {seed}: ops {} Jain {:.3} longest gap between \
+                 operations {} ms refusals {} evictions {}",
+                r.ops.iter().sum::<u64>(),
+                jain(&r.ops),
+                r.between.iter().max().unwrap() / MS,
+                r.refusals,
+                r.evictions,
+            );
+            assert_eq!(r.refusals, 0, "{name} seed {seed}");
+            assert_eq!(r.dups, 0, "{name} seed {seed}");
+            assert!(
+                r.ops.iter().all(|o| *o > 0),
+                "{name} seed {seed}: {:?}",
+                r.ops
+            );
+            assert!(
+                r.between.iter().all(|g| *g <= 3 * T),
+                "{name} seed {seed}: {:?}",
+                r.between
+            );
+        }
+    }
 }

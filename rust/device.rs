@@ -13,7 +13,8 @@
 //! queue for the TPM, `proto::turns`), which is never held together with `Shared::rm`.
 //!
 //! `Shared::clients` (the list of open files) is taken under `Shared::rm` or `Shared::turns`
-//! (to wake a file's waiting command) or alone, never the other way round: `show_clients`
+//! (to wake a file's waiting command, or mark it owed an answer) or alone, never the other
+//! way round: `show_clients`
 //! copies the list and releases it before it takes `Shared::rm`. The spinlocks `Shared::stats` and
 //! `ClientStats::info` are innermost: taken last (under `Shared::rm` or `Shared::clients`)
 //! and held only to copy a few counters.
@@ -22,6 +23,7 @@ use crate::{
     chip::{Chip, DeadTpm},
     proto::{Request, Rm, RmError, SessionState, Space, Stats, Step, Turn, Turns},
 };
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     alloc::KVec,
     new_condvar, new_mutex, new_spinlock,
@@ -63,6 +65,12 @@ pub(crate) struct ClientStats {
     /// with every waiter ([`Shared::execute`]).
     #[pin]
     pub(crate) wake: CondVar,
+    /// The file's space lost a session to an eviction and its client has not used it
+    /// since: its next command may be answered without a turn at the TPM
+    /// ([`Rm::answer_at_once`]). Set and cleared under `rm`; read without it, so that
+    /// other commands never take `rm` before their turn (a stale `false` only sends a
+    /// command through the TPM queue, as any).
+    owed: AtomicBool,
 }
 
 impl ClientStats {
@@ -76,6 +84,7 @@ impl ClientStats {
             pin_init!(Self {
                 info <- new_spinlock!(info, "tpmrs::ClientStats::info"),
                 wake <- new_condvar!("tpmrs::ClientStats::wake"),
+                owed: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -195,10 +204,12 @@ impl Shared {
         closed: &dyn Fn() -> bool,
     ) -> Result<usize> {
         let mut req = Request::new();
-        {
+        if me.owed.load(Ordering::Relaxed) {
             // An answer owed without the TPM (a session lost to an eviction) takes no turn.
             let mut rm = self.rm.lock();
-            if let Some(r) = rm.answer_at_once(space, cmd, rsp) {
+            let owed = rm.answer_at_once(space, cmd, rsp);
+            me.owed.store(rm.is_owed(space.id()), Ordering::Relaxed);
+            if let Some(r) = owed {
                 let ret = r.map_err(to_error);
                 self.end_command(&mut rm, req, space, cost);
                 drop(rm);
@@ -393,6 +404,13 @@ impl Shared {
         crate::trace::drain_events(rm);
         let stats = rm.stats();
         *self.stats.lock() = stats;
+        rm.take_owed(&mut |space| {
+            for c in self.clients.lock().iter() {
+                if c.info.lock().space_id == space {
+                    c.owed.store(true, Ordering::Relaxed);
+                }
+            }
+        });
         rm.take_wakeups(&mut |space| match space {
             Some(space) => self.wake_where(|id| id == space),
             None => self.wake_where(|_| true),

@@ -85,6 +85,8 @@ pub(crate) struct Sessions {
     /// FlushContexts of ours not known to be done.
     pub(crate) pending: FlushQueue,
     tombstones: Vec<Tombstone>,
+    /// Spaces that got a tombstone since the glue last asked ([`super::Rm::take_owed`]).
+    newly_owed: Vec<u64>,
     pub(crate) sched: Scheduler,
     next_session_id: u64,
     abandon_tick: u64,
@@ -107,6 +109,7 @@ impl Sessions {
             registry: SessionRegistry::new(),
             pending: FlushQueue::new(),
             tombstones: Vec::new(),
+            newly_owed: Vec::new(),
             sched: Scheduler::new(),
             next_session_id: 1,
             abandon_tick: 0,

@@ -242,6 +242,20 @@ impl Rm {
         Some(n)
     }
 
+    /// Calls `f` for each space that lost a session to an eviction since the last call, and
+    /// so is owed an answer [`Rm::answer_at_once`] gives. The glue asks that only for the
+    /// files it named: asking takes the resource manager's lock, which the TPM work holds,
+    /// and every command waiting for it made the fresh-open probe of a 32 x 3 run wait
+    /// 184 ms against 41 ms.
+    pub fn take_owed(&mut self, f: &mut dyn FnMut(u64)) {
+        self.st.take_owed(f);
+    }
+
+    /// Whether space `space_id` is still owed an answer for a session it lost.
+    pub fn is_owed(&self, space_id: u64) -> bool {
+        self.st.has_tombstones(space_id)
+    }
+
     /// The answer owed to space `owner` for `command`, if it names a session the space lost
     /// to an eviction (a tombstone, used up by the answer): TPM_RC_EXPIRED in the RM layer
     /// at the handle's or session's position, or success for a FlushContext of it.

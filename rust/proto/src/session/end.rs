@@ -96,8 +96,13 @@ impl Sessions {
                 .tombstones
                 .iter()
                 .any(|t| t.owner == owner && same_session(t.handle, v));
-            if !dup {
-                let _ = self.tombstones.try_push(Tombstone { owner, handle: v });
+            if !dup
+                && self
+                    .tombstones
+                    .try_push(Tombstone { owner, handle: v })
+                    .is_ok()
+            {
+                self.note_owed(owner);
             }
         }
         bump(&mut io.stats.evictions);

@@ -33,6 +33,22 @@ impl Sessions {
         self.tombstones.iter().any(|t| t.owner == owner)
     }
 
+    /// Space `owner` got a tombstone: the glue hears of it at its next
+    /// [`super::super::Rm::take_owed`]. Without memory for it, the glue does not hear: the
+    /// owner's commands then queue for the TPM before they are answered, as any command.
+    pub(super) fn note_owed(&mut self, owner: u64) {
+        if !self.newly_owed.contains(&owner) {
+            let _ = self.newly_owed.try_push(owner);
+        }
+    }
+
+    /// Calls `f` for each space that got a tombstone since the last call.
+    pub(crate) fn take_owed(&mut self, f: &mut dyn FnMut(u64)) {
+        while let Some(owner) = self.newly_owed.pop() {
+            f(owner);
+        }
+    }
+
     /// Consumes the tombstone of space `owner` for the session slot of `h`, if any.
     pub(crate) fn take_tombstone(&mut self, owner: u64, h: u32) -> bool {
         let Some(i) = self

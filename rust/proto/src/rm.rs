@@ -318,7 +318,6 @@ impl Rm {
             let n = stage!(txn.transmit(&command, work, rsp));
             // 4. Map the response: ended sessions, new objects and sessions, handle lists.
             txn.map_response(&command, work, rsp, n)
-                .map(Outcome::Response)
         })();
         // 5. Commit: save the sessions used, flush the objects loaded, on every path.
         txn.commit(answer)

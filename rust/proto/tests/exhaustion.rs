@@ -504,21 +504,71 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
 }
 
 #[test]
-fn reuse_hazard_without_a_second_slot_hands_the_number_over() {
-    // The same, with one slot: the second start finds no slot, so the space gets the number
-    // itself and its old reference is forgotten (it names the new session now).
+fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
+    // The same, with one slot: the second start finds no slot, so the new session is
+    // flushed and a waits like a command the TPM refused, evicting nobody (b holds
+    // nothing). Only after SESSION_TIMEOUT, with nothing tpmrs could free, does it give up
+    // waiting: then it gets the number itself and its old reference is forgotten (it names
+    // the new session now).
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
     let (r, _) = h.run(&mut b, &start_auth_session(SE_HMAC, &[2; 16]));
     h.success(&mut b, &flush_context(rhandle(&r.unwrap())));
-    let new = start(&mut h, &mut a).unwrap();
+    let evictions = h.rm.stats().evictions;
+    let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    let new = rhandle(&r.unwrap());
+    assert!(waited >= T, "waited {waited}");
     assert_eq!(new, old);
+    assert_eq!(h.rm.stats().evictions, evictions, "nobody evicted");
     assert_eq!(h.tpm.sessions(), vec![new]);
     assert_eq!(use_rc(&mut h, &mut a, new), 0);
     assert_eq!(h.rm.stats().tombstones, 0);
     h.close(&mut a);
     h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn reuse_hazard_without_a_clean_number_waits_for_one() {
+    // a's session is evicted for c; c frees it again. With two slots, the second held by b,
+    // a's new session lands on its old number and no other is free: it waits instead of
+    // taking it, and gets a clean number as soon as b frees its slot.
+    let mut h = harness(2);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let old = start(&mut h, &mut a).unwrap();
+    let sb = start(&mut h, &mut b).unwrap();
+    h.now += T;
+    let (r, _) = h.run(&mut c, &start_auth_session(SE_HMAC, &[2; 16]));
+    let sc = rhandle(&r.unwrap());
+    assert_eq!(sc, old, "a's slot went to c");
+    h.success(&mut c, &flush_context(sc));
+    let mut req = Request::new();
+    let cmd = start_auth_session(SE_HMAC, &[3; 16]);
+    let mut rsp = vec![0u8; tpmrs_proto::TPM_BUFSIZE];
+    let step =
+        h.rm.step(&mut req, &mut a, &mut h.tpm, h.now, &cmd, &mut rsp);
+    assert!(matches!(step, Step::Sleep { .. }), "it waits");
+    assert!(
+        !h.tpm.sessions().contains(&old),
+        "the session under its old number is flushed"
+    );
+    h.success(&mut b, &flush_context(sb));
+    h.rm.take_wakeups(&mut |_| {});
+    h.now += P;
+    let Step::Done(r) =
+        h.rm.step(&mut req, &mut a, &mut h.tpm, h.now, &cmd, &mut rsp)
+    else {
+        panic!("served once b's slot is free");
+    };
+    let new = rhandle(&rsp[..r.unwrap()]);
+    assert_ne!(new, old);
+    h.rm.end_request(req, h.now);
+    assert_eq!(use_rc(&mut h, &mut a, old), expired_s(1), "still told");
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    for s in [&mut a, &mut b, &mut c] {
+        h.close(s);
+    }
     h.tpm.assert_empty();
 }
 

@@ -18,6 +18,7 @@ use super::super::stats::bump;
 use super::tpm_io::{response_code, transmit, Reply};
 use super::txn::save_with_retries;
 use super::txn::Txn;
+use super::wait::Outcome;
 use super::{synth, synth_rm};
 
 /// Whether `cc` changes the state of the sequence object it uses.
@@ -44,7 +45,9 @@ pub(super) fn loaded_session(command: &Command, cmd: &[u8]) -> Option<u32> {
 
 impl Txn<'_> {
     /// Stage 4: maps the response of `n` bytes in `rsp` to the command `command` (as sent:
-    /// `work`). Returns the length of the response for the client.
+    /// `work`). Returns the response for the client, or [`Outcome::Exhausted`] for a
+    /// StartAuthSession whose every session the TPM could give was under a number its space
+    /// still holds dead (see [`Txn::restart_session`]).
     ///
     /// # Errors
     /// [`RmError::BadResponse`], [`RmError::OutOfMemory`], [`RmError::Transport`].
@@ -54,9 +57,9 @@ impl Txn<'_> {
         work: &mut [u8],
         rsp: &mut [u8],
         n: usize,
-    ) -> Result<usize, RmError> {
+    ) -> Result<Outcome, RmError> {
         if response_code(rsp) != TPM_RC_SUCCESS {
-            return Ok(n);
+            return Ok(Outcome::Response(n));
         }
         let cc = command.cc();
         let attrs = command.attrs;
@@ -90,7 +93,9 @@ impl Txn<'_> {
             }
         }
         if cc == TPM_CC_GET_CAPABILITY {
-            return self.filter_handle_list(command, work, rsp, n);
+            return self
+                .filter_handle_list(command, work, rsp, n)
+                .map(Outcome::Response);
         }
         if attrs.r_handle() {
             let h =
@@ -102,13 +107,21 @@ impl Txn<'_> {
                 } else {
                     None
                 };
-                return self.adopt_object(cc, h, client_blob, rsp, n);
+                return self
+                    .adopt_object(cc, h, client_blob, rsp, n)
+                    .map(Outcome::Response);
             }
             if is_session_handle(h) {
-                return self.adopt_session(cc, work, h, rsp, n);
+                // Waiting again is only for a command that rolled no session of the
+                // client's: run again, it would send stale nonces.
+                let may_wait = !self.gave_up && command.sessions().is_empty();
+                return Ok(match self.adopt_session(cc, work, h, rsp, n, may_wait)? {
+                    Some(n) => Outcome::Response(n),
+                    None => Outcome::Exhausted { rc: None },
+                });
             }
         }
-        Ok(n)
+        Ok(Outcome::Response(n))
     }
 
     /// A successful command returned the transient object `phandle`: save it as a new object
@@ -196,12 +209,16 @@ impl Txn<'_> {
         handle: u32,
         rsp: &mut [u8],
         len: usize,
-    ) -> Result<usize, RmError> {
+        may_wait: bool,
+    ) -> Result<Option<usize>, RmError> {
         let owner = self.space.id();
         self.st.handed_out(handle);
         let (handle, len) =
             if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstone(owner, handle) {
-                self.restart_session(work, handle, rsp, len)?
+                match self.restart_session(work, handle, rsp, len, may_wait)? {
+                    Some(r) => r,
+                    None => return Ok(None),
+                }
             } else {
                 (handle, len)
             };
@@ -235,7 +252,7 @@ impl Txn<'_> {
             self.st.sched.session_added(owner, self.now, held);
         }
         self.loaded.sessions.add(handle);
-        Ok(len)
+        Ok(Some(len))
     }
 
     /// The TPM gave space `owner` a new session under the number of a session evicted from
@@ -248,15 +265,21 @@ impl Txn<'_> {
     /// numbers free at once: the second number is often another of its evicted ones. Such
     /// a session is held too and the start runs again, up to [`MAX_RESTARTS`] numbers in
     /// all, and every held one is flushed once a clean number comes. If none comes (the
-    /// TPM has no slot to spare, or the space lost more sessions than that), the first
-    /// session is kept and the space's old reference forgotten instead.
+    /// TPM has no slot to spare, or the space lost more sessions than that), every held
+    /// one is flushed and the command waits for a slot like one the TPM refused (`None`)
+    /// if `may_wait`; else the first session is kept and the space's old reference
+    /// forgotten. Handed over that way, the number reached the new session from the
+    /// client's old reference: TPM_RC_AUTH_FAIL, which counts towards the
+    /// dictionary-attack lockout, once in six 20 s runs of the mixed workload on the debug
+    /// kernel.
     fn restart_session(
         &mut self,
         work: &[u8],
         first: u32,
         rsp: &mut [u8],
         len: usize,
-    ) -> Result<(u32, usize), RmError> {
+        may_wait: bool,
+    ) -> Result<Option<(u32, usize)>, RmError> {
         let owner = self.space.id();
         let mut held = [first; MAX_RESTARTS];
         let mut n_held = 1;
@@ -295,10 +318,14 @@ impl Txn<'_> {
             }
         };
         let Some(h) = clean else {
+            if may_wait {
+                self.flush_held(&held[..n_held]);
+                return Ok(None);
+            }
             // The first session stays the client's; the other held ones go.
             self.flush_held(held.get(1..n_held).unwrap_or(&[]));
             self.st.take_tombstone(owner, first);
-            return Ok((first, len));
+            return Ok(Some((first, len)));
         };
         let n = match self.io.copy_last(rsp) {
             Ok(n) => n,
@@ -311,7 +338,7 @@ impl Txn<'_> {
         // A flush that does not go through is queued (or settled); the client's answer is
         // the clean session either way.
         self.flush_held(&held[..n_held]);
-        Ok((h, n))
+        Ok(Some((h, n)))
     }
 
     /// Flushes sessions started for a restart and not kept (see

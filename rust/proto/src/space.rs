@@ -50,10 +50,11 @@ pub enum Gathering {
     /// It keeps its queue place, or slots are reserved for it, beyond what it held at once:
     /// the commands that take a session slot go first (StartAuthSession, ContextLoad).
     Slots,
-    /// Slots are reserved for it and it holds fewer sessions than it held at once: every
-    /// command goes first. Its client finds out one command at a time that its sessions were
-    /// evicted (each answered TPM_RC_EXPIRED), and starts each again: a space with five
-    /// sessions queued behind every busy space five times and its reservations lapsed.
+    /// Every command goes first: slots are reserved for it and it holds fewer sessions than
+    /// it held at once (its client finds out one command at a time that its sessions were
+    /// evicted, and starts each again: a space with five sessions queued behind every busy
+    /// space five times and its reservations lapsed); or its last command took a slot from
+    /// the queue, and this is its first use of it (see [`super::Rm::note_gathering`]).
     All,
 }
 
@@ -67,6 +68,9 @@ pub struct Space {
     /// Whether it is gathering its sessions after a wait (see [`super::Rm::note_gathering`]):
     /// which of its turns at the TPM go first.
     gathering: Gathering,
+    /// Its last command took a session slot from the queue (a wait's, or a gang
+    /// reservation): its next command goes first.
+    slot_taken: bool,
 }
 
 impl Space {
@@ -78,7 +82,18 @@ impl Space {
             objects: Charged::new(),
             tpm_finish: 0,
             gathering: Gathering::No,
+            slot_taken: false,
         }
+    }
+
+    /// Notes that the space's command took a session slot from the queue.
+    pub(crate) fn note_slot_taken(&mut self) {
+        self.slot_taken = true;
+    }
+
+    /// Whether a command took a slot from the queue since the last call.
+    pub(crate) fn take_slot_taken(&mut self) -> bool {
+        core::mem::take(&mut self.slot_taken)
     }
 
     /// Whether the space is gathering its sessions after a wait (which of its turns go

@@ -1177,8 +1177,12 @@ fn gang_grant_and_its_expiry() {
     h.rm.end_request(req, h.now);
     assert_eq!(h.rm.stats().evictions, 3);
     assert_eq!(h.rm.scheduler().gang(w.id()), 2, "two slots kept for w");
-    // Short of its set, with slots kept for it, but it let its sessions go itself (its
-    // client has no evicted session to hear of): only its StartAuthSessions go first.
+    // Its next command is its first use of the slot it waited for: it goes first.
+    h.rm.note_gathering(&mut w, h.now);
+    assert_eq!(w.gathering(), Gathering::All);
+    // After that, short of its set, with slots kept for it, but it let its sessions go
+    // itself (its client has no evicted session to hear of): only its StartAuthSessions
+    // go first.
     h.rm.note_gathering(&mut w, h.now);
     assert_eq!(w.gathering(), Gathering::Slots);
     // A newcomer cannot take them; w can, at once, without waiting.
@@ -1241,7 +1245,10 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     assert_eq!(wait_through(&mut h, &mut g, &cmd), 0);
     assert_eq!(h.rm.stats().evictions, 3);
     assert_eq!(h.rm.scheduler().gang(g.id()), 2);
-    // Not short of what it held at once: only its StartAuthSessions go first.
+    // Its first use of the slot goes first; then, not short of what it held at once,
+    // only its StartAuthSessions.
+    h.rm.note_gathering(&mut g, h.now);
+    assert_eq!(g.gathering(), Gathering::All);
     h.rm.note_gathering(&mut g, h.now);
     assert_eq!(g.gathering(), Gathering::Slots);
     // A newcomer cannot take them; g can, at once.
@@ -1249,6 +1256,9 @@ fn the_rest_of_a_victim_is_the_evictors_for_a_retry_interval() {
     let tn = queue(&mut h, &mut n);
     start(&mut h, &mut g).unwrap();
     assert_eq!(h.rm.scheduler().gang(g.id()), 1);
+    // (The glue notes after every command: the next one, after a gang slot, goes first.)
+    h.rm.note_gathering(&mut g, h.now);
+    assert_eq!(g.gathering(), Gathering::All);
     // g does not come back for the last one: after a retry interval (not SESSION_TIMEOUT
     // / 4, the lapse of what g needs to have its set again) it is n's.
     h.now += P;

@@ -315,10 +315,14 @@ impl<'a> Txn<'a> {
         {
             return Ok(ControlFlow::Break(Outcome::Exhausted { rc: Some(rc) }));
         }
-        if cc == TPM_CC_START_AUTH_SESSION && rc == TPM_RC_SUCCESS {
-            self.st
+        if cc == TPM_CC_START_AUTH_SESSION
+            && rc == TPM_RC_SUCCESS
+            && self
+                .st
                 .sched
-                .took_slot(self.ticket, self.space.id(), self.now);
+                .took_slot(self.ticket, self.space.id(), self.now)
+        {
+            self.space.note_slot_taken();
         }
         Ok(ControlFlow::Continue(n))
     }

@@ -260,9 +260,12 @@ impl Rm {
     /// Notes in `space` whether it is gathering its sessions after a wait, and so which of
     /// its next commands go first at the TPM ([`super::super::turns`]): with gang
     /// reservations while it holds fewer sessions than it held at once and its client has
-    /// yet to hear of some of its evicted ones, every command ([`Gathering::All`]); with
-    /// gang reservations or a kept queue place, those that take a slot
-    /// ([`Gathering::Slots`]).
+    /// yet to hear of some of its evicted ones, every command ([`Gathering::All`]); the
+    /// same for the one command after one that took a slot from the queue (its first use
+    /// of what it waited for: its protection runs from there, and behind the commands of
+    /// the spaces gathering after a wave of evictions, a client's first sign after its wait
+    /// came 2.5 s later on the debug kernel); with gang reservations or a kept queue place,
+    /// those that take a slot ([`Gathering::Slots`]).
     ///
     /// Without the last condition, a space whose peak was one more than its client ever
     /// uses (a session started again under a new number while the first was held) kept a
@@ -276,7 +279,8 @@ impl Rm {
         let gang = sched.gang(id) > 0;
         // Only with gang reservations is the registry counted (every command ends here).
         let short = gang && self.st.registry.count_owned(id) < sched.peak(id);
-        space.set_gathering(if short && self.st.has_tombstones(id) {
+        let fresh = space.take_slot_taken();
+        space.set_gathering(if fresh || (short && self.st.has_tombstones(id)) {
             Gathering::All
         } else if gang || sched.position(id, now_ns).is_some() {
             Gathering::Slots

@@ -407,19 +407,22 @@ impl Scheduler {
     }
 
     /// Waiter `id` (if any) of `space` took a session slot: its reservation is used up, or
-    /// else one of its space's gang reservations.
+    /// else one of its space's gang reservations. Returns whether the slot came from the
+    /// queue (the command waited, or a gang reservation was used).
     /// A wait that ends this way moves the start of the space's turn to `now` (by at most
     /// `timeout_ns` past its first session): a space that had to wait for the rest of its
     /// set is protected from when it has it, not from when it began to gather it.
-    pub fn took_slot(&mut self, id: Option<u64>, space: u64, now: u64) {
+    pub fn took_slot(&mut self, id: Option<u64>, space: u64, now: u64) -> bool {
         let timeout = self.timeout_ns;
         let waited = id.is_some_and(|id| self.contains(id));
         let mut gang = true;
+        let mut queued = waited;
         if let Some(w) = id.and_then(|id| self.waiter_mut(id)) {
             gang = !core::mem::replace(&mut w.reserved, false);
         }
         if let Some(t) = self.turn_mut(space) {
             if gang && t.gang > 0 {
+                queued = true;
                 t.gang -= 1;
                 // The rest lapses its lifetime after its last use, not after the grant: a
                 // space that gathers five sessions, finding each evicted one by one, on a
@@ -432,6 +435,7 @@ impl Scheduler {
                     .max(now.min(t.first_ns.saturating_add(timeout / 2)));
             }
         }
+        queued
     }
 
     /// Waiter `id` (if any) tried at `now` and found no slot: its reservation is gone.

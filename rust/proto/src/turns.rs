@@ -97,9 +97,9 @@ impl Turns {
     ///
     /// A space gathering its sessions after a wait (see `Rm::note_gathering` and
     /// [`Gathering`]) goes first, so that it comes back for the slots reserved for it
-    /// before they lapse. Only while it is short of what it held at once do all its
-    /// commands go first; otherwise only those that take a session slot (StartAuthSession,
-    /// ContextLoad). With every command first as long as it kept its queue place, two
+    /// before they lapse. Only while it is short of what it held at once, and for the one
+    /// command after one that took a slot from the queue, do all its commands go first;
+    /// otherwise only those that take a session slot (StartAuthSession, ContextLoad). With every command first as long as it kept its queue place, two
     /// spaces that signed in a loop kept the TPM to themselves for SESSION_TIMEOUT / 4,
     /// and the waiters they had to wake could neither retry nor evict (one eviction per
     /// SESSION_TIMEOUT / 4; gaps of 8-11 s in the 32 x 3 run).

@@ -214,7 +214,7 @@ impl Rm {
 impl Rm {
     /// Answers `cmd` of `space` at once if it needs nothing of the TPM: its first reference
     /// to a session the space lost to an eviction, answered TPM_RC_EXPIRED in the RM layer
-    /// (see [`Rm::owed_answer`]). `None`: the command needs a turn at the TPM
+    /// (see `owed_answer`). `None`: the command needs a turn at the TPM
     /// ([`super::super::turns`]) and goes through [`Rm::step`], malformed commands
     /// included.
     ///

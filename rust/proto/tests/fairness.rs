@@ -490,7 +490,7 @@ fn jain_index() {
 
 /// The three workloads at the debug kernel's speed, 20 s as in its guest test: no refusal,
 /// every client progresses, and every gap between two operations (from the first) is within
-/// 3 x SESSION_TIMEOUT, the bound the guest test asserts there. Jain's index is printed,
+/// 3 x SESSION_TIMEOUT, the bound issue 10 asks of the guest test there. Jain's index is printed,
 /// not asserted: at this speed 32 x 3 starts with about 30 clients holding two sessions and
 /// waiting for a third, and the two or three that got all three first work alone until the
 /// others' sessions may be evicted (T after they got them); one does about four times the

@@ -51,6 +51,15 @@ fn start_as(h: &mut Harness<FakeTpm>, s: &mut Space, t: &Ticket) -> Result<u32, 
     Ok(rhandle(&r))
 }
 
+/// `s` starts a session, waiting and evicting as the resource manager says, and flushes it
+/// again: the number it got is free once more. Returns that number.
+fn start_evicting_then_flush(h: &mut Harness<FakeTpm>, s: &mut Space) -> u32 {
+    let (r, _) = h.run(s, &start_auth_session(SE_HMAC, &[2; 16]));
+    let n = rhandle(&r.unwrap());
+    h.success(s, &flush_context(n));
+    n
+}
+
 /// A command that uses session `sess` (GetRandom with it as authorization).
 fn use_cmd(sess: &[u32]) -> Vec<u8> {
     let auths: Vec<Auth> = sess.iter().map(|s| Auth::policy(*s, true, &[])).collect();
@@ -438,10 +447,8 @@ fn reuse_hazard_handle_reissued_to_the_same_space() {
     let old = start(&mut h, &mut a).unwrap();
     let _s1 = start(&mut h, &mut b).unwrap();
     let s2 = start(&mut h, &mut c).unwrap();
-    let (r, _) = h.run(&mut d, &start_auth_session(SE_HMAC, &[2; 16]));
-    let sd = rhandle(&r.unwrap());
+    let sd = start_evicting_then_flush(&mut h, &mut d);
     assert_eq!(sd, old, "the oldest session went to d");
-    h.success(&mut d, &flush_context(sd));
     h.success(&mut c, &flush_context(s2));
     let starts = starts_sent(&h);
     let new = start(&mut h, &mut a).unwrap();
@@ -481,10 +488,8 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
     let old2 = start(&mut h, &mut a).unwrap();
     let s3 = start(&mut h, &mut b).unwrap();
     let _s4 = start(&mut h, &mut c).unwrap();
-    let (r, _) = h.run(&mut d, &start_auth_session(SE_HMAC, &[2; 16]));
-    let sd = rhandle(&r.unwrap());
+    start_evicting_then_flush(&mut h, &mut d);
     assert_eq!(h.rm.stats().evictions, 2, "a's whole space");
-    h.success(&mut d, &flush_context(sd));
     h.success(&mut b, &flush_context(s3));
     let starts = starts_sent(&h);
     let new = start(&mut h, &mut a).unwrap();
@@ -513,8 +518,7 @@ fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
-    let (r, _) = h.run(&mut b, &start_auth_session(SE_HMAC, &[2; 16]));
-    h.success(&mut b, &flush_context(rhandle(&r.unwrap())));
+    start_evicting_then_flush(&mut h, &mut b);
     let evictions = h.rm.stats().evictions;
     let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
     let new = rhandle(&r.unwrap());
@@ -539,10 +543,8 @@ fn reuse_hazard_without_a_clean_number_waits_for_one() {
     let old = start(&mut h, &mut a).unwrap();
     let sb = start(&mut h, &mut b).unwrap();
     h.now += T;
-    let (r, _) = h.run(&mut c, &start_auth_session(SE_HMAC, &[2; 16]));
-    let sc = rhandle(&r.unwrap());
+    let sc = start_evicting_then_flush(&mut h, &mut c);
     assert_eq!(sc, old, "a's slot went to c");
-    h.success(&mut c, &flush_context(sc));
     let mut req = Request::new();
     let cmd = start_auth_session(SE_HMAC, &[3; 16]);
     let mut rsp = vec![0u8; tpmrs_proto::TPM_BUFSIZE];

@@ -386,13 +386,18 @@ impl Shared {
         }
     }
 
-    /// Wakes the waiting commands of every open file whose space `pick` selects. With `rm`
-    /// or `turns` held (lock order: `rm` or `turns`, then `clients`, then a file's `info`).
+    /// Wakes the waiting commands of every open file whose space `pick` selects.
     fn wake_where(&self, pick: impl Fn(u64) -> bool) {
+        self.for_clients_where(pick, |c| c.wake.notify_all());
+    }
+
+    /// Calls `f` for every open file whose space `pick` selects. With `rm` or `turns` held
+    /// (lock order: `rm` or `turns`, then `clients`, then a file's `info`).
+    fn for_clients_where(&self, pick: impl Fn(u64) -> bool, f: impl Fn(&ClientStats)) {
         for c in self.clients.lock().iter() {
             let id = c.info.lock().space_id;
             if pick(id) {
-                c.wake.notify_all();
+                f(c);
             }
         }
     }
@@ -405,11 +410,7 @@ impl Shared {
         let stats = rm.stats();
         *self.stats.lock() = stats;
         rm.take_owed(&mut |space| {
-            for c in self.clients.lock().iter() {
-                if c.info.lock().space_id == space {
-                    c.owed.store(true, Ordering::Relaxed);
-                }
-            }
+            self.for_clients_where(|id| id == space, |c| c.owed.store(true, Ordering::Relaxed));
         });
         rm.take_wakeups(&mut |space| match space {
             Some(space) => self.wake_where(|id| id == space),

@@ -95,6 +95,9 @@ pub(crate) struct Sessions {
     /// The resource manager's clock at its last call (for gang reservations made by a freed
     /// slot, whose callers do not all know the time).
     now: u64,
+    /// When a slot of ours was last freed for the queue (a client's flush, a closed space,
+    /// a reservation left unused): the queue moves without evictions.
+    pub(crate) last_freed_ns: u64,
     /// What happened since the glue last drained it, for its trace events.
     pub(crate) events: EventLog,
 }
@@ -115,6 +118,7 @@ impl Sessions {
             abandon_tick: 0,
             evicted: OwnerCounts::new(),
             now: 0,
+            last_freed_ns: 0,
             events: EventLog::new()?,
         })
     }
@@ -160,6 +164,7 @@ impl Sessions {
     /// handed out one per space would leave every space short of its set, each waiting
     /// SESSION_TIMEOUT again for the rest.
     pub(crate) fn slot_freed(&mut self) {
+        self.last_freed_ns = self.now;
         let target = self
             .sched
             .first_waiter(|id, space, reserved| !reserved || self.gang_need(id, space) > 0);

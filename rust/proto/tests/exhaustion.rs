@@ -1501,3 +1501,152 @@ fn a_closed_space_ends_its_waiter() {
     assert_eq!(h.rm.stats().waiting, 0);
     h.close(&mut a);
 }
+
+/// Spaces that each got part of a set before the slots ran out, and wait for the rest, jam
+/// the TPM: the first of them takes the part-sets of those waiting behind it after a retry
+/// interval, not after SESSION_TIMEOUT. Nothing else changes: the space that works keeps
+/// its young set, the victim keeps its queue place, and a victim (left with nothing) never
+/// does the same in turn.
+#[test]
+fn a_hold_and_wait_jam_is_broken_early() {
+    let mut h = harness(9);
+    let (mut a, mut w1, mut w2, mut w3) = (h.space(), h.space(), h.space(), h.space());
+    let a_set: Vec<u32> = (0..3).map(|_| start(&mut h, &mut a).unwrap()).collect();
+    let _w1s: Vec<u32> = (0..2).map(|_| start(&mut h, &mut w1).unwrap()).collect();
+    let _w2s: Vec<u32> = (0..2).map(|_| start(&mut h, &mut w2).unwrap()).collect();
+    let w3s: Vec<u32> = (0..2).map(|_| start(&mut h, &mut w3).unwrap()).collect();
+    let t1 = queue(&mut h, &mut w1);
+    let since = h.now;
+    let t2 = queue(&mut h, &mut w2);
+    let t3 = queue(&mut h, &mut w3);
+    let since3 = h.now;
+    // Not before a retry interval.
+    assert_eq!(h.rm.evict_for(&t1, &mut h.tpm, since + P - 1), Ok(false));
+    h.now = since + P;
+    assert_eq!(h.rm.wait_step(&t1, &mut h.tpm, h.now), Ok(WaitStep::Retry));
+    // The latest part-set went, whole: one slot for w1, the other for w2 (next in line).
+    assert_eq!(h.rm.stats().evictions, 2);
+    let left = h.tpm.sessions();
+    assert!(w3s.iter().all(|s| !left.contains(s)));
+    assert!(
+        a_set.iter().all(|s| left.contains(s)),
+        "a's young set stays"
+    );
+    assert!(h.rm.scheduler().is_reserved(t2.id()));
+    served(&mut h, &mut w1, t1);
+    served(&mut h, &mut w2, t2);
+    // w3 waits on, first in line now, holding nothing: it does not evict early (a's set is
+    // protected, w1 and w2 do not wait) until SESSION_TIMEOUT.
+    assert!(h.rm.scheduler().contains(t3.id()));
+    h.now += P;
+    assert_eq!(h.rm.evict_for(&t3, &mut h.tpm, h.now), Ok(false));
+    assert_eq!(h.rm.stats().evictions, 2);
+    h.now = since3 + T;
+    assert_eq!(h.rm.evict_for(&t3, &mut h.tpm, h.now - 1), Ok(false));
+    assert_eq!(h.rm.evict_for(&t3, &mut h.tpm, h.now), Ok(true));
+    assert!(
+        a_set.iter().all(|s| !h.tpm.sessions().contains(s)),
+        "a had its turn"
+    );
+    served(&mut h, &mut w3, t3);
+    // w3's client hears of its evicted sessions at their next use.
+    assert_eq!(use_rc(&mut h, &mut w3, w3s[0]), expired_s(1));
+    close_all(&mut h, [&mut a, &mut w1, &mut w2, &mut w3]);
+}
+
+/// Without a jam -- the spaces that wait hold less than half of the sessions --, for a
+/// waiter that holds nothing or a whole set, or with a slot freed for the queue in the last
+/// retry interval, nobody is evicted before SESSION_TIMEOUT.
+#[test]
+fn no_early_eviction_without_a_jam() {
+    // Not jammed: a and b work with 6 sessions, w1 and w2 wait with 3.
+    let mut h = harness(9);
+    let (mut a, mut b, mut w1, mut w2) = (h.space(), h.space(), h.space(), h.space());
+    for _ in 0..3 {
+        start(&mut h, &mut a).unwrap();
+        start(&mut h, &mut b).unwrap();
+    }
+    for _ in 0..2 {
+        start(&mut h, &mut w1).unwrap();
+    }
+    start(&mut h, &mut w2).unwrap();
+    let t1 = queue(&mut h, &mut w1);
+    let since = h.now;
+    let t2 = queue(&mut h, &mut w2);
+    for at in [since + P, since + T / 2, since + T - 1] {
+        assert_eq!(h.rm.evict_for(&t1, &mut h.tpm, at), Ok(false));
+    }
+    assert_eq!(h.rm.stats().evictions, 0);
+    h.now = since + T;
+    assert_eq!(h.rm.evict_for(&t1, &mut h.tpm, h.now), Ok(true));
+    served(&mut h, &mut w1, t1);
+    h.rm.wait_end(t2, h.now);
+    close_all(&mut h, [&mut a, &mut b, &mut w1, &mut w2]);
+
+    // Jammed (w1 waits with 2 of the 4), but the first waiter holds nothing.
+    let mut h = harness(4);
+    let (mut x, mut w0, mut w1) = (h.space(), h.space(), h.space());
+    for _ in 0..2 {
+        start(&mut h, &mut x).unwrap();
+        start(&mut h, &mut w1).unwrap();
+    }
+    let t0 = queue(&mut h, &mut w0);
+    let since = h.now;
+    let t1 = queue(&mut h, &mut w1);
+    assert_eq!(h.rm.evict_for(&t0, &mut h.tpm, since + P), Ok(false));
+    h.rm.wait_end(t0, h.now);
+    h.rm.wait_end(t1, h.now);
+    for s in [&mut x, &mut w0, &mut w1] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+
+    // Jammed, but the first waiter holds a whole set and asks for more (a hog gathering):
+    // it waits for SESSION_TIMEOUT like anybody.
+    let mut h = harness(7);
+    let (mut x, mut w, mut v) = (h.space(), h.space(), h.space());
+    for _ in 0..2 {
+        start(&mut h, &mut x).unwrap();
+        start(&mut h, &mut v).unwrap();
+    }
+    for _ in 0..3 {
+        start(&mut h, &mut w).unwrap();
+    }
+    let tw = queue(&mut h, &mut w);
+    let since = h.now;
+    let tv = queue(&mut h, &mut v);
+    assert_eq!(h.rm.evict_for(&tw, &mut h.tpm, since + P), Ok(false));
+    h.rm.wait_end(tw, h.now);
+    h.rm.wait_end(tv, h.now);
+    for s in [&mut x, &mut w, &mut v] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+
+    // Jammed, but a slot was freed for the queue within the last retry interval: the queue
+    // moves without evictions for that long.
+    let mut h = harness(8);
+    let (mut x, mut w1, mut w2, mut w3) = (h.space(), h.space(), h.space(), h.space());
+    let xs: Vec<u32> = (0..2).map(|_| start(&mut h, &mut x).unwrap()).collect();
+    for w in [&mut w1, &mut w2, &mut w3] {
+        for _ in 0..2 {
+            start(&mut h, w).unwrap();
+        }
+    }
+    let t1 = queue(&mut h, &mut w1);
+    let since = h.now;
+    let t2 = queue(&mut h, &mut w2);
+    let t3 = queue(&mut h, &mut w3);
+    h.now = since + P / 2;
+    h.success(&mut x, &flush_context(xs[0]));
+    let freed = h.now;
+    assert!(h.rm.scheduler().is_reserved(t1.id()));
+    assert_eq!(h.rm.evict_for(&t2, &mut h.tpm, freed + P - 1), Ok(false));
+    h.now = freed + P;
+    assert_eq!(h.rm.evict_for(&t2, &mut h.tpm, h.now), Ok(true));
+    assert_eq!(h.rm.stats().evictions, 2, "w3's part-set");
+    served(&mut h, &mut w1, t1);
+    served(&mut h, &mut w2, t2);
+    h.rm.wait_end(t3, h.now);
+    close_all(&mut h, [&mut x, &mut w1, &mut w2, &mut w3]);
+}

@@ -30,7 +30,10 @@
 
 use super::super::error::RmError;
 use super::super::event::{Event, WaitEnd};
-use super::super::session::scheduler::{choose_victim, Action, Ticket, Victim, WaitStep};
+use super::super::session::scheduler::{
+    choose_early_victim, choose_victim, early_supply, jammed, Action, Ticket, Victim, WaitStep,
+    SET_MAX,
+};
 use super::super::session::Why;
 use super::super::space::{Gathering, Space};
 use super::super::tpm::Tpm;
@@ -241,7 +244,44 @@ impl Rm {
             // waiter's own: no self-eviction).
             return WaitDecision::GiveUp;
         }
+        if self.early_eviction_due(id, now_ns) {
+            return WaitDecision::Act(Action::Evict);
+        }
         WaitDecision::Act(sched.step(id, now_ns, t, self.config.retry_interval_ns))
+    }
+
+    /// Whether waiter `id` may evict at `now` before it has waited SESSION_TIMEOUT, to break
+    /// a hold-and-wait ([`choose_early_victim`]). All of these hold:
+    /// - it has waited a retry interval P, and no slot was freed for the queue in the last
+    ///   P (nothing else moves the queue);
+    /// - it may evict at all ([`Scheduler::may_evict_early`]: first without a reservation,
+    ///   not a loaded-memory waiter, no eviction round in the last P);
+    /// - it holds part of a set itself (1 to [`SET_MAX`] - 1 sessions): it holds and waits;
+    /// - the TPM is jammed ([`jammed`]): spaces that wait hold at least half of our sessions;
+    /// - the part-sets waiting behind it cover what it needs: its request and the rest of its
+    ///   peak.
+    ///
+    /// [`Scheduler::may_evict_early`]: super::super::session::scheduler::Scheduler::may_evict_early
+    fn early_eviction_due(&self, id: u64, now: u64) -> bool {
+        let sched = &self.st.sched;
+        let p = self.config.retry_interval_ns;
+        if sched.waited(id, now, self.config.session_timeout_ns)
+            || !sched.waited(id, now, p)
+            || now.saturating_sub(self.st.last_freed_ns) < p
+            || !sched.may_evict_early(id, now, p)
+        {
+            return false;
+        }
+        let Some(space) = sched.space_of(id) else {
+            return false;
+        };
+        let held = self.st.registry.count_owned(space);
+        if held == 0 || held >= SET_MAX {
+            return false;
+        }
+        let entries = self.st.registry.entries();
+        let need = 1 + self.st.gang_need(id, space);
+        jammed(entries, sched) && early_supply(entries, sched, id, Some(space)) >= need
     }
 
     /// The command of `req` is over (answered, interrupted, or its file is closing): it
@@ -395,14 +435,16 @@ impl Rm {
     }
 
     fn evict_inner(&mut self, id: u64, tpm: &mut dyn Tpm, now: u64) -> Result<bool, RmError> {
-        let sched = &mut self.st.sched;
-        if sched.is_reserved(id) {
+        if self.st.sched.is_reserved(id) {
             return Ok(true);
         }
         let timeout = self.config.session_timeout_ns;
-        if !sched.is_first_unreserved(id) || !sched.waited(id, now, timeout) {
+        // Before SESSION_TIMEOUT, only part-sets waiting behind (see `early_eviction_due`).
+        let early = !self.st.sched.waited(id, now, timeout);
+        if !self.st.sched.is_first_unreserved(id) || (early && !self.early_eviction_due(id, now)) {
             return Ok(false);
         }
+        let sched = &mut self.st.sched;
         sched.eviction_attempted(id, now);
         let space = sched.space_of(id);
         // Victims until the waiter's space has again as many slots as it held at once (a
@@ -417,7 +459,11 @@ impl Rm {
                 break;
             }
             let entries = self.st.registry.entries();
-            let victim = choose_victim(entries, &self.st.sched, now, timeout, id, space);
+            let victim = if early {
+                choose_early_victim(entries, &self.st.sched, id, space)
+            } else {
+                choose_victim(entries, &self.st.sched, now, timeout, id, space)
+            };
             let r = match victim {
                 None => break,
                 Some(Victim::Abandoned(h)) => {

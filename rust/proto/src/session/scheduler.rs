@@ -39,7 +39,17 @@
 //!   stays reserved for that space for `spare_ns` (a retry interval: `add_spare`), since a
 //!   space that grows past its peak comes back for it at once.
 //!   At most one eviction round per waiter per
-//!   `retry_interval_ns`. Not for a waiter whose last answer from the TPM was
+//!   `retry_interval_ns`.
+//! * **Breaking a hold-and-wait.** When spaces that wait hold at least half of our sessions
+//!   (the TPM is *jammed*: typically many clients started at once, and each got part of
+//!   its set before the slots ran out), the first waiter without a reservation may evict
+//!   after one retry interval instead of SESSION_TIMEOUT, if it holds part of a set itself
+//!   (one or two sessions: a command takes at most three), no slot was freed for the queue
+//!   in the last interval, and the part-sets held by spaces waiting *behind* it cover its
+//!   need. Only those go ([`choose_early_victim`]), the latest queue place first, however
+//!   young: their clients cannot use them while they wait, they would not be served before
+//!   the waiter anyway, and they keep their queue places and wait clocks. A space that
+//!   works, or holds a whole set, keeps its protection. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
 //!   does not free (between commands tpmrs keeps no session loaded); such a waiter polls.
 //! * **Giving up.** A waiter that has waited `session_timeout_ns` while nothing tpmrs
@@ -66,7 +76,9 @@
 //!    those ahead were): victims for W exist once those ahead are through;
 //! 3. from t0 + T each waiter ahead is due and evicts as soon as it is the first without a
 //!    reservation (woken by the previous grant), within P, costing d;
-//! 4. a client's sessions go only after its turn began T ago; it hears so at its next use
+//! 4. a client's sessions go only after its turn began T ago, or while it waits behind the
+//!    evictor (then its gap is already running, and bounded by its wait as above: its
+//!    peak, lost sessions included, is served in one round); it hears so at its next use
 //!    (TPM_RC_EXPIRED) and queues within one operation.
 //!
 //! `tests/fairness.rs` checks Jain >= 0.95 and the gap <= 2·T + 1 s on three workloads;
@@ -82,7 +94,7 @@ mod turn;
 mod victim;
 
 use turn::Turn;
-pub use victim::{choose_victim, Victim};
+pub use victim::{choose_early_victim, choose_victim, early_supply, jammed, Victim, SET_MAX};
 
 /// A place in the wait queue, from `Rm::wait_begin` to `Rm::wait_end`. Deliberately not
 /// `Clone`: one per waiting command.
@@ -332,6 +344,19 @@ impl Scheduler {
     /// freed slot).
     pub fn is_first_unreserved(&self, id: u64) -> bool {
         self.first_unreserved() == Some(id)
+    }
+
+    /// Whether waiter `id` may try to evict at `now` before it has waited SESSION_TIMEOUT
+    /// (see [`choose_early_victim`]): it is the first without a reservation, was not
+    /// refused for loaded-session memory, and has not tried to evict in the last
+    /// `interval`.
+    pub fn may_evict_early(&self, id: u64, now: u64, interval: u64) -> bool {
+        self.is_first_unreserved(id)
+            && self.waiter(id).is_some_and(|w| {
+                !w.memory
+                    && w.last_evict_ns
+                        .is_none_or(|t| now >= t.saturating_add(interval))
+            })
     }
 
     /// Whether a command of waiter `id` (`None`: not waiting) may try to take a new session

@@ -270,3 +270,63 @@ fn gang_reservations_lapse_after_their_last_use() {
     assert_eq!(s.expire(2_149), 0);
     assert_eq!(s.expire(2_150), 1);
 }
+
+#[test]
+fn early_victims_are_part_sets_waiting_behind() {
+    let mut s = Scheduler::new();
+    s.keep_ns = 500;
+    // In queue order: space 1, the waiter (space 9), then spaces 2, 3 and 4.
+    let ahead = s.begin(1, 0, None).unwrap();
+    let w = s.begin(9, 0, None).unwrap();
+    let _b2 = s.begin(2, 0, None).unwrap();
+    let _b3 = s.begin(3, 0, None).unwrap();
+    let last = s.begin(4, 0, None).unwrap();
+    let mut v = std::vec![
+        e(0x0200_0000, 1, Some(1), 0, 0),
+        e(0x0200_0001, 2, Some(2), 0, 0),
+        e(0x0200_0002, 3, Some(2), 0, 0),
+        // Space 3 holds a whole set: it keeps its protection.
+        e(0x0200_0003, 4, Some(3), 0, 0),
+        e(0x0200_0004, 5, Some(3), 0, 0),
+        e(0x0200_0005, 6, Some(3), 0, 0),
+        e(0x0200_0006, 7, Some(4), 0, 0),
+        // The waiter's own.
+        e(0x0200_0007, 8, Some(9), 0, 0),
+    ];
+    let early = |v: &[SessionEntry], s: &Scheduler, t: &Ticket, ws| {
+        choose_early_victim(v, s, t.id(), Some(ws))
+    };
+    // The latest queue place first, however young; never a whole set, never the waiter's
+    // own space, never one waiting ahead.
+    assert_eq!(early(&v, &s, &w, 9), Some(Victim::Space(4)));
+    assert_eq!(early_supply(&v, &s, w.id(), Some(9)), 3);
+    v.pop();
+    v.pop();
+    assert_eq!(early(&v, &s, &w, 9), Some(Victim::Space(2)));
+    assert_eq!(early(&v, &s, &last, 4), None);
+    // Seen from the space ahead, the waiter's part-set is behind it.
+    v.push(e(0x0200_0007, 8, Some(9), 0, 0));
+    assert_eq!(early(&v, &s, &ahead, 1), Some(Victim::Space(2)));
+    // Jammed: spaces that wait hold 7 of the 7 sessions of open spaces; with 7 more held
+    // by a space that does not wait, exactly half; with 8 more, not.
+    assert!(jammed(&v, &s));
+    for i in 0..8u32 {
+        v.push(e(0x0200_0010 + i, 20 + u64::from(i), Some(5), 0, 0));
+    }
+    assert!(!jammed(&v, &s));
+    v.pop();
+    assert!(jammed(&v, &s));
+    // Abandoned sessions are nobody's: they count for neither side.
+    v.push(e(0x0300_0000, 40, None, 0, 0));
+    assert!(jammed(&v, &s));
+    // A space between two requests of its turn (a kept place) does not wait: not a victim.
+    v.push(e(0x0200_0006, 7, Some(4), 0, 0));
+    assert_eq!(early(&v, &s, &w, 9), Some(Victim::Space(4)));
+    let last_id = last.id();
+    let _ = s.end(last, 10);
+    assert_eq!(s.waiting_place(4), None);
+    assert_eq!(s.position(4, 10), Some(last_id));
+    assert_eq!(early(&v, &s, &w, 9), Some(Victim::Space(2)));
+    assert_eq!(early(&[], &s, &w, 9), None);
+    assert!(!jammed(&[], &s));
+}

@@ -136,6 +136,16 @@ impl Scheduler {
         freed
     }
 
+    /// The ticket id of the earliest command of `space` that waits now; `None` if none
+    /// does (a kept queue place does not count: its space is between two requests).
+    pub fn waiting_place(&self, space: u64) -> Option<u64> {
+        self.waiters
+            .iter()
+            .filter(|w| w.space == space)
+            .map(|w| w.id)
+            .min()
+    }
+
     /// Where `space` stands in the queue at `now`: the ticket id of its earliest waiter, or
     /// of its kept place; `None` if it does not wait.
     pub fn position(&self, space: u64, now: u64) -> Option<u64> {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Whom a waiter evicts: abandoned sessions first, then whole spaces that have had their
-//! turn (see [`choose_victim`]).
+//! turn (see [`choose_victim`]); before SESSION_TIMEOUT, only part-sets held by spaces
+//! waiting behind it (see [`choose_early_victim`]).
 
 use super::super::registry::SessionEntry;
 use super::Scheduler;
@@ -80,4 +81,94 @@ pub fn choose_victim(
         }
     }
     best.map(|(_, s)| Victim::Space(s))
+}
+
+/// The most sessions one TPM command uses (TPM 2.0 Part 1, 18.2: up to three authorization
+/// sessions): the set a client gathers to run a command.
+pub const SET_MAX: usize = 3;
+
+/// Whether every session of `space` may go to `waiter` (of `waiter_space`) before its
+/// protection is over: the space waits, behind the waiter, and holds part of a set (fewer
+/// than [`SET_MAX`] sessions). While it waits its client cannot use them; it would not be
+/// served before the waiter anyway; and it keeps its queue place and wait clock.
+fn holds_part_set_behind(
+    entries: &[SessionEntry],
+    sched: &Scheduler,
+    waiter: u64,
+    waiter_space: Option<u64>,
+    space: u64,
+) -> Option<u64> {
+    if Some(space) == waiter_space {
+        return None;
+    }
+    let place = sched.waiting_place(space).filter(|p| *p > waiter)?;
+    let held = entries
+        .iter()
+        .filter(|e| e.is_live() && e.owner == Some(space))
+        .count();
+    (held < SET_MAX).then_some(place)
+}
+
+/// Whether the TPM is jammed by a hold-and-wait: spaces that wait for a slot hold at least
+/// half of the sessions of open spaces. They cannot use them while they wait, so at least
+/// half of what tpmrs holds does nothing until someone gives way.
+pub fn jammed(entries: &[SessionEntry], sched: &Scheduler) -> bool {
+    let (mut owned, mut idle) = (0usize, 0usize);
+    for e in entries.iter().filter(|e| e.is_live()) {
+        let Some(space) = e.owner else { continue };
+        owned += 1;
+        if sched.waiting_place(space).is_some() {
+            idle += 1;
+        }
+    }
+    owned > 0 && 2 * idle >= owned
+}
+
+/// How many sessions [`choose_early_victim`] could free for `waiter` (of `waiter_space`):
+/// every session of every space that holds part of a set and waits behind it.
+pub fn early_supply(
+    entries: &[SessionEntry],
+    sched: &Scheduler,
+    waiter: u64,
+    waiter_space: Option<u64>,
+) -> usize {
+    entries
+        .iter()
+        .filter(|e| e.is_live())
+        .filter(|e| {
+            e.owner.is_some_and(|s| {
+                holds_part_set_behind(entries, sched, waiter, waiter_space, s).is_some()
+            })
+        })
+        .count()
+}
+
+/// What `waiter` (of `waiter_space`) evicts before it has waited SESSION_TIMEOUT: every
+/// session of a space that waits behind it and holds part of a set (fewer than
+/// [`SET_MAX`]), the latest queue place first, however young its sessions are.
+///
+/// This breaks a hold-and-wait. When many clients start at once, most get part of their
+/// set before the slots run out and then wait for the rest, holding what they got; a few
+/// got a whole set and work alone. Without this, nobody could take the part-sets for
+/// SESSION_TIMEOUT, and those few did up to four times the others' work in a 20 s run.
+/// The caller only asks when the TPM is [`jammed`], for a waiter that holds part of a set
+/// itself, when the part-sets behind it cover what it needs (see `Rm::wait_step`). A
+/// victim is left holding nothing, so it never evicts early in turn. A space that holds a
+/// whole set or more (a hog gathering sixty sessions) keeps its protection: taking it
+/// early cost the others their fairness in the simulation.
+pub fn choose_early_victim(
+    entries: &[SessionEntry],
+    sched: &Scheduler,
+    waiter: u64,
+    waiter_space: Option<u64>,
+) -> Option<Victim> {
+    entries
+        .iter()
+        .filter(|e| e.is_live())
+        .filter_map(|e| {
+            let s = e.owner?;
+            holds_part_set_behind(entries, sched, waiter, waiter_space, s).map(|p| (p, s))
+        })
+        .max()
+        .map(|(_, s)| Victim::Space(s))
 }

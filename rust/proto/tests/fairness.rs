@@ -436,13 +436,18 @@ fn check(name: &str, seed: u64, r: &Report) {
 
 const SEEDS: [u64; 4] = [1, 2, 3, 4];
 
+/// The lengths of the runs, as `make bench` runs them: over 20 s the start weighs more.
+const RUNS: [u64; 2] = [20, 60];
+
 /// 32 clients x 3 sessions on 64 slots (62 after the headroom).
 #[test]
 fn fair_share_32x3() {
     for seed in SEEDS {
-        let r = simulate(seed, 64, &[3; 32], None, 60, BENCH);
-        check("32x3", seed, &r);
-        assert!(r.evictions > 0, "the workload exhausts the TPM");
+        for secs in RUNS {
+            let r = simulate(seed, 64, &[3; 32], None, secs, BENCH);
+            check(&format!("32x3 {secs} s"), seed, &r);
+            assert!(r.evictions > 0, "the workload exhausts the TPM");
+        }
     }
 }
 
@@ -451,8 +456,10 @@ fn fair_share_32x3() {
 fn fair_share_mixed() {
     let wants: Vec<usize> = (0..32).map(|i| if i % 2 == 0 { 1 } else { 5 }).collect();
     for seed in SEEDS {
-        let r = simulate(seed, 64, &wants, None, 60, BENCH);
-        check("mixed 16x1+16x5", seed, &r);
+        for secs in RUNS {
+            let r = simulate(seed, 64, &wants, None, secs, BENCH);
+            check(&format!("mixed 16x1+16x5 {secs} s"), seed, &r);
+        }
     }
 }
 
@@ -463,9 +470,11 @@ fn fair_share_hog() {
     let mut wants = vec![60];
     wants.extend([3; 20]);
     for seed in SEEDS {
-        let r = simulate(seed, 64, &wants, Some((0, u64::MAX)), 60, BENCH);
-        check("hog 60 + 20x3", seed, &r);
-        assert!(r.evictions >= 60, "the hog rotated out");
+        for secs in RUNS {
+            let r = simulate(seed, 64, &wants, Some((0, u64::MAX)), secs, BENCH);
+            check(&format!("hog 60 + 20x3 {secs} s"), seed, &r);
+            assert!(r.evictions >= 60, "the hog rotated out");
+        }
     }
 }
 
@@ -490,11 +499,13 @@ fn jain_index() {
 
 /// The three workloads at the debug kernel's speed, 20 s as in its guest test: no refusal,
 /// every client progresses, and every gap between two operations (from the first) is within
-/// 3 x SESSION_TIMEOUT, the bound issue 10 asks of the guest test there. Jain's index is printed,
-/// not asserted: at this speed 32 x 3 starts with about 30 clients holding two sessions and
-/// waiting for a third, and the two or three that got all three first work alone until the
-/// others' sessions may be evicted (T after they got them); one does about four times the
-/// others' operations in 20 s, as in the guest.
+/// 3 x SESSION_TIMEOUT, the bound issue 10 asks of the guest test there. Jain's index is at
+/// least 0.95 on 32 x 3 and the hog. At this speed 32 x 3 starts with about 30 clients
+/// holding two sessions and waiting for a third while one or two that got all three work
+/// alone; until waiters could take those part-sets before SESSION_TIMEOUT
+/// (`choose_early_victim`), one client did about four times the others' operations (Jain
+/// 0.83 on two seeds of four). The mixed workload is asserted at 0.9 only: it gives
+/// 0.95-0.97 here, and 0.99 at the bench kernel's speed (60 s).
 #[test]
 fn fair_share_at_debug_speed() {
     let mixed: Vec<usize> = (0..32).map(|i| if i % 2 == 0 { 1 } else { 5 }).collect();
@@ -516,6 +527,11 @@ fn fair_share_at_debug_speed() {
                 r.refusals,
                 r.evictions,
             );
+            if std::env::var("SIM_OPS").is_ok() {
+                println!("{:?}", r.ops);
+            }
+            let least = if name.starts_with("mixed") { 0.9 } else { 0.95 };
+            assert!(jain(&r.ops) >= least, "{name} seed {seed}: {:?}", r.ops);
             assert_eq!(r.refusals, 0, "{name} seed {seed}");
             assert_eq!(r.dups, 0, "{name} seed {seed}");
             assert!(

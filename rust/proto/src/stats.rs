@@ -39,6 +39,9 @@ pub struct Stats {
     /// Sessions flushed by force while their owner (or a later loader) still wanted them:
     /// for a waiter (`Rm::evict_for`) or to close a context gap.
     pub evictions: u64,
+    /// Of `evictions`, sessions taken before SESSION_TIMEOUT to break a jam: part-sets of
+    /// spaces waiting behind the evictor (see `choose_early_victim`).
+    pub early_evictions: u64,
     /// Context-gap repairs (one per session re-saved or evicted because of
     /// TPM_RC_CONTEXT_GAP).
     pub gap_repairs: u64,
@@ -60,7 +63,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 20] {
+    pub fn rows(&self) -> [(&'static str, u64); 21] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -76,6 +79,7 @@ impl Stats {
             ("waits", self.waits),
             ("longest_wait_ns", self.longest_wait_ns),
             ("evictions", self.evictions),
+            ("early_evictions", self.early_evictions),
             ("gap_repairs", self.gap_repairs),
             ("continuation_hits", self.continuation_hits),
             ("open_spaces", self.open_spaces),
@@ -149,12 +153,13 @@ mod tests {
             waits: 12,
             longest_wait_ns: 13,
             evictions: 14,
-            gap_repairs: 15,
-            continuation_hits: 16,
-            open_spaces: 17,
-            tombstones: 18,
-            pending_flushes: 19,
-            flushes_given_up: 20,
+            early_evictions: 15,
+            gap_repairs: 16,
+            continuation_hits: 17,
+            open_spaces: 18,
+            tombstones: 19,
+            pending_flushes: 20,
+            flushes_given_up: 21,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

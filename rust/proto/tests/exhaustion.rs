@@ -1526,6 +1526,7 @@ fn a_hold_and_wait_jam_is_broken_early() {
     assert_eq!(h.rm.wait_step(&t1, &mut h.tpm, h.now), Ok(WaitStep::Retry));
     // The latest part-set went, whole: one slot for w1, the other for w2 (next in line).
     assert_eq!(h.rm.stats().evictions, 2);
+    assert_eq!(h.rm.stats().early_evictions, 2);
     let left = h.tpm.sessions();
     assert!(w3s.iter().all(|s| !left.contains(s)));
     assert!(
@@ -1547,6 +1548,11 @@ fn a_hold_and_wait_jam_is_broken_early() {
     assert!(
         a_set.iter().all(|s| !h.tpm.sessions().contains(s)),
         "a had its turn"
+    );
+    assert_eq!(
+        h.rm.stats().early_evictions,
+        2,
+        "a's set was not taken early"
     );
     served(&mut h, &mut w3, t3);
     // w3's client hears of its evicted sessions at their next use.

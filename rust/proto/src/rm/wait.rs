@@ -471,7 +471,16 @@ impl Rm {
                     self.st
                         .evict(&mut self.io, tpm, h, grant, Why::Waiter(space.unwrap_or(0)))
                 }
-                Some(Victim::Space(v)) => self.st.evict_space(&mut self.io, tpm, v, id, space, now),
+                Some(Victim::Space(v)) => {
+                    let before = self.io.stats.evictions;
+                    let r = self.st.evict_space(&mut self.io, tpm, v, id, space, now);
+                    if early {
+                        let n = self.io.stats.evictions.wrapping_sub(before);
+                        self.io.stats.early_evictions =
+                            self.io.stats.early_evictions.wrapping_add(n);
+                    }
+                    r
+                }
             };
             r?;
             got = true;

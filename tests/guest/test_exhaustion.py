@@ -280,6 +280,55 @@ def test_fair_share_bounds_hog():
     _fair_share_bounds("hog 60 + 20x3")
 
 
+def test_a_jam_of_part_sets_is_broken_early():
+    """Issue 10, the start of a 32 x 3 run: clients that each got two sessions before the
+    slots ran out, and wait for a third, hold every session of tpmrs's budget. tpmrs breaks
+    that jam after a retry interval (Documentation/tpmrs.rst, "The bound, per client"): the
+    first waiter takes the part-set of the last one waiting, however young, and is served
+    long before SESSION_TIMEOUT (without the rule, nobody could be served before
+    SESSION_TIMEOUT: every session is younger). Every client is served in the end."""
+    timeout_s = 2.0  # the module's default session_timeout_ms
+    with Node() as n:
+        avail = tpm.tpm_property(n, 0x206)  # TPM_PT_HR_ACTIVE_AVAIL
+    budget = avail - 2  # the default session_headroom
+    before = tpm.tpmrs_stats()["early_evictions"]
+    worker = Node()  # an odd budget: one session of a client that does not wait
+
+    def body(out, ready, go):
+        with Node() as n:
+            for _ in range(2):
+                rsp = n.transact(tpm.start_auth_session_hmac())
+                assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
+            os.write(ready, b"r")
+            os.read(go, 1)
+            t0 = time.monotonic()
+            rsp = n.transact(tpm.start_auth_session_hmac())
+            os.write(out, f"{tpm.rc_of(rsp)} {time.monotonic() - t0:.3f}".encode())
+
+    children = []
+    try:
+        if budget % 2:
+            rsp = worker.transact(tpm.start_auth_session_hmac())
+            assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
+        children = [tpm.fork_child(body) for _ in range(budget // 2)]
+        tpm.start_together(children)
+        results = [tpm.collect(c).split() for c in children]
+        children = []
+    finally:
+        for c in children:
+            os.kill(c.pid, signal.SIGKILL)
+            os.waitpid(c.pid, 0)
+        worker.close()
+    assert all(len(r) == 2 and int(r[0]) == 0 for r in results), results
+    took = sorted(float(r[1]) for r in results)
+    early = tpm.tpmrs_stats()["early_evictions"] - before
+    print(f"# {len(took)} clients; first served after {took[0]:.2f} s, half after"
+          f" {took[len(took) // 2]:.2f} s, the last after {took[-1]:.2f} s; {early} early evictions")
+    assert early >= 2, early
+    assert took[0] < timeout_s, took
+    assert tpm.tpmrs_stats()["waiting"] == 0
+
+
 def test_a_wait_survives_signals():
     """Issue 10, item 3: a waiter hit by a harmless signal every 0.5 s keeps its queue place
     and wait clock across the restarted writes, so it is still served within

@@ -3,6 +3,8 @@
 /dev/tpmrm0-style node (blocking and O_NONBLOCK + poll, like tpm2-tss's device TCTI)."""
 
 import errno
+import hashlib
+import hmac
 import os
 import select
 import struct
@@ -231,9 +233,10 @@ class HmacSession:
     authValue: the HMAC key is empty, the nonces roll with every command."""
 
     def __init__(self, node):
-        import hashlib
-        import hmac
-
+        # hashlib and hmac are imported with this module, before any fork: imported here,
+        # the 32 clients of a fair-share run each loaded them over 9p after the go, and on
+        # the debug guest the first StartAuthSession came up to 4 s after it, later for some
+        # clients than for others.
         self.hashlib, self.hmac = hashlib, hmac
         rsp = node.transact(start_auth_session_hmac())
         assert rc_of(rsp) == 0, hex(rc_of(rsp))

@@ -1589,45 +1589,11 @@ fn no_early_eviction_without_a_jam() {
     h.rm.wait_end(t2, h.now);
     close_all(&mut h, [&mut a, &mut b, &mut w1, &mut w2]);
 
-    // Jammed (w1 waits with 2 of the 4), but the first waiter holds nothing.
-    let mut h = harness(4);
-    let (mut x, mut w0, mut w1) = (h.space(), h.space(), h.space());
-    for _ in 0..2 {
-        start(&mut h, &mut x).unwrap();
-        start(&mut h, &mut w1).unwrap();
+    // Jammed, but the first waiter holds nothing, or a whole set and asks for more (a hog
+    // gathering): it waits for SESSION_TIMEOUT like anybody.
+    for held in [0, 3] {
+        first_waiter_holding_does_not_evict_early(held);
     }
-    let t0 = queue(&mut h, &mut w0);
-    let since = h.now;
-    let t1 = queue(&mut h, &mut w1);
-    assert_eq!(h.rm.evict_for(&t0, &mut h.tpm, since + P), Ok(false));
-    h.rm.wait_end(t0, h.now);
-    h.rm.wait_end(t1, h.now);
-    for s in [&mut x, &mut w0, &mut w1] {
-        h.close(s);
-    }
-    h.tpm.assert_empty();
-
-    // Jammed, but the first waiter holds a whole set and asks for more (a hog gathering):
-    // it waits for SESSION_TIMEOUT like anybody.
-    let mut h = harness(7);
-    let (mut x, mut w, mut v) = (h.space(), h.space(), h.space());
-    for _ in 0..2 {
-        start(&mut h, &mut x).unwrap();
-        start(&mut h, &mut v).unwrap();
-    }
-    for _ in 0..3 {
-        start(&mut h, &mut w).unwrap();
-    }
-    let tw = queue(&mut h, &mut w);
-    let since = h.now;
-    let tv = queue(&mut h, &mut v);
-    assert_eq!(h.rm.evict_for(&tw, &mut h.tpm, since + P), Ok(false));
-    h.rm.wait_end(tw, h.now);
-    h.rm.wait_end(tv, h.now);
-    for s in [&mut x, &mut w, &mut v] {
-        h.close(s);
-    }
-    h.tpm.assert_empty();
 
     // Jammed, but a slot was freed for the queue within the last retry interval: the queue
     // moves without evictions for that long.
@@ -1655,4 +1621,29 @@ fn no_early_eviction_without_a_jam() {
     served(&mut h, &mut w2, t2);
     h.rm.wait_end(t3, h.now);
     close_all(&mut h, [&mut x, &mut w1, &mut w2, &mut w3]);
+}
+
+/// x works with 2 sessions, w holds `held` and waits first, v holds 2 and waits behind it
+/// (the spaces that wait hold at least half: jammed): w does not evict after a retry
+/// interval.
+fn first_waiter_holding_does_not_evict_early(held: usize) {
+    let mut h = harness(4 + held);
+    let (mut x, mut w, mut v) = (h.space(), h.space(), h.space());
+    for _ in 0..2 {
+        start(&mut h, &mut x).unwrap();
+        start(&mut h, &mut v).unwrap();
+    }
+    for _ in 0..held {
+        start(&mut h, &mut w).unwrap();
+    }
+    let tw = queue(&mut h, &mut w);
+    let since = h.now;
+    let tv = queue(&mut h, &mut v);
+    assert_eq!(h.rm.evict_for(&tw, &mut h.tpm, since + P), Ok(false));
+    h.rm.wait_end(tw, h.now);
+    h.rm.wait_end(tv, h.now);
+    for s in [&mut x, &mut w, &mut v] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
 }

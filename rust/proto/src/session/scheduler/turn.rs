@@ -149,12 +149,7 @@ impl Scheduler {
     /// Where `space` stands in the queue at `now`: the ticket id of its earliest waiter, or
     /// of its kept place; `None` if it does not wait.
     pub fn position(&self, space: u64, now: u64) -> Option<u64> {
-        let waiting = self
-            .waiters
-            .iter()
-            .filter(|w| w.space == space)
-            .map(|w| w.id)
-            .min();
+        let waiting = self.waiting_place(space);
         let kept = self
             .turn(space)
             .filter(|t| now < t.place_until_ns)

@@ -234,7 +234,7 @@ def _fair_share_bounds(workload):
     """Issue 10 on the debug kernel: bounds with a margin, never a timed figure. `workload`
     on tpmrs0 for 20 s (clock from the go; a client with no sign yet goes on until it has
     one), with the fresh-open probe: no refusal and no error, every client signs, every
-    client's longest gap between two signs is at most 4 x SESSION_TIMEOUT, and every fresh
+    client's longest gap between two signs is at most 3 x SESSION_TIMEOUT, and every fresh
     open + GetRandom(8) of the probe is answered within 1 s (tpm2-tss's device TCTI gives
     up after 1 s). Jain's index and the wait from the go to the first sign (32 clients
     making their keys on a slow kernel) are printed, not asserted.
@@ -242,12 +242,11 @@ def _fair_share_bounds(workload):
     The promise is 2 x SESSION_TIMEOUT + the retry interval + a few TPM commands per
     waiter (Documentation/tpmrs.rst, "The bound, per client"); the last term grows with
     the speed of the TPM path, which KASAN and lockdep in QEMU TCG make several times
-    slower than on the bench kernel. Issue 10 asks for 3 x SESSION_TIMEOUT here. With
-    evicted sessions answered without a turn and the first use of a slot going first,
-    every run I saw kept it: 3.8-4.8 s in six runs of the three workloads alone, but
-    5.93 s (32 x 3) and 5.64 s (mixed) inside `make test`, where this guest signed at
-    32-38 signs/s against 47 alone. At 3 x, `make test` would fail on a slow day; it is
-    asserted at 4 x."""
+    slower than on the bench kernel; issue 10 asks for 3 x SESSION_TIMEOUT here. Until a
+    wait was counted from the eviction (a client learns of one only at its next sign, up
+    to a second later on this guest), runs inside `make test`, where this guest is
+    slowest, gave up to 5.93 s, and the bound was asserted at 4 x. Traced runs of the
+    three workloads gave 4.1-4.5 s before, 3.1-3.8 s after."""
     import fairshare
 
     timeout_s = 2.0  # the module's default session_timeout_ms
@@ -259,7 +258,7 @@ def _fair_share_bounds(workload):
     assert row["refusals"] == 0, row
     assert row["errors"] == 0, row
     assert row["fewest_ops"] > 0, row
-    assert row["longest_gap_between_ops_s"] <= 4 * timeout_s, row
+    assert row["longest_gap_between_ops_s"] <= 3 * timeout_s, row
     assert row["probe_n"] > 0 and row["probe_failed"] == 0, row
     assert row["probe_max_ms"] < 1000, row
     assert tpm.tpmrs_stats()["waiting"] == 0

@@ -512,17 +512,24 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
 fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
     // The same, with one slot: the second start finds no slot, so the new session is
     // flushed and a waits like a command the TPM refused, evicting nobody (b holds
-    // nothing). Only after SESSION_TIMEOUT, with nothing tpmrs could free, does it give up
-    // waiting: then it gets the number itself and its old reference is forgotten (it names
+    // nothing). Only SESSION_TIMEOUT after its session was evicted (its wait counts from
+    // there), with nothing tpmrs could free, does it give up waiting: then it gets the number itself and its old reference is forgotten (it names
     // the new session now).
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
     start_evicting_then_flush(&mut h, &mut b);
     let evictions = h.rm.stats().evictions;
+    let evicted_by = h.now;
     let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
     let new = rhandle(&r.unwrap());
-    assert!(waited >= T, "waited {waited}");
+    // Its wait counts from the eviction of its session, which came before it asked.
+    assert!(
+        h.now >= evicted_by - MS + T,
+        "gave up at {}",
+        h.now - evicted_by
+    );
+    assert!(waited < T, "waited {waited}");
     assert_eq!(new, old);
     assert_eq!(h.rm.stats().evictions, evictions, "nobody evicted");
     assert_eq!(h.tpm.sessions(), vec![new]);

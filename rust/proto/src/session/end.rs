@@ -131,6 +131,7 @@ impl Sessions {
                 r = e;
             }
         }
+        self.sched.evicted(victim, now);
         r
     }
 

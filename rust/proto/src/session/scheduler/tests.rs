@@ -208,6 +208,44 @@ fn victim_choice_whole_spaces() {
 }
 
 #[test]
+fn an_evicted_space_waits_from_its_eviction_at_the_tail() {
+    let mut s = Scheduler::new();
+    s.timeout_ns = T;
+    let a = s.begin(1, 0, None).unwrap();
+    // Space 2's sessions are evicted at 100; its client finds out and asks at 700: its
+    // wait counts from 100, but it queues behind a, who asked before it.
+    s.evicted(2, 100);
+    let b = s.begin(2, 700, None).unwrap();
+    assert!(b.id() > a.id());
+    assert!(!s.waited(b.id(), 100 + T - 1, T));
+    assert!(s.waited(b.id(), 100 + T, T));
+    assert_eq!(s.waits, 2);
+    // Once: its next wait, even within T, counts from its own start.
+    s.end(b, 800);
+    s.expire(800 + s.keep_ns);
+    let b2 = s.begin(2, 1_500, None).unwrap();
+    assert!(!s.waited(b2.id(), 1_500 + T - 1, T));
+    s.end(b2, 1_600);
+    // Asking SESSION_TIMEOUT or more after the eviction, it waits from its request.
+    s.evicted(3, 2_000);
+    let c = s.begin(3, 2_000 + T, None).unwrap();
+    assert!(!s.waited(c.id(), 2_000 + 2 * T - 1, T));
+    // The eviction of a space that waits already changes nothing: it keeps its clock.
+    s.evicted(1, 3_000);
+    assert!(s.waited(a.id(), T, T));
+    s.end(a, 3_000);
+    // An eviction ends a kept queue place: the space's turn is over.
+    let d = s.begin(4, 3_000, None).unwrap();
+    s.end(d, 3_100);
+    assert!(s.position(4, 3_200).is_some());
+    s.evicted(4, 3_200);
+    assert_eq!(s.position(4, 3_200), None);
+    let d2 = s.begin(4, 3_300, None).unwrap();
+    assert!(!s.is_again(d2.id()));
+    assert!(s.waited(d2.id(), 3_200 + T, T) && !s.waited(d2.id(), 3_200 + T - 1, T));
+}
+
+#[test]
 fn kept_place_and_gang_expiry() {
     let mut s = Scheduler::new();
     s.keep_ns = 500;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! A space's turn: when it began (its sessions are protected for SESSION_TIMEOUT from
 //! there), the most sessions it held at once (what a gang grant gives back), its gang
-//! reservations and its kept queue place between two requests of one turn.
+//! reservations, its kept queue place between two requests of one turn, and when it last
+//! lost its sessions to an eviction.
 
 use super::Scheduler;
 
@@ -27,6 +28,9 @@ pub(super) struct Turn {
     pub(super) place: Option<(u64, u64)>,
     /// When the kept place lapses.
     pub(super) place_until_ns: u64,
+    /// When every session it held was evicted, while no command of it waited: its next
+    /// wait, if it begins within `timeout_ns` of that, counts from there.
+    pub(super) evicted_ns: Option<u64>,
 }
 
 impl Scheduler {
@@ -53,6 +57,7 @@ impl Scheduler {
                     gang_keep_ns: 0,
                     place: None,
                     place_until_ns: 0,
+                    evicted_ns: None,
                 })
                 .ok()?;
         }
@@ -131,6 +136,11 @@ impl Scheduler {
             }
             if t.place.is_some() && now >= t.place_until_ns {
                 t.place = None;
+            }
+            if t.evicted_ns
+                .is_some_and(|e| now >= e.saturating_add(self.timeout_ns))
+            {
+                t.evicted_ns = None;
             }
         }
         freed

@@ -513,8 +513,8 @@ fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
     // The same, with one slot: the second start finds no slot, so the new session is
     // flushed and a waits like a command the TPM refused, evicting nobody (b holds
     // nothing). Only SESSION_TIMEOUT after its session was evicted (its wait counts from
-    // there), with nothing tpmrs could free, does it give up waiting: then it gets the number itself and its old reference is forgotten (it names
-    // the new session now).
+    // there), with nothing tpmrs could free, does it give up waiting: then it gets the
+    // number itself and its old reference is forgotten (it names the new session now).
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
@@ -523,7 +523,8 @@ fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
     let evicted_by = h.now;
     let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
     let new = rhandle(&r.unwrap());
-    // Its wait counts from the eviction of its session, which came before it asked.
+    // Its wait counts from the eviction of its session (during b's start, one command of
+    // 1 ms before `evicted_by`), not from its request.
     assert!(
         h.now >= evicted_by - MS + T,
         "gave up at {}",

@@ -137,11 +137,6 @@ impl Scheduler {
             if t.place.is_some() && now >= t.place_until_ns {
                 t.place = None;
             }
-            if t.evicted_ns
-                .is_some_and(|e| now >= e.saturating_add(self.timeout_ns))
-            {
-                t.evicted_ns = None;
-            }
         }
         freed
     }

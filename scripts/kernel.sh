@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Builds the tpmrs dev kernel (flavor "debug": lockdep, KASAN, kmemleak; flavor "bench": the
-# same config without them) into a cache outside the checkout, keyed by kernel version,
+# Builds the tpmrs dev kernel (flavor "debug": lockdep, KASAN, kmemleak, and the kernel's own
+# TPM users of distribution kernels: HMAC sessions, hwrng, IMA; flavor "bench": the base
+# config without either) into a cache outside the checkout, keyed by kernel version,
 # toolchain and config hash, and prints the build directory (usable as KDIR). A second run
 # with the same inputs reuses the cached build.
 #
@@ -15,7 +16,7 @@ flavor=${1:-debug}
 frags=("$TPMRS_ROOT/kernel/base.config")
 case "$flavor" in
 debug) frags+=("$TPMRS_ROOT/kernel/debug.config") ;;
-bench) ;;
+bench) frags+=("$TPMRS_ROOT/kernel/bench.config") ;;
 *) echo "kernel.sh: unknown flavor '$flavor' (debug|bench)" >&2; exit 2 ;;
 esac
 

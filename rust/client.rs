@@ -73,6 +73,8 @@ enum State {
 /// The fields [`Client::inner`] protects.
 struct Inner {
     state: State,
+    /// The space of a released file, for its close work ([`Client::release`]).
+    to_close: Option<Space>,
 }
 
 extern "C" {
@@ -92,6 +94,9 @@ pub(crate) struct Client {
     response_ready: PollCondVar,
     #[pin]
     work: Work<Client>,
+    /// Closes the space of a released file, on the module's workqueue.
+    #[pin]
+    close_work: Work<Client, 1>,
     /// Set at release: a command of this file still waiting for a session slot (in the
     /// O_NONBLOCK worker) stops at once.
     closed: AtomicBool,
@@ -102,6 +107,7 @@ pub(crate) struct Client {
 
 impl_has_work! {
     impl HasWork<Self> for Client { self.work }
+    impl HasWork<Self, 1> for Client { self.close_work }
 }
 
 impl Client {
@@ -132,25 +138,32 @@ impl Client {
         let client = Arc::pin_init(
             pin_init!(Self {
                 shared: for_client,
-                inner <- new_mutex!(Inner { state: State::Released }, "tpmrs::Client::inner"),
+                inner <- new_mutex!(
+                    Inner {
+                        state: State::Released,
+                        to_close: None,
+                    },
+                    "tpmrs::Client::inner"
+                ),
                 stats: for_client_stats,
                 response_ready <- new_poll_condvar!("tpmrs::Client::response_ready"),
                 work <- new_work!("tpmrs::Client::work"),
+                close_work <- new_work!("tpmrs::Client::close_work"),
                 closed: AtomicBool::new(false),
                 memcg: MemCg::current(),
             }),
             GFP_KERNEL,
         )?;
         // The space last: once it exists, only `release` may end it (it is counted as open
-        // in the resource manager until closed).
-        let space = shared.new_space()?;
+        // until closed). Made without any lock that TPM work holds: see `Shared::new_space`.
+        let space = shared.new_space();
         stats.info.lock().space_id = space.id();
         client.inner.lock().state = State::Idle {
             exec: Exec { space, cmd, rsp },
             response: Response::None,
         };
         if let Err(e) = shared.add_client(stats) {
-            client.release();
+            Client::release(client);
             return Err(e);
         }
         Ok(client)
@@ -198,7 +211,10 @@ impl Client {
             };
             drop(inner);
             // Cannot already be queued: the state was Idle under the lock.
-            let _ = this.shared.queue().enqueue(Arc::from(this));
+            let _ = this
+                .shared
+                .queue()
+                .enqueue::<Arc<Client>, 0>(Arc::from(this));
             return Ok(count);
         }
 
@@ -325,22 +341,31 @@ impl Client {
         }
     }
 
-    /// `release`: flushes everything the space holds from the TPM. If a command is running,
-    /// it closes the space when it ends; if that command is still waiting for a session slot
-    /// (an O_NONBLOCK command in the worker), it stops at once (see `Shared::execute`).
-    pub(crate) fn release(&self) {
-        self.shared.remove_client(&self.stats);
-        let mut inner = self.inner.lock();
+    /// `release`: the file is closed. Everything its space holds is flushed from the TPM by
+    /// the close work on the module's workqueue, not here: that takes the resource manager's
+    /// lock and the chip, which another client's TPM work may hold for seconds (an RSA
+    /// CreatePrimary on a discrete TPM), and nothing about a close should wait for it. If a
+    /// command is running, it closes the space when it ends, and the close work only wakes it
+    /// if it waits for a session slot or a turn (an O_NONBLOCK command in the worker): it then
+    /// stops at once (see `Shared::execute`).
+    pub(crate) fn release(this: Arc<Self>) {
+        this.shared.remove_client(&this.stats);
+        let mut inner = this.inner.lock();
         let old = core::mem::replace(&mut inner.state, State::Released);
+        let exec = match old {
+            State::Idle { exec, .. } | State::Queued { exec, .. } => Some(exec),
+            State::Running | State::Released => None,
+        };
+        let buffers = exec.map(|Exec { space, cmd, rsp }| {
+            inner.to_close = Some(space);
+            (cmd, rsp)
+        });
         drop(inner);
-        self.closed.store(true, Ordering::Release);
-        match old {
-            State::Idle { exec, .. } | State::Queued { exec, .. } => {
-                self.shared.close_space(exec.space)
-            }
-            State::Running => self.shared.cancel_waits(&self.stats),
-            State::Released => {}
-        }
+        drop(buffers);
+        this.closed.store(true, Ordering::Release);
+        // The work item is this file's own and enqueued only here, once: it cannot be pending.
+        let shared = this.shared.clone();
+        let _ = shared.queue().enqueue::<Arc<Client>, 1>(this);
     }
 }
 
@@ -355,6 +380,20 @@ impl Response {
                 len,
                 read: false,
             }
+        }
+    }
+}
+
+impl WorkItem<1> for Client {
+    type Pointer = Arc<Client>;
+
+    /// Closes the space of a released file, or wakes its running command (see
+    /// [`Client::release`]).
+    fn run(this: Arc<Client>) {
+        let space = this.inner.lock().to_close.take();
+        match space {
+            Some(space) => this.shared.close_space(space),
+            None => this.shared.cancel_waits(&this.stats),
         }
     }
 }

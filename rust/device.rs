@@ -21,7 +21,7 @@
 
 use crate::{
     chip::{Chip, DeadTpm},
-    proto::{Request, Rm, RmError, SessionState, Space, Stats, Step, Turn, Turns},
+    proto::{Request, Rm, RmError, SessionState, Space, SpaceIds, Stats, Step, Turn, Turns},
 };
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     /// The counters of every open file, for `/sys/kernel/debug/tpmrs/clients`.
     #[pin]
     clients: Mutex<KVec<Arc<ClientStats>>>,
+    /// Space ids and the count of open spaces: an open takes no lock that TPM work holds.
+    spaces: SpaceIds,
 }
 
 impl Shared {
@@ -148,6 +150,7 @@ impl Shared {
                 epoch: Instant::now(),
                 stats <- new_spinlock!(Stats::default(), "tpmrs::Shared::stats"),
                 clients <- new_mutex!(KVec::new(), "tpmrs::Shared::clients"),
+                spaces: SpaceIds::new(),
             }),
             GFP_KERNEL,
         )
@@ -236,6 +239,14 @@ impl Shared {
                 Err(e) => break Err(e),
             };
             let mut rm = self.rm.lock();
+            // Asked again under `rm`: `release` marks the file closed before its worker takes
+            // `rm` to wake this command, so a step never runs (and evicts others) for a file
+            // that is already closed.
+            if closed() {
+                drop(rm);
+                self.give_turn(turn, space);
+                break Err(EPIPE);
+            }
             let sent = rm.stats().tpm_commands;
             let step = match self.chip.lock() {
                 Ok(mut tpm) => Ok(rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp)),
@@ -368,7 +379,8 @@ impl Shared {
     }
 
     /// Wakes the command of file `me`, if one waits, so that it asks again whether its file
-    /// is still open (see `closed` in [`Self::execute`]).
+    /// is still open (see `closed` in [`Self::execute`]). Takes `rm`, which TPM work holds:
+    /// called from the module's workqueue after a release, never from `release` itself.
     pub(crate) fn cancel_waits(&self, me: &ClientStats) {
         // Taking `rm`, then `turns`, orders this after a waiter's check of `closed` and
         // before its sleep, whichever of the two it sleeps under.
@@ -418,8 +430,10 @@ impl Shared {
         });
     }
 
-    /// Flushes everything `space` holds from the TPM (at close). Never fails: what cannot be
-    /// flushed now is queued in the resource manager and retried with the next command.
+    /// Flushes everything `space` holds from the TPM (at close), and counts it closed. Never
+    /// fails: what cannot be flushed now is queued in the resource manager and retried with
+    /// the next command. Takes `rm` and the chip: called from the module's workqueue (a
+    /// released file) or at the end of the file's last command, never from `release`.
     pub(crate) fn close_space(&self, mut space: Space) {
         let mut rm = self.rm.lock();
         match self.chip.lock() {
@@ -427,18 +441,15 @@ impl Shared {
             Err(_) => rm.close_space(&mut space, &mut DeadTpm, self.now_ns()),
         }
         self.after_call(&mut rm);
+        drop(rm);
+        self.spaces.closed();
     }
 
-    /// Creates the space for a newly opened file.
-    ///
-    /// # Errors
-    ///
-    /// `ENOMEM`.
-    pub(crate) fn new_space(&self) -> Result<Space> {
-        let mut rm = self.rm.lock();
-        let space = rm.new_space().map_err(to_error);
-        self.after_call(&mut rm);
-        space
+    /// Creates the space for a newly opened file. Takes no lock: the misc core holds its
+    /// global `misc_mtx` across `open`, so an open that waited for TPM work (a CreatePrimary
+    /// of seconds) would stall every misc device's open on the machine.
+    pub(crate) fn new_space(&self) -> Space {
+        self.spaces.open()
     }
 
     /// Lists a newly opened file in `/sys/kernel/debug/tpmrs/clients`.
@@ -536,7 +547,8 @@ pub(crate) fn show_stats(
     f: &mut kernel::fmt::Formatter<'_>,
 ) -> kernel::fmt::Result {
     // The copy, not `rm`: reading never waits behind a TPM command.
-    let s = *shared.stats.lock();
+    let mut s = *shared.stats.lock();
+    s.open_spaces = shared.spaces.open_count();
     for (name, value) in s.rows() {
         writeln!(f, "{name} {value}")?;
     }

@@ -124,7 +124,7 @@ unsafe extern "C" fn tpmrs_release(
     // SAFETY: `private_data` holds the `Arc<Client>` from `tpmrs_open`; release owns it.
     let client =
         unsafe { <Arc<Client> as ForeignOwnable>::from_foreign((*file).private_data.cast()) };
-    client.release();
+    Client::release(client);
     0
 }
 

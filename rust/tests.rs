@@ -75,7 +75,7 @@ mod kunit {
         })
         .map_err(|_| ENOMEM)?;
         rm.init(tpm).map_err(|_| EIO)?;
-        let space = rm.new_space().map_err(|_| ENOMEM)?;
+        let space = proto::SpaceIds::new().open();
         Ok((rm, space, KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?))
     }
 

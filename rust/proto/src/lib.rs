@@ -43,7 +43,7 @@ pub use error::RmError;
 pub use event::{Event, WaitEnd};
 pub use rm::{Config, Request, Rm, Step};
 pub use session::registry::SessionState;
-pub use space::Space;
+pub use space::{Space, SpaceIds};
 pub use stats::Stats;
 pub use tpm::{Tpm, TransportError};
 pub use turns::{Turn, Turns};

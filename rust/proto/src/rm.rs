@@ -42,6 +42,8 @@ use super::session::scheduler::Scheduler;
 use super::session::scheduler::Ticket;
 use super::session::Sessions;
 use super::space::Space;
+#[cfg(not(tpmrs_kernel))]
+use super::space::SpaceIds;
 use super::stats::{bump, Stats};
 use super::tpm::Tpm;
 use admit::Route;
@@ -99,8 +101,10 @@ pub struct Rm {
     io: Io,
     /// Copy of the client command, patched with physical handles.
     work: Vec<u8>,
-    next_space_id: u64,
-    open_spaces: u64,
+    /// Ids for [`Rm::new_space`] (the host tests; the kernel glue and KUnit number their
+    /// spaces with [`SpaceIds`] of their own, without this lock).
+    #[cfg(not(tpmrs_kernel))]
+    ids: SpaceIds,
     /// The TPM's TPM_PT_ACTIVE_SESSIONS_MAX, if it told us (read by [`Rm::init`]).
     active_sessions_max: Option<usize>,
 }
@@ -151,8 +155,8 @@ impl Rm {
             st,
             io: Io::new()?,
             work,
-            next_space_id: 1,
-            open_spaces: 0,
+            #[cfg(not(tpmrs_kernel))]
+            ids: SpaceIds::new(),
             active_sessions_max: None,
         })
     }
@@ -211,7 +215,6 @@ impl Rm {
             longest_wait_ns: self.st.sched.longest_wait_ns,
             tombstones: n(self.st.tombstone_count()),
             pending_flushes: n(self.st.pending.len()),
-            open_spaces: self.open_spaces,
             ..self.io.stats
         }
     }
@@ -240,16 +243,15 @@ impl Rm {
         self.st.evicted.get(space_id)
     }
 
-    /// A new, empty space with a unique id.
+    /// A new, empty space with an id unique among the spaces this resource manager made
+    /// (the host tests). The kernel glue makes its spaces with [`SpaceIds`] instead,
+    /// without this lock: an open must never wait for TPM work.
     ///
     /// # Errors
     /// None today; reserved for allocation failures.
+    #[cfg(not(tpmrs_kernel))]
     pub fn new_space(&mut self) -> Result<Space, RmError> {
-        let id = self.next_space_id;
-        // Never 0, never reused in practice (64 bits).
-        self.next_space_id = self.next_space_id.wrapping_add(1).max(1);
-        self.open_spaces = self.open_spaces.saturating_add(1);
-        Ok(Space::new(id))
+        Ok(self.ids.open())
     }
 
     /// One client command for `space`. `cmd` is exactly what the client wrote (the caller
@@ -344,6 +346,5 @@ impl Rm {
             let _ = self.io.flush_or_queue(tpm, &mut self.st.pending, p);
         }
         space.clear();
-        self.open_spaces = self.open_spaces.saturating_sub(1);
     }
 }

@@ -3,6 +3,8 @@
 //! virtual handle. (Its sessions live in the global session registry, tagged with the space
 //! id.)
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::platform::{Charged, OutOfMemory};
 
 /// The first virtual handle handed out; later ones count down from here.
@@ -56,6 +58,54 @@ pub enum Gathering {
     /// space five times and its reservations lapsed); or its last command took a slot from
     /// the queue, and this is its first use of it (see [`super::Rm::note_gathering`]).
     All,
+}
+
+/// Where space ids come from, and how many spaces are open: two counters, so that opening
+/// and closing a file never wait for the resource manager's lock, which TPM work holds (the
+/// misc core holds its global lock across `open`, so every misc device's open would wait).
+pub struct SpaceIds {
+    next: AtomicU64,
+    open: AtomicU64,
+}
+
+impl SpaceIds {
+    /// No space yet; the first id is 1.
+    pub const fn new() -> Self {
+        SpaceIds {
+            next: AtomicU64::new(1),
+            open: AtomicU64::new(0),
+        }
+    }
+
+    /// A new, empty space with an id never used before (64 bits: never reused in practice;
+    /// never 0, which names no space), counted as open until [`SpaceIds::closed`].
+    pub fn open(&self) -> Space {
+        let mut id = self.next.fetch_add(1, Ordering::Relaxed);
+        if id == 0 {
+            id = self.next.fetch_add(1, Ordering::Relaxed);
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Space::new(id)
+    }
+
+    /// A space made by [`SpaceIds::open`] is closed (its contexts flushed).
+    pub fn closed(&self) {
+        // Never below 0, whatever the caller does.
+        let _ = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Spaces open now (the gauge `open_spaces`).
+    pub fn open_count(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for SpaceIds {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The resource-manager state of one open file.
@@ -223,6 +273,20 @@ mod tests {
         assert_eq!(s.objects().len(), 3);
         s.object_mut(c).unwrap().sequence = true;
         assert!(s.object(c).unwrap().sequence);
+    }
+
+    #[test]
+    fn space_ids_are_unique_and_counted() {
+        let ids = SpaceIds::new();
+        let a = ids.open();
+        let b = ids.open();
+        assert_eq!((a.id(), b.id()), (1, 2));
+        assert_eq!(ids.open_count(), 2);
+        ids.closed();
+        ids.closed();
+        ids.closed();
+        assert_eq!(ids.open_count(), 0);
+        assert_eq!(ids.open().id(), 3);
     }
 
     #[test]

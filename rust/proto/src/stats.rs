@@ -47,7 +47,8 @@ pub struct Stats {
     pub gap_repairs: u64,
     /// Abandoned sessions loaded again by a space (session continuation).
     pub continuation_hits: u64,
-    /// Gauge: spaces created and not closed yet (open files).
+    /// Gauge: spaces created and not closed yet (open files). Counted by their maker's
+    /// [`super::space::SpaceIds`], not by the resource manager: `Rm::stats` leaves it 0.
     pub open_spaces: u64,
     /// Gauge: evicted sessions whose owner has not been told yet (see `rm.rs`).
     pub tombstones: u64,

@@ -6,11 +6,17 @@
 //! bindings and the layout of `struct tpm_chip` depends on Kconfig.
 
 use crate::proto::{Tpm, TransportError};
-use kernel::{bindings, error::to_result, prelude::*, workqueue::Queue};
+use kernel::{bindings, error::to_result, prelude::*, types::NotThreadSafe, workqueue::Queue};
 
 /// Opaque `struct tpm_chip`.
 #[repr(C)]
 pub(crate) struct RawChip {
+    _private: [u8; 0],
+}
+
+/// Opaque `struct tpm_buf` (with its data), allocated by the shim.
+#[repr(C)]
+pub(crate) struct RawBuf {
     _private: [u8; 0],
 }
 
@@ -21,24 +27,32 @@ extern "C" {
     fn tpmrs_chip_name(chip: *mut RawChip) -> *const kernel::ffi::c_char;
     fn tpmrs_chip_lock(chip: *mut RawChip) -> kernel::ffi::c_int;
     fn tpmrs_chip_unlock(chip: *mut RawChip);
+    fn tpmrs_xfer_alloc() -> *mut RawBuf;
+    fn tpmrs_xfer_free(buf: *mut RawBuf);
     fn tpmrs_transmit(
         chip: *mut RawChip,
+        buf: *mut RawBuf,
         cmd: *const u8,
         cmd_len: usize,
         rsp: *mut u8,
         rsp_size: usize,
+        sent: *mut bool,
     ) -> isize;
     fn tpmrs_wq_alloc() -> *mut bindings::workqueue_struct;
     fn tpmrs_wq_destroy(wq: *mut bindings::workqueue_struct);
 }
 
-/// A counted reference on the default TPM 2.0 chip.
+/// A counted reference on the default TPM 2.0 chip, and the buffer tpmrs' commands go
+/// through.
 ///
 /// # Invariants
 ///
-/// `ptr` is a valid chip on which this object holds a device reference.
+/// `ptr` is a valid chip on which this object holds a device reference. `xfer` is a buffer
+/// from `tpmrs_xfer_alloc`, owned by this object, used only through a [`ChipGuard`] (that is,
+/// with the chip's ops lock held, which no two guards hold at once).
 pub(crate) struct Chip {
     ptr: *mut RawChip,
+    xfer: *mut RawBuf,
 }
 
 // SAFETY: A device reference may be used and dropped from any thread; every operation on the
@@ -56,11 +70,23 @@ impl Chip {
     pub(crate) fn get_default() -> Result<Self> {
         // SAFETY: No preconditions; returns a referenced chip or NULL.
         let ptr = unsafe { tpmrs_chip_get() };
+        Self::with_buffer(ptr)
+    }
+
+    /// Wraps the referenced chip `ptr` (or NULL: `ENODEV`) with its buffer.
+    fn with_buffer(ptr: *mut RawChip) -> Result<Self> {
         if ptr.is_null() {
             return Err(ENODEV);
         }
-        // INVARIANT: `tpmrs_chip_get` returned a chip with a reference taken for us.
-        Ok(Self { ptr })
+        // SAFETY: No preconditions; returns a buffer or NULL.
+        let xfer = unsafe { tpmrs_xfer_alloc() };
+        if xfer.is_null() {
+            // SAFETY: `ptr` holds the reference taken for us, dropped exactly once here.
+            unsafe { tpmrs_chip_put(ptr) };
+            return Err(ENOMEM);
+        }
+        // INVARIANT: `ptr` is a chip with a reference taken for us, `xfer` a fresh buffer.
+        Ok(Self { ptr, xfer })
     }
 
     /// Takes a reference on the TPM 2.0 chip `tpm<num>`, or on the default chip (the
@@ -68,18 +94,14 @@ impl Chip {
     ///
     /// # Errors
     ///
-    /// `ENODEV` if there is no such TPM, or it is not a TPM 2.0.
+    /// `ENODEV` if there is no such TPM, or it is not a TPM 2.0; `ENOMEM`.
     pub(crate) fn get(num: i32) -> Result<Self> {
         if num < 0 {
             return Self::get_default();
         }
         // SAFETY: No preconditions; returns a referenced chip or NULL.
         let ptr = unsafe { tpmrs_chip_get_num(num) };
-        if ptr.is_null() {
-            return Err(ENODEV);
-        }
-        // INVARIANT: `tpmrs_chip_get_num` returned a chip with a reference taken for us.
-        Ok(Self { ptr })
+        Self::with_buffer(ptr)
     }
 
     /// The chip's device name ("tpm0").
@@ -98,12 +120,18 @@ impl Chip {
         // SAFETY: By the type invariant the chip is valid.
         to_result(unsafe { tpmrs_chip_lock(self.ptr) }).map_err(|_| EPIPE)?;
         // INVARIANT: the lock was taken just above.
-        Ok(ChipGuard { chip: self })
+        Ok(ChipGuard {
+            chip: self,
+            _not_send: NotThreadSafe,
+        })
     }
 }
 
 impl Drop for Chip {
     fn drop(&mut self) {
+        // SAFETY: By the type invariant the buffer is ours and no guard exists (a guard borrows
+        // the chip); it is freed exactly once here.
+        unsafe { tpmrs_xfer_free(self.xfer) };
         // SAFETY: By the type invariant we hold a reference, dropped exactly once here.
         unsafe { tpmrs_chip_put(self.ptr) };
     }
@@ -111,26 +139,35 @@ impl Drop for Chip {
 
 /// The chip's ops lock, held: the only way to send commands to the TPM.
 ///
+/// Not `Send`: the lock is a mutex (`tpm_mutex`), released by the task that took it.
+///
 /// # Invariants
 ///
 /// `tpm_try_get_ops` succeeded on `chip` and `tpm_put_ops` has not been called yet.
 pub(crate) struct ChipGuard<'a> {
     chip: &'a Chip,
+    _not_send: NotThreadSafe,
 }
 
 impl Tpm for ChipGuard<'_> {
     fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
-        // SAFETY: The chip is valid and locked (type invariants); `cmd` and `rsp` are valid for
-        // the lengths given, and the shim copies in and out of them before returning.
+        let mut sent = true;
+        // SAFETY: The chip is valid and locked (type invariants), so its buffer is ours alone
+        // for the call (the `Chip` invariant); `cmd` and `rsp` are valid for the lengths given,
+        // `sent` for a write, and the shim copies in and out of them before returning.
         let ret = unsafe {
             tpmrs_transmit(
                 self.chip.ptr,
+                self.chip.xfer,
                 cmd.as_ptr(),
                 cmd.len(),
                 rsp.as_mut_ptr(),
                 rsp.len(),
+                &mut sent,
             )
         };
+        // TODO(issue 20, item 10): hand `sent` to the core once `TransportError` carries it.
+        let _ = sent;
         match usize::try_from(ret) {
             Ok(len) => Ok(len),
             Err(_) => Err(TransportError(

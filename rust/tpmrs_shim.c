@@ -25,20 +25,39 @@
 /* Matches TPM_BUFSIZE in drivers/char/tpm/tpm.h (a private header). */
 #define TPMRS_BUFSIZE 4096
 
+/* class_for_each_device() callback: the lowest-numbered TPM 2.0 chip so far in @data. */
+static int tpmrs_lowest_tpm2(struct device *dev, void *data)
+{
+	struct tpm_chip *chip = container_of(dev, struct tpm_chip, dev);
+	int *lowest = data;
+
+	if ((chip->flags & TPM_CHIP_FLAG_TPM2) && (*lowest < 0 || chip->dev_num < *lowest))
+		*lowest = chip->dev_num;
+	return 0;
+}
+
 /**
- * tpmrs_chip_get() - take a reference on the default TPM 2.0 chip
+ * tpmrs_chip_get() - take a reference on the lowest-numbered TPM 2.0 chip
  *
- * Return: the chip, or NULL when there is none or it is not a TPM 2.0.
+ * tpm_default_chip() returns the lowest-numbered chip of any version: on a machine whose
+ * tpm0 is a TPM 1.2 (a second, firmware or virtual TPM 2.0 beside it), that is not the one
+ * to serve. Every chip's device is in the default chip's class ("tpm"): walk it for the
+ * lowest-numbered TPM 2.0, then take it by name, which takes the reference.
+ *
+ * Return: the chip, or NULL when there is no TPM 2.0.
  */
 struct tpm_chip *tpmrs_chip_get(void)
 {
-	struct tpm_chip *chip = tpm_default_chip();
+	struct tpm_chip *def = tpm_default_chip();
+	int lowest = -1;
 
-	if (chip && !(chip->flags & TPM_CHIP_FLAG_TPM2)) {
-		put_device(&chip->dev);
+	if (!def)
 		return NULL;
-	}
-	return chip;
+	if (def->flags & TPM_CHIP_FLAG_TPM2)
+		return def;
+	class_for_each_device(def->dev.class, NULL, &lowest, tpmrs_lowest_tpm2);
+	put_device(&def->dev);
+	return lowest < 0 ? NULL : tpmrs_chip_get_num(lowest);
 }
 
 /**
@@ -98,11 +117,23 @@ const char *tpmrs_chip_name(struct tpm_chip *chip)
  *
  * Sleeps. Serializes with every other user of the chip (/dev/tpm0, /dev/tpmrm0, the kernel).
  *
+ * With CONFIG_TCG_TPM2_HMAC the kernel keeps its own HMAC session loaded between its own
+ * commands (hwrng, IMA, trusted keys): it holds one of the TPM's few loaded-session slots,
+ * and a command that names three sessions would find no room for the third. End it, as
+ * tpm_dev_transmit() does before every /dev/tpm0 and /dev/tpmrm0 command; the kernel starts
+ * a new one at its next use. Without CONFIG_TCG_TPM2_HMAC this is a no-op.
+ *
  * Return: 0, or -errno when the chip is going away.
  */
 int tpmrs_chip_lock(struct tpm_chip *chip)
 {
-	return tpm_try_get_ops(chip);
+	int rc = tpm_try_get_ops(chip);
+
+	if (rc)
+		return rc;
+	if (chip->flags & TPM_CHIP_FLAG_TPM2)
+		tpm2_end_auth_session(chip);
+	return 0;
 }
 
 /**
@@ -115,54 +146,80 @@ void tpmrs_chip_unlock(struct tpm_chip *chip)
 }
 
 /**
+ * tpmrs_xfer_alloc() - the buffer every command of tpmrs goes through
+ *
+ * Allocated once, at load: a command never fails for want of memory after the resource
+ * manager decided to send it (a failed allocation there was indistinguishable from a
+ * transport error, which may cost a client a valid session). tpm_buf_init() caps the whole
+ * allocation at TPM_BUFSIZE, which leaves no room for a full 4096-byte command: the buffer
+ * is set up by hand with a full TPMRS_BUFSIZE of data.
+ *
+ * Return: the buffer, or NULL.
+ */
+struct tpm_buf *tpmrs_xfer_alloc(void)
+{
+	struct tpm_buf *buf = kzalloc(sizeof(*buf) + TPMRS_BUFSIZE, GFP_KERNEL);
+
+	if (buf)
+		buf->capacity = TPMRS_BUFSIZE;
+	return buf;
+}
+
+/**
+ * tpmrs_xfer_free() - free the buffer of tpmrs_xfer_alloc()
+ * @buf: the buffer, or NULL
+ */
+void tpmrs_xfer_free(struct tpm_buf *buf)
+{
+	kfree(buf);
+}
+
+/**
  * tpmrs_transmit() - send one command and receive the response
  * @chip: the chip, locked with tpmrs_chip_lock()
+ * @buf: the buffer of tpmrs_xfer_alloc(), used by no one else while @chip is locked
  * @cmd: the command, @cmd_len bytes (its header's size field must match)
  * @cmd_len: length of @cmd, at most TPMRS_BUFSIZE
  * @rsp: where the response goes
  * @rsp_size: size of @rsp
+ * @sent: set to false when the command surely did not reach the TPM (rejected here, before
+ *	anything is sent), true otherwise, also on success
  *
  * A TPM error code is not a failure here: the response carries it.
  *
  * Return: the response length, or -errno on a transport failure.
  */
-ssize_t tpmrs_transmit(struct tpm_chip *chip, const u8 *cmd, size_t cmd_len, u8 *rsp,
-		       size_t rsp_size)
+ssize_t tpmrs_transmit(struct tpm_chip *chip, struct tpm_buf *buf, const u8 *cmd,
+		       size_t cmd_len, u8 *rsp, size_t rsp_size, bool *sent)
 {
-	struct tpm_buf *buf;
 	ssize_t rc;
 	u32 len;
 
+	*sent = false;
+	/* What tpm_try_transmit() would refuse before sending, refused here, visibly unsent. */
 	if (cmd_len < 10 || cmd_len > TPMRS_BUFSIZE)
 		return -EINVAL;
+	len = get_unaligned_be32(&cmd[2]);
+	if (len < 10 || len > cmd_len)
+		return -EINVAL;
 
-	/*
-	 * tpm_buf_init() caps the whole allocation at TPM_BUFSIZE, which leaves no room for a
-	 * full 4096-byte command: set the buffer up by hand with a full TPM_BUFSIZE of data.
-	 */
-	buf = kzalloc(sizeof(*buf) + TPMRS_BUFSIZE, GFP_KERNEL);
-	if (!buf)
-		return -ENOMEM;
-	buf->capacity = TPMRS_BUFSIZE;
+	buf->flags = 0;
+	buf->handles = 0;
 	buf->length = cmd_len;
 	memcpy(buf->data, cmd, cmd_len);
 
+	*sent = true;
 	/* desc = NULL: TPM error codes are answers for the client, not log noise. */
 	rc = tpm_transmit_cmd(chip, buf, 0, NULL);
 	if (rc < 0)
-		goto out;
+		return rc;
 
 	/* On a TPM error, buf->length is not updated: the header says how long it is. */
 	len = get_unaligned_be32(&buf->data[2]);
-	if (len < 10 || len > TPMRS_BUFSIZE || len > rsp_size) {
-		rc = -EIO;
-		goto out;
-	}
+	if (len < 10 || len > TPMRS_BUFSIZE || len > rsp_size)
+		return -EIO;
 	memcpy(rsp, buf->data, len);
-	rc = len;
-out:
-	kfree(buf);
-	return rc;
+	return len;
 }
 
 /**

@@ -9,6 +9,7 @@
 #include <linux/types.h>
 
 struct mem_cgroup;
+struct tpm_buf;
 struct tpm_chip;
 struct workqueue_struct;
 
@@ -18,8 +19,10 @@ void tpmrs_chip_put(struct tpm_chip *chip);
 const char *tpmrs_chip_name(struct tpm_chip *chip);
 int tpmrs_chip_lock(struct tpm_chip *chip);
 void tpmrs_chip_unlock(struct tpm_chip *chip);
-ssize_t tpmrs_transmit(struct tpm_chip *chip, const u8 *cmd, size_t cmd_len, u8 *rsp,
-		       size_t rsp_size);
+struct tpm_buf *tpmrs_xfer_alloc(void);
+void tpmrs_xfer_free(struct tpm_buf *buf);
+ssize_t tpmrs_transmit(struct tpm_chip *chip, struct tpm_buf *buf, const u8 *cmd,
+		       size_t cmd_len, u8 *rsp, size_t rsp_size, bool *sent);
 struct workqueue_struct *tpmrs_wq_alloc(void);
 void tpmrs_wq_destroy(struct workqueue_struct *wq);
 void tpmrs_current_comm(char *buf, size_t len);

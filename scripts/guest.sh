@@ -12,6 +12,7 @@
 #   OUTDIR        receives console.log, the guest script's files and the swtpm state/log.
 # The guest script can have swtpm killed under it: see ctl/ below.
 # Environment: TPMRS_SWTPM_LOG=1 makes swtpm log every command (for counting TPM traffic);
+#              TPMRS_TPM_VERSION=1.2 gives the machine a TPM 1.2 instead of a TPM 2.0;
 #              TPMRS_INTERACTIVE=1 gives a shell on the console after the script;
 #              TPMRS_SHOW_CONSOLE=1 shows the console while it runs (and logs it).
 set -euo pipefail
@@ -24,8 +25,10 @@ out=$(cd "$out" && pwd)
 tpmdir=$out/swtpm
 rm -rf "$tpmdir" && mkdir -p "$tpmdir"
 
-swtpm_args=(socket --tpm2 --tpmstate "dir=$tpmdir" --ctrl "type=unixio,path=$tpmdir/ctrl.sock"
+swtpm_args=(socket --tpmstate "dir=$tpmdir" --ctrl "type=unixio,path=$tpmdir/ctrl.sock"
 	    --terminate --daemon --pid "file=$tpmdir/pid")
+# TPMRS_TPM_VERSION=1.2 makes the machine's TPM (tpm0) a TPM 1.2 (the chip-selection test).
+[ "${TPMRS_TPM_VERSION:-2}" = 1.2 ] || swtpm_args+=(--tpm2)
 if [ "${TPMRS_SWTPM_LOG:-0}" = 1 ]; then
 	swtpm_args+=(--log "file=$tpmdir/swtpm.log,level=20")
 fi

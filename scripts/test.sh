@@ -76,6 +76,14 @@ fi
 for s in ${tp_suites//,/ }; do
 	start_thirdparty "$s"
 done
+# Chip selection, in a guest of its own whose TPM (tpm0) is a TPM 1.2, with a TPM 2.0 added
+# as tpm1 by the vTPM proxy: a short boot, beside the third-party guests.
+csout=$out/chip-select
+mkdir -p "$csout" && cp tpmrs.ko "$csout/tpmrs.ko"
+log "chip selection (own guest with a TPM 1.2 as tpm0, in the background)"
+TPMRS_TPM_VERSION=1.2 "$here/guest.sh" "$kdir" tests/guest/chip_select.sh "$csout" 900 \
+	>"$csout.guest.log" 2>&1 &
+cs_pid=$!
 
 # KUnit: the suite's results as tpmrs_kunit.ko left them in debugfs
 # (/sys/kernel/debug/kunit/tpmrs/results, copied by the guest), parsed by the kernel's tool.
@@ -160,6 +168,23 @@ for s in ${tp_suites//,/ }; do
 		pass "thirdparty: $s: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
 	fi
 done
+
+log "chip selection (waiting for its guest)"
+if wait "$cs_pid" && [ "$(cat "$csout/script.rc" 2>/dev/null)" = 0 ] && [ -s "$csout/chip-select.tap" ]; then
+	cp=$(grep -cE '^ok [0-9]+' "$csout/chip-select.tap"); cf=$(grep -cE '^not ok [0-9]+' "$csout/chip-select.tap")
+	passed=$((passed + cp)); failed=$((failed + cf))
+	grep -E '^not ok' -A 8 "$csout/chip-select.tap" | sed 's/^/    chip-select| /'
+	echo "guest: chip-select.tap: $cp passed, $cf failed"
+else
+	fail "chip selection: guest booted, ran the script and powered off (console: $csout/console.log)"
+	tail -n 30 "$csout/console.log" | sed 's/^/    | /'
+fi
+if grep -qE "$bad" "$csout/dmesg.txt" "$csout/console.log" 2>/dev/null; then
+	fail "chip selection: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+	grep -nE "$bad" "$csout/dmesg.txt" "$csout/console.log" | head -n 20 | sed 's/^/    | /'
+else
+	pass "chip selection: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+fi
 
 log "done (results in $out)"
 summary

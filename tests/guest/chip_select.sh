@@ -1,0 +1,38 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Guest script of the chip-selection test (scripts/test.sh runs it in a guest whose own TPM,
+# tpm0, is a TPM 1.2: TPMRS_TPM_VERSION=1.2). A TPM 2.0 is added as tpm1 through the vTPM
+# proxy (swtpm chardev --vtpm-proxy, inside the guest), and tpmrs must serve it: the default
+# chip is the lowest-numbered TPM 2.0, not the lowest-numbered chip. TAP in $TPMRS_OUT.
+set -u
+# The module copied beside the results (scripts/test.sh), else the checkout's.
+[ -f "$TPMRS_OUT/tpmrs.ko" ] && TPMRS_KO=$TPMRS_OUT/tpmrs.ko
+export TPMRS_KO
+out=$TPMRS_OUT/chip-select.tap
+n=0
+: >"$out"
+t() { # t NAME COMMAND...
+	local name=$1; shift
+	n=$((n + 1))
+	if "$@" >"$TPMRS_OUT/chip-select-$n.log" 2>&1; then
+		echo "ok $n - chip_select.$name" >>"$out"
+	else
+		echo "not ok $n - chip_select.$name" >>"$out"
+		sed 's/^/# /' "$TPMRS_OUT/chip-select-$n.log" >>"$out"
+	fi
+}
+version() { cat "/sys/class/tpm/$1/tpm_version_major" 2>/dev/null; }
+
+t tpm0_is_tpm12 test "$(version tpm0)" = 1
+mkdir -p /tmp/vtpm
+swtpm chardev --vtpm-proxy --tpm2 --tpmstate dir=/tmp/vtpm --daemon --pid file=/tmp/vtpm/pid \
+	>"$TPMRS_OUT/swtpm-vtpm.log" 2>&1
+for _ in $(seq 1 100); do [ -e /sys/class/tpm/tpm1 ] && break; sleep 0.1; done
+t tpm1_is_a_vtpm_tpm2 test "$(version tpm1)" = 2
+t insmod_takes_tpm1 bash -c 'insmod "$TPMRS_KO" && dmesg | tail -n 5 | grep -q "/dev/tpmrs0 on tpm1"'
+t tpm2_tools_through_tpmrs0 env TPM2TOOLS_TCTI=device:/dev/tpmrs0 tpm2 getrandom --hex 8
+t rmmod rmmod tpmrs
+t chip0_is_refused bash -c '! insmod "$TPMRS_KO" chip=0 && dmesg | tail -n 3 | grep -q "no TPM 2.0 chip tpm0"'
+kill "$(cat /tmp/vtpm/pid)" 2>/dev/null
+echo "1..$n" >>"$out"

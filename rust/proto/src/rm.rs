@@ -13,8 +13,8 @@
 //!    finds no session slot is undone and answered [`Outcome::Exhausted`].
 //! 4. **map the response** (`respond.rs`): sessions ended, objects flushed by the TPM, new
 //!    objects and sessions adopted by the space, handle lists filtered.
-//! 5. **commit** (`txn.rs`): the sessions used are saved and the objects loaded flushed, on
-//!    every path.
+//! 5. **commit** (`commit.rs`): the sessions used are saved and the objects loaded flushed,
+//!    on every path.
 //!
 //! Nothing of a space stays loaded in the TPM between commands, so any number of spaces and
 //! objects fit. TPM2_FlushContext takes its own route after admission (`flush.rs`).
@@ -22,6 +22,7 @@
 //! `wait.rs`.
 
 mod admit;
+mod commit;
 mod flush;
 mod init;
 mod respond;

@@ -65,6 +65,7 @@ use tombstone::Tombstone;
 
 pub(crate) use end::{End, Why};
 pub(crate) use flush::FlushQueue;
+pub(crate) use gap::MAX_GAP_REPAIRS;
 
 /// Where a freed session slot goes.
 #[derive(Clone, Copy, PartialEq, Eq)]

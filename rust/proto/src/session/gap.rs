@@ -12,6 +12,10 @@ use super::super::tpm::Tpm;
 use super::registry::SessionState;
 use super::{blob_seq, End, Grant, Sessions, Why};
 
+/// Most context-gap repairs (each renews or evicts one session) for one failed command or
+/// save. More than one is needed only if a session outside tpmrs is the oldest.
+pub(crate) const MAX_GAP_REPAIRS: usize = 4;
+
 impl Sessions {
     /// One context-gap repair: renews the oldest saved session we track (load, save), or
     /// evicts it if we cannot (its blob is the client's, or the TPM has no room to load it).

@@ -1655,3 +1655,36 @@ fn first_waiter_holding_does_not_evict_early(held: usize) {
     }
     h.tpm.assert_empty();
 }
+
+/// Issue 20, item 5: a space at its session limit (`max_sessions`) is refused at once, with
+/// the RM-layer TPM_RC_SESSION_MEMORY, whoever waits and however full the budget: not held
+/// back by the FIFO gate, and not after waiting SESSION_TIMEOUT and evicting another space
+/// for nothing.
+#[test]
+fn a_space_at_its_session_limit_is_refused_before_the_queue() {
+    let config = Config {
+        session_headroom: 0,
+        max_sessions: 1,
+        ..Config::default()
+    };
+    let mut h = harness_with(2, config);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let sb = start(&mut h, &mut b).unwrap();
+    start(&mut h, &mut a).unwrap();
+    // c waits ahead: a's StartAuthSession is not held back behind it.
+    assert_eq!(start(&mut h, &mut c), Err(RmError::SessionsExhausted));
+    let tc = h.rm.wait_begin(&c, h.now, h.exhausted_rc).unwrap();
+    let r = h.exec(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    assert_eq!(r.map(|r| rc(&r)), Ok(rm(TPM_RC_SESSION_MEMORY)));
+    h.rm.wait_end(tc, h.now);
+    // Nobody waits, the budget is full: refused at once, nobody evicted.
+    let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    assert_eq!(rc(&r.unwrap()), rm(TPM_RC_SESSION_MEMORY));
+    assert_eq!(waited, 0, "refused at once");
+    assert_eq!(h.rm.stats().evictions, 0, "nobody evicted for it");
+    assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    for s in [&mut a, &mut b, &mut c] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}

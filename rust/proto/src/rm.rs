@@ -14,10 +14,12 @@
 //! 4. **map the response** (`respond.rs`): sessions ended, objects flushed by the TPM, new
 //!    objects and sessions adopted by the space, handle lists filtered.
 //! 5. **commit** (`commit.rs`): the sessions used are saved and the objects loaded flushed,
-//!    on every path.
+//!    on every path; what fails there never replaces the command's answer.
 //!
-//! Nothing of a space stays loaded in the TPM between commands, so any number of spaces and
-//! objects fit. TPM2_FlushContext takes its own route after admission (`flush.rs`).
+//! A space's objects and sessions are saved between commands, so any number of spaces and
+//! objects fit; one whose save fails on the TPM's side stays loaded until its next use
+//! (`ObjectEntry::loaded`, `SessionState::Loaded`). TPM2_FlushContext takes its own route
+//! after admission (`flush.rs`).
 //! Sessions are shared bookkeeping: see [`super::session`]. Waiting for a session slot is
 //! `wait.rs`.
 

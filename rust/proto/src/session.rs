@@ -14,7 +14,8 @@
 //!
 //! * **Strict accounting.** FlushContext, continueSession = 0 and close are intercepted, so
 //!   we know when one of our session slots is freed; a failed context save is the lazy
-//!   backup (the session is forgotten, and flushed unless the TPM says it is gone).
+//!   backup (the session is forgotten, and flushed unless the TPM says it is gone; a save
+//!   the TPM does not run leaves it loaded).
 //! * **Continuation.** At close, a session the client saved itself (TPM2_ContextSave) is not
 //!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`,
 //!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its

@@ -15,11 +15,10 @@ use super::super::session::registry::{same_session, SessionEntry, SessionState};
 use super::super::session::{blob_seq, End, Grant};
 use super::super::space::InsertError;
 use super::super::stats::bump;
-use super::tpm_io::{response_code, transmit, Reply};
-use super::txn::save_with_retries;
+use super::synth_rm;
+use super::tpm_io::{response_code, transmit, Saved};
 use super::txn::Txn;
 use super::wait::Outcome;
-use super::{synth, synth_rm};
 
 /// Whether `cc` changes the state of the sequence object it uses.
 pub(super) fn updates_sequence(cc: u32) -> bool {
@@ -27,6 +26,18 @@ pub(super) fn updates_sequence(cc: u32) -> bool {
         cc,
         TPM_CC_SEQUENCE_UPDATE | TPM_CC_SEQUENCE_COMPLETE | TPM_CC_EVENT_SEQUENCE_COMPLETE
     )
+}
+
+/// A copy of `blob`, charged to the client (the blob is an object of its space).
+fn copy_blob(blob: &[u8]) -> Result<Charged<u8>, RmError> {
+    let mut v = Charged::try_with_capacity(blob.len())?;
+    v.try_extend_from_slice(blob)?;
+    Ok(v)
+}
+
+/// Whether `blob` is the context of a sequence object.
+fn is_sequence_blob(blob: &[u8]) -> bool {
+    parse_context(blob).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE)
 }
 
 /// Whether `cc` creates a sequence object.
@@ -45,9 +56,7 @@ pub(super) fn loaded_session(command: &Command, cmd: &[u8]) -> Option<u32> {
 
 impl Txn<'_> {
     /// Stage 4: maps the response of `n` bytes in `rsp` to the command `command` (as sent:
-    /// `work`). Returns the response for the client, or [`Outcome::Exhausted`] for a
-    /// StartAuthSession whose every session the TPM could give was under a number its space
-    /// still holds dead (see [`Txn::restart_session`]).
+    /// `work`). Returns the response for the client.
     ///
     /// # Errors
     /// [`RmError::BadResponse`], [`RmError::OutOfMemory`], [`RmError::Transport`].
@@ -127,6 +136,15 @@ impl Txn<'_> {
     /// A successful command returned the transient object `phandle`: save it as a new object
     /// of the space and patch its virtual handle into the response. `client_blob` is the
     /// context the client loaded (TPM2_ContextLoad), which can be kept as it is.
+    ///
+    /// The TPM has run the command: its answer stands whatever happens to the save. A save
+    /// that fails on the TPM's side (warnings on every try, another error, the transport)
+    /// keeps the object loaded without a blob ([`ObjectEntry::loaded`]), to be saved after
+    /// its next use or flushed at close; answered with a warning instead, the client would
+    /// run the command again with the nonces it already used (TPM_RC_AUTH_FAIL). A flush
+    /// that does not go through is settled or queued.
+    ///
+    /// [`ObjectEntry::loaded`]: super::super::space::ObjectEntry::loaded
     fn adopt_object(
         &mut self,
         cc: u32,
@@ -136,58 +154,50 @@ impl Txn<'_> {
         len: usize,
     ) -> Result<usize, RmError> {
         self.st.handed_out(phandle);
-        let pending = &mut self.st.pending;
         if self.space.objects().len() >= self.config.max_objects {
-            self.io.flush_or_queue(self.tpm, pending, phandle)?;
+            let _ = self
+                .io
+                .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
             return synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY);
         }
         let (blob, sequence) = match client_blob {
-            Some(b) => {
-                let mut v = match Charged::try_with_capacity(b.len()) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                        return Err(e.into());
-                    }
-                };
-                if v.try_extend_from_slice(b).is_err() {
-                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                    return Err(RmError::OutOfMemory);
+            Some(b) => (Some(copy_blob(b)), is_sequence_blob(b)),
+            None => match self.io.save(self.tpm, phandle) {
+                Ok(Saved::Done) => {
+                    let b = self.io.last_blob();
+                    let seq = starts_sequence(cc) || b.is_ok_and(is_sequence_blob);
+                    (Some(b.and_then(copy_blob)), seq)
                 }
-                let seq =
-                    parse_context(b).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE);
-                (v, seq)
-            }
-            None => {
-                let saved = match save_with_retries(self.io, self.tpm, phandle) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Still loaded (a save flushes nothing): ours to flush later.
-                        let _ = pending.certain.try_push(phandle);
-                        return Err(e);
-                    }
-                };
-                if let Reply::Rc(rc) = saved {
-                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                    return synth(rsp, &mut self.io.stats, rc);
-                }
-                let v = match self.io.saved_blob() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                        return Err(e);
-                    }
-                };
-                let seq = starts_sequence(cc)
-                    || parse_context(&v).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE);
-                (v, seq)
-            }
+                // Not saved: still loaded (a save flushes nothing).
+                Ok(_) | Err(_) => (None, starts_sequence(cc)),
+            },
         };
-        self.io.flush_or_queue(self.tpm, pending, phandle)?;
-        match self
+        let (blob, loaded) = match blob {
+            Some(Ok(b)) => {
+                // A flush that fails is settled or queued: the object is saved.
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                (Some(b), None)
+            }
+            // No memory for the blob: the client's memory cgroup refused it, nothing is kept.
+            Some(Err(e)) => {
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                return Err(e);
+            }
+            None => (None, Some(phandle)),
+        };
+        let inserted = self
             .space
-            .insert_object(blob, sequence, self.config.max_objects)
-        {
+            .insert_object(blob, loaded, sequence, self.config.max_objects);
+        if inserted.is_err() && loaded.is_some() {
+            let _ = self
+                .io
+                .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+        }
+        match inserted {
             Ok(vhandle) => {
                 put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
                 Ok(len)

@@ -139,10 +139,36 @@ impl Io {
         Ok(Reply::Done(()))
     }
 
+    /// TPM2_ContextSave of `handle`, tried again while the TPM answers a warning that says
+    /// "not executed", up to [`MAX_SAVE_TRIES`] tries in all; TPM_RC_CONTEXT_GAP is not tried
+    /// again (a repair must come first). On [`Saved::Done`], [`Io::last_blob`] has the blob.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`], [`RmError::BadResponse`], [`RmError::OutOfMemory`].
+    pub(crate) fn save(&mut self, tpm: &mut dyn Tpm, handle: u32) -> Result<Saved, RmError> {
+        for _ in 0..MAX_SAVE_TRIES {
+            match self.context_save(tpm, handle)? {
+                Reply::Done(()) => return Ok(Saved::Done),
+                Reply::Rc(TPM_RC_CONTEXT_GAP) => return Ok(Saved::Gap),
+                Reply::Rc(rc) if is_not_executed_rc(rc) => {}
+                Reply::Rc(rc) => return Ok(Saved::Rc(rc)),
+            }
+        }
+        Ok(Saved::NotRun)
+    }
+
+    /// The blob of the last successful [`Io::context_save`].
+    ///
+    /// # Errors
+    /// [`RmError::BadResponse`] if the last response holds none.
+    pub(crate) fn last_blob(&self) -> Result<&[u8], RmError> {
+        context_save_blob(self.last()).map_err(|_| RmError::BadResponse)
+    }
+
     /// The blob of the last successful [`Io::context_save`], copied.
     /// Charged to the client (the blob is an object's or a session's of its space).
     pub(crate) fn saved_blob(&self) -> Result<Charged<u8>, RmError> {
-        let b = context_save_blob(self.last()).map_err(|_| RmError::BadResponse)?;
+        let b = self.last_blob()?;
         let mut v = Charged::try_with_capacity(b.len())?;
         v.try_extend_from_slice(b)?;
         Ok(v)
@@ -243,6 +269,23 @@ impl Io {
         }
         Ok(false)
     }
+}
+
+/// Most tries of one ContextSave of ours that the TPM does not run (see [`Io::save`]).
+const MAX_SAVE_TRIES: usize = 3;
+
+/// How a ContextSave of ours went ([`Io::save`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// Saved: [`Io::last_blob`] has the context.
+    Done,
+    /// Not run on any try (a warning that says so): what it named is as it was, still
+    /// loaded.
+    NotRun,
+    /// TPM_RC_CONTEXT_GAP: the oldest saved context must be renewed first.
+    Gap,
+    /// Any other response code.
+    Rc(u32),
 }
 
 /// How a FlushContext of ours went.

@@ -4,9 +4,10 @@
 //! `respond`; stage 5, the commit (save the sessions used, flush the objects loaded), in
 //! `commit`.
 //!
-//! Nothing of a space stays loaded in the TPM between commands: whatever a stage loaded is
-//! recorded in [`Loaded`], and [`Txn::commit`] saves or flushes it on every path, early
-//! answers and errors included.
+//! Whatever a stage loaded is recorded in [`Loaded`], and [`Txn::commit`] saves or flushes
+//! it on every path, early answers and errors included. An object or session of a space
+//! may be loaded between commands (its save failed on the TPM's side: `ObjectEntry::loaded`,
+//! `SessionState::Loaded`): the next command that names it uses it where it is.
 
 use core::ops::ControlFlow;
 
@@ -185,7 +186,13 @@ impl<'a> Txn<'a> {
                         continue;
                     }
                     let sequence = obj.sequence;
-                    match self.io.context_load(self.tpm, &obj.blob)? {
+                    let Some(blob) = obj.blob.as_ref() else {
+                        // Neither saved nor loaded: cannot happen. Gone.
+                        self.space.remove_object(h);
+                        let rc = rc_handle_at_handle(pos(i));
+                        return respond(synth_rm(rsp, &mut self.io.stats, rc));
+                    };
+                    match self.io.context_load(self.tpm, blob)? {
                         Reply::Done(p) => {
                             self.st.handed_out(p);
                             self.loaded.objects.add(LoadedObject {
@@ -299,6 +306,8 @@ impl<'a> Txn<'a> {
         work: &[u8],
         rsp: &mut [u8],
     ) -> Result<ControlFlow<Outcome, usize>, RmError> {
+        let cc = command.cc();
+        let owner = self.space.id();
         let mut n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
         for _ in 0..MAX_GAP_REPAIRS {
             if response_code(rsp) != TPM_RC_CONTEXT_GAP || !self.st.repair_gap(self.io, self.tpm)? {
@@ -307,7 +316,6 @@ impl<'a> Txn<'a> {
             n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
         }
         let rc = response_code(rsp);
-        let cc = command.cc();
         if is_session_exhaustion_rc(rc)
             && !self.gave_up
             && (cc == TPM_CC_START_AUTH_SESSION || loaded_session(command, work).is_some())
@@ -316,38 +324,12 @@ impl<'a> Txn<'a> {
         }
         if cc == TPM_CC_START_AUTH_SESSION
             && rc == TPM_RC_SUCCESS
-            && self
-                .st
-                .sched
-                .took_slot(self.ticket, self.space.id(), self.now)
+            && self.st.sched.took_slot(self.ticket, owner, self.now)
         {
             self.space.note_slot_taken();
         }
         Ok(ControlFlow::Continue(n))
     }
-}
-
-/// Most tries of one ContextSave of ours that the TPM answers with a warning that says
-/// "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING, ...).
-const MAX_SAVE_TRIES: usize = 3;
-
-/// TPM2_ContextSave of `h`, tried again on a "not executed" warning (but not on
-/// TPM_RC_CONTEXT_GAP, which needs a repair first).
-pub(super) fn save_with_retries(
-    io: &mut Io,
-    tpm: &mut dyn Tpm,
-    h: u32,
-) -> Result<Reply<()>, RmError> {
-    let mut r = io.context_save(tpm, h);
-    for _ in 1..MAX_SAVE_TRIES {
-        match r {
-            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => {
-                r = io.context_save(tpm, h);
-            }
-            _ => break,
-        }
-    }
-    r
 }
 
 /// A response of `n` bytes for the client is in `rsp`: the command goes no further.

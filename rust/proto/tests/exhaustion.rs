@@ -1688,3 +1688,30 @@ fn a_space_at_its_session_limit_is_refused_before_the_queue() {
     }
     h.tpm.assert_empty();
 }
+
+/// Issue 20, item 10: a client's FlushContext of its session that fails on the transport
+/// is settled like tpmrs' own flushes, while the chip is held: the TPM is asked whether the
+/// session is there. Flushed (the response was lost): the registry forgets it, the slot
+/// goes to the waiter, and the client is answered success. Not run: flushed again.
+#[test]
+fn a_client_flush_that_fails_on_the_transport_is_settled() {
+    for fault in [Fault::TransportAfter(-5), Fault::Transport(-5)] {
+        let mut h = harness(1);
+        let (mut a, mut b) = (h.space(), h.space());
+        let s = start(&mut h, &mut a).unwrap();
+        let tb = queue(&mut h, &mut b);
+        h.tpm.fail(CC_FLUSH_CONTEXT, 0, fault);
+        let r = h.exec(&mut a, &flush_context(s));
+        assert_eq!(r.map(|r| rc(&r)), Ok(0), "{fault:?}");
+        assert!(h.rm.sessions().get(s).is_none(), "{fault:?}");
+        assert!(h.tpm.sessions().is_empty(), "{fault:?}");
+        assert!(
+            h.rm.scheduler().is_reserved(tb.id()),
+            "{fault:?}: the slot is b's"
+        );
+        served(&mut h, &mut b, tb);
+        h.close(&mut a);
+        h.close(&mut b);
+        h.tpm.assert_empty();
+    }
+}

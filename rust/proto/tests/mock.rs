@@ -575,7 +575,10 @@ fn fuzzed_commands_never_panic_or_leak() {
 
 #[test]
 fn transport_error_type() {
-    assert_eq!(TransportError(-19).0, -19);
+    let e = TransportError::maybe_sent(-19);
+    assert_eq!((e.errno, e.sent), (-19, true));
+    let e = TransportError::not_sent(-12);
+    assert_eq!((e.errno, e.sent), (-12, false));
 }
 
 /// A TPM that answers a warning that means "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED,
@@ -749,5 +752,81 @@ fn a_failure_in_the_commit_never_replaces_the_answer() {
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
     assert_eq!(rc(&r), rm(rc_handle_at_session(1)));
     h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 10: a transport failure that says the command never reached the TPM (an
+/// allocation failure, say) is not one that may have: tpmrs' own ContextSave that is never
+/// sent is like a warning that says "not executed" (tried again; the session stays loaded,
+/// saved after its next use), and a client command never sent changes nothing (the errno
+/// goes back, its session is kept). Treated as "may have run", a failed allocation cost
+/// the client its session.
+#[test]
+fn failures_before_sending_lose_nothing() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    // The sign and every try of the session's save are never sent.
+    h.tpm.fail(CC_SIGN, 0, Fault::NotSent(-12));
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::NotSent(-12));
+    }
+    let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
+    let r = h.exec(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert!(h.rm.sessions().get(sess).unwrap().state.is_loaded());
+    assert_eq!(
+        h.tpm.count(CC_FLUSH_CONTEXT),
+        flushes + 1,
+        "the key's flush only"
+    );
+    assert_eq!(r, Err(RmError::NotSent(-12)));
+    assert_eq!(RmError::NotSent(-12).to_errno(), -12);
+    // Its next use finds it loaded and saves it.
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert!(h.rm.sessions().get(sess).unwrap().state.is_saved());
+    // A flush of ours never sent is queued as certain, without asking the TPM, and sent
+    // again before the next command.
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::NotSent(-12));
+    let caps = h.tpm.count(CC_GET_CAPABILITY);
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(h.tpm.count(CC_GET_CAPABILITY), caps, "nothing to ask");
+    assert_eq!(h.rm.pending_flushes().len(), 1);
+    h.success(&mut s, &get_random(4));
+    assert!(h.rm.pending_flushes().is_empty());
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 10: a context-gap repair whose ContextLoad never reaches the TPM changes
+/// nothing: the oldest session keeps its blob (it is not evicted), and the session whose
+/// save ran into the gap stays loaded, saved after its next use.
+#[test]
+fn a_gap_repair_never_sent_evicts_nobody() {
+    let mut h = harness();
+    let (mut a, mut b) = (h.space(), h.space());
+    let sa = new_session(&mut h, &mut a);
+    let sb = new_session(&mut h, &mut b);
+    // b's next save meets the gap; the repair's ContextLoad of sa is never sent.
+    h.tpm.gap_max = Some(1);
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::NotSent(-12));
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    h.success(&mut b, &policy_password(sb));
+    assert_eq!(
+        h.tpm.count(CC_CONTEXT_LOAD),
+        loads + 2,
+        "sb's, then the repair's of sa"
+    );
+    assert_eq!(h.rm.stats().evictions, 0);
+    assert_eq!(h.rm.stats().gap_repairs, 0, "none done");
+    assert!(h.rm.sessions().get(sa).unwrap().state.is_saved());
+    assert!(h.rm.sessions().get(sb).unwrap().state.is_loaded());
+    h.tpm.gap_max = None;
+    h.success(&mut b, &policy_password(sb));
+    h.success(&mut a, &policy_password(sa));
+    h.close(&mut a);
+    h.close(&mut b);
     h.tpm.assert_empty();
 }

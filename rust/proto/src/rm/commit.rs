@@ -51,7 +51,7 @@ impl Txn<'_> {
 
     /// Saves session `h` (loaded for this command) and records its blob. False if the save
     /// failed with TPM_RC_CONTEXT_GAP (the session is still loaded). A save the TPM does not
-    /// run (TPM_RC_RETRY, ...) on every try leaves the session as it was:
+    /// run (TPM_RC_RETRY, ..., or never sent) on every try leaves the session as it was:
     /// loaded, and saved after its next use. Any other failure ends it: gone from the TPM
     /// (a handle error), or flushed.
     fn save_session(&mut self, h: u32) -> bool {
@@ -86,11 +86,13 @@ impl Txn<'_> {
 
     /// Saves session `h` whose save met TPM_RC_CONTEXT_GAP: repairs the gap and tries
     /// again, up to [`MAX_GAP_REPAIRS`] times; a session that still cannot be saved is
-    /// flushed.
+    /// flushed. A repair that never reached
+    /// the TPM changed nothing: the session stays loaded, saved after its next use.
     fn save_after_gap(&mut self, h: u32) {
         for _ in 0..MAX_GAP_REPAIRS {
             match self.st.repair_gap(self.io, self.tpm) {
                 Ok(true) => {}
+                Err(RmError::NotSent(_)) => return,
                 Ok(false) | Err(_) => break,
             }
             if self.save_session(h) {

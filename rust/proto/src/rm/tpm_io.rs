@@ -31,8 +31,9 @@ pub(crate) enum Reply<T> {
 /// commands are counted.
 ///
 /// # Errors
-/// [`RmError::Transport`] if the transport failed, [`RmError::BadResponse`] if the response
-/// is not framed as one.
+/// [`RmError::Transport`] if the transport failed ([`RmError::NotSent`] if the command
+/// certainly did not reach the TPM), [`RmError::BadResponse`] if the response is not framed
+/// as one.
 pub(crate) fn transmit(
     stats: &mut Stats,
     tpm: &mut dyn Tpm,
@@ -44,7 +45,11 @@ pub(crate) fn transmit(
         Ok(n) => n,
         Err(e) => {
             bump(&mut stats.transport_errors);
-            return Err(RmError::Transport(e.0));
+            return Err(if e.sent {
+                RmError::Transport(e.errno)
+            } else {
+                RmError::NotSent(e.errno)
+            });
         }
     };
     let r = rsp.get(..n).ok_or(RmError::BadResponse)?;
@@ -139,19 +144,23 @@ impl Io {
         Ok(Reply::Done(()))
     }
 
-    /// TPM2_ContextSave of `handle`, tried again while the TPM answers a warning that says
-    /// "not executed", up to [`MAX_SAVE_TRIES`] tries in all; TPM_RC_CONTEXT_GAP is not tried
-    /// again (a repair must come first). On [`Saved::Done`], [`Io::last_blob`] has the blob.
+    /// TPM2_ContextSave of `handle`, tried again while the TPM does not run it (a warning
+    /// that says "not executed", or a transport failure before the command reached the
+    /// TPM), up to [`MAX_SAVE_TRIES`] tries in all; TPM_RC_CONTEXT_GAP is not tried again
+    /// (a repair must come first). On [`Saved::Done`], [`Io::last_blob`] has the blob.
     ///
     /// # Errors
-    /// [`RmError::Transport`], [`RmError::BadResponse`], [`RmError::OutOfMemory`].
+    /// [`RmError::Transport`] if the transport failed after the command may have reached
+    /// the TPM, [`RmError::BadResponse`], [`RmError::OutOfMemory`].
     pub(crate) fn save(&mut self, tpm: &mut dyn Tpm, handle: u32) -> Result<Saved, RmError> {
         for _ in 0..MAX_SAVE_TRIES {
-            match self.context_save(tpm, handle)? {
-                Reply::Done(()) => return Ok(Saved::Done),
-                Reply::Rc(TPM_RC_CONTEXT_GAP) => return Ok(Saved::Gap),
-                Reply::Rc(rc) if is_not_executed_rc(rc) => {}
-                Reply::Rc(rc) => return Ok(Saved::Rc(rc)),
+            match self.context_save(tpm, handle) {
+                Ok(Reply::Done(())) => return Ok(Saved::Done),
+                Ok(Reply::Rc(TPM_RC_CONTEXT_GAP)) => return Ok(Saved::Gap),
+                Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => {}
+                Ok(Reply::Rc(rc)) => return Ok(Saved::Rc(rc)),
+                Err(RmError::NotSent(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(Saved::NotRun)
@@ -186,32 +195,40 @@ impl Io {
         })
     }
 
-    /// Flushes `handle` and says how it went. A transport failure leaves it unknown whether
-    /// the TPM ran the flush; the caller still holds the chip, so nobody else has used the
-    /// TPM since, and the TPM is asked at once whether the handle is there (then flushed
-    /// again): only if it cannot be asked does the flush stay [`Flushed::Unknown`]. The
-    /// transport error is returned with the verdict.
+    /// Flushes `handle` and says how it went. A transport failure after the command may
+    /// have reached the TPM leaves it unknown whether the TPM ran the flush: see
+    /// [`Io::settle_flush`]. One before it reached the TPM is like a warning that says "not
+    /// executed" ([`Flushed::NotExecuted`], no error).
     pub(crate) fn flush_settled(
         &mut self,
         tpm: &mut dyn Tpm,
         handle: u32,
     ) -> (Flushed, Result<(), RmError>) {
-        let err = match self.flush(tpm, handle) {
-            Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => return (Flushed::NotExecuted, Ok(())),
+        match self.flush(tpm, handle) {
+            Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => (Flushed::NotExecuted, Ok(())),
+            Err(RmError::NotSent(_)) => (Flushed::NotExecuted, Ok(())),
             // Done, or an error that says the handle is gone.
-            Ok(_) => return (Flushed::Done, Ok(())),
-            Err(e) => e,
-        };
-        let verdict = match self.handle_present(tpm, handle) {
+            Ok(_) => (Flushed::Done, Ok(())),
+            Err(e) => (self.settle_flush(tpm, handle), Err(e)),
+        }
+    }
+
+    /// A FlushContext of `handle` (ours or a client's) failed on the transport after it may
+    /// have reached the TPM. The caller still holds the chip, so nobody else has used the
+    /// TPM since: the TPM is asked at once whether the handle is there, and if it is, it is
+    /// flushed again. Only if the TPM cannot be asked does the flush stay
+    /// [`Flushed::Unknown`].
+    pub(crate) fn settle_flush(&mut self, tpm: &mut dyn Tpm, handle: u32) -> Flushed {
+        match self.handle_present(tpm, handle) {
             Ok(false) => Flushed::Done,
             Ok(true) => match self.flush(tpm, handle) {
                 Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => Flushed::NotExecuted,
+                Err(RmError::NotSent(_)) => Flushed::NotExecuted,
                 Ok(_) => Flushed::Done,
                 Err(_) => Flushed::Unknown,
             },
             Err(_) => Flushed::Unknown,
-        };
-        (verdict, Err(err))
+        }
     }
 
     /// Flushes `handle`; if the flush is not over, queues it in `queue` (see
@@ -279,8 +296,8 @@ const MAX_SAVE_TRIES: usize = 3;
 pub(crate) enum Saved {
     /// Saved: [`Io::last_blob`] has the context.
     Done,
-    /// Not run on any try (a warning that says so): what it named is as it was, still
-    /// loaded.
+    /// Not run on any try (a warning that says so, or the command never reached the TPM):
+    /// what it named is as it was, still loaded.
     NotRun,
     /// TPM_RC_CONTEXT_GAP: the oldest saved context must be renewed first.
     Gap,

@@ -299,7 +299,7 @@ impl<'a> Txn<'a> {
     /// of a session, that finds no slot is undone: `Outcome::Exhausted`.
     ///
     /// # Errors
-    /// [`RmError::Transport`], [`RmError::BadResponse`].
+    /// [`RmError::Transport`], [`RmError::NotSent`], [`RmError::BadResponse`].
     pub(super) fn transmit(
         &mut self,
         command: &Command,

@@ -13,8 +13,11 @@ use tpmrs_proto::{Tpm, TransportError};
 pub enum Fault {
     /// Answer this response code without executing.
     Rc(u32),
-    /// Fail on the transport without executing.
+    /// Fail on the transport without executing (the RM cannot tell: it may have run).
     Transport(i32),
+    /// Fail on the transport before the command reaches the TPM (an allocation failure,
+    /// say), and say so.
+    NotSent(i32),
     /// Execute, then fail on the transport (the response is lost).
     TransportAfter(i32),
     /// Answer a malformed response.
@@ -441,7 +444,7 @@ impl Tpm for FakeTpm {
         let cc = u32::from_be_bytes(cmd[6..10].try_into().unwrap());
         self.log.push(cc);
         if self.down {
-            return Err(TransportError(-19));
+            return Err(TransportError::maybe_sent(-19));
         }
         let mut fault = None;
         if let Some(i) = self.rules.iter().position(|r| r.cc == cc) {
@@ -454,10 +457,11 @@ impl Tpm for FakeTpm {
         let out = match fault {
             None => self.execute(cmd),
             Some(Fault::Rc(rc)) => Self::rsp(rc, &[]),
-            Some(Fault::Transport(e)) => return Err(TransportError(e)),
+            Some(Fault::Transport(e)) => return Err(TransportError::maybe_sent(e)),
+            Some(Fault::NotSent(e)) => return Err(TransportError::not_sent(e)),
             Some(Fault::TransportAfter(e)) => {
                 self.execute(cmd);
-                return Err(TransportError(e));
+                return Err(TransportError::maybe_sent(e));
             }
             Some(Fault::Garbage) => vec![0x80, 0x01, 0, 0, 0, 99, 0, 0, 0, 0],
         };

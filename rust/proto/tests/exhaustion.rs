@@ -1689,6 +1689,43 @@ fn a_space_at_its_session_limit_is_refused_before_the_queue() {
     h.tpm.assert_empty();
 }
 
+/// The blob of `h` that tpmrs holds: where it is allocated, and a copy.
+fn held_blob(h: &Harness<FakeTpm>, s: u32) -> (*const u8, Vec<u8>) {
+    match &h.rm.sessions().get(s).unwrap().state {
+        SessionState::SavedByRm(b) => (b.as_ptr(), b.to_vec()),
+        _ => panic!("{s:#x} is not saved by tpmrs"),
+    }
+}
+
+/// Issue 20, item 10: a context-gap repair renews another space's session blob in the
+/// blob's own allocation, so nothing is charged to the memory cgroup of the client whose
+/// command ran into the gap.
+#[test]
+fn gap_repair_renews_a_blob_in_its_own_allocation() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(6);
+    let (mut a, mut b) = (h.space(), h.space());
+    let sa = start(&mut h, &mut a).unwrap();
+    let sb = start(&mut h, &mut b).unwrap();
+    let (at, before) = held_blob(&h, sa);
+    // Until the first repair (a second one could land in a freed allocation again).
+    for _ in 0..20 {
+        if h.rm.stats().gap_repairs > 0 {
+            break;
+        }
+        assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    }
+    assert_eq!(h.rm.stats().gap_repairs, 1);
+    assert_eq!(h.rm.stats().evictions, 0);
+    let (at_after, after) = held_blob(&h, sa);
+    assert_ne!(after, before, "renewed");
+    assert_eq!(at_after, at, "in the same allocation");
+    assert_eq!(use_rc(&mut h, &mut a, sa), 0);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
 /// Issue 20, item 10: a client's FlushContext of its session that fails on the transport
 /// is settled like tpmrs' own flushes, while the chip is held: the TPM is asked whether the
 /// session is there. Flushed (the response was lost): the registry forgets it, the slot

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! TPM_RC_CONTEXT_GAP: the oldest saved session holds the TPM's context counter back.
-//! One repair renews it (load, save again: a new sequence number) or, when it cannot be
-//! renewed, evicts it. A renewal whose save the TPM does not run leaves the session loaded,
-//! where it holds no gap back.
+//! One repair renews it (load, save again: a new sequence number, copied into the blob's own
+//! allocation) or, when it cannot be renewed, evicts it. A renewal whose save the TPM does
+//! not run leaves the session loaded, where it holds no gap back.
 
 use super::super::constants::*;
 use super::super::error::RmError;
@@ -89,11 +89,12 @@ impl Sessions {
         }
         match io.save(tpm, h) {
             Ok(Saved::Done) => {
-                if let Ok(blob) = io.saved_blob() {
-                    if let Some(e) = self.registry.get_mut(h) {
-                        e.saved_seq = blob_seq(&blob);
-                        e.state = SessionState::SavedByRm(blob);
-                        return Ok(true);
+                if let Some(e) = self.registry.get_mut(h) {
+                    if let SessionState::SavedByRm(blob) = &mut e.state {
+                        if renew_in_place(blob, io.last_blob()) {
+                            e.saved_seq = blob_seq(blob);
+                            return Ok(true);
+                        }
                     }
                 }
                 self.evict(io, tpm, h, Grant::Queue, Why::Gap)
@@ -116,5 +117,19 @@ impl Sessions {
                 Err(e)
             }
         }
+    }
+}
+
+/// Copies the renewed context `new` over `blob`, in its own allocation: the session may be
+/// another space's, and a new allocation would be charged to the memory cgroup of the
+/// client whose command ran into the gap. False (nothing copied) if the lengths differ or
+/// the TPM's answer holds no context: then it cannot be renewed.
+fn renew_in_place(blob: &mut [u8], new: Result<&[u8], RmError>) -> bool {
+    match new {
+        Ok(new) if new.len() == blob.len() => {
+            blob.copy_from_slice(new);
+            true
+        }
+        _ => false,
     }
 }

@@ -14,8 +14,8 @@
 //!
 //! * **Strict accounting.** FlushContext, continueSession = 0 and close are intercepted, so
 //!   we know when one of our session slots is freed; a failed context save is the lazy
-//!   backup (the session is forgotten, and flushed unless the TPM says it is gone; a save
-//!   the TPM does not run leaves it loaded).
+//!   backup (the session is forgotten, and flushed with a tombstone unless the TPM says it
+//!   is gone; a save the TPM does not run leaves it loaded).
 //! * **Continuation.** At close, a session the client saved itself (TPM2_ContextSave) is not
 //!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`,
 //!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its
@@ -28,8 +28,9 @@
 //!   our own load of a session), the command is undone and `Rm::execute` answers
 //!   `Outcome::Exhausted`; the caller queues (see [`scheduler`] for the policy and
 //!   `Rm::step` for how to drive it).
-//! * **Evicted sessions.** A session flushed by force (for a waiter, or to close a context
-//!   gap) leaves a *tombstone* in its owner's name. The owner's first reference to that
+//! * **Evicted sessions.** A session flushed by force (for a waiter, to close a context gap,
+//!   or because it could not be saved after its owner's command) leaves a *tombstone* in its
+//!   owner's name. The owner's first reference to that
 //!   handle afterwards -- in the handle area or the authorization area -- is answered, without
 //!   sending anything, `TPM_RC_EXPIRED` in the resource-manager layer with the position of
 //!   the handle (e.g. 0x000B01A3 for handle 1, 0x000B09A3 for session 1); a FlushContext of

@@ -10,7 +10,9 @@ use common::marshal::*;
 use common::rc::*;
 use common::Harness;
 use tpmrs_proto::space::Gathering;
-use tpmrs_proto::{Config, Request, RmError, SessionState, Space, Step, Ticket, WaitStep};
+use tpmrs_proto::{
+    Config, Event, EvictReason, Request, RmError, SessionState, Space, Step, Ticket, WaitStep,
+};
 
 const LAYER: u32 = 0xB_0000;
 const MS: u64 = 1_000_000;
@@ -1687,6 +1689,72 @@ fn a_space_at_its_session_limit_is_refused_before_the_queue() {
         h.close(s);
     }
     h.tpm.assert_empty();
+}
+
+/// Issue 20, item 6: a session that cannot be saved after its owner's command succeeded
+/// (a ContextSave error other than a warning that says "not executed") is flushed like an
+/// eviction: a tombstone, traced, and its owner told TPM_RC_EXPIRED at its next use. If
+/// the TPM hands the number back to the same space, the space's new session gets another
+/// one, so the old reference never reaches it.
+#[test]
+fn a_session_that_cannot_be_saved_leaves_a_tombstone() {
+    let mut h = harness(4);
+    let mut a = h.space();
+    let s = start(&mut h, &mut a).unwrap();
+    h.rm.clear_events();
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x12E)); // TPM_RC_TOO_MANY_CONTEXTS
+    assert_eq!(use_rc(&mut h, &mut a, s), 0, "the command's answer stands");
+    assert!(h.rm.sessions().get(s).is_none());
+    assert!(!h.tpm.sessions().contains(&s), "flushed");
+    assert_eq!(h.rm.stats().evictions, 1);
+    assert_eq!(h.rm.evictions_of(a.id()), 1);
+    assert!(h.rm.events().contains(&Event::Evict {
+        handle: s,
+        victim: a.id(),
+        waiter: 0,
+        reason: EvictReason::Unsaved,
+    }));
+    // The TPM's lowest free number is s again: a's new session gets another.
+    let new = start(&mut h, &mut a).unwrap();
+    assert_ne!(new, s);
+    assert_eq!(use_rc(&mut h, &mut a, s), expired_s(1));
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    h.close(&mut a);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 6: a session whose save after its owner's command meets a context gap
+/// that cannot be repaired (the oldest context is a session outside tpmrs) is evicted for
+/// the gap, with a tombstone: its owner is told TPM_RC_EXPIRED, not "unknown handle".
+#[test]
+fn a_session_lost_to_an_unrepairable_gap_leaves_a_tombstone() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(4);
+    h.tpm.external_session(); // the oldest: we cannot renew it
+    let mut a = h.space();
+    let sa = start(&mut h, &mut a).unwrap();
+    h.rm.clear_events();
+    for _ in 0..5 {
+        if h.rm.sessions().get(sa).is_none() {
+            break;
+        }
+        assert_eq!(use_rc(&mut h, &mut a, sa), 0, "the command's answer stands");
+    }
+    assert!(h.rm.sessions().get(sa).is_none(), "lost to the gap");
+    assert!(!h.tpm.sessions().contains(&sa), "flushed, not leaked");
+    assert!(h.rm.events().contains(&Event::Evict {
+        handle: sa,
+        victim: a.id(),
+        waiter: 0,
+        reason: EvictReason::ContextGap,
+    }));
+    h.tpm.gap_max = None;
+    let new = start(&mut h, &mut a).unwrap();
+    assert_ne!(new, sa);
+    assert_eq!(use_rc(&mut h, &mut a, sa), expired_s(1));
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    h.close(&mut a);
+    assert_eq!(h.tpm.sessions().len(), 1, "the external session");
 }
 
 /// The blob of `h` that tpmrs holds: where it is allocated, and a copy.

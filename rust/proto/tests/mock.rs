@@ -737,7 +737,8 @@ fn a_full_space_cannot_take_an_abandoned_session() {
 
 /// Issue 20, item 8: nothing that fails after the TPM ran the client's command takes the
 /// place of its answer. Here the session's save fails on the transport: the sign's answer
-/// stands; the session, which could not be saved, is flushed.
+/// stands; the session, which could not be saved, is flushed with a tombstone (its next
+/// use is answered TPM_RC_EXPIRED).
 #[test]
 fn a_failure_in_the_commit_never_replaces_the_answer() {
     let mut h = harness();
@@ -750,7 +751,7 @@ fn a_failure_in_the_commit_never_replaces_the_answer() {
     assert!(h.rm.sessions().get(sess).is_none());
     h.tpm.assert_empty_sessions_and(0);
     let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
-    assert_eq!(rc(&r), rm(rc_handle_at_session(1)));
+    assert_eq!(rc(&r), rm(rc_at_session(TPM_RC_EXPIRED, 1)));
     h.close(&mut s);
     h.tpm.assert_empty();
 }

@@ -4,13 +4,13 @@
 //!
 //! The TPM has run the command (or it never got that far): nothing here changes its answer.
 //! What cannot be committed is settled or queued (flushes), left loaded (a session or object
-//! whose save fails on the TPM's side), or ended (a session that cannot be saved is
-//! flushed).
+//! whose save fails on the TPM's side), or ended with a tombstone (a session that cannot
+//! be saved is flushed, and its owner told at its next use, like an eviction).
 
 use super::super::constants::is_handle_rc;
 use super::super::error::RmError;
 use super::super::session::registry::SessionState;
-use super::super::session::{blob_seq, End, Grant, MAX_GAP_REPAIRS};
+use super::super::session::{blob_seq, End, Grant, Why, MAX_GAP_REPAIRS};
 use super::tpm_io::Saved;
 use super::txn::{List, Loaded, LoadedObject, Txn, MAX_TXN_SESSIONS};
 use super::wait::Outcome;
@@ -53,7 +53,7 @@ impl Txn<'_> {
     /// failed with TPM_RC_CONTEXT_GAP (the session is still loaded). A save the TPM does not
     /// run (TPM_RC_RETRY, ..., or never sent) on every try leaves the session as it was:
     /// loaded, and saved after its next use. Any other failure ends it: gone from the TPM
-    /// (a handle error), or flushed.
+    /// (a handle error), or flushed with a tombstone in its owner's name.
     fn save_session(&mut self, h: u32) -> bool {
         let io = &mut *self.io;
         let unsaved = match io.save(self.tpm, h) {
@@ -76,7 +76,7 @@ impl Txn<'_> {
         // A flush that does not go through is settled or queued.
         let _ = if unsaved {
             self.st
-                .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
+                .evict(self.io, self.tpm, h, Grant::Queue, Why::Unsaved)
         } else {
             self.st
                 .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)
@@ -86,7 +86,7 @@ impl Txn<'_> {
 
     /// Saves session `h` whose save met TPM_RC_CONTEXT_GAP: repairs the gap and tries
     /// again, up to [`MAX_GAP_REPAIRS`] times; a session that still cannot be saved is
-    /// flushed. A repair that never reached
+    /// evicted (flushed, with a tombstone in its owner's name). A repair that never reached
     /// the TPM changed nothing: the session stays loaded, saved after its next use.
     fn save_after_gap(&mut self, h: u32) {
         for _ in 0..MAX_GAP_REPAIRS {
@@ -100,9 +100,7 @@ impl Txn<'_> {
             }
         }
         // A flush that does not go through is settled or queued.
-        let _ = self
-            .st
-            .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue);
+        let _ = self.st.evict(self.io, self.tpm, h, Grant::Queue, Why::Gap);
     }
 
     /// Saves object `o` again if its state changed, then flushes it. A save that fails on

@@ -9,8 +9,10 @@
 //!    slots. Nothing is sent yet.
 //! 2. **map and load** (`txn.rs`): objects of the space are loaded from their saved blobs and
 //!    their physical handles patched in; sessions we hold saved are loaded.
-//! 3. **transmit** (`txn.rs`, `tpm_io.rs`): send, with context-gap repair; a command that
-//!    finds no session slot is undone and answered [`Outcome::Exhausted`].
+//! 3. **transmit** (`txn.rs`, `tpm_io.rs`): send, with context-gap repair; a
+//!    StartAuthSession of a space that lost sessions to an eviction first holds the numbers
+//!    the space holds dead (`preoccupy.rs`); a command that finds no session slot is undone
+//!    and answered [`Outcome::Exhausted`].
 //! 4. **map the response** (`respond.rs`): sessions ended, objects flushed by the TPM, new
 //!    objects and sessions adopted by the space, handle lists filtered.
 //! 5. **commit** (`commit.rs`): the sessions used are saved and the objects loaded flushed,
@@ -27,6 +29,7 @@ mod admit;
 mod commit;
 mod flush;
 mod init;
+mod preoccupy;
 mod respond;
 pub(crate) mod tpm_io;
 mod txn;

@@ -36,8 +36,8 @@
 //!   the handle (e.g. 0x000B01A3 for handle 1, 0x000B09A3 for session 1); a FlushContext of
 //!   it is answered success. Either consumes the tombstone. This holds even if the TPM has
 //!   since handed the same handle number to another space: the owner's first reference
-//!   after the eviction means the evicted session, never the other space's. If the number
-//!   comes back to the *same* space before it was told, see `tombstone`.
+//!   after the eviction means the evicted session, never the other space's. The number never
+//!   comes back to the *same* space before it was told: see `tombstone`.
 //! * **Context gap.** When a ContextSave of a session (ours or the client's, or any other
 //!   command) fails with TPM_RC_CONTEXT_GAP, the oldest saved session we track is loaded and
 //!   saved again (renewing its sequence number) and the command retried; a session whose
@@ -177,6 +177,25 @@ impl Sessions {
                 self.sched.slot_freed()
             }
             _ => {}
+        }
+    }
+
+    /// A slot of ours was freed that space `owner` cannot use now (its number is one the
+    /// space holds dead): it goes as [`Self::slot_freed`] gives a slot, to the first waiter
+    /// of another space that needs one. Given to `owner`, its command would run again at
+    /// once and find the same number.
+    pub(crate) fn slot_freed_for_others(&mut self, owner: u64) {
+        self.last_freed_ns = self.now;
+        let target = self.sched.first_waiter(|id, space, reserved| {
+            space != owner && (!reserved || self.gang_need(id, space) > 0)
+        });
+        match target {
+            Some((id, _, false)) => self.sched.reserve(id),
+            Some((_, space, true)) => {
+                // A gang without room for it: the slot stays unreserved, for the head.
+                let _ = self.sched.add_gang(space, self.now);
+            }
+            None => {}
         }
     }
 

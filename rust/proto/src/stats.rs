@@ -59,12 +59,16 @@ pub struct Stats {
     /// still in the TPM when it answered again: given up, never flushed, because by then
     /// another user of the TPM may hold the same handle.
     pub flushes_given_up: u64,
+    /// New sessions handed to a space under a number it still held dead (its old reference
+    /// then names the new session): only after its waiter gave up, since tpmrs holds those
+    /// numbers before it sends a StartAuthSession (`rm/preoccupy.rs`).
+    pub dead_numbers_handed_over: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 21] {
+    pub fn rows(&self) -> [(&'static str, u64); 22] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -87,6 +91,7 @@ impl Stats {
             ("tombstones", self.tombstones),
             ("pending_flushes", self.pending_flushes),
             ("flushes_given_up", self.flushes_given_up),
+            ("dead_numbers_handed_over", self.dead_numbers_handed_over),
         ]
     }
 }
@@ -161,6 +166,7 @@ mod tests {
             tombstones: 19,
             pending_flushes: 20,
             flushes_given_up: 21,
+            dead_numbers_handed_over: 22,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

@@ -452,9 +452,13 @@ fn reuse_hazard_handle_reissued_to_the_same_space() {
     let sd = start_evicting_then_flush(&mut h, &mut d);
     assert_eq!(sd, old, "the oldest session went to d");
     h.success(&mut c, &flush_context(s2));
-    let starts = starts_sent(&h);
+    let starts = h.tpm.starts;
     let new = start(&mut h, &mut a).unwrap();
-    assert_eq!(starts_sent(&h), starts + 2, "started once more");
+    assert_eq!(
+        h.tpm.starts,
+        (starts.0 + 2, starts.1 + 1),
+        "two of tpmrs' own (the dead number held, a clean one), the client's once"
+    );
     assert_eq!(new, s2, "the second number the TPM gave");
     assert!(
         !h.tpm.sessions().contains(&old),
@@ -493,9 +497,13 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
     start_evicting_then_flush(&mut h, &mut d);
     assert_eq!(h.rm.stats().evictions, 2, "a's whole space");
     h.success(&mut b, &flush_context(s3));
-    let starts = starts_sent(&h);
+    let starts = h.tpm.starts;
     let new = start(&mut h, &mut a).unwrap();
-    assert_eq!(starts_sent(&h), starts + 3, "started twice more");
+    assert_eq!(
+        h.tpm.starts,
+        (starts.0 + 3, starts.1 + 1),
+        "three of tpmrs' own (two dead numbers held, a clean one), the client's once"
+    );
     assert_eq!(new, s3, "the first clean number");
     assert!(!h.tpm.sessions().contains(&old1) && !h.tpm.sessions().contains(&old2));
     // Each old reference is EXPIRED once (nothing sent); the new one is a's.
@@ -511,20 +519,23 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
 }
 
 #[test]
-fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
-    // The same, with one slot: the second start finds no slot, so the new session is
-    // flushed and a waits like a command the TPM refused, evicting nobody (b holds
-    // nothing). Only SESSION_TIMEOUT after its session was evicted (its wait counts from
-    // there), with nothing tpmrs could free, does it give up waiting: then it gets the
-    // number itself and its old reference is forgotten (it names the new session now).
+fn reuse_hazard_without_a_second_slot_waits_and_never_gets_its_dead_number() {
+    // The same, with one slot: tpmrs holds a's dead number, and the next start finds no
+    // slot, so a's command is not sent and waits like one the TPM refused, evicting nobody
+    // (b holds nothing). SESSION_TIMEOUT after its session was evicted (its wait counts from
+    // there), with nothing tpmrs could free, it gives up waiting: it is sent once, with the
+    // dead number still held, and gets the TPM's answer, never the number its old reference
+    // names (issue 20, items 3 and 4; it used to be handed over, its old reference
+    // forgotten).
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
     start_evicting_then_flush(&mut h, &mut b);
     let evictions = h.rm.stats().evictions;
     let evicted_by = h.now;
+    let starts = h.tpm.starts;
     let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
-    let new = rhandle(&r.unwrap());
+    assert_eq!(rc(&r.unwrap()), 0x905, "the TPM's answer");
     // Its wait counts from the eviction of its session (during b's start, one command of
     // 1 ms before `evicted_by`), not from its request.
     assert!(
@@ -533,11 +544,17 @@ fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
         h.now - evicted_by
     );
     assert!(waited < T, "waited {waited}");
-    assert_eq!(new, old);
+    assert_eq!(
+        h.tpm.starts.1 - starts.1,
+        1,
+        "the client's command was sent once, when it gave up"
+    );
     assert_eq!(h.rm.stats().evictions, evictions, "nobody evicted");
-    assert_eq!(h.tpm.sessions(), vec![new]);
-    assert_eq!(use_rc(&mut h, &mut a, new), 0);
-    assert_eq!(h.rm.stats().tombstones, 0);
+    assert_eq!(h.rm.stats().dead_numbers_handed_over, 0);
+    assert_eq!(h.tpm.sessions(), vec![]);
+    // a is still told, and then gets its number back, clean.
+    assert_eq!(use_rc(&mut h, &mut a, old), expired_s(1));
+    assert_eq!(start(&mut h, &mut a), Ok(old));
     h.close(&mut a);
     h.close(&mut b);
     h.tpm.assert_empty();

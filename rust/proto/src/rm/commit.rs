@@ -29,6 +29,12 @@ impl Txn<'_> {
     }
 
     fn save_and_flush(&mut self) {
+        // Numbers held for a StartAuthSession: their slots go to other spaces' waiters
+        // unless it took a session (then they were free before it, and whoever they were
+        // given to keeps them).
+        let mut held = self.loaded.held;
+        let owner = self.space.id();
+        held.release(self.io, self.st, self.tpm, (!self.started).then_some(owner));
         let mut gap: List<u32, MAX_TXN_SESSIONS> = List::new();
         let used = self.loaded.sessions;
         for h in used.iter() {

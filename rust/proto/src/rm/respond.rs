@@ -11,7 +11,7 @@ use super::super::constants::*;
 use super::super::context::{context_save_blob, parse_context};
 use super::super::error::RmError;
 use super::super::platform::Charged;
-use super::super::session::registry::{same_session, SessionEntry, SessionState};
+use super::super::session::registry::{SessionEntry, SessionState};
 use super::super::session::{blob_seq, End, Grant};
 use super::super::space::InsertError;
 use super::super::stats::bump;
@@ -121,13 +121,7 @@ impl Txn<'_> {
                     .map(Outcome::Response);
             }
             if is_session_handle(h) {
-                // Waiting again is only for a command that rolled no session of the
-                // client's: run again, it would send stale nonces.
-                let may_wait = !self.gave_up && command.sessions().is_empty();
-                return Ok(match self.adopt_session(cc, work, h, rsp, n, may_wait)? {
-                    Some(n) => Outcome::Response(n),
-                    None => Outcome::Exhausted { rc: None },
-                });
+                return self.adopt_session(cc, h, n).map(Outcome::Response);
             }
         }
         Ok(Outcome::Response(n))
@@ -212,27 +206,21 @@ impl Txn<'_> {
     /// abandoned at a close, or handed over by another open file -- makes the session this
     /// space's, protected from eviction for a new SESSION_TIMEOUT (admission checked the
     /// space's limit before sending).
-    fn adopt_session(
-        &mut self,
-        cc: u32,
-        work: &[u8],
-        handle: u32,
-        rsp: &mut [u8],
-        len: usize,
-        may_wait: bool,
-    ) -> Result<Option<usize>, RmError> {
+    ///
+    /// A new session under a number the space still holds dead (a tombstone): the numbers
+    /// were held before the command was sent (`preoccupy`), so only a waiter that gave up,
+    /// or a TPM that does not hand out its lowest free number, gets here. The command is
+    /// never sent again (the TPM rolled the nonces of the sessions it carries): the number
+    /// is handed over, the space's old reference forgotten (it names the new session now),
+    /// and counted (`Stats::dead_numbers_handed_over`).
+    fn adopt_session(&mut self, cc: u32, handle: u32, len: usize) -> Result<usize, RmError> {
         let owner = self.space.id();
         self.st.handed_out(handle);
-        let (handle, len) =
-            if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstone(owner, handle) {
-                match self.restart_session(work, handle, rsp, len, may_wait)? {
-                    Some(r) => r,
-                    None => return Ok(None),
-                }
-            } else {
-                (handle, len)
-            };
         let reload = cc == TPM_CC_CONTEXT_LOAD;
+        // Its owner is told: this number is the loaded (or new) session now.
+        if self.st.take_tombstone(owner, handle) && !reload {
+            bump(&mut self.io.stats.dead_numbers_handed_over);
+        }
         let previous = self.st.registry.get(handle);
         let previous_owner = previous.and_then(|e| e.owner);
         let (id, created_ns, owned_since_ns, continued) = match previous {
@@ -242,10 +230,6 @@ impl Txn<'_> {
             Some(e) if reload && e.is_live() => (e.id, e.created_ns, self.now, e.is_abandoned()),
             _ => (self.st.new_session_id(), self.now, self.now, false),
         };
-        // Its owner is told: this number is the loaded session now.
-        if reload {
-            self.st.take_tombstone(owner, handle);
-        }
         let mut entry = SessionEntry::new(handle, id, owner, self.now);
         entry.created_ns = created_ns;
         entry.owned_since_ns = owned_since_ns;
@@ -262,101 +246,7 @@ impl Txn<'_> {
             self.st.sched.session_added(owner, self.now, held);
         }
         self.loaded.sessions.add(handle);
-        Ok(Some(len))
-    }
-
-    /// The TPM gave space `owner` a new session under the number of a session evicted from
-    /// it that it has not been told about yet. Its StartAuthSession runs again while that
-    /// slot is held, so the TPM gives another number, and the first session is flushed:
-    /// the client's old reference still answers TPM_RC_EXPIRED, and a session's handle
-    /// (its Name, which enters cpHash) is never rewritten.
-    ///
-    /// The TPM hands out the lowest free number, and a space evicted whole has its old
-    /// numbers free at once: the second number is often another of its evicted ones. Such
-    /// a session is held too and the start runs again, up to [`MAX_RESTARTS`] numbers in
-    /// all, and every held one is flushed once a clean number comes. If none comes (the
-    /// TPM has no slot to spare, or the space lost more sessions than that), every held
-    /// one is flushed and the command waits for a slot like one the TPM refused (`None`)
-    /// if `may_wait`; else the first session is kept and the space's old reference
-    /// forgotten. Handed over that way, the number reached the new session from the
-    /// client's old reference: TPM_RC_AUTH_FAIL, which counts towards the
-    /// dictionary-attack lockout, once in six 20 s runs of the mixed workload on the debug
-    /// kernel.
-    fn restart_session(
-        &mut self,
-        work: &[u8],
-        first: u32,
-        rsp: &mut [u8],
-        len: usize,
-        may_wait: bool,
-    ) -> Result<Option<(u32, usize)>, RmError> {
-        let owner = self.space.id();
-        let mut held = [first; MAX_RESTARTS];
-        let mut n_held = 1;
-        let clean = loop {
-            if n_held == MAX_RESTARTS {
-                break None;
-            }
-            // Our own buffers: the client's response stays as it is if this fails.
-            let Some(cmd) = self.io.cmd.get_mut(..work.len()) else {
-                break None;
-            };
-            cmd.copy_from_slice(work);
-            let rc = match self.io.run(self.tpm, work.len()) {
-                Ok(rc) => rc,
-                Err(e) => {
-                    self.flush_held(&held[..n_held]);
-                    return Err(e);
-                }
-            };
-            let again = (rc == TPM_RC_SUCCESS)
-                .then(|| super::super::codec::get_u32(self.io.last(), TPM_HEADER_SIZE))
-                .flatten()
-                .filter(|h| {
-                    is_session_handle(*h) && !held[..n_held].iter().any(|f| same_session(*h, *f))
-                });
-            let Some(h) = again else {
-                break None;
-            };
-            self.st.handed_out(h);
-            if !self.st.has_tombstone(owner, h) {
-                break Some(h);
-            }
-            if let Some(slot) = held.get_mut(n_held) {
-                *slot = h;
-                n_held += 1;
-            }
-        };
-        let Some(h) = clean else {
-            if may_wait {
-                self.flush_held(&held[..n_held]);
-                return Ok(None);
-            }
-            // The first session stays the client's; the other held ones go.
-            self.flush_held(held.get(1..n_held).unwrap_or(&[]));
-            self.st.take_tombstone(owner, first);
-            return Ok(Some((first, len)));
-        };
-        let n = match self.io.copy_last(rsp) {
-            Ok(n) => n,
-            Err(e) => {
-                self.flush_held(&[h]);
-                self.flush_held(&held[..n_held]);
-                return Err(e);
-            }
-        };
-        // A flush that does not go through is queued (or settled); the client's answer is
-        // the clean session either way.
-        self.flush_held(&held[..n_held]);
-        Ok(Some((h, n)))
-    }
-
-    /// Flushes sessions started for a restart and not kept (see
-    /// [`Txn::restart_session`]); a flush that fails is queued.
-    fn flush_held(&mut self, held: &[u32]) {
-        for h in held {
-            let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, *h);
-        }
+        Ok(len)
     }
 
     /// A GetCapability response: a list of transient handles or sessions keeps only the
@@ -408,7 +298,3 @@ fn flushed_handle(cc: u32) -> usize {
 
 /// Most GetCapability round trips for one filtered handle list.
 const MAX_LIST_ROUNDS: usize = 16;
-
-/// Most sessions one StartAuthSession holds at once to find a number its space has no
-/// evicted session under (see `Txn::restart_session`): the client's, and seven more.
-const MAX_RESTARTS: usize = 8;

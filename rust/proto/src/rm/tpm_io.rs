@@ -6,8 +6,8 @@ use super::super::capability::{build_handle_query, first_listed_handle};
 use super::super::codec::get_u32;
 use super::super::constants::*;
 use super::super::context::{
-    build_context_load, build_context_save, build_flush_context, context_load_handle,
-    context_save_blob,
+    build_context_load, build_context_save, build_flush_context, build_hmac_session,
+    context_load_handle, context_save_blob,
 };
 use super::super::error::RmError;
 use super::super::platform::{Charged, Vec};
@@ -181,6 +181,25 @@ impl Io {
         let mut v = Charged::try_with_capacity(b.len())?;
         v.try_extend_from_slice(b)?;
         Ok(v)
+    }
+
+    /// tpmrs' own TPM2_StartAuthSession ([`build_hmac_session`]): the handle of the new
+    /// session.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] (a session may have been started, under a number nobody
+    /// knows), [`RmError::NotSent`], [`RmError::BadResponse`].
+    pub(crate) fn start_hmac_session(&mut self, tpm: &mut dyn Tpm) -> Result<Reply<u32>, RmError> {
+        // Any nonce will do: the session is never used.
+        let n = build_hmac_session(&mut self.cmd, &[0; 16]).map_err(|_| RmError::OutOfMemory)?;
+        let rc = self.run(tpm, n)?;
+        if rc != TPM_RC_SUCCESS {
+            return Ok(Reply::Rc(rc));
+        }
+        match get_u32(self.last(), TPM_HEADER_SIZE) {
+            Some(h) if is_session_handle(h) => Ok(Reply::Done(h)),
+            _ => Err(RmError::BadResponse),
+        }
     }
 
     /// TPM2_FlushContext of `handle`.

@@ -19,6 +19,7 @@ use super::super::session::registry::SessionState;
 use super::super::session::{End, Grant, Sessions, MAX_GAP_REPAIRS};
 use super::super::space::Space;
 use super::super::tpm::Tpm;
+use super::preoccupy::{Held, Preoccupied};
 use super::respond::{loaded_session, updates_sequence};
 use super::tpm_io::{response_code, transmit, Io, Reply};
 use super::wait::Outcome;
@@ -74,6 +75,8 @@ pub(super) struct Loaded {
     pub(super) objects: List<LoadedObject, MAX_HANDLES>,
     /// Sessions to save after the command (if still registered and loaded).
     pub(super) sessions: List<u32, MAX_TXN_SESSIONS>,
+    /// Numbers held for a StartAuthSession (see `preoccupy`), flushed after it.
+    pub(super) held: Held,
 }
 
 impl Loaded {
@@ -81,6 +84,7 @@ impl Loaded {
         Loaded {
             objects: List::new(),
             sessions: List::new(),
+            held: Held::new(),
         }
     }
     fn phandle_of(&self, vhandle: u32) -> Option<u32> {
@@ -111,6 +115,8 @@ pub(super) struct Txn<'a> {
     pub(super) loaded: Loaded,
     /// The command's waiter gave up: a session shortage is answered, not waited for.
     pub(super) gave_up: bool,
+    /// The command is a StartAuthSession that got a session from the TPM.
+    pub(super) started: bool,
 }
 
 impl<'a> Txn<'a> {
@@ -135,6 +141,7 @@ impl<'a> Txn<'a> {
             ticket,
             loaded: Loaded::new(),
             gave_up,
+            started: false,
         }
     }
 
@@ -294,9 +301,11 @@ impl<'a> Txn<'a> {
         Ok(ControlFlow::Continue(()))
     }
 
-    /// Stage 3: sends the mapped command. TPM_RC_CONTEXT_GAP (a warning: not executed)
-    /// renews the oldest saved session and sends again. A StartAuthSession, or a ContextLoad
-    /// of a session, that finds no slot is undone: `Outcome::Exhausted`.
+    /// Stage 3: sends the mapped command. A StartAuthSession of a space that has tombstones
+    /// first holds the numbers the space holds dead (`preoccupy`): none clean to be had, it
+    /// is not sent and waits. TPM_RC_CONTEXT_GAP (a warning: not executed) renews the oldest
+    /// saved session and sends again. A StartAuthSession, or a ContextLoad of a session,
+    /// that finds no slot is undone: `Outcome::Exhausted`.
     ///
     /// # Errors
     /// [`RmError::Transport`], [`RmError::NotSent`], [`RmError::BadResponse`].
@@ -308,6 +317,19 @@ impl<'a> Txn<'a> {
     ) -> Result<ControlFlow<Outcome, usize>, RmError> {
         let cc = command.cc();
         let owner = self.space.id();
+        if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstones(owner) {
+            // Numbers the space holds dead are held first: the command is sent once, and
+            // gets a clean number. None to be found: it waits, unsent, like one the TPM
+            // refused; a waiter that gave up is sent as it is (see `adopt_session`).
+            let held = &mut self.loaded.held;
+            if let Preoccupied::NoClean { rc } =
+                held.preoccupy(self.io, self.st, self.tpm, owner)?
+            {
+                if !self.gave_up {
+                    return Ok(ControlFlow::Break(Outcome::Exhausted { rc }));
+                }
+            }
+        }
         let mut n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
         for _ in 0..MAX_GAP_REPAIRS {
             if response_code(rsp) != TPM_RC_CONTEXT_GAP || !self.st.repair_gap(self.io, self.tpm)? {
@@ -322,10 +344,8 @@ impl<'a> Txn<'a> {
         {
             return Ok(ControlFlow::Break(Outcome::Exhausted { rc: Some(rc) }));
         }
-        if cc == TPM_CC_START_AUTH_SESSION
-            && rc == TPM_RC_SUCCESS
-            && self.st.sched.took_slot(self.ticket, owner, self.now)
-        {
+        self.started = cc == TPM_CC_START_AUTH_SESSION && rc == TPM_RC_SUCCESS;
+        if self.started && self.st.sched.took_slot(self.ticket, owner, self.now) {
             self.space.note_slot_taken();
         }
         Ok(ControlFlow::Continue(n))

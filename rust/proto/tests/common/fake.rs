@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::marshal::{Buf, Rd};
+use tpmrs_proto::context::build_hmac_session;
 use tpmrs_proto::{Tpm, TransportError};
 
 /// What to do to a matching command.
@@ -52,6 +53,9 @@ pub struct FakeTpm {
     rules: Vec<Rule>,
     /// Every command code received, in order.
     pub log: Vec<u32>,
+    /// StartAuthSessions received: tpmrs' own (the one `build_hmac_session` writes), and
+    /// the others (its clients').
+    pub starts: (usize, usize),
     /// Every transmit fails while set.
     pub down: bool,
     /// TPM_CAP_COMMANDS entries per response (exercises moreData).
@@ -103,6 +107,7 @@ impl FakeTpm {
             next_seq: 1,
             rules: Vec::new(),
             log: Vec::new(),
+            starts: (0, 0),
             down: false,
             page: 5,
             max_sessions: 64,
@@ -443,6 +448,15 @@ impl Tpm for FakeTpm {
         );
         let cc = u32::from_be_bytes(cmd[6..10].try_into().unwrap());
         self.log.push(cc);
+        if cc == 0x176 {
+            let mut own = [0u8; 64];
+            let n = build_hmac_session(&mut own, &[0; 16]).unwrap();
+            if cmd == &own[..n] {
+                self.starts.0 += 1;
+            } else {
+                self.starts.1 += 1;
+            }
+        }
         if self.down {
             return Err(TransportError::maybe_sent(-19));
         }

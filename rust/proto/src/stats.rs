@@ -37,12 +37,13 @@ pub struct Stats {
     /// Longest wait for a session slot, from `Rm::wait_begin` to `Rm::wait_end` (ns).
     pub longest_wait_ns: u64,
     /// Sessions flushed by force while their owner (or a later loader) still wanted them:
-    /// for a waiter (`Rm::evict_for`) or to close a context gap.
+    /// for a waiter (`Rm::evict_for`), to close a context gap, or because they could not be
+    /// saved after their owner's command.
     pub evictions: u64,
     /// Of `evictions`, sessions taken before SESSION_TIMEOUT to break a jam: part-sets of
     /// spaces waiting behind the evictor (see `choose_early_victim`).
     pub early_evictions: u64,
-    /// Context-gap repairs (one per session re-saved or evicted because of
+    /// Context-gap repairs (one per session re-saved, left loaded or evicted because of
     /// TPM_RC_CONTEXT_GAP).
     pub gap_repairs: u64,
     /// Abandoned sessions loaded again by a space (session continuation).
@@ -60,8 +61,10 @@ pub struct Stats {
     /// another user of the TPM may hold the same handle.
     pub flushes_given_up: u64,
     /// New sessions handed to a space under a number it still held dead (its old reference
-    /// then names the new session): only after its waiter gave up, since tpmrs holds those
-    /// numbers before it sends a StartAuthSession (`rm/preoccupy.rs`).
+    /// then names the new session). tpmrs holds those numbers before it sends a
+    /// StartAuthSession (`rm/preoccupy.rs`): only a waiter that gave up with more of them
+    /// than it holds at once, or a TPM that does not hand out its lowest free number, gets
+    /// one.
     pub dead_numbers_handed_over: u64,
 }
 

@@ -208,8 +208,9 @@ impl Txn<'_> {
     /// space's limit before sending).
     ///
     /// A new session under a number the space still holds dead (a tombstone): the numbers
-    /// were held before the command was sent (`preoccupy`), so only a waiter that gave up,
-    /// or a TPM that does not hand out its lowest free number, gets here. The command is
+    /// were held before the command was sent (`preoccupy`), so only a waiter that gave up
+    /// with more of them than tpmrs holds at once, or a TPM that does not hand out its
+    /// lowest free number, gets here. The command is
     /// never sent again (the TPM rolled the nonces of the sessions it carries): the number
     /// is handed over, the space's old reference forgotten (it names the new session now),
     /// and counted (`Stats::dead_numbers_handed_over`).

@@ -170,7 +170,7 @@ impl Tpm for ChipGuard<'_> {
         let _ = sent;
         match usize::try_from(ret) {
             Ok(len) => Ok(len),
-            Err(_) => Err(TransportError(
+            Err(_) => Err(TransportError::maybe_sent(
                 i32::try_from(ret).unwrap_or(-(bindings::EIO as i32)),
             )),
         }
@@ -192,7 +192,7 @@ pub(crate) struct DeadTpm;
 
 impl Tpm for DeadTpm {
     fn transmit(&mut self, _cmd: &[u8], _rsp: &mut [u8]) -> Result<usize, TransportError> {
-        Err(TransportError(-(bindings::EPIPE as i32)))
+        Err(TransportError::maybe_sent(-(bindings::EPIPE as i32)))
     }
 }
 

@@ -36,7 +36,7 @@ void *tpmrs_krealloc_charged(void *p, size_t size, unsigned long align);
 
 /* Trace events (tpmrs_trace.c, tpmrs.ko only; rust/trace.rs). */
 void tpmrs_trace_command(u64 space, u32 cc, u64 tpm_commands, u64 waited_ns, s64 result, u32 rc);
-void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, bool gap);
+void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, int reason);
 void tpmrs_trace_gap_repair(u32 handle, u64 owner, bool renewed);
 void tpmrs_trace_wait_begin(u64 space);
 void tpmrs_trace_wait_end(u64 space, u64 waited_ns, int how, int err);

@@ -33,11 +33,11 @@ void tpmrs_trace_command(u64 space, u32 cc, u64 tpm_commands, u64 waited_ns, s64
  * @handle: the session's TPM handle
  * @victim: the space it was taken from (0: abandoned)
  * @waiter: the space it was evicted for (0: none)
- * @gap: evicted to repair a context gap
+ * @reason: why (TPMRS_EVICT_WAITER, TPMRS_EVICT_CONTEXT_GAP or TPMRS_EVICT_UNSAVED)
  */
-void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, bool gap)
+void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, int reason)
 {
-	trace_tpmrs_evict(handle, victim, waiter, gap);
+	trace_tpmrs_evict(handle, victim, waiter, reason);
 }
 
 /**

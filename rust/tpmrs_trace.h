@@ -24,6 +24,11 @@
 #define TPMRS_WAIT_FAILED	1
 #define TPMRS_WAIT_INTERRUPTED	2
 
+/* Why a session was evicted (tpmrs_evict's @reason). */
+#define TPMRS_EVICT_WAITER	0
+#define TPMRS_EVICT_CONTEXT_GAP	1
+#define TPMRS_EVICT_UNSAVED	2
+
 /*
  * One client command, when it ends: its space, command code, the TPM commands sent for it
  * (its own and tpmrs' loads, saves, flushes and evictions), how long it waited for a session
@@ -55,27 +60,32 @@ TRACE_EVENT(tpmrs_command,
 );
 
 /*
- * A session flushed by force: for the waiter of space @waiter (reason=waiter), or to repair a
- * context gap (reason=context_gap, waiter 0). @victim is the space it was taken from, 0 for
- * an abandoned session.
+ * A session flushed by force: for the waiter of space @waiter (reason=waiter), to repair a
+ * context gap (reason=context_gap, waiter 0), or because its context could not be saved after
+ * its owner's command (reason=unsaved, waiter 0). @victim is the space it was taken from, 0
+ * for an abandoned session.
  */
 TRACE_EVENT(tpmrs_evict,
-	TP_PROTO(u32 handle, u64 victim, u64 waiter, bool gap),
-	TP_ARGS(handle, victim, waiter, gap),
+	TP_PROTO(u32 handle, u64 victim, u64 waiter, int reason),
+	TP_ARGS(handle, victim, waiter, reason),
 	TP_STRUCT__entry(
 		__field(u32, handle)
 		__field(u64, victim)
 		__field(u64, waiter)
-		__field(bool, gap)
+		__field(int, reason)
 	),
 	TP_fast_assign(
 		__entry->handle = handle;
 		__entry->victim = victim;
 		__entry->waiter = waiter;
-		__entry->gap = gap;
+		__entry->reason = reason;
 	),
 	TP_printk("handle=0x%08x victim=%llu waiter=%llu reason=%s", __entry->handle,
-		  __entry->victim, __entry->waiter, __entry->gap ? "context_gap" : "waiter")
+		  __entry->victim, __entry->waiter,
+		  __print_symbolic(__entry->reason,
+				   { TPMRS_EVICT_WAITER, "waiter" },
+				   { TPMRS_EVICT_CONTEXT_GAP, "context_gap" },
+				   { TPMRS_EVICT_UNSAVED, "unsaved" }))
 );
 
 /*

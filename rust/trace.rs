@@ -9,7 +9,7 @@
 //! created in `tpmrs_trace.c`) and each is fired through one small C function. A disabled
 //! event costs one call and a static branch.
 
-use crate::proto::{Event, Rm, WaitEnd};
+use crate::proto::{Event, EvictReason, Rm, WaitEnd};
 use kernel::ffi::c_int;
 
 extern "C" {
@@ -21,7 +21,7 @@ extern "C" {
         result: i64,
         rc: u32,
     );
-    fn tpmrs_trace_evict(handle: u32, victim: u64, waiter: u64, gap: bool);
+    fn tpmrs_trace_evict(handle: u32, victim: u64, waiter: u64, reason: c_int);
     fn tpmrs_trace_gap_repair(handle: u32, owner: u64, renewed: bool);
     fn tpmrs_trace_wait_begin(space: u64);
     fn tpmrs_trace_wait_end(space: u64, waited_ns: u64, how: c_int, err: c_int);
@@ -31,6 +31,11 @@ extern "C" {
 const WAIT_ANSWERED: c_int = 0;
 const WAIT_FAILED: c_int = 1;
 const WAIT_INTERRUPTED: c_int = 2;
+
+/// `TPMRS_EVICT_*` of `tpmrs_trace.h`.
+const EVICT_WAITER: c_int = 0;
+const EVICT_CONTEXT_GAP: c_int = 1;
+const EVICT_UNSAVED: c_int = 2;
 
 /// Big-endian u32 at `off`, 0 if short.
 fn be32(b: &[u8], off: usize) -> u32 {
@@ -69,10 +74,15 @@ pub(crate) fn drain_events(rm: &mut Rm) {
                 handle,
                 victim,
                 waiter,
-                gap,
+                reason,
             } => {
+                let reason = match reason {
+                    EvictReason::Waiter => EVICT_WAITER,
+                    EvictReason::ContextGap => EVICT_CONTEXT_GAP,
+                    EvictReason::Unsaved => EVICT_UNSAVED,
+                };
                 // SAFETY: Plain values; the function only records them.
-                unsafe { tpmrs_trace_evict(handle, victim, waiter, gap) }
+                unsafe { tpmrs_trace_evict(handle, victim, waiter, reason) }
             }
             Event::GapRepair {
                 handle,

@@ -137,7 +137,12 @@ fn pipeline(data: &[u8]) {
         check_tpm_matches_rm(&w.rm, &w.tpm, &[&a, &b]);
         match r {
             // The fake is healthy: no transport error, and its answers are well formed.
-            Err(RmError::Transport(_) | RmError::BadResponse | RmError::BufferTooSmall) => {
+            Err(
+                RmError::Transport(_)
+                | RmError::NotSent(_)
+                | RmError::BadResponse
+                | RmError::BufferTooSmall,
+            ) => {
                 panic!("unexpected {r:?} with a healthy TPM")
             }
             _ => {}

@@ -247,6 +247,7 @@ impl Sm {
                     0..=3 => Fault::Rc(pick_rc(inp)),
                     4 => Fault::Transport(-5),
                     5 => Fault::TransportAfter(-62),
+                    6 => Fault::NotSent(-12),
                     _ => Fault::Garbage,
                 };
                 self.tpm.fail(cc, skip, fault);

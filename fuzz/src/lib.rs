@@ -232,7 +232,8 @@ impl FuzzTpm {
     /// 2: raw scripted bytes; 3: the fake answers, then the answer is cut, extended, or its
     /// size field or code changed; 4: transport error; 5: the fake executes, the response is
     /// lost; 6: a length beyond the buffer; 7: the fake answers with its response handle
-    /// replaced.
+    /// replaced. A transport error (4) may have reached the TPM or not, as the next byte
+    /// says.
     fn scripted(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
         let Some(t) = self.script_u8() else {
             self.script = None;
@@ -308,10 +309,14 @@ impl FuzzTpm {
                 }
                 Ok(write(rsp, &v))
             }
-            4 => Err(TransportError(-5)),
+            4 => Err(if self.script_u8().unwrap_or(0) & 1 == 0 {
+                TransportError::maybe_sent(-5)
+            } else {
+                TransportError::not_sent(-12)
+            }),
             5 => {
                 self.model(cmd)?;
-                Err(TransportError(-62))
+                Err(TransportError::maybe_sent(-62))
             }
             6 => {
                 let n = self.fake.transmit(cmd, rsp)?;
@@ -440,12 +445,14 @@ impl FuzzTpm {
                 v.extend_from_slice(&rc.to_be_bytes());
                 v
             }
-            Some(Fault::Transport(e)) => return Err(TransportError(e)),
+            Some(Fault::Transport(e)) => return Err(TransportError::maybe_sent(e)),
+            // Never sent: nothing happened, and the RM is told so.
+            Some(Fault::NotSent(e)) => return Err(TransportError::not_sent(e)),
             Some(Fault::TransportAfter(e)) => {
                 // Executed, answer lost: the RM cannot know what the TPM now holds.
                 self.misled = true;
                 self.model(cmd)?;
-                return Err(TransportError(e));
+                return Err(TransportError::maybe_sent(e));
             }
             Some(Fault::Garbage) => vec![0x80, 0x01, 0, 0, 0, 99, 0, 0, 0, 0],
         };

@@ -169,7 +169,6 @@ impl<'a> Writer<'a> {
     /// # Errors
     /// [`Truncated`] if it does not fit or `s` is longer than `u16::MAX` (nothing is written
     /// then).
-    #[cfg(not(tpmrs_kernel))]
     pub fn tpm2b(&mut self, s: &[u8]) -> Result<(), Truncated> {
         let n = u16::try_from(s.len()).map_err(|_| Truncated)?;
         let room = self.buf.len().saturating_sub(self.pos);

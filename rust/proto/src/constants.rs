@@ -102,6 +102,16 @@ pub const TPM_RC_RETRY: u32 = RC_WARN + 0x022;
 /// Layer of codes produced by a resource manager (TSS2_RESMGR_TPM_RC_LAYER).
 pub const TSS2_RESMGR_TPM_RC_LAYER: u32 = 11 << 16;
 
+// TPM_RH, TPM_SE, TPM_ALG (what tpmrs' own StartAuthSession names)
+/// TPM_RH_NULL: no tpmKey, no bind.
+pub const TPM_RH_NULL: u32 = 0x4000_0007;
+/// TPM_SE_HMAC: an HMAC session.
+pub const TPM_SE_HMAC: u8 = 0x00;
+/// TPM_ALG_NULL: no symmetric algorithm.
+pub const TPM_ALG_NULL: u16 = 0x0010;
+/// TPM_ALG_SHA256.
+pub const TPM_ALG_SHA256: u16 = 0x000B;
+
 // TPM_HT (most significant octet of a handle)
 /// Shift of the handle type in a handle.
 pub const HR_SHIFT: u32 = 24;

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The resource manager's own context-management commands (TPM2_ContextLoad,
-//! TPM2_ContextSave, TPM2_FlushContext) and the TPMS_CONTEXT they move.
+//! TPM2_ContextSave, TPM2_FlushContext) and the TPMS_CONTEXT they move, and the minimal
+//! TPM2_StartAuthSession with which it holds a session number (`rm/preoccupy.rs`).
 
 use super::codec::{Reader, Truncated, Writer};
 use super::constants::{
-    TPM_CC_CONTEXT_LOAD, TPM_CC_CONTEXT_SAVE, TPM_CC_FLUSH_CONTEXT, TPM_HEADER_SIZE,
-    TPM_ST_NO_SESSIONS,
+    TPM_ALG_NULL, TPM_ALG_SHA256, TPM_CC_CONTEXT_LOAD, TPM_CC_CONTEXT_SAVE, TPM_CC_FLUSH_CONTEXT,
+    TPM_CC_START_AUTH_SESSION, TPM_HEADER_SIZE, TPM_RH_NULL, TPM_SE_HMAC, TPM_ST_NO_SESSIONS,
 };
 
 /// Size of the fixed part of a TPMS_CONTEXT (sequence, savedHandle, hierarchy, blob size).
@@ -89,6 +90,25 @@ pub fn build_flush_context(buf: &mut [u8], handle: u32) -> Result<usize, Truncat
     finish(w)
 }
 
+/// Writes the smallest TPM2_StartAuthSession into `buf`: an HMAC session, unsalted and
+/// unbound (tpmKey and bind TPM_RH_NULL), nonceCaller `nonce` (at least 16 bytes for
+/// SHA-256), no symmetric algorithm, SHA-256. Returns the length.
+///
+/// # Errors
+/// [`Truncated`] if it does not fit.
+pub fn build_hmac_session(buf: &mut [u8], nonce: &[u8]) -> Result<usize, Truncated> {
+    let mut w = Writer::new(buf);
+    header(&mut w, TPM_CC_START_AUTH_SESSION)?;
+    w.u32(TPM_RH_NULL)?; // tpmKey
+    w.u32(TPM_RH_NULL)?; // bind
+    w.tpm2b(nonce)?; // nonceCaller
+    w.tpm2b(&[])?; // encryptedSalt
+    w.u8(TPM_SE_HMAC)?;
+    w.u16(TPM_ALG_NULL)?; // symmetric: TPM_ALG_NULL has no keyBits nor mode
+    w.u16(TPM_ALG_SHA256)?; // authHash
+    finish(w)
+}
+
 /// The TPMS_CONTEXT in a successful TPM2_ContextSave response.
 ///
 /// # Errors
@@ -144,6 +164,12 @@ mod tests {
         assert_eq!(&b[..10], &[0x80, 1, 0, 0, 0, 31, 0, 0, 1, 0x61]);
         assert_eq!(&b[10..31], &CTX);
         assert_eq!(build_context_load(&mut b[..30], &CTX), Err(Truncated));
+        assert_eq!(build_hmac_session(&mut b, &[7; 16]), Ok(43));
+        assert_eq!(&b[..10], &[0x80, 1, 0, 0, 0, 43, 0, 0, 1, 0x76]);
+        assert_eq!(&b[10..20], &[0x40, 0, 0, 7, 0x40, 0, 0, 7, 0, 16]);
+        assert_eq!(&b[20..36], &[7; 16]);
+        assert_eq!(&b[36..43], &[0, 0, 0, 0, 0x10, 0, 0x0B]);
+        assert_eq!(build_hmac_session(&mut b[..42], &[7; 16]), Err(Truncated));
     }
 
     #[test]

@@ -37,8 +37,12 @@ pub enum RmError {
     NotInitialized,
     /// The TPM answered something that is not a well-formed response (`-EIO`).
     BadResponse,
-    /// The transport failed with this (negative) errno.
+    /// The transport failed with this (negative) errno; the command may have reached the
+    /// TPM.
     Transport(i32),
+    /// The transport failed with this (negative) errno before the command reached the TPM
+    /// (an allocation failed, say): nothing happened there.
+    NotSent(i32),
     /// No TPM session slot is free right now, or other commands wait for one ahead of this
     /// one; nothing was changed (`Outcome::response`, for callers that do not wait: the
     /// kernel glue always waits, see `Rm::step`); `-EAGAIN`.
@@ -47,6 +51,11 @@ pub enum RmError {
 }
 
 impl RmError {
+    /// Whether the transport failed (before or after the command reached the TPM).
+    pub fn is_transport(self) -> bool {
+        matches!(self, RmError::Transport(_) | RmError::NotSent(_))
+    }
+
     /// The negative errno for this error.
     pub fn to_errno(self) -> i32 {
         match self {
@@ -58,8 +67,8 @@ impl RmError {
             #[cfg(not(tpmrs_kernel))]
             RmError::SessionsExhausted => -EAGAIN,
             // A transport that reports a non-negative code still fails the call.
-            RmError::Transport(code) if code < 0 => code,
-            RmError::Transport(_) => -EIO,
+            RmError::Transport(code) | RmError::NotSent(code) if code < 0 => code,
+            RmError::Transport(_) | RmError::NotSent(_) => -EIO,
         }
     }
 }
@@ -86,5 +95,7 @@ mod tests {
         assert_eq!(RmError::Transport(-19).to_errno(), -19);
         assert_eq!(RmError::Transport(0).to_errno(), -5);
         assert_eq!(RmError::Transport(62).to_errno(), -5);
+        assert_eq!(RmError::NotSent(-12).to_errno(), -12);
+        assert_eq!(RmError::NotSent(0).to_errno(), -5);
     }
 }

@@ -28,6 +28,19 @@ pub enum WaitEnd {
     Interrupted,
 }
 
+/// Why a session was flushed by force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    /// For a waiter.
+    Waiter,
+    /// To repair a context gap: its blob could not be renewed, or its own save after its
+    /// owner's command met a gap that could not be repaired.
+    ContextGap,
+    /// Its context could not be saved after its owner's command (a ContextSave error other
+    /// than a warning that says "not executed", or no memory for its blob).
+    Unsaved,
+}
+
 /// One thing the glue traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -37,15 +50,15 @@ pub enum Event {
         handle: u32,
         /// The space it was taken from; 0 for an abandoned session (owned by nobody).
         victim: u64,
-        /// The space of the waiter it was evicted for; 0 when it was evicted for a context
-        /// gap (or a waiter without a space).
+        /// The space of the waiter it was evicted for; 0 when it was not evicted for a
+        /// waiter (or for a waiter without a space).
         waiter: u64,
-        /// Evicted to repair a context gap (its blob could not be renewed), not for a waiter.
-        gap: bool,
+        /// Why.
+        reason: EvictReason,
     },
     /// One context-gap repair (TPM_RC_CONTEXT_GAP): the oldest saved session was renewed
     /// (loaded and saved again) or, when that was impossible, evicted (an [`Event::Evict`]
-    /// with `gap` comes first).
+    /// with [`EvictReason::ContextGap`] comes first).
     GapRepair {
         /// The oldest saved session's TPM handle.
         handle: u32,

@@ -40,7 +40,7 @@ pub mod turns;
 
 pub use constants::TPM_BUFSIZE;
 pub use error::RmError;
-pub use event::{Event, WaitEnd};
+pub use event::{Event, EvictReason, WaitEnd};
 pub use rm::{Config, Request, Rm, Step};
 pub use session::registry::SessionState;
 pub use space::{Space, SpaceIds};

@@ -9,21 +9,27 @@
 //!    slots. Nothing is sent yet.
 //! 2. **map and load** (`txn.rs`): objects of the space are loaded from their saved blobs and
 //!    their physical handles patched in; sessions we hold saved are loaded.
-//! 3. **transmit** (`txn.rs`, `tpm_io.rs`): send, with context-gap repair; a command that
-//!    finds no session slot is undone and answered [`Outcome::Exhausted`].
+//! 3. **transmit** (`txn.rs`, `tpm_io.rs`): send, with context-gap repair; a
+//!    StartAuthSession of a space that lost sessions to an eviction first holds the numbers
+//!    the space holds dead (`preoccupy.rs`); a command that finds no session slot is undone
+//!    and answered [`Outcome::Exhausted`].
 //! 4. **map the response** (`respond.rs`): sessions ended, objects flushed by the TPM, new
 //!    objects and sessions adopted by the space, handle lists filtered.
-//! 5. **commit** (`txn.rs`): the sessions used are saved and the objects loaded flushed, on
-//!    every path.
+//! 5. **commit** (`commit.rs`): the sessions used are saved and the objects loaded flushed,
+//!    on every path; what fails there never replaces the command's answer.
 //!
-//! Nothing of a space stays loaded in the TPM between commands, so any number of spaces and
-//! objects fit. TPM2_FlushContext takes its own route after admission (`flush.rs`).
+//! A space's objects and sessions are saved between commands, so any number of spaces and
+//! objects fit; one whose save fails on the TPM's side stays loaded until its next use
+//! (`ObjectEntry::loaded`, `SessionState::Loaded`). TPM2_FlushContext takes its own route
+//! after admission (`flush.rs`).
 //! Sessions are shared bookkeeping: see [`super::session`]. Waiting for a session slot is
 //! `wait.rs`.
 
 mod admit;
+mod commit;
 mod flush;
 mod init;
+mod preoccupy;
 mod respond;
 pub(crate) mod tpm_io;
 mod txn;

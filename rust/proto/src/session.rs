@@ -14,7 +14,8 @@
 //!
 //! * **Strict accounting.** FlushContext, continueSession = 0 and close are intercepted, so
 //!   we know when one of our session slots is freed; a failed context save is the lazy
-//!   backup (the session is forgotten, and flushed unless the TPM says it is gone).
+//!   backup (the session is forgotten, and flushed with a tombstone unless the TPM says it
+//!   is gone; a save the TPM does not run leaves it loaded).
 //! * **Continuation.** At close, a session the client saved itself (TPM2_ContextSave) is not
 //!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`,
 //!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its
@@ -27,15 +28,16 @@
 //!   our own load of a session), the command is undone and `Rm::execute` answers
 //!   `Outcome::Exhausted`; the caller queues (see [`scheduler`] for the policy and
 //!   `Rm::step` for how to drive it).
-//! * **Evicted sessions.** A session flushed by force (for a waiter, or to close a context
-//!   gap) leaves a *tombstone* in its owner's name. The owner's first reference to that
+//! * **Evicted sessions.** A session flushed by force (for a waiter, to close a context gap,
+//!   or because it could not be saved after its owner's command) leaves a *tombstone* in its
+//!   owner's name. The owner's first reference to that
 //!   handle afterwards -- in the handle area or the authorization area -- is answered, without
 //!   sending anything, `TPM_RC_EXPIRED` in the resource-manager layer with the position of
 //!   the handle (e.g. 0x000B01A3 for handle 1, 0x000B09A3 for session 1); a FlushContext of
 //!   it is answered success. Either consumes the tombstone. This holds even if the TPM has
 //!   since handed the same handle number to another space: the owner's first reference
-//!   after the eviction means the evicted session, never the other space's. If the number
-//!   comes back to the *same* space before it was told, see `tombstone`.
+//!   after the eviction means the evicted session, never the other space's. The number never
+//!   comes back to the *same* space before it was told: see `tombstone`.
 //! * **Context gap.** When a ContextSave of a session (ours or the client's, or any other
 //!   command) fails with TPM_RC_CONTEXT_GAP, the oldest saved session we track is loaded and
 //!   saved again (renewing its sequence number) and the command retried; a session whose
@@ -65,6 +67,7 @@ use tombstone::Tombstone;
 
 pub(crate) use end::{End, Why};
 pub(crate) use flush::FlushQueue;
+pub(crate) use gap::MAX_GAP_REPAIRS;
 
 /// Where a freed session slot goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -174,6 +177,25 @@ impl Sessions {
                 self.sched.slot_freed()
             }
             _ => {}
+        }
+    }
+
+    /// A slot of ours was freed that space `owner` cannot use now (its number is one the
+    /// space holds dead): it goes as [`Self::slot_freed`] gives a slot, to the first waiter
+    /// of another space that needs one. Given to `owner`, its command would run again at
+    /// once and find the same number.
+    pub(crate) fn slot_freed_for_others(&mut self, owner: u64) {
+        self.last_freed_ns = self.now;
+        let target = self.sched.first_waiter(|id, space, reserved| {
+            space != owner && (!reserved || self.gang_need(id, space) > 0)
+        });
+        match target {
+            Some((id, _, false)) => self.sched.reserve(id),
+            Some((_, space, true)) => {
+                // A gang without room for it: the slot stays unreserved, for the head.
+                let _ = self.sched.add_gang(space, self.now);
+            }
+            None => {}
         }
     }
 

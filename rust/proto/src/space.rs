@@ -12,19 +12,20 @@ pub const VHANDLE_FIRST: u32 = 0x8000_0000;
 /// The highest virtual handle (far beyond any `max_objects`).
 pub const VHANDLE_LAST: u32 = 0x80FF_FFFF;
 
-/// One transient object of a space. Nothing of it is loaded in the TPM between commands.
+/// One transient object of a space: saved (`blob`), or loaded in the TPM (`loaded`), at
+/// least one of the two.
 pub struct ObjectEntry {
     /// The handle the client uses.
     pub vhandle: u32,
     /// The TPMS_CONTEXT from TPM2_ContextSave (or the client's TPM2_ContextLoad), charged to
-    /// the client.
-    pub blob: Charged<u8>,
+    /// the client. `None` for a new object whose first save failed: it is only `loaded`.
+    pub blob: Option<Charged<u8>>,
     /// A sequence object: its state changes with use, so it is saved again after each use.
     pub sequence: bool,
-    /// The handle it stays loaded under between commands, in the one case where it must:
-    /// its state changed and the TPM refused to save it with a warning that says "not
-    /// executed" on every try (`blob` is then stale). The next command that names it uses
-    /// it there and saves it again; closing the space or flushing it flushes it.
+    /// The handle it stays loaded under between commands, when its save failed on the TPM's
+    /// side: a new object (it has no blob yet), or one whose state changed (its `blob` is
+    /// then stale). The next command that names it uses it there and saves it again;
+    /// closing the space or flushing it flushes it.
     pub loaded: Option<u32>,
 }
 
@@ -196,7 +197,7 @@ impl Space {
         self.objects.swap_remove(i)
     }
 
-    /// Drops every object (nothing of them is loaded in the TPM).
+    /// Drops every object (flush those in [`Space::loaded_handles`] first).
     pub fn clear(&mut self) {
         self.objects.clear();
     }
@@ -220,14 +221,16 @@ impl Space {
         h
     }
 
-    /// Adds an object whose saved context is `blob`, if the space has fewer than `max`
-    /// objects; returns its new virtual handle.
+    /// Adds an object saved as `blob` or loaded under `loaded` (see [`ObjectEntry`]), if the
+    /// space has fewer than `max` objects; returns its new virtual handle.
     ///
     /// # Errors
-    /// [`InsertError::Full`] or [`InsertError::OutOfMemory`] (the blob is dropped).
+    /// [`InsertError::Full`] or [`InsertError::OutOfMemory`] (the blob is dropped; a loaded
+    /// object is the caller's to flush).
     pub fn insert_object(
         &mut self,
-        blob: Charged<u8>,
+        blob: Option<Charged<u8>>,
+        loaded: Option<u32>,
         sequence: bool,
         max: usize,
     ) -> Result<u32, InsertError> {
@@ -239,7 +242,7 @@ impl Space {
             vhandle,
             blob,
             sequence,
-            loaded: None,
+            loaded,
         })?;
         Ok(vhandle)
     }
@@ -259,16 +262,16 @@ mod tests {
     fn handles_are_the_lowest_free_from_0x80000000() {
         let mut s = Space::new(7);
         assert_eq!(s.id(), 7);
-        let a = s.insert_object(blob(), false, 64).unwrap();
-        let b = s.insert_object(blob(), true, 64).unwrap();
+        let a = s.insert_object(Some(blob()), None, false, 64).unwrap();
+        let b = s.insert_object(Some(blob()), None, true, 64).unwrap();
         assert_eq!((a, b), (0x8000_0000, 0x8000_0001));
         assert!(s.remove_object(a).is_some());
-        let c = s.insert_object(blob(), false, 64).unwrap();
+        let c = s.insert_object(Some(blob()), None, false, 64).unwrap();
         assert_eq!(c, 0x8000_0000);
-        let d = s.insert_object(blob(), false, 64).unwrap();
+        let d = s.insert_object(Some(blob()), None, false, 64).unwrap();
         assert_eq!(d, 0x8000_0002);
         assert!(s.object(b).unwrap().sequence);
-        assert_eq!(s.object(c).unwrap().blob.len(), 3);
+        assert_eq!(s.object(c).unwrap().blob.as_ref().map(|b| b.len()), Some(3));
         assert!(s.remove_object(0x8000_0005).is_none());
         assert_eq!(s.objects().len(), 3);
         s.object_mut(c).unwrap().sequence = true;
@@ -293,10 +296,10 @@ mod tests {
     fn full_table() {
         let mut s = Space::new(1);
         for _ in 0..3 {
-            s.insert_object(blob(), false, 3).unwrap();
+            s.insert_object(Some(blob()), None, false, 3).unwrap();
         }
         assert_eq!(
-            s.insert_object(blob(), false, 3).err(),
+            s.insert_object(Some(blob()), None, false, 3).err(),
             Some(InsertError::Full)
         );
         s.clear();
@@ -307,7 +310,7 @@ mod tests {
     fn handles_stay_unique() {
         let mut s = Space::new(1);
         for _ in 0..64 {
-            s.insert_object(blob(), false, 64).unwrap();
+            s.insert_object(Some(blob()), None, false, 64).unwrap();
         }
         let mut seen = std::vec::Vec::new();
         for o in s.objects() {

@@ -37,12 +37,13 @@ pub struct Stats {
     /// Longest wait for a session slot, from `Rm::wait_begin` to `Rm::wait_end` (ns).
     pub longest_wait_ns: u64,
     /// Sessions flushed by force while their owner (or a later loader) still wanted them:
-    /// for a waiter (`Rm::evict_for`) or to close a context gap.
+    /// for a waiter (`Rm::evict_for`), to close a context gap, or because they could not be
+    /// saved after their owner's command.
     pub evictions: u64,
     /// Of `evictions`, sessions taken before SESSION_TIMEOUT to break a jam: part-sets of
     /// spaces waiting behind the evictor (see `choose_early_victim`).
     pub early_evictions: u64,
-    /// Context-gap repairs (one per session re-saved or evicted because of
+    /// Context-gap repairs (one per session re-saved, left loaded or evicted because of
     /// TPM_RC_CONTEXT_GAP).
     pub gap_repairs: u64,
     /// Abandoned sessions loaded again by a space (session continuation).
@@ -59,12 +60,18 @@ pub struct Stats {
     /// still in the TPM when it answered again: given up, never flushed, because by then
     /// another user of the TPM may hold the same handle.
     pub flushes_given_up: u64,
+    /// New sessions handed to a space under a number it still held dead (its old reference
+    /// then names the new session). tpmrs holds those numbers before it sends a
+    /// StartAuthSession (`rm/preoccupy.rs`): only a waiter that gave up with more of them
+    /// than it holds at once, or a TPM that does not hand out its lowest free number, gets
+    /// one.
+    pub dead_numbers_handed_over: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 21] {
+    pub fn rows(&self) -> [(&'static str, u64); 22] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -87,6 +94,7 @@ impl Stats {
             ("tombstones", self.tombstones),
             ("pending_flushes", self.pending_flushes),
             ("flushes_given_up", self.flushes_given_up),
+            ("dead_numbers_handed_over", self.dead_numbers_handed_over),
         ]
     }
 }
@@ -161,6 +169,7 @@ mod tests {
             tombstones: 19,
             pending_flushes: 20,
             flushes_given_up: 21,
+            dead_numbers_handed_over: 22,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

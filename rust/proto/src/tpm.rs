@@ -1,9 +1,33 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The transport to the TPM.
 
-/// The transport failed; the value is a negative errno (e.g. -19 `ENODEV`).
+/// The transport failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransportError(pub i32);
+pub struct TransportError {
+    /// A negative errno (e.g. -19 `ENODEV`).
+    pub errno: i32,
+    /// Whether the command may have reached the TPM. `false` only when it certainly did
+    /// not (an allocation failed, or it was refused before it was handed to the driver):
+    /// then nothing happened in the TPM, and the resource manager treats the failure of
+    /// its own ContextSave, ContextLoad or FlushContext like a warning that says "not
+    /// executed".
+    pub sent: bool,
+}
+
+impl TransportError {
+    /// A failure after which the command may have reached the TPM (and run there).
+    pub const fn maybe_sent(errno: i32) -> Self {
+        TransportError { errno, sent: true }
+    }
+
+    /// A failure before the command reached the TPM: it certainly did not run.
+    // The kernel glue reports every failure as `maybe_sent` until rust/chip.rs hands over
+    // what the C shim says (its `sent`).
+    #[cfg_attr(tpmrs_kernel, allow(dead_code))]
+    pub const fn not_sent(errno: i32) -> Self {
+        TransportError { errno, sent: false }
+    }
+}
 
 /// Something that executes TPM commands.
 pub trait Tpm {
@@ -13,6 +37,7 @@ pub trait Tpm {
     /// A TPM error code is NOT an Err: it is in the response.
     ///
     /// # Errors
-    /// [`TransportError`] if the command could not be delivered or the response not read.
+    /// [`TransportError`] if the command could not be delivered or the response not read;
+    /// it says whether the command may have reached the TPM.
     fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError>;
 }

@@ -8,7 +8,7 @@ mod common;
 use common::fake::FakeTpm;
 use common::marshal::*;
 use common::Harness;
-use tpmrs_proto::{Config, Event, Request, Space, Step, WaitEnd, TPM_BUFSIZE};
+use tpmrs_proto::{Config, Event, EvictReason, Request, Space, Step, WaitEnd, TPM_BUFSIZE};
 
 const MS: u64 = 1_000_000;
 const T: u64 = 2_000 * MS;
@@ -76,9 +76,12 @@ fn wait_begin_evictions_for_the_waiter_and_wait_end() {
                 handle,
                 victim,
                 waiter,
-                gap,
+                reason,
             } => {
-                assert_eq!((victim, waiter, gap), (a.id(), w.id(), false));
+                assert_eq!(
+                    (victim, waiter, reason),
+                    (a.id(), w.id(), EvictReason::Waiter)
+                );
                 Some(handle)
             }
             _ => None,
@@ -121,7 +124,7 @@ fn an_abandoned_victim_has_no_space() {
         handle: sb,
         victim: 0,
         waiter: w.id(),
-        gap: false
+        reason: EvictReason::Waiter
     }));
 }
 
@@ -196,7 +199,7 @@ fn context_gap_evicts_a_client_saved_session() {
         handle: sa,
         victim: a.id(),
         waiter: 0,
-        gap: true,
+        reason: EvictReason::ContextGap,
     };
     let repair = Event::GapRepair {
         handle: sa,

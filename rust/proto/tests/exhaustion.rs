@@ -10,7 +10,9 @@ use common::marshal::*;
 use common::rc::*;
 use common::Harness;
 use tpmrs_proto::space::Gathering;
-use tpmrs_proto::{Config, Request, RmError, SessionState, Space, Step, Ticket, WaitStep};
+use tpmrs_proto::{
+    Config, Event, EvictReason, Request, RmError, SessionState, Space, Step, Ticket, WaitStep,
+};
 
 const LAYER: u32 = 0xB_0000;
 const MS: u64 = 1_000_000;
@@ -450,9 +452,13 @@ fn reuse_hazard_handle_reissued_to_the_same_space() {
     let sd = start_evicting_then_flush(&mut h, &mut d);
     assert_eq!(sd, old, "the oldest session went to d");
     h.success(&mut c, &flush_context(s2));
-    let starts = starts_sent(&h);
+    let starts = h.tpm.starts;
     let new = start(&mut h, &mut a).unwrap();
-    assert_eq!(starts_sent(&h), starts + 2, "started once more");
+    assert_eq!(
+        h.tpm.starts,
+        (starts.0 + 2, starts.1 + 1),
+        "two of tpmrs' own (the dead number held, a clean one), the client's once"
+    );
     assert_eq!(new, s2, "the second number the TPM gave");
     assert!(
         !h.tpm.sessions().contains(&old),
@@ -491,9 +497,13 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
     start_evicting_then_flush(&mut h, &mut d);
     assert_eq!(h.rm.stats().evictions, 2, "a's whole space");
     h.success(&mut b, &flush_context(s3));
-    let starts = starts_sent(&h);
+    let starts = h.tpm.starts;
     let new = start(&mut h, &mut a).unwrap();
-    assert_eq!(starts_sent(&h), starts + 3, "started twice more");
+    assert_eq!(
+        h.tpm.starts,
+        (starts.0 + 3, starts.1 + 1),
+        "three of tpmrs' own (two dead numbers held, a clean one), the client's once"
+    );
     assert_eq!(new, s3, "the first clean number");
     assert!(!h.tpm.sessions().contains(&old1) && !h.tpm.sessions().contains(&old2));
     // Each old reference is EXPIRED once (nothing sent); the new one is a's.
@@ -509,20 +519,23 @@ fn reuse_hazard_every_evicted_number_is_skipped() {
 }
 
 #[test]
-fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
-    // The same, with one slot: the second start finds no slot, so the new session is
-    // flushed and a waits like a command the TPM refused, evicting nobody (b holds
-    // nothing). Only SESSION_TIMEOUT after its session was evicted (its wait counts from
-    // there), with nothing tpmrs could free, does it give up waiting: then it gets the
-    // number itself and its old reference is forgotten (it names the new session now).
+fn reuse_hazard_without_a_second_slot_waits_and_never_gets_its_dead_number() {
+    // The same, with one slot: tpmrs holds a's dead number, and the next start finds no
+    // slot, so a's command is not sent and waits like one the TPM refused, evicting nobody
+    // (b holds nothing). SESSION_TIMEOUT after its session was evicted (its wait counts from
+    // there), with nothing tpmrs could free, it gives up waiting: it is sent once, with the
+    // dead number still held, and gets the TPM's answer, never the number its old reference
+    // names (issue 20, items 3 and 4; it used to be handed over, its old reference
+    // forgotten).
     let mut h = harness(1);
     let (mut a, mut b) = (h.space(), h.space());
     let old = start(&mut h, &mut a).unwrap();
     start_evicting_then_flush(&mut h, &mut b);
     let evictions = h.rm.stats().evictions;
     let evicted_by = h.now;
+    let starts = h.tpm.starts;
     let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
-    let new = rhandle(&r.unwrap());
+    assert_eq!(rc(&r.unwrap()), 0x905, "the TPM's answer");
     // Its wait counts from the eviction of its session (during b's start, one command of
     // 1 ms before `evicted_by`), not from its request.
     assert!(
@@ -531,11 +544,17 @@ fn reuse_hazard_without_a_second_slot_waits_then_hands_the_number_over() {
         h.now - evicted_by
     );
     assert!(waited < T, "waited {waited}");
-    assert_eq!(new, old);
+    assert_eq!(
+        h.tpm.starts.1 - starts.1,
+        1,
+        "the client's command was sent once, when it gave up"
+    );
     assert_eq!(h.rm.stats().evictions, evictions, "nobody evicted");
-    assert_eq!(h.tpm.sessions(), vec![new]);
-    assert_eq!(use_rc(&mut h, &mut a, new), 0);
-    assert_eq!(h.rm.stats().tombstones, 0);
+    assert_eq!(h.rm.stats().dead_numbers_handed_over, 0);
+    assert_eq!(h.tpm.sessions(), vec![]);
+    // a is still told, and then gets its number back, clean.
+    assert_eq!(use_rc(&mut h, &mut a, old), expired_s(1));
+    assert_eq!(start(&mut h, &mut a), Ok(old));
     h.close(&mut a);
     h.close(&mut b);
     h.tpm.assert_empty();
@@ -1654,4 +1673,167 @@ fn first_waiter_holding_does_not_evict_early(held: usize) {
         h.close(s);
     }
     h.tpm.assert_empty();
+}
+
+/// Issue 20, item 5: a space at its session limit (`max_sessions`) is refused at once, with
+/// the RM-layer TPM_RC_SESSION_MEMORY, whoever waits and however full the budget: not held
+/// back by the FIFO gate, and not after waiting SESSION_TIMEOUT and evicting another space
+/// for nothing.
+#[test]
+fn a_space_at_its_session_limit_is_refused_before_the_queue() {
+    let config = Config {
+        session_headroom: 0,
+        max_sessions: 1,
+        ..Config::default()
+    };
+    let mut h = harness_with(2, config);
+    let (mut a, mut b, mut c) = (h.space(), h.space(), h.space());
+    let sb = start(&mut h, &mut b).unwrap();
+    start(&mut h, &mut a).unwrap();
+    // c waits ahead: a's StartAuthSession is not held back behind it.
+    assert_eq!(start(&mut h, &mut c), Err(RmError::SessionsExhausted));
+    let tc = h.rm.wait_begin(&c, h.now, h.exhausted_rc).unwrap();
+    let r = h.exec(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    assert_eq!(r.map(|r| rc(&r)), Ok(rm(TPM_RC_SESSION_MEMORY)));
+    h.rm.wait_end(tc, h.now);
+    // Nobody waits, the budget is full: refused at once, nobody evicted.
+    let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    assert_eq!(rc(&r.unwrap()), rm(TPM_RC_SESSION_MEMORY));
+    assert_eq!(waited, 0, "refused at once");
+    assert_eq!(h.rm.stats().evictions, 0, "nobody evicted for it");
+    assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    for s in [&mut a, &mut b, &mut c] {
+        h.close(s);
+    }
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 6: a session that cannot be saved after its owner's command succeeded
+/// (a ContextSave error other than a warning that says "not executed") is flushed like an
+/// eviction: a tombstone, traced, and its owner told TPM_RC_EXPIRED at its next use. If
+/// the TPM hands the number back to the same space, the space's new session gets another
+/// one, so the old reference never reaches it.
+#[test]
+fn a_session_that_cannot_be_saved_leaves_a_tombstone() {
+    let mut h = harness(4);
+    let mut a = h.space();
+    let s = start(&mut h, &mut a).unwrap();
+    h.rm.clear_events();
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x12E)); // TPM_RC_TOO_MANY_CONTEXTS
+    assert_eq!(use_rc(&mut h, &mut a, s), 0, "the command's answer stands");
+    assert!(h.rm.sessions().get(s).is_none());
+    assert!(!h.tpm.sessions().contains(&s), "flushed");
+    assert_eq!(h.rm.stats().evictions, 1);
+    assert_eq!(h.rm.evictions_of(a.id()), 1);
+    assert!(h.rm.events().contains(&Event::Evict {
+        handle: s,
+        victim: a.id(),
+        waiter: 0,
+        reason: EvictReason::Unsaved,
+    }));
+    // The TPM's lowest free number is s again: a's new session gets another.
+    let new = start(&mut h, &mut a).unwrap();
+    assert_ne!(new, s);
+    assert_eq!(use_rc(&mut h, &mut a, s), expired_s(1));
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    h.close(&mut a);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 6: a session whose save after its owner's command meets a context gap
+/// that cannot be repaired (the oldest context is a session outside tpmrs) is evicted for
+/// the gap, with a tombstone: its owner is told TPM_RC_EXPIRED, not "unknown handle".
+#[test]
+fn a_session_lost_to_an_unrepairable_gap_leaves_a_tombstone() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(4);
+    h.tpm.external_session(); // the oldest: we cannot renew it
+    let mut a = h.space();
+    let sa = start(&mut h, &mut a).unwrap();
+    h.rm.clear_events();
+    for _ in 0..5 {
+        if h.rm.sessions().get(sa).is_none() {
+            break;
+        }
+        assert_eq!(use_rc(&mut h, &mut a, sa), 0, "the command's answer stands");
+    }
+    assert!(h.rm.sessions().get(sa).is_none(), "lost to the gap");
+    assert!(!h.tpm.sessions().contains(&sa), "flushed, not leaked");
+    assert!(h.rm.events().contains(&Event::Evict {
+        handle: sa,
+        victim: a.id(),
+        waiter: 0,
+        reason: EvictReason::ContextGap,
+    }));
+    h.tpm.gap_max = None;
+    let new = start(&mut h, &mut a).unwrap();
+    assert_ne!(new, sa);
+    assert_eq!(use_rc(&mut h, &mut a, sa), expired_s(1));
+    assert_eq!(use_rc(&mut h, &mut a, new), 0);
+    h.close(&mut a);
+    assert_eq!(h.tpm.sessions().len(), 1, "the external session");
+}
+
+/// The blob of `h` that tpmrs holds: where it is allocated, and a copy.
+fn held_blob(h: &Harness<FakeTpm>, s: u32) -> (*const u8, Vec<u8>) {
+    match &h.rm.sessions().get(s).unwrap().state {
+        SessionState::SavedByRm(b) => (b.as_ptr(), b.to_vec()),
+        _ => panic!("{s:#x} is not saved by tpmrs"),
+    }
+}
+
+/// Issue 20, item 10: a context-gap repair renews another space's session blob in the
+/// blob's own allocation, so nothing is charged to the memory cgroup of the client whose
+/// command ran into the gap.
+#[test]
+fn gap_repair_renews_a_blob_in_its_own_allocation() {
+    let mut h = harness(64);
+    h.tpm.gap_max = Some(6);
+    let (mut a, mut b) = (h.space(), h.space());
+    let sa = start(&mut h, &mut a).unwrap();
+    let sb = start(&mut h, &mut b).unwrap();
+    let (at, before) = held_blob(&h, sa);
+    // Until the first repair (a second one could land in a freed allocation again).
+    for _ in 0..20 {
+        if h.rm.stats().gap_repairs > 0 {
+            break;
+        }
+        assert_eq!(use_rc(&mut h, &mut b, sb), 0);
+    }
+    assert_eq!(h.rm.stats().gap_repairs, 1);
+    assert_eq!(h.rm.stats().evictions, 0);
+    let (at_after, after) = held_blob(&h, sa);
+    assert_ne!(after, before, "renewed");
+    assert_eq!(at_after, at, "in the same allocation");
+    assert_eq!(use_rc(&mut h, &mut a, sa), 0);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 10: a client's FlushContext of its session that fails on the transport
+/// is settled like tpmrs' own flushes, while the chip is held: the TPM is asked whether the
+/// session is there. Flushed (the response was lost): the registry forgets it, the slot
+/// goes to the waiter, and the client is answered success. Not run: flushed again.
+#[test]
+fn a_client_flush_that_fails_on_the_transport_is_settled() {
+    for fault in [Fault::TransportAfter(-5), Fault::Transport(-5)] {
+        let mut h = harness(1);
+        let (mut a, mut b) = (h.space(), h.space());
+        let s = start(&mut h, &mut a).unwrap();
+        let tb = queue(&mut h, &mut b);
+        h.tpm.fail(CC_FLUSH_CONTEXT, 0, fault);
+        let r = h.exec(&mut a, &flush_context(s));
+        assert_eq!(r.map(|r| rc(&r)), Ok(0), "{fault:?}");
+        assert!(h.rm.sessions().get(s).is_none(), "{fault:?}");
+        assert!(h.tpm.sessions().is_empty(), "{fault:?}");
+        assert!(
+            h.rm.scheduler().is_reserved(tb.id()),
+            "{fault:?}: the slot is b's"
+        );
+        served(&mut h, &mut b, tb);
+        h.close(&mut a);
+        h.close(&mut b);
+        h.tpm.assert_empty();
+    }
 }

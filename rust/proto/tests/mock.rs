@@ -243,16 +243,34 @@ fn new_object_save_failure() {
     assert_eq!(rc(&r), 0);
     assert_eq!(s.objects().len(), 1);
     assert_eq!(h.tpm.loaded_objects(), 0);
-    // On every try: the one answer after the fact (the object is flushed, the client sees
-    // the warning and may run the command again).
+    // On every try (issue 20, item 8): the TPM ran the command, so its answer stands, with
+    // a virtual handle; the object stays loaded without a blob. (Answered with the warning,
+    // ESAPI would run the command again with the nonces it already used.)
     for _ in 0..3 {
         h.tpm
             .fail(CC_CONTEXT_SAVE, 0, Fault::Rc(TPM_RC_OBJECT_MEMORY));
     }
     let r = h.ok(&mut s, &create_primary(&ecc_signing_public(&[])));
-    assert_eq!(rc(&r), 0x902);
-    assert_eq!(s.objects().len(), 1);
+    assert_eq!(rc(&r), 0);
+    let k = rhandle(&r);
+    assert_eq!(s.objects().len(), 2);
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    let obj = s.object(k).unwrap();
+    assert!(obj.loaded.is_some() && obj.blob.is_none());
+    // Its next use finds it where it is, and saves it after.
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(h.tpm.count(CC_CONTEXT_LOAD), loads, "used where it is");
+    let obj = s.object(k).unwrap();
+    assert!(obj.loaded.is_none() && obj.blob.is_some());
     assert_eq!(h.tpm.loaded_objects(), 0);
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    // Another error on the save (here TPM_RC_TOO_MANY_CONTEXTS): the same.
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Rc(0x12E));
+    let k2 = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    assert!(s.object(k2).unwrap().loaded.is_some());
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    // Kept loaded at close: flushed.
     h.close(&mut s);
     h.tpm.assert_empty();
 }
@@ -279,16 +297,15 @@ fn transport_failure_on_command_cleans_up() {
 #[test]
 fn transport_failure_on_flush_is_settled_at_once() {
     // The key's flush after a sign fails on the transport: still holding the chip, the RM
-    // asks the TPM whether the object is there (it is) and flushes it again. The command
-    // reports the transport error; nothing stays queued or loaded.
+    // asks the TPM whether the object is there (it is) and flushes it again. The sign's
+    // own answer stands (issue 20, item 8: never an errno in place of what the TPM ran);
+    // nothing stays queued or loaded.
     let mut h = harness();
     let mut s = h.space();
     let k = new_key(&mut h, &mut s);
     h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::Transport(-5));
-    assert_eq!(
-        h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH))),
-        Err(RmError::Transport(-5))
-    );
+    let r = h.exec(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(r.map(|r| rc(&r)), Ok(0));
     assert!(h.rm.pending_flushes().is_empty());
     assert!(h.rm.unverified_flushes().is_empty());
     assert_eq!(h.tpm.loaded_objects(), 0);
@@ -335,15 +352,22 @@ fn close_with_transport_down_gives_up_what_it_cannot_check() {
 
 #[test]
 fn transport_failure_on_save_of_new_object() {
+    // The CreatePrimary ran; the save of the new object fails on the transport: the answer
+    // is the TPM's, with a virtual handle, and the object stays loaded (a save flushes
+    // nothing), saved after its next use (issue 20, item 8).
     let mut h = harness();
     let mut s = h.space();
     h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Transport(-5));
-    assert_eq!(
-        h.exec(&mut s, &create_primary(&ecc_signing_public(&[]))),
-        Err(RmError::Transport(-5))
-    );
-    assert!(s.objects().is_empty());
+    let r = h.exec(&mut s, &create_primary(&ecc_signing_public(&[])));
+    let k = rhandle(&r.expect("the TPM's answer"));
+    assert_eq!(s.objects().len(), 1);
+    assert!(s.object(k).unwrap().loaded.is_some());
+    assert_eq!(h.tpm.loaded_objects(), 1);
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert!(s.object(k).unwrap().blob.is_some());
+    assert_eq!(h.tpm.loaded_objects(), 0);
     h.success(&mut s, &get_random(4));
+    h.close(&mut s);
     h.tpm.assert_empty();
 }
 
@@ -551,7 +575,10 @@ fn fuzzed_commands_never_panic_or_leak() {
 
 #[test]
 fn transport_error_type() {
-    assert_eq!(TransportError(-19).0, -19);
+    let e = TransportError::maybe_sent(-19);
+    assert_eq!((e.errno, e.sent), (-19, true));
+    let e = TransportError::not_sent(-12);
+    assert_eq!((e.errno, e.sent), (-12, false));
 }
 
 /// A TPM that answers a warning that means "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED,
@@ -705,5 +732,102 @@ fn a_full_space_cannot_take_an_abandoned_session() {
     assert_eq!(h.rm.stats().continuation_hits, 1);
     h.close(&mut b);
     h.close(&mut c);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 8: nothing that fails after the TPM ran the client's command takes the
+/// place of its answer. Here the session's save fails on the transport: the sign's answer
+/// stands; the session, which could not be saved, is flushed with a tombstone (its next
+/// use is answered TPM_RC_EXPIRED).
+#[test]
+fn a_failure_in_the_commit_never_replaces_the_answer() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::Transport(-5));
+    let r = h.exec(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(r.map(|r| rc(&r)), Ok(0));
+    assert!(h.rm.sessions().get(sess).is_none());
+    h.tpm.assert_empty_sessions_and(0);
+    let r = h.ok(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert_eq!(rc(&r), rm(rc_at_session(TPM_RC_EXPIRED, 1)));
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 10: a transport failure that says the command never reached the TPM (an
+/// allocation failure, say) is not one that may have: tpmrs' own ContextSave that is never
+/// sent is like a warning that says "not executed" (tried again; the session stays loaded,
+/// saved after its next use), and a client command never sent changes nothing (the errno
+/// goes back, its session is kept). Treated as "may have run", a failed allocation cost
+/// the client its session.
+#[test]
+fn failures_before_sending_lose_nothing() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k = new_key(&mut h, &mut s);
+    let sess = new_session(&mut h, &mut s);
+    // The sign and every try of the session's save are never sent.
+    h.tpm.fail(CC_SIGN, 0, Fault::NotSent(-12));
+    for _ in 0..3 {
+        h.tpm.fail(CC_CONTEXT_SAVE, 0, Fault::NotSent(-12));
+    }
+    let flushes = h.tpm.count(CC_FLUSH_CONTEXT);
+    let r = h.exec(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert!(h.rm.sessions().get(sess).unwrap().state.is_loaded());
+    assert_eq!(
+        h.tpm.count(CC_FLUSH_CONTEXT),
+        flushes + 1,
+        "the key's flush only"
+    );
+    assert_eq!(r, Err(RmError::NotSent(-12)));
+    assert_eq!(RmError::NotSent(-12).to_errno(), -12);
+    // Its next use finds it loaded and saves it.
+    h.success(&mut s, &sign(k, Auth::policy(sess, true, KEY_AUTH)));
+    assert!(h.rm.sessions().get(sess).unwrap().state.is_saved());
+    // A flush of ours never sent is queued as certain, without asking the TPM, and sent
+    // again before the next command.
+    h.tpm.fail(CC_FLUSH_CONTEXT, 0, Fault::NotSent(-12));
+    let caps = h.tpm.count(CC_GET_CAPABILITY);
+    h.success(&mut s, &sign(k, Auth::pw(KEY_AUTH)));
+    assert_eq!(h.tpm.count(CC_GET_CAPABILITY), caps, "nothing to ask");
+    assert_eq!(h.rm.pending_flushes().len(), 1);
+    h.success(&mut s, &get_random(4));
+    assert!(h.rm.pending_flushes().is_empty());
+    assert_eq!(h.tpm.loaded_objects(), 0);
+    assert_eq!(h.tpm.loaded_sessions(), 0);
+    h.close(&mut s);
+    h.tpm.assert_empty();
+}
+
+/// Issue 20, item 10: a context-gap repair whose ContextLoad never reaches the TPM changes
+/// nothing: the oldest session keeps its blob (it is not evicted), and the session whose
+/// save ran into the gap stays loaded, saved after its next use.
+#[test]
+fn a_gap_repair_never_sent_evicts_nobody() {
+    let mut h = harness();
+    let (mut a, mut b) = (h.space(), h.space());
+    let sa = new_session(&mut h, &mut a);
+    let sb = new_session(&mut h, &mut b);
+    // b's next save meets the gap; the repair's ContextLoad of sa is never sent.
+    h.tpm.gap_max = Some(1);
+    h.tpm.fail(CC_CONTEXT_LOAD, 1, Fault::NotSent(-12));
+    let loads = h.tpm.count(CC_CONTEXT_LOAD);
+    h.success(&mut b, &policy_password(sb));
+    assert_eq!(
+        h.tpm.count(CC_CONTEXT_LOAD),
+        loads + 2,
+        "sb's, then the repair's of sa"
+    );
+    assert_eq!(h.rm.stats().evictions, 0);
+    assert_eq!(h.rm.stats().gap_repairs, 0, "none done");
+    assert!(h.rm.sessions().get(sa).unwrap().state.is_saved());
+    assert!(h.rm.sessions().get(sb).unwrap().state.is_loaded());
+    h.tpm.gap_max = None;
+    h.success(&mut b, &policy_password(sb));
+    h.success(&mut a, &policy_password(sa));
+    h.close(&mut a);
+    h.close(&mut b);
     h.tpm.assert_empty();
 }

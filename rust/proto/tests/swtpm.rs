@@ -582,3 +582,118 @@ fn context_gap_on_swtpm() {
     h.close(&mut b);
     h.tpm.assert_empty();
 }
+
+/// A harness whose session budget is `budget` of swtpm's 64 slots (the rest headroom), so
+/// that a few sessions fill it.
+fn harness_with_budget(budget: usize) -> Harness<SwTpm> {
+    Harness::new(
+        SwTpm::start(),
+        Config {
+            session_headroom: 64 - budget,
+            ..Config::default()
+        },
+    )
+}
+
+/// `s` starts a session, waiting and evicting as the resource manager says (on a clock
+/// the harness moves), and flushes it again.
+fn start_evicting_then_flush(h: &mut Harness<SwTpm>, s: &mut Space) -> u32 {
+    let (r, _) = h.run(s, &start_auth_session(SE_HMAC, &[2; 16]));
+    let n = rhandle(&r.unwrap());
+    h.success(s, &flush_context(n));
+    n
+}
+
+/// Issue 20, item 3, on libtpms (three loaded-session slots, the lowest free number handed
+/// out): a space's four sessions are evicted by a waiter, which frees the number it got.
+/// The space's next StartAuthSession is served at once under a clean number: its four dead
+/// numbers are held saved, not loaded (held loaded, the fourth start got 0x903, and after
+/// SESSION_TIMEOUT the space got 0x02000000, its own dead number).
+#[test]
+fn four_dead_numbers_on_swtpm() {
+    let mut h = harness_with_budget(5);
+    let (mut a, mut b, mut w) = (h.space(), h.space(), h.space());
+    let dead: Vec<u32> = (0..4)
+        .map(|_| start_hmac(&mut h, &mut a).unwrap())
+        .collect();
+    assert_eq!(dead, [0x0200_0000, 0x0200_0001, 0x0200_0002, 0x0200_0003]);
+    let sb = start_hmac(&mut h, &mut b).unwrap();
+    assert_eq!(start_evicting_then_flush(&mut h, &mut w), dead[0]);
+    h.success(&mut b, &flush_context(sb));
+    let (r, waited) = h.run(&mut a, &start_auth_session(SE_HMAC, &[3; 16]));
+    let new = rhandle(&r.unwrap());
+    assert_eq!((waited, new), (0, sb), "at once, the lowest clean number");
+    assert_eq!(h.rm.stats().dead_numbers_handed_over, 0);
+    assert_eq!(
+        h.tpm.raw_handles(0x0200_0000),
+        vec![],
+        "nothing left loaded"
+    );
+    assert_eq!(
+        h.tpm.raw_handles(0x0300_0000),
+        vec![new],
+        "the held ones flushed"
+    );
+    for d in &dead {
+        let r = h.ok(&mut a, &context_save(*d));
+        assert_eq!(rc(&r), rm(rc_at_handle(TPM_RC_EXPIRED, 1)));
+    }
+    h.close(&mut a);
+    h.close(&mut b);
+    h.close(&mut w);
+    h.tpm.assert_empty();
+}
+
+/// TPM2_StartAuthSession carrying session `sess` as an audit session, its HMAC computed
+/// with the session's last nonceTPM (an unbound, unsalted session: the HMAC key is empty).
+fn start_with_audit(sess: u32, nonce_caller: &[u8], nonce_tpm: &[u8]) -> Vec<u8> {
+    let params = Buf::new()
+        .b2(&[5; 16])
+        .b2(&[])
+        .u8(SE_HMAC)
+        .u16(ALG_NULL)
+        .u16(ALG_SHA256)
+        .done();
+    let null = RH_NULL.to_be_bytes();
+    let cp = cp_hash(CC_START_AUTH_SESSION, &[&null, &null], &params);
+    let a = hmac_auth(sess, nonce_caller, nonce_tpm, 0x81, &[], &cp);
+    command(CC_START_AUTH_SESSION, &[RH_NULL, RH_NULL], &[a], &params)
+}
+
+/// Issue 20, item 4, on libtpms: a StartAuthSession that carries an audit session is sent
+/// once. Sent again because it landed on a number the space held dead, libtpms checked
+/// the audit session's HMAC with the nonce it had rolled (TPM_RC_BAD_AUTH), and the space
+/// was handed its dead number. Now the dead numbers are held first: one clean number, the
+/// client's nonces stay in step (the audit session works on).
+#[test]
+fn a_start_carrying_an_audit_session_is_sent_once_on_swtpm() {
+    let mut h = harness_with_budget(4);
+    let (mut a, mut b, mut w) = (h.space(), h.space(), h.space());
+    let dead = [
+        start_hmac(&mut h, &mut a).unwrap(),
+        start_hmac(&mut h, &mut a).unwrap(),
+    ];
+    start_hmac(&mut h, &mut b).unwrap();
+    start_hmac(&mut h, &mut b).unwrap();
+    assert_eq!(start_evicting_then_flush(&mut h, &mut w), dead[0]);
+    let r = h.success(&mut a, &start_auth_session(SE_HMAC, &[1; 16]));
+    let audit = rhandle(&r);
+    assert_eq!(audit, 0x0200_0004, "past the dead numbers and b's");
+    let nonce_tpm = start_auth_session_nonce(&r);
+    let r = h.ok(&mut a, &start_with_audit(audit, &[2; 16], &nonce_tpm));
+    assert_eq!(rc(&r), 0);
+    let new = rhandle(&r);
+    assert!(!dead.contains(&new), "a clean number, not {new:#x}");
+    assert_eq!(h.rm.stats().dead_numbers_handed_over, 0);
+    // The audit session's nonces are in step: its next use verifies.
+    let nonce_tpm = auth_response_nonce(&r, 1);
+    let params = Buf::new().u16(8).done();
+    let cp = cp_hash(CC_GET_RANDOM, &[], &params);
+    let auth = hmac_auth(audit, &[3; 16], &nonce_tpm, 0x81, &[], &cp);
+    let r = h.ok(&mut a, &command(CC_GET_RANDOM, &[], &[auth], &params));
+    assert_eq!(rc(&r), 0);
+    h.close(&mut a);
+    h.close(&mut b);
+    h.close(&mut w);
+    h.tpm.assert_empty();
+}

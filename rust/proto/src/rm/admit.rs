@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Stage 1, admit: everything decided before anything of the command is sent. Framing and
 //! the command table, the answers owed for evicted sessions (tombstones), ownership of every
-//! handle and session the command names, and the FIFO gate for new session slots. An
-//! admitted command has its sessions rewritten to their TPM handles in the work buffer.
+//! handle and session the command names, the per-space limits, and the FIFO gate and the
+//! budget for new session slots. An admitted command has its sessions rewritten to their
+//! TPM handles in the work buffer.
 
 use core::ops::ControlFlow;
 
@@ -102,6 +103,24 @@ impl Rm {
             }
         }
 
+        // Per-space limits, before the TPM creates anything (an answer after the fact would
+        // come after the TPM rolled the nonces of the command's sessions), and before the
+        // FIFO gate and the budget: a space at its limit is refused at once, not after
+        // waiting SESSION_TIMEOUT and evicting another space (issue 20, item 5).
+        if attrs.r_handle() {
+            let new_session = header.cc == TPM_CC_START_AUTH_SESSION
+                || loaded_session(&command, cmd)
+                    .is_some_and(|h| self.st.registry.resolve(h, owner).is_none());
+            let is_session_load =
+                header.cc == TPM_CC_START_AUTH_SESSION || loaded_session(&command, cmd).is_some();
+            if new_session && self.st.registry.count_owned(owner) >= self.config.max_sessions {
+                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_SESSION_MEMORY));
+            }
+            if !is_session_load && space.objects().len() >= self.config.max_objects {
+                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY));
+            }
+        }
+
         // FIFO: a new session slot only for the head of the queue or a reservation holder.
         if header.cc == TPM_CC_START_AUTH_SESSION
             && !self.st.sched.may_take_slot(ticket, owner)
@@ -120,22 +139,6 @@ impl Rm {
             return Ok(ControlFlow::Break(Outcome::Exhausted {
                 rc: Some(TPM_RC_SESSION_HANDLES),
             }));
-        }
-
-        // Per-space limits, before the TPM creates anything: an answer after the fact
-        // would come after the TPM rolled the nonces of the command's sessions.
-        if attrs.r_handle() {
-            let new_session = header.cc == TPM_CC_START_AUTH_SESSION
-                || loaded_session(&command, cmd)
-                    .is_some_and(|h| self.st.registry.resolve(h, owner).is_none());
-            let is_session_load =
-                header.cc == TPM_CC_START_AUTH_SESSION || loaded_session(&command, cmd).is_some();
-            if new_session && self.st.registry.count_owned(owner) >= self.config.max_sessions {
-                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_SESSION_MEMORY));
-            }
-            if !is_session_load && space.objects().len() >= self.config.max_objects {
-                return answer(synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY));
-            }
         }
 
         // Sessions are forwarded in the form the client used (either form names one).

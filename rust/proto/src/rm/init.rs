@@ -67,7 +67,7 @@ impl Rm {
         .map_err(|_| RmError::OutOfMemory)?;
         match self.io.run(tpm, n) {
             Ok(_) => {}
-            Err(e @ RmError::Transport(_)) => return Err(e),
+            Err(e) if e.is_transport() => return Err(e),
             // A malformed answer: as if the TPM did not say.
             Err(_) => return Ok(None),
         }

@@ -11,15 +11,14 @@ use super::super::constants::*;
 use super::super::context::{context_save_blob, parse_context};
 use super::super::error::RmError;
 use super::super::platform::Charged;
-use super::super::session::registry::{same_session, SessionEntry, SessionState};
+use super::super::session::registry::{SessionEntry, SessionState};
 use super::super::session::{blob_seq, End, Grant};
 use super::super::space::InsertError;
 use super::super::stats::bump;
-use super::tpm_io::{response_code, transmit, Reply};
-use super::txn::save_with_retries;
+use super::synth_rm;
+use super::tpm_io::{response_code, transmit, Saved};
 use super::txn::Txn;
 use super::wait::Outcome;
-use super::{synth, synth_rm};
 
 /// Whether `cc` changes the state of the sequence object it uses.
 pub(super) fn updates_sequence(cc: u32) -> bool {
@@ -27,6 +26,18 @@ pub(super) fn updates_sequence(cc: u32) -> bool {
         cc,
         TPM_CC_SEQUENCE_UPDATE | TPM_CC_SEQUENCE_COMPLETE | TPM_CC_EVENT_SEQUENCE_COMPLETE
     )
+}
+
+/// A copy of `blob`, charged to the client (the blob is an object of its space).
+fn copy_blob(blob: &[u8]) -> Result<Charged<u8>, RmError> {
+    let mut v = Charged::try_with_capacity(blob.len())?;
+    v.try_extend_from_slice(blob)?;
+    Ok(v)
+}
+
+/// Whether `blob` is the context of a sequence object.
+fn is_sequence_blob(blob: &[u8]) -> bool {
+    parse_context(blob).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE)
 }
 
 /// Whether `cc` creates a sequence object.
@@ -45,9 +56,7 @@ pub(super) fn loaded_session(command: &Command, cmd: &[u8]) -> Option<u32> {
 
 impl Txn<'_> {
     /// Stage 4: maps the response of `n` bytes in `rsp` to the command `command` (as sent:
-    /// `work`). Returns the response for the client, or [`Outcome::Exhausted`] for a
-    /// StartAuthSession whose every session the TPM could give was under a number its space
-    /// still holds dead (see [`Txn::restart_session`]).
+    /// `work`). Returns the response for the client.
     ///
     /// # Errors
     /// [`RmError::BadResponse`], [`RmError::OutOfMemory`], [`RmError::Transport`].
@@ -112,13 +121,7 @@ impl Txn<'_> {
                     .map(Outcome::Response);
             }
             if is_session_handle(h) {
-                // Waiting again is only for a command that rolled no session of the
-                // client's: run again, it would send stale nonces.
-                let may_wait = !self.gave_up && command.sessions().is_empty();
-                return Ok(match self.adopt_session(cc, work, h, rsp, n, may_wait)? {
-                    Some(n) => Outcome::Response(n),
-                    None => Outcome::Exhausted { rc: None },
-                });
+                return self.adopt_session(cc, h, n).map(Outcome::Response);
             }
         }
         Ok(Outcome::Response(n))
@@ -127,6 +130,15 @@ impl Txn<'_> {
     /// A successful command returned the transient object `phandle`: save it as a new object
     /// of the space and patch its virtual handle into the response. `client_blob` is the
     /// context the client loaded (TPM2_ContextLoad), which can be kept as it is.
+    ///
+    /// The TPM has run the command: its answer stands whatever happens to the save. A save
+    /// that fails on the TPM's side (warnings on every try, another error, the transport)
+    /// keeps the object loaded without a blob ([`ObjectEntry::loaded`]), to be saved after
+    /// its next use or flushed at close; answered with a warning instead, the client would
+    /// run the command again with the nonces it already used (TPM_RC_AUTH_FAIL). A flush
+    /// that does not go through is settled or queued.
+    ///
+    /// [`ObjectEntry::loaded`]: super::super::space::ObjectEntry::loaded
     fn adopt_object(
         &mut self,
         cc: u32,
@@ -136,58 +148,50 @@ impl Txn<'_> {
         len: usize,
     ) -> Result<usize, RmError> {
         self.st.handed_out(phandle);
-        let pending = &mut self.st.pending;
         if self.space.objects().len() >= self.config.max_objects {
-            self.io.flush_or_queue(self.tpm, pending, phandle)?;
+            let _ = self
+                .io
+                .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
             return synth_rm(rsp, &mut self.io.stats, TPM_RC_OBJECT_MEMORY);
         }
         let (blob, sequence) = match client_blob {
-            Some(b) => {
-                let mut v = match Charged::try_with_capacity(b.len()) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                        return Err(e.into());
-                    }
-                };
-                if v.try_extend_from_slice(b).is_err() {
-                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                    return Err(RmError::OutOfMemory);
+            Some(b) => (Some(copy_blob(b)), is_sequence_blob(b)),
+            None => match self.io.save(self.tpm, phandle) {
+                Ok(Saved::Done) => {
+                    let b = self.io.last_blob();
+                    let seq = starts_sequence(cc) || b.is_ok_and(is_sequence_blob);
+                    (Some(b.and_then(copy_blob)), seq)
                 }
-                let seq =
-                    parse_context(b).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE);
-                (v, seq)
-            }
-            None => {
-                let saved = match save_with_retries(self.io, self.tpm, phandle) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Still loaded (a save flushes nothing): ours to flush later.
-                        let _ = pending.certain.try_push(phandle);
-                        return Err(e);
-                    }
-                };
-                if let Reply::Rc(rc) = saved {
-                    self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                    return synth(rsp, &mut self.io.stats, rc);
-                }
-                let v = match self.io.saved_blob() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.io.flush_or_queue(self.tpm, pending, phandle)?;
-                        return Err(e);
-                    }
-                };
-                let seq = starts_sequence(cc)
-                    || parse_context(&v).is_ok_and(|i| i.saved_handle == TPM_SAVED_HANDLE_SEQUENCE);
-                (v, seq)
-            }
+                // Not saved: still loaded (a save flushes nothing).
+                Ok(_) | Err(_) => (None, starts_sequence(cc)),
+            },
         };
-        self.io.flush_or_queue(self.tpm, pending, phandle)?;
-        match self
+        let (blob, loaded) = match blob {
+            Some(Ok(b)) => {
+                // A flush that fails is settled or queued: the object is saved.
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                (Some(b), None)
+            }
+            // No memory for the blob: the client's memory cgroup refused it, nothing is kept.
+            Some(Err(e)) => {
+                let _ = self
+                    .io
+                    .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                return Err(e);
+            }
+            None => (None, Some(phandle)),
+        };
+        let inserted = self
             .space
-            .insert_object(blob, sequence, self.config.max_objects)
-        {
+            .insert_object(blob, loaded, sequence, self.config.max_objects);
+        if inserted.is_err() && loaded.is_some() {
+            let _ = self
+                .io
+                .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+        }
+        match inserted {
             Ok(vhandle) => {
                 put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
                 Ok(len)
@@ -202,27 +206,22 @@ impl Txn<'_> {
     /// abandoned at a close, or handed over by another open file -- makes the session this
     /// space's, protected from eviction for a new SESSION_TIMEOUT (admission checked the
     /// space's limit before sending).
-    fn adopt_session(
-        &mut self,
-        cc: u32,
-        work: &[u8],
-        handle: u32,
-        rsp: &mut [u8],
-        len: usize,
-        may_wait: bool,
-    ) -> Result<Option<usize>, RmError> {
+    ///
+    /// A new session under a number the space still holds dead (a tombstone): the numbers
+    /// were held before the command was sent (`preoccupy`), so only a waiter that gave up
+    /// with more of them than tpmrs holds at once, or a TPM that does not hand out its
+    /// lowest free number, gets here. The command is
+    /// never sent again (the TPM rolled the nonces of the sessions it carries): the number
+    /// is handed over, the space's old reference forgotten (it names the new session now),
+    /// and counted (`Stats::dead_numbers_handed_over`).
+    fn adopt_session(&mut self, cc: u32, handle: u32, len: usize) -> Result<usize, RmError> {
         let owner = self.space.id();
         self.st.handed_out(handle);
-        let (handle, len) =
-            if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstone(owner, handle) {
-                match self.restart_session(work, handle, rsp, len, may_wait)? {
-                    Some(r) => r,
-                    None => return Ok(None),
-                }
-            } else {
-                (handle, len)
-            };
         let reload = cc == TPM_CC_CONTEXT_LOAD;
+        // Its owner is told: this number is the loaded (or new) session now.
+        if self.st.take_tombstone(owner, handle) && !reload {
+            bump(&mut self.io.stats.dead_numbers_handed_over);
+        }
         let previous = self.st.registry.get(handle);
         let previous_owner = previous.and_then(|e| e.owner);
         let (id, created_ns, owned_since_ns, continued) = match previous {
@@ -232,10 +231,6 @@ impl Txn<'_> {
             Some(e) if reload && e.is_live() => (e.id, e.created_ns, self.now, e.is_abandoned()),
             _ => (self.st.new_session_id(), self.now, self.now, false),
         };
-        // Its owner is told: this number is the loaded session now.
-        if reload {
-            self.st.take_tombstone(owner, handle);
-        }
         let mut entry = SessionEntry::new(handle, id, owner, self.now);
         entry.created_ns = created_ns;
         entry.owned_since_ns = owned_since_ns;
@@ -252,101 +247,7 @@ impl Txn<'_> {
             self.st.sched.session_added(owner, self.now, held);
         }
         self.loaded.sessions.add(handle);
-        Ok(Some(len))
-    }
-
-    /// The TPM gave space `owner` a new session under the number of a session evicted from
-    /// it that it has not been told about yet. Its StartAuthSession runs again while that
-    /// slot is held, so the TPM gives another number, and the first session is flushed:
-    /// the client's old reference still answers TPM_RC_EXPIRED, and a session's handle
-    /// (its Name, which enters cpHash) is never rewritten.
-    ///
-    /// The TPM hands out the lowest free number, and a space evicted whole has its old
-    /// numbers free at once: the second number is often another of its evicted ones. Such
-    /// a session is held too and the start runs again, up to [`MAX_RESTARTS`] numbers in
-    /// all, and every held one is flushed once a clean number comes. If none comes (the
-    /// TPM has no slot to spare, or the space lost more sessions than that), every held
-    /// one is flushed and the command waits for a slot like one the TPM refused (`None`)
-    /// if `may_wait`; else the first session is kept and the space's old reference
-    /// forgotten. Handed over that way, the number reached the new session from the
-    /// client's old reference: TPM_RC_AUTH_FAIL, which counts towards the
-    /// dictionary-attack lockout, once in six 20 s runs of the mixed workload on the debug
-    /// kernel.
-    fn restart_session(
-        &mut self,
-        work: &[u8],
-        first: u32,
-        rsp: &mut [u8],
-        len: usize,
-        may_wait: bool,
-    ) -> Result<Option<(u32, usize)>, RmError> {
-        let owner = self.space.id();
-        let mut held = [first; MAX_RESTARTS];
-        let mut n_held = 1;
-        let clean = loop {
-            if n_held == MAX_RESTARTS {
-                break None;
-            }
-            // Our own buffers: the client's response stays as it is if this fails.
-            let Some(cmd) = self.io.cmd.get_mut(..work.len()) else {
-                break None;
-            };
-            cmd.copy_from_slice(work);
-            let rc = match self.io.run(self.tpm, work.len()) {
-                Ok(rc) => rc,
-                Err(e) => {
-                    self.flush_held(&held[..n_held]);
-                    return Err(e);
-                }
-            };
-            let again = (rc == TPM_RC_SUCCESS)
-                .then(|| super::super::codec::get_u32(self.io.last(), TPM_HEADER_SIZE))
-                .flatten()
-                .filter(|h| {
-                    is_session_handle(*h) && !held[..n_held].iter().any(|f| same_session(*h, *f))
-                });
-            let Some(h) = again else {
-                break None;
-            };
-            self.st.handed_out(h);
-            if !self.st.has_tombstone(owner, h) {
-                break Some(h);
-            }
-            if let Some(slot) = held.get_mut(n_held) {
-                *slot = h;
-                n_held += 1;
-            }
-        };
-        let Some(h) = clean else {
-            if may_wait {
-                self.flush_held(&held[..n_held]);
-                return Ok(None);
-            }
-            // The first session stays the client's; the other held ones go.
-            self.flush_held(held.get(1..n_held).unwrap_or(&[]));
-            self.st.take_tombstone(owner, first);
-            return Ok(Some((first, len)));
-        };
-        let n = match self.io.copy_last(rsp) {
-            Ok(n) => n,
-            Err(e) => {
-                self.flush_held(&[h]);
-                self.flush_held(&held[..n_held]);
-                return Err(e);
-            }
-        };
-        // A flush that does not go through is queued (or settled); the client's answer is
-        // the clean session either way.
-        self.flush_held(&held[..n_held]);
-        Ok(Some((h, n)))
-    }
-
-    /// Flushes sessions started for a restart and not kept (see
-    /// [`Txn::restart_session`]); a flush that fails is queued.
-    fn flush_held(&mut self, held: &[u32]) {
-        for h in held {
-            let _ = self.io.flush_or_queue(self.tpm, &mut self.st.pending, *h);
-        }
+        Ok(len)
     }
 
     /// A GetCapability response: a list of transient handles or sessions keeps only the
@@ -398,7 +299,3 @@ fn flushed_handle(cc: u32) -> usize {
 
 /// Most GetCapability round trips for one filtered handle list.
 const MAX_LIST_ROUNDS: usize = 16;
-
-/// Most sessions one StartAuthSession holds at once to find a number its space has no
-/// evicted session under (see `Txn::restart_session`): the client's, and seven more.
-const MAX_RESTARTS: usize = 8;

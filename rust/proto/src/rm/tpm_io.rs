@@ -6,8 +6,8 @@ use super::super::capability::{build_handle_query, first_listed_handle};
 use super::super::codec::get_u32;
 use super::super::constants::*;
 use super::super::context::{
-    build_context_load, build_context_save, build_flush_context, context_load_handle,
-    context_save_blob,
+    build_context_load, build_context_save, build_flush_context, build_hmac_session,
+    context_load_handle, context_save_blob,
 };
 use super::super::error::RmError;
 use super::super::platform::{Charged, Vec};
@@ -31,8 +31,9 @@ pub(crate) enum Reply<T> {
 /// commands are counted.
 ///
 /// # Errors
-/// [`RmError::Transport`] if the transport failed, [`RmError::BadResponse`] if the response
-/// is not framed as one.
+/// [`RmError::Transport`] if the transport failed ([`RmError::NotSent`] if the command
+/// certainly did not reach the TPM), [`RmError::BadResponse`] if the response is not framed
+/// as one.
 pub(crate) fn transmit(
     stats: &mut Stats,
     tpm: &mut dyn Tpm,
@@ -44,7 +45,11 @@ pub(crate) fn transmit(
         Ok(n) => n,
         Err(e) => {
             bump(&mut stats.transport_errors);
-            return Err(RmError::Transport(e.0));
+            return Err(if e.sent {
+                RmError::Transport(e.errno)
+            } else {
+                RmError::NotSent(e.errno)
+            });
         }
     };
     let r = rsp.get(..n).ok_or(RmError::BadResponse)?;
@@ -139,13 +144,62 @@ impl Io {
         Ok(Reply::Done(()))
     }
 
+    /// TPM2_ContextSave of `handle`, tried again while the TPM does not run it (a warning
+    /// that says "not executed", or a transport failure before the command reached the
+    /// TPM), up to [`MAX_SAVE_TRIES`] tries in all; TPM_RC_CONTEXT_GAP is not tried again
+    /// (a repair must come first). On [`Saved::Done`], [`Io::last_blob`] has the blob.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] if the transport failed after the command may have reached
+    /// the TPM, [`RmError::BadResponse`], [`RmError::OutOfMemory`].
+    pub(crate) fn save(&mut self, tpm: &mut dyn Tpm, handle: u32) -> Result<Saved, RmError> {
+        for _ in 0..MAX_SAVE_TRIES {
+            match self.context_save(tpm, handle) {
+                Ok(Reply::Done(())) => return Ok(Saved::Done),
+                Ok(Reply::Rc(TPM_RC_CONTEXT_GAP)) => return Ok(Saved::Gap),
+                Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => {}
+                Ok(Reply::Rc(rc)) => return Ok(Saved::Rc(rc)),
+                Err(RmError::NotSent(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Saved::NotRun)
+    }
+
+    /// The blob of the last successful [`Io::context_save`].
+    ///
+    /// # Errors
+    /// [`RmError::BadResponse`] if the last response holds none.
+    pub(crate) fn last_blob(&self) -> Result<&[u8], RmError> {
+        context_save_blob(self.last()).map_err(|_| RmError::BadResponse)
+    }
+
     /// The blob of the last successful [`Io::context_save`], copied.
     /// Charged to the client (the blob is an object's or a session's of its space).
     pub(crate) fn saved_blob(&self) -> Result<Charged<u8>, RmError> {
-        let b = context_save_blob(self.last()).map_err(|_| RmError::BadResponse)?;
+        let b = self.last_blob()?;
         let mut v = Charged::try_with_capacity(b.len())?;
         v.try_extend_from_slice(b)?;
         Ok(v)
+    }
+
+    /// tpmrs' own TPM2_StartAuthSession ([`build_hmac_session`]): the handle of the new
+    /// session.
+    ///
+    /// # Errors
+    /// [`RmError::Transport`] (a session may have been started, under a number nobody
+    /// knows), [`RmError::NotSent`], [`RmError::BadResponse`].
+    pub(crate) fn start_hmac_session(&mut self, tpm: &mut dyn Tpm) -> Result<Reply<u32>, RmError> {
+        // Any nonce will do: the session is never used.
+        let n = build_hmac_session(&mut self.cmd, &[0; 16]).map_err(|_| RmError::OutOfMemory)?;
+        let rc = self.run(tpm, n)?;
+        if rc != TPM_RC_SUCCESS {
+            return Ok(Reply::Rc(rc));
+        }
+        match get_u32(self.last(), TPM_HEADER_SIZE) {
+            Some(h) if is_session_handle(h) => Ok(Reply::Done(h)),
+            _ => Err(RmError::BadResponse),
+        }
     }
 
     /// TPM2_FlushContext of `handle`.
@@ -160,32 +214,40 @@ impl Io {
         })
     }
 
-    /// Flushes `handle` and says how it went. A transport failure leaves it unknown whether
-    /// the TPM ran the flush; the caller still holds the chip, so nobody else has used the
-    /// TPM since, and the TPM is asked at once whether the handle is there (then flushed
-    /// again): only if it cannot be asked does the flush stay [`Flushed::Unknown`]. The
-    /// transport error is returned with the verdict.
+    /// Flushes `handle` and says how it went. A transport failure after the command may
+    /// have reached the TPM leaves it unknown whether the TPM ran the flush: see
+    /// [`Io::settle_flush`]. One before it reached the TPM is like a warning that says "not
+    /// executed" ([`Flushed::NotExecuted`], no error).
     pub(crate) fn flush_settled(
         &mut self,
         tpm: &mut dyn Tpm,
         handle: u32,
     ) -> (Flushed, Result<(), RmError>) {
-        let err = match self.flush(tpm, handle) {
-            Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => return (Flushed::NotExecuted, Ok(())),
+        match self.flush(tpm, handle) {
+            Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => (Flushed::NotExecuted, Ok(())),
+            Err(RmError::NotSent(_)) => (Flushed::NotExecuted, Ok(())),
             // Done, or an error that says the handle is gone.
-            Ok(_) => return (Flushed::Done, Ok(())),
-            Err(e) => e,
-        };
-        let verdict = match self.handle_present(tpm, handle) {
+            Ok(_) => (Flushed::Done, Ok(())),
+            Err(e) => (self.settle_flush(tpm, handle), Err(e)),
+        }
+    }
+
+    /// A FlushContext of `handle` (ours or a client's) failed on the transport after it may
+    /// have reached the TPM. The caller still holds the chip, so nobody else has used the
+    /// TPM since: the TPM is asked at once whether the handle is there, and if it is, it is
+    /// flushed again. Only if the TPM cannot be asked does the flush stay
+    /// [`Flushed::Unknown`].
+    pub(crate) fn settle_flush(&mut self, tpm: &mut dyn Tpm, handle: u32) -> Flushed {
+        match self.handle_present(tpm, handle) {
             Ok(false) => Flushed::Done,
             Ok(true) => match self.flush(tpm, handle) {
                 Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => Flushed::NotExecuted,
+                Err(RmError::NotSent(_)) => Flushed::NotExecuted,
                 Ok(_) => Flushed::Done,
                 Err(_) => Flushed::Unknown,
             },
             Err(_) => Flushed::Unknown,
-        };
-        (verdict, Err(err))
+        }
     }
 
     /// Flushes `handle`; if the flush is not over, queues it in `queue` (see
@@ -243,6 +305,23 @@ impl Io {
         }
         Ok(false)
     }
+}
+
+/// Most tries of one ContextSave of ours that the TPM does not run (see [`Io::save`]).
+const MAX_SAVE_TRIES: usize = 3;
+
+/// How a ContextSave of ours went ([`Io::save`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// Saved: [`Io::last_blob`] has the context.
+    Done,
+    /// Not run on any try (a warning that says so, or the command never reached the TPM):
+    /// what it named is as it was, still loaded.
+    NotRun,
+    /// TPM_RC_CONTEXT_GAP: the oldest saved context must be renewed first.
+    Gap,
+    /// Any other response code.
+    Rc(u32),
 }
 
 /// How a FlushContext of ours went.

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
-//! One command in flight ([`Txn`]): stage 2 (map and load), stage 3 (transmit, with
-//! context-gap repair and the exhaustion check) and stage 5 (commit: save the sessions used,
-//! flush the objects loaded). Stage 4, mapping the response, is in `respond`.
+//! One command in flight ([`Txn`]): stage 2 (map and load) and stage 3 (transmit, with
+//! context-gap repair and the exhaustion check). Stage 4, mapping the response, is in
+//! `respond`; stage 5, the commit (save the sessions used, flush the objects loaded), in
+//! `commit`.
 //!
-//! Nothing of a space stays loaded in the TPM between commands: whatever a stage loaded is
-//! recorded in [`Loaded`], and [`Txn::commit`] saves or flushes it on every path, early
-//! answers and errors included.
+//! Whatever a stage loaded is recorded in [`Loaded`], and [`Txn::commit`] saves or flushes
+//! it on every path, early answers and errors included. An object or session of a space
+//! may be loaded between commands (its save failed on the TPM's side: `ObjectEntry::loaded`,
+//! `SessionState::Loaded`): the next command that names it uses it where it is.
 
 use core::ops::ControlFlow;
 
@@ -14,21 +16,20 @@ use super::super::command::{Command, MAX_HANDLES};
 use super::super::constants::*;
 use super::super::error::RmError;
 use super::super::session::registry::SessionState;
-use super::super::session::{blob_seq, End, Grant, Sessions};
+use super::super::session::{End, Grant, Sessions, MAX_GAP_REPAIRS};
 use super::super::space::Space;
 use super::super::tpm::Tpm;
+use super::preoccupy::{Held, Preoccupied};
 use super::respond::{loaded_session, updates_sequence};
 use super::tpm_io::{response_code, transmit, Io, Reply};
 use super::wait::Outcome;
 use super::{pos, synth_rm, Config};
 
 /// Sessions one command can touch: its handle area, its authorization area, a new one.
-const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAND + 1;
-/// Most context-gap repairs (each renews or evicts one session) for one failed command or
-/// save. More than one is needed only if a session outside tpmrs is the oldest.
-const MAX_GAP_REPAIRS: usize = 4;
+pub(super) const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAND + 1;
 
 /// A small fixed-capacity set (no allocation, never panics).
+#[derive(Clone, Copy)]
 pub(super) struct List<T: Copy, const N: usize> {
     items: [Option<T>; N],
 }
@@ -74,13 +75,16 @@ pub(super) struct Loaded {
     pub(super) objects: List<LoadedObject, MAX_HANDLES>,
     /// Sessions to save after the command (if still registered and loaded).
     pub(super) sessions: List<u32, MAX_TXN_SESSIONS>,
+    /// Numbers held for a StartAuthSession (see `preoccupy`), flushed after it.
+    pub(super) held: Held,
 }
 
 impl Loaded {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Loaded {
             objects: List::new(),
             sessions: List::new(),
+            held: Held::new(),
         }
     }
     fn phandle_of(&self, vhandle: u32) -> Option<u32> {
@@ -111,6 +115,8 @@ pub(super) struct Txn<'a> {
     pub(super) loaded: Loaded,
     /// The command's waiter gave up: a session shortage is answered, not waited for.
     pub(super) gave_up: bool,
+    /// The command is a StartAuthSession that got a session from the TPM.
+    pub(super) started: bool,
 }
 
 impl<'a> Txn<'a> {
@@ -135,6 +141,7 @@ impl<'a> Txn<'a> {
             ticket,
             loaded: Loaded::new(),
             gave_up,
+            started: false,
         }
     }
 
@@ -186,7 +193,13 @@ impl<'a> Txn<'a> {
                         continue;
                     }
                     let sequence = obj.sequence;
-                    match self.io.context_load(self.tpm, &obj.blob)? {
+                    let Some(blob) = obj.blob.as_ref() else {
+                        // Neither saved nor loaded: cannot happen. Gone.
+                        self.space.remove_object(h);
+                        let rc = rc_handle_at_handle(pos(i));
+                        return respond(synth_rm(rsp, &mut self.io.stats, rc));
+                    };
+                    match self.io.context_load(self.tpm, blob)? {
                         Reply::Done(p) => {
                             self.st.handed_out(p);
                             self.loaded.objects.add(LoadedObject {
@@ -288,18 +301,35 @@ impl<'a> Txn<'a> {
         Ok(ControlFlow::Continue(()))
     }
 
-    /// Stage 3: sends the mapped command. TPM_RC_CONTEXT_GAP (a warning: not executed)
-    /// renews the oldest saved session and sends again. A StartAuthSession, or a ContextLoad
-    /// of a session, that finds no slot is undone: `Outcome::Exhausted`.
+    /// Stage 3: sends the mapped command. A StartAuthSession of a space that has tombstones
+    /// first holds the numbers the space holds dead (`preoccupy`): none clean to be had, it
+    /// is not sent and waits. TPM_RC_CONTEXT_GAP (a warning: not executed) renews the oldest
+    /// saved session and sends again. A StartAuthSession, or a ContextLoad of a session,
+    /// that finds no slot is undone: `Outcome::Exhausted`.
     ///
     /// # Errors
-    /// [`RmError::Transport`], [`RmError::BadResponse`].
+    /// [`RmError::Transport`], [`RmError::NotSent`], [`RmError::BadResponse`].
     pub(super) fn transmit(
         &mut self,
         command: &Command,
         work: &[u8],
         rsp: &mut [u8],
     ) -> Result<ControlFlow<Outcome, usize>, RmError> {
+        let cc = command.cc();
+        let owner = self.space.id();
+        if cc == TPM_CC_START_AUTH_SESSION && self.st.has_tombstones(owner) {
+            // Numbers the space holds dead are held first: the command is sent once, and
+            // gets a clean number. None to be found: it waits, unsent, like one the TPM
+            // refused; a waiter that gave up is sent as it is (see `adopt_session`).
+            let held = &mut self.loaded.held;
+            if let Preoccupied::NoClean { rc } =
+                held.preoccupy(self.io, self.st, self.tpm, owner)?
+            {
+                if !self.gave_up {
+                    return Ok(ControlFlow::Break(Outcome::Exhausted { rc }));
+                }
+            }
+        }
         let mut n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
         for _ in 0..MAX_GAP_REPAIRS {
             if response_code(rsp) != TPM_RC_CONTEXT_GAP || !self.st.repair_gap(self.io, self.tpm)? {
@@ -308,204 +338,18 @@ impl<'a> Txn<'a> {
             n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
         }
         let rc = response_code(rsp);
-        let cc = command.cc();
         if is_session_exhaustion_rc(rc)
             && !self.gave_up
             && (cc == TPM_CC_START_AUTH_SESSION || loaded_session(command, work).is_some())
         {
             return Ok(ControlFlow::Break(Outcome::Exhausted { rc: Some(rc) }));
         }
-        if cc == TPM_CC_START_AUTH_SESSION
-            && rc == TPM_RC_SUCCESS
-            && self
-                .st
-                .sched
-                .took_slot(self.ticket, self.space.id(), self.now)
-        {
+        self.started = cc == TPM_CC_START_AUTH_SESSION && rc == TPM_RC_SUCCESS;
+        if self.started && self.st.sched.took_slot(self.ticket, owner, self.now) {
             self.space.note_slot_taken();
         }
         Ok(ControlFlow::Continue(n))
     }
-
-    /// Stage 5: saves the sessions used and flushes the objects loaded, then gives `answer`
-    /// (or the first transport error of the commit if `answer` is Ok). Never leaves anything
-    /// of ours in the TPM that we do not track.
-    ///
-    /// # Errors
-    /// `answer`'s error, else the first transport error met while committing.
-    pub(super) fn commit(mut self, answer: Result<Outcome, RmError>) -> Result<Outcome, RmError> {
-        let committed = self.save_and_flush();
-        let outcome = answer?;
-        committed.map(|()| outcome)
-    }
-
-    fn save_and_flush(&mut self) -> Result<(), RmError> {
-        let mut first_err = None;
-        let mut gap: List<u32, MAX_TXN_SESSIONS> = List::new();
-        let used = self.loaded.sessions.items;
-        for h in used.iter().flatten().copied() {
-            let loaded = self.st.registry.get(h).is_some_and(|e| e.state.is_loaded());
-            if !loaded {
-                continue;
-            }
-            match self.save_session(h) {
-                Ok(true) => {}
-                Ok(false) => {
-                    gap.add(h);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        // Context gap: renew (or evict) the oldest saved sessions, with fewer of ours
-        // loaded now, and try again.
-        for h in gap.iter() {
-            if let Err(e) = self.save_after_gap(h) {
-                first_err.get_or_insert(e);
-            }
-        }
-        let objects = self.loaded.objects.items;
-        for o in objects.iter().flatten().copied() {
-            if let Err(e) = self.put_back_object(o) {
-                first_err.get_or_insert(e);
-            }
-        }
-        self.loaded = Loaded::new();
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// Saves session `h` (loaded for this command) and records its blob. Ok(false) if the
-    /// save failed with TPM_RC_CONTEXT_GAP (the session is still loaded). A save the TPM
-    /// does not execute (TPM_RC_RETRY, ...) on every try leaves the session as it was:
-    /// loaded, and saved after its next use.
-    fn save_session(&mut self, h: u32) -> Result<bool, RmError> {
-        match save_with_retries(self.io, self.tpm, h) {
-            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => Ok(true),
-            Ok(Reply::Done(())) => {
-                let blob = self.io.saved_blob().ok();
-                match (blob, self.st.registry.get_mut(h)) {
-                    (Some(blob), Some(entry)) => {
-                        entry.saved_seq = blob_seq(&blob);
-                        entry.state = SessionState::SavedByRm(blob);
-                        Ok(true)
-                    }
-                    _ => self
-                        .st
-                        .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
-                        .map(|()| true),
-                }
-            }
-            Ok(Reply::Rc(TPM_RC_CONTEXT_GAP)) => Ok(false),
-            // Gone from the TPM (lazy backup of strict accounting): forget it.
-            Ok(Reply::Rc(rc)) if is_handle_rc(rc) => self
-                .st
-                .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)
-                .map(|()| true),
-            Ok(Reply::Rc(_)) => self
-                .st
-                .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue)
-                .map(|()| true),
-            Err(e) => {
-                let entry = self.st.registry.remove(h);
-                self.st.queue_session_flush(h, entry);
-                Err(e)
-            }
-        }
-    }
-
-    /// Saves session `h` whose save met TPM_RC_CONTEXT_GAP: repairs the gap, retries, and
-    /// flushes it if it still cannot be saved.
-    fn save_after_gap(&mut self, h: u32) -> Result<(), RmError> {
-        let mut err = None;
-        for _ in 0..MAX_GAP_REPAIRS {
-            match self.st.repair_gap(self.io, self.tpm) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    err = Some(e);
-                    break;
-                }
-            }
-            match self.save_session(h) {
-                Ok(true) => return err.map_or(Ok(()), Err),
-                Ok(false) => {}
-                // Handled (queued).
-                Err(e) => return Err(err.unwrap_or(e)),
-            }
-        }
-        let flushed = self
-            .st
-            .end_session(self.io, self.tpm, h, End::Flush, Grant::Queue);
-        match err {
-            Some(e) => Err(e),
-            None => flushed,
-        }
-    }
-
-    /// Saves object `o` again if its state changed, then flushes it.
-    fn put_back_object(&mut self, o: LoadedObject) -> Result<(), RmError> {
-        if !o.alive {
-            return Ok(());
-        }
-        let mut err = None;
-        if o.resave && self.space.object(o.vhandle).is_some() {
-            let blob = match save_with_retries(self.io, self.tpm, o.phandle) {
-                Ok(Reply::Done(())) => self.io.saved_blob().ok(),
-                Ok(Reply::Rc(rc)) if is_not_executed_rc(rc) => {
-                    // Not executed on every try: it stays loaded, as it was, rather than
-                    // lose its state (see `ObjectEntry::loaded`).
-                    if let Some(obj) = self.space.object_mut(o.vhandle) {
-                        obj.loaded = Some(o.phandle);
-                        return Ok(());
-                    }
-                    None
-                }
-                Ok(Reply::Rc(_)) => None,
-                Err(e) => {
-                    err = Some(e);
-                    None
-                }
-            };
-            match (blob, self.space.object_mut(o.vhandle)) {
-                (Some(b), Some(obj)) => obj.blob = b,
-                // A stale blob of a sequence would silently give wrong results.
-                _ => {
-                    self.space.remove_object(o.vhandle);
-                }
-            }
-        }
-        let flushed = self
-            .io
-            .flush_or_queue(self.tpm, &mut self.st.pending, o.phandle);
-        match err {
-            Some(e) => Err(e),
-            None => flushed,
-        }
-    }
-}
-
-/// Most tries of one ContextSave of ours that the TPM answers with a warning that says
-/// "not executed" (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING, ...).
-const MAX_SAVE_TRIES: usize = 3;
-
-/// TPM2_ContextSave of `h`, tried again on a "not executed" warning (but not on
-/// TPM_RC_CONTEXT_GAP, which needs a repair first).
-pub(super) fn save_with_retries(
-    io: &mut Io,
-    tpm: &mut dyn Tpm,
-    h: u32,
-) -> Result<Reply<()>, RmError> {
-    let mut r = io.context_save(tpm, h);
-    for _ in 1..MAX_SAVE_TRIES {
-        match r {
-            Ok(Reply::Rc(rc)) if rc != TPM_RC_CONTEXT_GAP && is_not_executed_rc(rc) => {
-                r = io.context_save(tpm, h);
-            }
-            _ => break,
-        }
-    }
-    r
 }
 
 /// A response of `n` bytes for the client is in `rsp`: the command goes no further.

@@ -3,7 +3,7 @@
 //! it), or abandoned (its client saved it and closed its file).
 
 use super::super::error::RmError;
-use super::super::event::Event;
+use super::super::event::{Event, EvictReason};
 use super::super::rm::tpm_io::{Flushed, Io};
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
@@ -18,6 +18,8 @@ pub(crate) enum Why {
     Waiter(u64),
     /// To repair a context gap.
     Gap,
+    /// Its owner's command succeeded, but its context could not be saved after it.
+    Unsaved,
 }
 
 /// How a session of ours ends.
@@ -78,15 +80,16 @@ impl Sessions {
             .registry
             .get(h)
             .and_then(|e| Some((e.owner?, e.handle)));
-        let (waiter, gap) = match why {
-            Why::Waiter(space) => (space, false),
-            Why::Gap => (0, true),
+        let (waiter, reason) = match why {
+            Why::Waiter(space) => (space, EvictReason::Waiter),
+            Why::Gap => (0, EvictReason::ContextGap),
+            Why::Unsaved => (0, EvictReason::Unsaved),
         };
         self.events.record(Event::Evict {
             handle: h,
             victim: known.map_or(0, |k| k.0),
             waiter,
-            gap,
+            reason,
         });
         if let Some((owner, v)) = known {
             self.evicted.bump(owner);

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Tombstones: what the owner of an evicted session is told, once.
 //!
-//! Session handles are never rewritten (see [`super::registry`]). If the TPM hands an
-//! evicted session's number back to the *same* space before it was told, that space's
-//! StartAuthSession is run again (the TPM gives a second slot while the first is held) and
-//! the first new session flushed, so the old reference never reaches a new session (with a
-//! stale nonce, an HMAC failure that counts against the dictionary-attack lockout): see
-//! `Txn::adopt_session`.
+//! Session handles are never rewritten (see [`super::registry`]). So that the TPM never
+//! hands an evicted session's number back to the *same* space before it was told (its old
+//! reference would reach the new session with a stale nonce: an HMAC failure that may count
+//! against the dictionary-attack lockout), tpmrs holds the space's dead numbers before it
+//! sends the space's StartAuthSession: see `rm/preoccupy.rs`.
 
 use super::registry::same_session;
 use super::Sessions;

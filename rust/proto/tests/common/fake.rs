@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::marshal::{Buf, Rd};
+use tpmrs_proto::context::build_hmac_session;
 use tpmrs_proto::{Tpm, TransportError};
 
 /// What to do to a matching command.
@@ -13,8 +14,11 @@ use tpmrs_proto::{Tpm, TransportError};
 pub enum Fault {
     /// Answer this response code without executing.
     Rc(u32),
-    /// Fail on the transport without executing.
+    /// Fail on the transport without executing (the RM cannot tell: it may have run).
     Transport(i32),
+    /// Fail on the transport before the command reaches the TPM (an allocation failure,
+    /// say), and say so.
+    NotSent(i32),
     /// Execute, then fail on the transport (the response is lost).
     TransportAfter(i32),
     /// Answer a malformed response.
@@ -49,6 +53,9 @@ pub struct FakeTpm {
     rules: Vec<Rule>,
     /// Every command code received, in order.
     pub log: Vec<u32>,
+    /// StartAuthSessions received: tpmrs' own (the one `build_hmac_session` writes), and
+    /// the others (its clients').
+    pub starts: (usize, usize),
     /// Every transmit fails while set.
     pub down: bool,
     /// TPM_CAP_COMMANDS entries per response (exercises moreData).
@@ -100,6 +107,7 @@ impl FakeTpm {
             next_seq: 1,
             rules: Vec::new(),
             log: Vec::new(),
+            starts: (0, 0),
             down: false,
             page: 5,
             max_sessions: 64,
@@ -440,8 +448,17 @@ impl Tpm for FakeTpm {
         );
         let cc = u32::from_be_bytes(cmd[6..10].try_into().unwrap());
         self.log.push(cc);
+        if cc == 0x176 {
+            let mut own = [0u8; 64];
+            let n = build_hmac_session(&mut own, &[0; 16]).unwrap();
+            if cmd == &own[..n] {
+                self.starts.0 += 1;
+            } else {
+                self.starts.1 += 1;
+            }
+        }
         if self.down {
-            return Err(TransportError(-19));
+            return Err(TransportError::maybe_sent(-19));
         }
         let mut fault = None;
         if let Some(i) = self.rules.iter().position(|r| r.cc == cc) {
@@ -454,10 +471,11 @@ impl Tpm for FakeTpm {
         let out = match fault {
             None => self.execute(cmd),
             Some(Fault::Rc(rc)) => Self::rsp(rc, &[]),
-            Some(Fault::Transport(e)) => return Err(TransportError(e)),
+            Some(Fault::Transport(e)) => return Err(TransportError::maybe_sent(e)),
+            Some(Fault::NotSent(e)) => return Err(TransportError::not_sent(e)),
             Some(Fault::TransportAfter(e)) => {
                 self.execute(cmd);
-                return Err(TransportError(e));
+                return Err(TransportError::maybe_sent(e));
             }
             Some(Fault::Garbage) => vec![0x80, 0x01, 0, 0, 0, 99, 0, 0, 0, 0],
         };

@@ -149,13 +149,13 @@ impl SwTpm {
 
 impl Tpm for SwTpm {
     fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
-        let io = |_| TransportError(-5);
+        let io = |_| TransportError::maybe_sent(-5);
         self.stream.write_all(cmd).map_err(io)?;
         let mut hdr = [0u8; 10];
         self.stream.read_exact(&mut hdr).map_err(io)?;
         let size = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]) as usize;
         if !(10..=rsp.len()).contains(&size) {
-            return Err(TransportError(-5));
+            return Err(TransportError::maybe_sent(-5));
         }
         rsp[..10].copy_from_slice(&hdr);
         self.stream.read_exact(&mut rsp[10..size]).map_err(io)?;

@@ -166,13 +166,16 @@ impl Tpm for ChipGuard<'_> {
                 &mut sent,
             )
         };
-        // TODO(issue 20, item 10): hand `sent` to the core once `TransportError` carries it.
-        let _ = sent;
         match usize::try_from(ret) {
             Ok(len) => Ok(len),
-            Err(_) => Err(TransportError::maybe_sent(
-                i32::try_from(ret).unwrap_or(-(bindings::EIO as i32)),
-            )),
+            Err(_) => {
+                let errno = i32::try_from(ret).unwrap_or(-(bindings::EIO as i32));
+                Err(if sent {
+                    TransportError::maybe_sent(errno)
+                } else {
+                    TransportError::not_sent(errno)
+                })
+            }
         }
     }
 }

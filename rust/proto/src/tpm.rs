@@ -21,9 +21,6 @@ impl TransportError {
     }
 
     /// A failure before the command reached the TPM: it certainly did not run.
-    // The kernel glue reports every failure as `maybe_sent` until rust/chip.rs hands over
-    // what the C shim says (its `sent`).
-    #[cfg_attr(tpmrs_kernel, allow(dead_code))]
     pub const fn not_sent(errno: i32) -> Self {
         TransportError { errno, sent: false }
     }

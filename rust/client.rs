@@ -350,6 +350,7 @@ impl Client {
     /// stops at once (see `Shared::execute`).
     pub(crate) fn release(this: Arc<Self>) {
         this.shared.remove_client(&this.stats);
+        this.shared.space_released();
         let mut inner = this.inner.lock();
         let old = core::mem::replace(&mut inner.state, State::Released);
         let exec = match old {

@@ -452,6 +452,12 @@ impl Shared {
         self.spaces.open()
     }
 
+    /// Counts a released file's space as closing until [`Shared::close_space`] is done with
+    /// it (the gauge `closing_spaces`).
+    pub(crate) fn space_released(&self) {
+        self.spaces.released();
+    }
+
     /// Lists a newly opened file in `/sys/kernel/debug/tpmrs/clients`.
     ///
     /// # Errors
@@ -549,6 +555,7 @@ pub(crate) fn show_stats(
     // The copy, not `rm`: reading never waits behind a TPM command.
     let mut s = *shared.stats.lock();
     s.open_spaces = shared.spaces.open_count();
+    s.closing_spaces = shared.spaces.closing_count();
     for (name, value) in s.rows() {
         writeln!(f, "{name} {value}")?;
     }

@@ -67,6 +67,7 @@ pub enum Gathering {
 pub struct SpaceIds {
     next: AtomicU64,
     open: AtomicU64,
+    closing: AtomicU64,
 }
 
 impl SpaceIds {
@@ -75,6 +76,7 @@ impl SpaceIds {
         SpaceIds {
             next: AtomicU64::new(1),
             open: AtomicU64::new(0),
+            closing: AtomicU64::new(0),
         }
     }
 
@@ -89,17 +91,33 @@ impl SpaceIds {
         Space::new(id)
     }
 
+    /// The file of a space made by [`SpaceIds::open`] was released: its close (the flushes
+    /// of its contexts) is left to later work, and counted until [`SpaceIds::closed`].
+    pub fn released(&self) {
+        self.closing.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A space made by [`SpaceIds::open`] is closed (its contexts flushed).
     pub fn closed(&self) {
         // Never below 0, whatever the caller does.
         let _ = self
             .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self
+            .closing
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// Spaces open now (the gauge `open_spaces`).
+    /// Spaces open now (the gauge `open_spaces`), those released and not closed yet
+    /// included.
     pub fn open_count(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Spaces whose file was released and whose close is not done yet (the gauge
+    /// `closing_spaces`).
+    pub fn closing_count(&self) -> u64 {
+        self.closing.load(Ordering::Relaxed)
     }
 }
 
@@ -285,10 +303,13 @@ mod tests {
         let b = ids.open();
         assert_eq!((a.id(), b.id()), (1, 2));
         assert_eq!(ids.open_count(), 2);
+        ids.released();
+        assert_eq!((ids.open_count(), ids.closing_count()), (2, 1));
+        ids.closed();
+        assert_eq!((ids.open_count(), ids.closing_count()), (1, 0));
         ids.closed();
         ids.closed();
-        ids.closed();
-        assert_eq!(ids.open_count(), 0);
+        assert_eq!((ids.open_count(), ids.closing_count()), (0, 0));
         assert_eq!(ids.open().id(), 3);
     }
 

@@ -4,7 +4,10 @@
 //! handles a GetCapability lists, and new objects and sessions, which become the space's
 //! (objects saved and given a virtual handle, sessions registered).
 
-use super::super::capability::{filter_handles_response, set_property};
+use super::super::capability::{
+    filter_handles_response, next_property, set_property, set_property_count,
+    write_handles_response, CapabilityRequest, MAX_CAP_HANDLES,
+};
 use super::super::codec::put_u32;
 use super::super::command::Command;
 use super::super::constants::*;
@@ -252,8 +255,13 @@ impl Txn<'_> {
 
     /// A GetCapability response: a list of transient handles or sessions keeps only the
     /// space's own (admission refused it with sessions, and answered transient lists
-    /// itself). A list filtered down to nothing while the TPM has more is asked again from
-    /// where the TPM stopped: never count 0 with moreData set.
+    /// itself). A session list filtered down to nothing while the TPM has more is asked again
+    /// from where the TPM stopped, in the type the client asked for (the TPM lists saved
+    /// sessions in the HMAC form, 0x02..., so `last + 1` would ask for loaded ones) and for
+    /// a full page; the client gets at most the count it asked for, with moreData set if
+    /// more of its own may follow. Never count 0 with moreData set (a client paging from the
+    /// last handle listed could not go on), and never the TPM's unfiltered list: after
+    /// [`MAX_LIST_ROUNDS`] rounds that kept nothing, an empty list with moreData clear.
     fn filter_handle_list(
         &mut self,
         command: &Command,
@@ -261,33 +269,57 @@ impl Txn<'_> {
         rsp: &mut [u8],
         mut n: usize,
     ) -> Result<usize, RmError> {
-        let owner = self.space.id();
-        for _ in 0..MAX_LIST_ROUNDS {
-            let registry = &self.st.registry;
-            let f = filter_handles_response(rsp, n, |h| {
-                if is_transient_handle(h) {
-                    None
-                } else if is_session_handle(h) {
-                    // The space's own, and abandoned ones, which any space may load.
-                    let listed = registry.resolve(h, owner).is_some()
-                        || registry.get(h).is_some_and(|e| e.is_abandoned());
-                    listed.then_some(h)
-                } else {
-                    Some(h)
-                }
-            })
-            .map_err(|_| RmError::BadResponse)?;
-            let next = f.last.and_then(|l| l.checked_add(1));
-            let Some(next) = next.filter(|_| f.kept == 0 && f.more_data) else {
+        let at = command.params_offset();
+        let sessions = CapabilityRequest::parse(work, at).ok().filter(|r| {
+            r.capability == TPM_CAP_HANDLES
+                && matches!(
+                    handle_type(r.property),
+                    TPM_HT_LOADED_SESSION | TPM_HT_SAVED_SESSION
+                )
+        });
+        let limit = sessions.map_or(u32::MAX, |r| r.property_count.min(MAX_CAP_HANDLES));
+        for round in 1..=MAX_LIST_ROUNDS {
+            let f = filter_handles_response(rsp, n, limit, |h| self.listed(h))
+                .map_err(|_| RmError::BadResponse)?;
+            let Some(req) = sessions else {
                 return Ok(f.len);
             };
-            set_property(work, command.params_offset(), next).map_err(|_| RmError::BadResponse)?;
+            if f.kept > 0 || f.truncated || !f.more_data {
+                return Ok(f.len);
+            }
+            let next = f.last.and_then(|l| next_property(req.property, l));
+            let Some(next) = next.filter(|_| round < MAX_LIST_ROUNDS) else {
+                break;
+            };
+            set_property(work, at, next).map_err(|_| RmError::BadResponse)?;
+            set_property_count(work, at, MAX_CAP_HANDLES).map_err(|_| RmError::BadResponse)?;
             n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
             if response_code(rsp) != TPM_RC_SUCCESS {
                 return Ok(n);
             }
         }
-        Ok(n)
+        // Nothing of the space's in what the TPM listed, and no end in sight.
+        let req = sessions.ok_or(RmError::BadResponse)?;
+        bump(&mut self.io.stats.synthesized_responses);
+        write_handles_response(rsp, &[], req.property, req.property_count)
+            .map_err(|_| RmError::BadResponse)
+    }
+
+    /// How a handle the TPM lists appears in the space's list: transient handles never (the
+    /// space's own are virtual), sessions if the space owns them (and see
+    /// [`SessionEntry`]'s rules for others'), anything else as it is.
+    fn listed(&self, h: u32) -> Option<u32> {
+        if is_transient_handle(h) {
+            return None;
+        }
+        if !is_session_handle(h) {
+            return Some(h);
+        }
+        let registry = &self.st.registry;
+        // The space's own, and abandoned ones, which any space may load.
+        let listed = registry.resolve(h, self.space.id()).is_some()
+            || registry.get(h).is_some_and(|e| e.is_abandoned());
+        listed.then_some(h)
     }
 }
 
@@ -297,5 +329,6 @@ fn flushed_handle(cc: u32) -> usize {
     usize::from(cc == TPM_CC_EVENT_SEQUENCE_COMPLETE)
 }
 
-/// Most GetCapability round trips for one filtered handle list.
+/// Most GetCapability round trips for one filtered handle list: with full pages
+/// ([`MAX_CAP_HANDLES`]) after the first, far more sessions than a TPM holds.
 const MAX_LIST_ROUNDS: usize = 16;

@@ -123,7 +123,7 @@ fn scenario(data: &[u8]) {
         let r = rm.init(&mut tpm);
         if r.is_err() {
             // init must leave the RM unusable but sane.
-            let mut s = rm.new_space().unwrap();
+            let mut s = rm.new_space(1000).unwrap();
             let mut rsp = vec![0u8; TPM_BUFSIZE];
             let r = rm.execute(&mut s, &mut tpm, 1, None, &marshal::get_random(8), &mut rsp);
             assert_eq!(r, Err(tpmrs_proto::RmError::NotInitialized));
@@ -136,7 +136,7 @@ fn scenario(data: &[u8]) {
 
     let mut now = 1_000u64;
     let mut rsp = vec![0u8; TPM_BUFSIZE];
-    let mut spaces = [rm.new_space().unwrap(), rm.new_space().unwrap()];
+    let mut spaces = [rm.new_space(1000).unwrap(), rm.new_space(1000).unwrap()];
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     // Healthy setup: a key, a sequence, an HMAC session, a policy session the client saved,
     // and a session in the other space.

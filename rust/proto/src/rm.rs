@@ -250,14 +250,15 @@ impl Rm {
     }
 
     /// A new, empty space with an id unique among the spaces this resource manager made
-    /// (the host tests). The kernel glue makes its spaces with [`SpaceIds`] instead,
-    /// without this lock: an open must never wait for TPM work.
+    /// (the host tests), for a file opened by `uid` (its effective uid in the initial user
+    /// namespace). The kernel glue makes its spaces with [`SpaceIds`] instead, without this
+    /// lock: an open must never wait for TPM work.
     ///
     /// # Errors
     /// None today; reserved for allocation failures.
     #[cfg(not(tpmrs_kernel))]
-    pub fn new_space(&mut self) -> Result<Space, RmError> {
-        Ok(self.ids.open())
+    pub fn new_space(&mut self, uid: u32) -> Result<Space, RmError> {
+        Ok(self.ids.open(uid))
     }
 
     /// One client command for `space`. `cmd` is exactly what the client wrote (the caller

@@ -45,7 +45,7 @@ fn init_errors() {
     let mut t = FakeTpm::new();
     t.down = true;
     assert_eq!(rm.init(&mut t), Err(RmError::Transport(-19)));
-    let mut sp = rm.new_space().unwrap();
+    let mut sp = rm.new_space(common::UID).unwrap();
     let mut rsp = vec![0; TPM_BUFSIZE];
     assert_eq!(
         rm.execute(&mut sp, &mut t, 0, None, &get_random(8), &mut rsp),

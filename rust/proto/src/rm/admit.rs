@@ -13,7 +13,6 @@ use super::super::command::{Command, CommandHeader, FramingError};
 use super::super::constants::*;
 use super::super::error::RmError;
 use super::super::platform::Vec;
-use super::super::session::registry::SessionState;
 use super::super::space::Space;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
@@ -172,16 +171,17 @@ impl Rm {
                 Route::Pipeline
             }
             TPM_CC_CONTEXT_LOAD => {
-                // A session blob the client saved may be loaded by any space (abandoned, or
-                // handed over by another open file, whose session it then becomes, as on
-                // tpmrm0). A session another space holds loaded, or we hold saved, may not
-                // be: that blob is stale, and the handle is the other space's.
+                // A session blob a client saved may be loaded by a space of the same uid, or
+                // by root (abandoned, or handed over by another open file, whose session it
+                // then becomes). A session another space holds loaded, or we hold saved, may
+                // not be: that blob is stale, and the handle is the other space's.
                 if let Some(h) = loaded_session(&command, cmd) {
-                    if self.st.registry.get(h).is_some_and(|e| {
-                        !e.is_live()
-                            || (e.owner.is_some_and(|o| o != owner)
-                                && !matches!(e.state, SessionState::SavedByClient))
-                    }) {
+                    if self
+                        .st
+                        .registry
+                        .get(h)
+                        .is_some_and(|e| e.owner != Some(owner) && !e.shared_with(space.uid()))
+                    {
                         return answer(synth_rm(
                             rsp,
                             &mut self.io.stats,

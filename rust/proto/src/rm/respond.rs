@@ -234,7 +234,7 @@ impl Txn<'_> {
             Some(e) if reload && e.is_live() => (e.id, e.created_ns, self.now, e.is_abandoned()),
             _ => (self.st.new_session_id(), self.now, self.now, false),
         };
-        let mut entry = SessionEntry::new(handle, id, owner, self.now);
+        let mut entry = SessionEntry::new(handle, id, owner, self.space.uid(), self.now);
         entry.created_ns = created_ns;
         entry.owned_since_ns = owned_since_ns;
         if self.st.registry.insert(entry).is_err() {
@@ -306,8 +306,8 @@ impl Txn<'_> {
     }
 
     /// How a handle the TPM lists appears in the space's list: transient handles never (the
-    /// space's own are virtual), sessions if the space owns them (and see
-    /// [`SessionEntry`]'s rules for others'), anything else as it is.
+    /// space's own are virtual), sessions if the space owns them or may load them (another
+    /// file's client saved them, see [`SessionEntry::shared_with`]), anything else as it is.
     fn listed(&self, h: u32) -> Option<u32> {
         if is_transient_handle(h) {
             return None;
@@ -316,9 +316,10 @@ impl Txn<'_> {
             return Some(h);
         }
         let registry = &self.st.registry;
-        // The space's own, and abandoned ones, which any space may load.
         let listed = registry.resolve(h, self.space.id()).is_some()
-            || registry.get(h).is_some_and(|e| e.is_abandoned());
+            || registry
+                .get(h)
+                .is_some_and(|e| e.shared_with(self.space.uid()));
         listed.then_some(h)
     }
 }

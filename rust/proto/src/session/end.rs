@@ -195,10 +195,12 @@ impl Sessions {
         }
     }
 
-    /// Flushes the oldest abandoned sessions while there are more than `max`.
+    /// Flushes abandoned sessions while there are more than `max`: each time the oldest of
+    /// the uid that holds the most (see [`super::registry::SessionRegistry::trim_victim`]),
+    /// so that one user abandoning many sessions pushes out its own, not another user's.
     pub(crate) fn trim_abandoned(&mut self, io: &mut Io, tpm: &mut dyn Tpm, max: usize) {
         while self.registry.abandoned_count() > max {
-            let Some(h) = self.registry.oldest_abandoned() else {
+            let Some(h) = self.registry.trim_victim() else {
                 break;
             };
             // A transport failure queues the flush; the entry is gone from the list either way.

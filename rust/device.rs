@@ -506,7 +506,7 @@ pub(crate) fn show_clients(
             match e.state {
                 SessionState::Loaded => loaded += 1,
                 SessionState::SavedByRm(_) => saved_rm += 1,
-                SessionState::SavedByClient => saved_client += 1,
+                SessionState::SavedByClient(_) => saved_client += 1,
                 SessionState::FlushPending => {}
             }
         }

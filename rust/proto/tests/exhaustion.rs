@@ -143,7 +143,7 @@ fn exhaustion_is_eagain_and_changes_nothing() {
     );
     assert!(matches!(
         h.rm.sessions().get(s1).unwrap().state,
-        SessionState::SavedByClient
+        SessionState::SavedByClient(_)
     ));
     assert_eq!(rhandle(&h.success(&mut a, &context_load(&blob))), s1);
     assert_eq!(use_rc(&mut h, &mut a, s1), 0);

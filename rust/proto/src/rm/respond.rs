@@ -14,8 +14,8 @@ use super::super::constants::*;
 use super::super::context::{context_save_blob, parse_context};
 use super::super::error::RmError;
 use super::super::platform::Charged;
-use super::super::session::registry::{SessionEntry, SessionState};
-use super::super::session::{blob_seq, End, Grant};
+use super::super::session::registry::{same_session, SessionEntry, SessionState};
+use super::super::session::{blob_seq, End, Grant, Why};
 use super::super::space::InsertError;
 use super::super::stats::bump;
 use super::synth_rm;
@@ -31,7 +31,8 @@ pub(super) fn updates_sequence(cc: u32) -> bool {
     )
 }
 
-/// A copy of `blob`, charged to the client (the blob is an object of its space).
+/// A copy of `blob`, charged to the client (the blob is an object of its space, or the
+/// context its client saved of one of its sessions).
 fn copy_blob(blob: &[u8]) -> Result<Charged<u8>, RmError> {
     let mut v = Charged::try_with_capacity(blob.len())?;
     v.try_extend_from_slice(blob)?;
@@ -96,11 +97,11 @@ impl Txn<'_> {
         if cc == TPM_CC_CONTEXT_SAVE {
             if let Some(&h) = command.handles().first() {
                 if let Some(e) = self.st.registry.get_mut(h) {
-                    e.state = SessionState::SavedByClient;
-                    e.saved_seq = rsp
-                        .get(..n)
-                        .and_then(|r| context_save_blob(r).ok())
-                        .and_then(blob_seq);
+                    let saved = rsp.get(..n).and_then(|r| context_save_blob(r).ok());
+                    e.saved_seq = saved.and_then(blob_seq);
+                    // A copy, charged to the client: the only blob that can load the
+                    // session again (see the admission of TPM2_ContextLoad).
+                    e.state = SessionState::SavedByClient(saved.and_then(|b| copy_blob(b).ok()));
                 }
             }
         }
@@ -124,7 +125,7 @@ impl Txn<'_> {
                     .map(Outcome::Response);
             }
             if is_session_handle(h) {
-                return self.adopt_session(cc, h, n).map(Outcome::Response);
+                return self.adopt_session(cc, h, rsp, n).map(Outcome::Response);
             }
         }
         Ok(Outcome::Response(n))
@@ -217,10 +218,21 @@ impl Txn<'_> {
     /// never sent again (the TPM rolled the nonces of the sessions it carries): the number
     /// is handed over, the space's old reference forgotten (it names the new session now),
     /// and counted (`Stats::dead_numbers_handed_over`).
-    fn adopt_session(&mut self, cc: u32, handle: u32, len: usize) -> Result<usize, RmError> {
+    fn adopt_session(
+        &mut self,
+        cc: u32,
+        handle: u32,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<usize, RmError> {
         let owner = self.space.id();
-        self.st.handed_out(handle);
         let reload = cc == TPM_CC_CONTEXT_LOAD;
+        // A session whose flush we queued: the TPM had not run it.
+        let flushing = reload && self.st.pending.handles().any(|p| same_session(p, handle));
+        self.st.handed_out(handle);
+        if reload && (flushing || !self.may_load(handle)) {
+            return self.refuse_loaded(handle, rsp);
+        }
         // Its owner is told: this number is the loaded (or new) session now.
         if self.st.take_tombstone(owner, handle) && !reload {
             bump(&mut self.io.stats.dead_numbers_handed_over);
@@ -251,6 +263,40 @@ impl Txn<'_> {
         }
         self.loaded.sessions.add(handle);
         Ok(len)
+    }
+
+    /// Whether the space may load session `handle` (as far as the registry knows it): its
+    /// own, one it does not know, or one another file's client saved that it may take
+    /// ([`SessionEntry::shared_with`]); not another space's in use, nor one we flush.
+    fn may_load(&self, handle: u32) -> bool {
+        self.st
+            .registry
+            .get(handle)
+            .is_none_or(|e| e.owner == Some(self.space.id()) || e.shared_with(self.space.uid()))
+    }
+
+    /// The TPM loaded session `handle` for a space that may not have it. Admission sends
+    /// such a load only if the blob is not the session's current client-saved one, and a
+    /// real TPM loads nothing else, so this takes a TPM that checks less, a client-saved
+    /// blob we could not keep a copy of (an allocation failure), or one whose flush we had
+    /// queued. It is not handed over: an owned session is evicted (its owner's blob was
+    /// used up by this load, so its owner is told TPM_RC_EXPIRED at its next use of the
+    /// number, as for any eviction), any other is flushed, and the loader gets the answer
+    /// admission gives for the exact blob (its holder knows the number).
+    fn refuse_loaded(&mut self, handle: u32, rsp: &mut [u8]) -> Result<usize, RmError> {
+        let owned = self
+            .st
+            .registry
+            .get(handle)
+            .is_some_and(|e| e.owner.is_some());
+        if owned {
+            self.st
+                .evict(self.io, self.tpm, handle, Grant::Queue, Why::Refused)?;
+        } else {
+            self.st
+                .end_session(self.io, self.tpm, handle, End::Flush, Grant::Queue)?;
+        }
+        synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1))
     }
 
     /// A GetCapability response: a list of transient handles or sessions keeps only the

@@ -28,8 +28,10 @@ pub enum SessionState {
     Loaded,
     /// Saved by the resource manager, which holds the blob (a session blob loads once).
     SavedByRm(Charged<u8>),
-    /// Saved by the client (TPM2_ContextSave); the client holds the blob, we hold nothing.
-    SavedByClient,
+    /// Saved by the client (TPM2_ContextSave); the client holds the blob, and we a copy of
+    /// it, charged to the client (`None` if that allocation failed): only this exact blob
+    /// can load the session (see `SessionEntry::is_client_blob`).
+    SavedByClient(Option<Charged<u8>>),
     /// To be flushed (a FlushContext failed on the transport and the pending-flush queue
     /// could not grow); retried with the pending flushes. Never owned.
     FlushPending,
@@ -45,7 +47,7 @@ impl SessionState {
     pub fn is_saved(&self) -> bool {
         matches!(
             self,
-            SessionState::SavedByRm(_) | SessionState::SavedByClient
+            SessionState::SavedByRm(_) | SessionState::SavedByClient(_)
         )
     }
 }
@@ -95,7 +97,7 @@ impl SessionEntry {
 
     /// Whether the session is abandoned: saved by a client, no owner.
     pub fn is_abandoned(&self) -> bool {
-        self.owner.is_none() && matches!(self.state, SessionState::SavedByClient)
+        self.owner.is_none() && matches!(self.state, SessionState::SavedByClient(_))
     }
 
     /// Whether the session counts as ours (owned or abandoned, not merely awaiting a flush).
@@ -107,7 +109,25 @@ impl SessionEntry {
     /// load it: its client saved it (it is abandoned, or owned by another file still open,
     /// whose client holds the blob), and `uid` opened that file too, or is root.
     pub fn shared_with(&self, uid: u32) -> bool {
-        matches!(self.state, SessionState::SavedByClient) && (uid == self.uid || uid == ROOT_UID)
+        matches!(self.state, SessionState::SavedByClient(_)) && (uid == self.uid || uid == ROOT_UID)
+    }
+
+    /// Whether `context` is, byte for byte, the blob the session's client saved last: the
+    /// only one that can load it (the TPM's integrity HMAC covers its sequence, handle and
+    /// contents, and a session loads only from its latest context). Compared in time that
+    /// depends on the lengths only, not on where the bytes differ.
+    pub fn is_client_blob(&self, context: &[u8]) -> bool {
+        let SessionState::SavedByClient(Some(blob)) = &self.state else {
+            return false;
+        };
+        if blob.len() != context.len() {
+            return false;
+        }
+        let diff = blob
+            .iter()
+            .zip(context)
+            .fold(0u8, |d, (x, y)| d | core::hint::black_box(x ^ y));
+        diff == 0
     }
 }
 
@@ -297,7 +317,7 @@ mod tests {
         assert_eq!(r.get(0x0200_0001).map(|e| e.handle), Some(0x0300_0001));
         assert_eq!(r.count_owned(1), 2);
         assert!(r.get(0x0300_0001).unwrap().state.is_loaded());
-        r.get_mut(0x0300_0001).unwrap().state = SessionState::SavedByClient;
+        r.get_mut(0x0300_0001).unwrap().state = SessionState::SavedByClient(None);
         assert!(!r.get(0x0300_0001).unwrap().state.is_loaded());
         // A reissued handle replaces the stale entry of its slot.
         r.insert(entry(0x0200_0001, 1)).unwrap();
@@ -322,7 +342,7 @@ mod tests {
             .enumerate()
         {
             let mut e = entry(*h, 1);
-            e.state = SessionState::SavedByClient;
+            e.state = SessionState::SavedByClient(None);
             e.saved_seq = Some(10 - i as u64);
             r.insert(e).unwrap();
         }
@@ -359,7 +379,7 @@ mod tests {
         ];
         for (h, uid, at) in abandoned {
             let mut e = SessionEntry::new(h, u64::from(h), 9, uid, 1);
-            e.state = SessionState::SavedByClient;
+            e.state = SessionState::SavedByClient(None);
             e.owner = None;
             e.abandoned_at = at;
             r.insert(e).unwrap();
@@ -377,7 +397,7 @@ mod tests {
     fn sharing_is_for_client_saved_sessions_of_the_same_uid_or_root() {
         let mut e = SessionEntry::new(0x0300_0000, 1, 1, 1000, 1);
         assert!(!e.shared_with(1000) && !e.shared_with(ROOT_UID), "in use");
-        e.state = SessionState::SavedByClient;
+        e.state = SessionState::SavedByClient(None);
         assert!(e.shared_with(1000) && e.shared_with(ROOT_UID));
         assert!(!e.shared_with(1001));
         e.owner = None;

@@ -149,7 +149,7 @@ fn e(handle: u32, id: u64, owner: Option<u64>, created: u64, owned: u64) -> Sess
     let mut e = SessionEntry::new(handle, id, 1, 1000, created);
     e.owner = owner;
     e.owned_since_ns = owned;
-    e.state = SessionState::SavedByClient;
+    e.state = SessionState::SavedByClient(None);
     e
 }
 

@@ -207,9 +207,10 @@ impl Txn<'_> {
 
     /// A successful command (StartAuthSession, ContextLoad) returned the session `handle`:
     /// register it as this space's. A ContextLoad of a session blob its client saved --
-    /// abandoned at a close, or handed over by another open file -- makes the session this
-    /// space's, protected from eviction for a new SESSION_TIMEOUT (admission checked the
-    /// space's limit before sending).
+    /// abandoned at a close, or handed over by another open file of the same uid (or any,
+    /// for root) -- makes the session this space's, protected from eviction for a new
+    /// SESSION_TIMEOUT (admission checked the space's limit before sending). A session the
+    /// space may not load is not handed over ([`Txn::refuse_loaded`]).
     ///
     /// A new session under a number the space still holds dead (a tombstone): the numbers
     /// were held before the command was sent (`preoccupy`), so only a waiter that gave up

@@ -65,8 +65,9 @@ pub struct Config {
     pub max_objects: usize,
     /// Most sessions one space may own (default 64). Abandoned sessions count for nobody.
     pub max_sessions: usize,
-    /// Most abandoned sessions kept for continuation (default 8, like tpm2-abrmd's 4-8;
-    /// 0 flushes every session at close). Each holds one of the TPM's session slots
+    /// Most abandoned sessions kept for continuation, in all (default 8, like tpm2-abrmd's
+    /// 4-8; 0 flushes every session at close); over it, the oldest of the uid that holds
+    /// the most is flushed. Each holds one of the TPM's session slots
     /// (TPM_PT_ACTIVE_SESSIONS_MAX, typically 64) until it is loaded again, overflows or is
     /// evicted (abandoned sessions are the first victims), so keep it well below that:
     /// 0..=32 is a sensible range for a module parameter.

@@ -96,6 +96,22 @@ fn a_paged_list_gives_every_own_session_and_no_other() {
     h.tpm.assert_empty();
 }
 
+/// A count of 0 asked for: nothing listed, and moreData says whether the file has any
+/// (the TPM's moreData counts everyone's).
+#[test]
+fn a_count_of_zero_says_whether_there_are_any_of_the_files_own() {
+    let mut h = Harness::new(FakeTpm::new(), Config::default());
+    let (mut a, mut b) = (h.space(), h.space());
+    new_session(&mut h, &mut a, SE_POLICY);
+    for (s, more) in [(&mut a, 1), (&mut b, 0)] {
+        let r = h.success(s, &get_capability(CAP_HANDLES, SAVED, 0));
+        assert_eq!(handles_of(&r), (more, vec![]));
+    }
+    h.close(&mut a);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
 /// A TPM that lists one handle per answer and many sessions of others ahead of the file's
 /// own: after the last round the file gets an empty list with moreData clear, never the
 /// TPM's unfiltered answer. Before the fix, the 16th round's raw answer came back: another

@@ -325,6 +325,7 @@ impl Txn<'_> {
                 )
         });
         let limit = sessions.map_or(u32::MAX, |r| r.property_count.min(MAX_CAP_HANDLES));
+        let mut asked = sessions.map_or(0, |r| r.property);
         for round in 1..=MAX_LIST_ROUNDS {
             let f = filter_handles_response(rsp, n, limit, |h| self.listed(h))
                 .map_err(|_| RmError::BadResponse)?;
@@ -334,10 +335,16 @@ impl Txn<'_> {
             if f.kept > 0 || f.truncated || !f.more_data {
                 return Ok(f.len);
             }
-            let next = f.last.and_then(|l| next_property(req.property, l));
+            // From the index after the last one listed; none listed (a count of 0 asked
+            // for): from the same place, for a page.
+            let next = match f.last {
+                Some(l) => next_property(req.property, l),
+                None => Some(asked),
+            };
             let Some(next) = next.filter(|_| round < MAX_LIST_ROUNDS) else {
                 break;
             };
+            asked = next;
             set_property(work, at, next).map_err(|_| RmError::BadResponse)?;
             set_property_count(work, at, MAX_CAP_HANDLES).map_err(|_| RmError::BadResponse)?;
             n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;

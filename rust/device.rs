@@ -445,11 +445,12 @@ impl Shared {
         self.spaces.closed();
     }
 
-    /// Creates the space for a newly opened file. Takes no lock: the misc core holds its
-    /// global `misc_mtx` across `open`, so an open that waited for TPM work (a CreatePrimary
-    /// of seconds) would stall every misc device's open on the machine.
-    pub(crate) fn new_space(&self) -> Space {
-        self.spaces.open()
+    /// Creates the space for a file newly opened by `uid` (see [`Space::uid`]). Takes no
+    /// lock: the misc core holds its global `misc_mtx` across `open`, so an open that waited
+    /// for TPM work (a CreatePrimary of seconds) would stall every misc device's open on the
+    /// machine.
+    pub(crate) fn new_space(&self, uid: u32) -> Space {
+        self.spaces.open(uid)
     }
 
     /// Lists a newly opened file in `/sys/kernel/debug/tpmrs/clients`.

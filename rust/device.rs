@@ -445,11 +445,12 @@ impl Shared {
         self.spaces.closed();
     }
 
-    /// Creates the space for a newly opened file. Takes no lock: the misc core holds its
-    /// global `misc_mtx` across `open`, so an open that waited for TPM work (a CreatePrimary
-    /// of seconds) would stall every misc device's open on the machine.
-    pub(crate) fn new_space(&self) -> Space {
-        self.spaces.open()
+    /// Creates the space for a file newly opened by `uid` (see [`Space::uid`]). Takes no
+    /// lock: the misc core holds its global `misc_mtx` across `open`, so an open that waited
+    /// for TPM work (a CreatePrimary of seconds) would stall every misc device's open on the
+    /// machine.
+    pub(crate) fn new_space(&self, uid: u32) -> Space {
+        self.spaces.open(uid)
     }
 
     /// Counts a released file's space as closing until [`Shared::close_space`] is done with
@@ -512,7 +513,7 @@ pub(crate) fn show_clients(
             match e.state {
                 SessionState::Loaded => loaded += 1,
                 SessionState::SavedByRm(_) => saved_rm += 1,
-                SessionState::SavedByClient => saved_client += 1,
+                SessionState::SavedByClient(_) => saved_client += 1,
                 SessionState::FlushPending => {}
             }
         }

@@ -28,7 +28,7 @@ pub struct Stats {
     /// Gauge: sessions the resource manager tracks now (owned by a space or abandoned).
     pub sessions: u64,
     /// Gauge: abandoned sessions now (saved by a client whose file was closed; loadable by
-    /// any space).
+    /// the spaces of the same uid, and root's).
     pub abandoned: u64,
     /// Gauge: commands waiting for a session slot now.
     pub waiting: u64,

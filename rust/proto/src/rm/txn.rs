@@ -264,7 +264,7 @@ impl<'a> Txn<'a> {
                     self.loaded.sessions.add(h);
                     continue;
                 }
-                SessionState::SavedByClient | SessionState::FlushPending => continue,
+                SessionState::SavedByClient(_) | SessionState::FlushPending => continue,
                 SessionState::SavedByRm(blob) => self.io.context_load(self.tpm, blob)?,
             };
             match result {

@@ -42,6 +42,8 @@ host_checks() {
 	check "host: cargo clippy -D warnings" "$out/cargo-clippy.log" \
 		cargo clippy --workspace --all-targets --color never -- -D warnings
 	check "host: cargo fmt --check" "$out/cargo-fmt.log" cargo fmt --all --check
+	check "host: core files under 500 lines, no import circle in the core" "$out/core-shape.log" \
+		python3 "$TPMRS_ROOT/scripts/core_shape.py" "$TPMRS_ROOT/rust/proto/src" "$TPMRS_ROOT/rust"
 
 	log "host fuzzing (${TPMRS_FUZZ_SECONDS}s per target; fuzz/README.md for longer runs)"
 	fuzz/run.sh "$TPMRS_FUZZ_SECONDS" >"$out/fuzz.log" 2>&1

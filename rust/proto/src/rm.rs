@@ -29,6 +29,7 @@ mod admit;
 mod commit;
 mod flush;
 mod init;
+mod kind;
 mod preoccupy;
 mod respond;
 pub(crate) mod tpm_io;

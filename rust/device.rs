@@ -12,12 +12,15 @@
 //! time, like tpmrm0. Which command's step goes next is decided under `Shared::turns` (the
 //! queue for the TPM, `proto::turns`), which is never held together with `Shared::rm`.
 //!
-//! `Shared::clients` (the list of open files) is taken under `Shared::rm` or `Shared::turns`
-//! (to wake a file's waiting command, or mark it owed an answer) or alone, never the other
-//! way round: `show_clients`
-//! copies the list and releases it before it takes `Shared::rm`. The spinlocks `Shared::stats` and
-//! `ClientStats::info` are innermost: taken last (under `Shared::rm` or `Shared::clients`)
-//! and held only to copy a few counters.
+//! `Shared::clients` (the list of open files) is taken alone, or under `Shared::rm` to wake
+//! every waiter (only when the resource manager could not keep the list of whom to wake),
+//! never the other way round: `show_clients` copies the list and releases it before it takes
+//! `Shared::rm`. `Shared::by_space` (the same files by space id; an XArray, whose lock is a
+//! spinlock) is taken under `Shared::rm` or `Shared::turns` to wake one file's waiting
+//! command or mark it owed an answer, and under `Shared::clients` to add a file: nothing is
+//! taken under it and nothing sleeps under it (a store may drop it to allocate). The
+//! spinlocks `Shared::stats` and `ClientStats::info` are innermost: taken last (under
+//! `Shared::rm` or `Shared::clients`) and held only to copy a few counters.
 
 use crate::{
     chip::{Chip, DeadTpm},
@@ -34,6 +37,7 @@ use kernel::{
     sync::{Arc, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock},
     time::{Instant, Monotonic},
     workqueue::Queue,
+    xarray::{AllocKind, XArray},
 };
 
 /// How long a command waiting for its turn at the TPM sleeps at most before it looks again
@@ -75,6 +79,12 @@ pub(crate) struct Shared {
     /// The counters of every open file, for `/sys/kernel/debug/tpmrs/clients`.
     #[pin]
     clients: Mutex<KVec<Arc<ClientStats>>>,
+    /// The same files by space id: whom a turn handoff or a freed slot wakes is looked up
+    /// here, in time that does not grow with the number of open files (an XArray: a radix
+    /// tree of 64-way nodes), not by walking `clients`. Its lock is a spinlock, innermost:
+    /// held only to find a file and wake it or mark it owed.
+    #[pin]
+    by_space: XArray<Arc<ClientStats>>,
     /// Space ids and the count of open spaces: an open takes no lock that TPM work holds.
     spaces: SpaceIds,
 }
@@ -95,6 +105,7 @@ impl Shared {
                 epoch: Instant::now(),
                 stats <- new_spinlock!(Stats::default(), "tpmrs::Shared::stats"),
                 clients <- new_mutex!(KVec::new(), "tpmrs::Shared::clients"),
+                by_space <- XArray::new(AllocKind::Alloc),
                 spaces: SpaceIds::new(),
             }),
             GFP_KERNEL,
@@ -339,23 +350,28 @@ impl Shared {
     /// `wake` or has yet to take that lock and look again: no wake-up is lost.
     fn wake(&self, space: Option<u64>) {
         if let Some(space) = space {
-            self.wake_where(|id| id == space);
+            self.with_client(space, |c| c.wake.notify_all());
         }
     }
 
-    /// Wakes the waiting commands of every open file whose space `pick` selects.
-    fn wake_where(&self, pick: impl Fn(u64) -> bool) {
-        self.for_clients_where(pick, |c| c.wake.notify_all());
+    /// Calls `f` for the open file of `space`, if it is open, found by its id
+    /// (`by_space`), with `by_space`'s spinlock held: `f` must not sleep. With `rm` or
+    /// `turns` held (lock order: `rm` or `turns`, then `by_space`).
+    fn with_client(&self, space: u64, f: impl FnOnce(&ClientStats)) {
+        let Ok(index) = usize::try_from(space) else {
+            return;
+        };
+        if let Some(c) = self.by_space.lock().get(index) {
+            f(&c);
+        }
     }
 
-    /// Calls `f` for every open file whose space `pick` selects. With `rm` or `turns` held
-    /// (lock order: `rm` or `turns`, then `clients`, then a file's `info`).
-    fn for_clients_where(&self, pick: impl Fn(u64) -> bool, f: impl Fn(&ClientStats)) {
+    /// Wakes the waiting command of every open file: the resource manager could not keep
+    /// the list of whom to wake (out of memory). Walks `clients`, with `rm` held (lock
+    /// order: `rm`, then `clients`).
+    fn wake_all(&self) {
         for c in self.clients.lock().iter() {
-            let id = c.info.lock().space_id;
-            if pick(id) {
-                f(c);
-            }
+            c.wake.notify_all();
         }
     }
 
@@ -367,11 +383,11 @@ impl Shared {
         let stats = rm.stats();
         *self.stats.lock() = stats;
         rm.take_owed(&mut |space| {
-            self.for_clients_where(|id| id == space, |c| c.owed.store(true, Ordering::Relaxed));
+            self.with_client(space, |c| c.owed.store(true, Ordering::Relaxed));
         });
         rm.take_wakeups(&mut |space| match space {
-            Some(space) => self.wake_where(|id| id == space),
-            None => self.wake_where(|_| true),
+            Some(space) => self.wake(Some(space)),
+            None => self.wake_all(),
         });
     }
 
@@ -410,12 +426,24 @@ impl Shared {
     ///
     /// `ENOMEM`.
     pub(crate) fn add_client(&self, client: Arc<ClientStats>) -> Result {
-        self.clients.lock().push(client, GFP_KERNEL)?;
+        let index = usize::try_from(client.info.lock().space_id).map_err(|_| EINVAL)?;
+        let mut clients = self.clients.lock();
+        clients.push(client.clone(), GFP_KERNEL)?;
+        // Space ids are never reused: nothing was stored under this one.
+        if let Err(e) = self.by_space.lock().store(index, client, GFP_KERNEL) {
+            let _ = clients.pop();
+            return Err(e.error);
+        }
         Ok(())
     }
 
-    /// Takes a released file off the list.
+    /// Takes a released file off the list and the index.
     pub(crate) fn remove_client(&self, client: &ClientStats) {
+        if let Ok(index) = usize::try_from(client.info.lock().space_id) {
+            // Dropped after the lock (not the last reference: the caller holds one).
+            let removed = self.by_space.lock().remove(index);
+            drop(removed);
+        }
         let mut clients = self.clients.lock();
         if let Some(i) = clients.iter().position(|c| core::ptr::eq(&**c, client)) {
             // Dropped after the lock (the caller still holds a reference, so it is not the

@@ -5,7 +5,8 @@ use super::platform::Vec;
 
 /// What the resource manager did since it was created. Every counter only grows (wrapping),
 /// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `tombstones`,
-/// `pending_flushes`), which say how things are now, and
+/// `pending_flushes`, `resident_objects`, `resident_sessions`), which say how things are
+/// now, and
 /// `longest_wait_ns`, a maximum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -66,12 +67,22 @@ pub struct Stats {
     /// than it holds at once, or a TPM that does not hand out its lowest free number, gets
     /// one.
     pub dead_numbers_handed_over: u64,
+    /// Gauge: objects of every space left loaded between commands (`Config::resident`).
+    pub resident_objects: u64,
+    /// Gauge: sessions of every space left loaded between commands (`Config::resident`).
+    pub resident_sessions: u64,
+    /// Resident objects flushed and resident sessions saved to make room for another
+    /// command, to keep the reserve, or for a suspend.
+    pub resident_evictions: u64,
+    /// Resident objects and sessions the TPM no longer had at their next use (lost behind
+    /// tpmrs' back: a TPM Reset or power loss, a flush through /dev/tpm0).
+    pub resident_lost: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 22] {
+    pub fn rows(&self) -> [(&'static str, u64); 26] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -95,6 +106,10 @@ impl Stats {
             ("pending_flushes", self.pending_flushes),
             ("flushes_given_up", self.flushes_given_up),
             ("dead_numbers_handed_over", self.dead_numbers_handed_over),
+            ("resident_objects", self.resident_objects),
+            ("resident_sessions", self.resident_sessions),
+            ("resident_evictions", self.resident_evictions),
+            ("resident_lost", self.resident_lost),
         ]
     }
 }
@@ -170,6 +185,10 @@ mod tests {
             pending_flushes: 20,
             flushes_given_up: 21,
             dead_numbers_handed_over: 22,
+            resident_objects: 23,
+            resident_sessions: 24,
+            resident_evictions: 25,
+            resident_lost: 26,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

@@ -17,7 +17,7 @@ use super::super::space::InsertError;
 use super::super::stats::bump;
 use super::synth_rm;
 use super::tpm_io::{response_code, transmit, Saved};
-use super::txn::Txn;
+use super::txn::{LoadedObject, Txn};
 use super::wait::Outcome;
 
 /// Whether `cc` changes the state of the sequence object it uses.
@@ -94,6 +94,9 @@ impl Txn<'_> {
             if let Some(&h) = command.handles().first() {
                 if let Some(e) = self.st.registry.get_mut(h) {
                     e.state = SessionState::SavedByClient;
+                    // The client holds its context now: nothing of ours to save it into.
+                    e.spare = None;
+                    e.resident = false;
                     e.saved_seq = rsp
                         .get(..n)
                         .and_then(|r| context_save_blob(r).ok())
@@ -129,7 +132,9 @@ impl Txn<'_> {
 
     /// A successful command returned the transient object `phandle`: save it as a new object
     /// of the space and patch its virtual handle into the response. `client_blob` is the
-    /// context the client loaded (TPM2_ContextLoad), which can be kept as it is.
+    /// context the client loaded (TPM2_ContextLoad), which can be kept as it is. With
+    /// `Config::resident`, an object that is not a sequence stays loaded after the save
+    /// (the commit makes it resident).
     ///
     /// The TPM has run the command: its answer stands whatever happens to the save. A save
     /// that fails on the TPM's side (warnings on every try, another error, the transport)
@@ -166,12 +171,16 @@ impl Txn<'_> {
                 Ok(_) | Err(_) => (None, starts_sequence(cc)),
             },
         };
+        // Resident (`resident.rs`): it stays loaded, put in the table by the commit.
+        let keep = self.resident && !sequence;
         let (blob, loaded) = match blob {
             Some(Ok(b)) => {
-                // A flush that fails is settled or queued: the object is saved.
-                let _ = self
-                    .io
-                    .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                if !keep {
+                    // A flush that fails is settled or queued: the object is saved.
+                    let _ = self
+                        .io
+                        .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                }
                 (Some(b), None)
             }
             // No memory for the blob: the client's memory cgroup refused it, nothing is kept.
@@ -183,16 +192,29 @@ impl Txn<'_> {
             }
             None => (None, Some(phandle)),
         };
+        let kept = keep && loaded.is_none();
         let inserted = self
             .space
             .insert_object(blob, loaded, sequence, self.config.max_objects);
-        if inserted.is_err() && loaded.is_some() {
+        if inserted.is_err() && (loaded.is_some() || kept) {
             let _ = self
                 .io
                 .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
         }
         match inserted {
             Ok(vhandle) => {
+                let o = LoadedObject {
+                    vhandle,
+                    phandle,
+                    resave: false,
+                    alive: true,
+                    resident: false,
+                };
+                if kept && !self.loaded.objects.add(o) {
+                    let _ = self
+                        .io
+                        .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                }
                 put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
                 Ok(len)
             }

@@ -7,7 +7,8 @@
 //! Whatever a stage loaded is recorded in [`Loaded`], and [`Txn::commit`] saves or flushes
 //! it on every path, early answers and errors included. An object or session of a space
 //! may be loaded between commands (its save failed on the TPM's side: `ObjectEntry::loaded`,
-//! `SessionState::Loaded`): the next command that names it uses it where it is.
+//! `SessionState::Loaded`; or it is resident, `resident.rs`): the next command that names it
+//! uses it where it is.
 
 use core::ops::ControlFlow;
 
@@ -19,7 +20,9 @@ use super::super::session::registry::SessionState;
 use super::super::session::{End, Grant, Sessions, MAX_GAP_REPAIRS};
 use super::super::space::Space;
 use super::super::tpm::Tpm;
+use super::lost::Found;
 use super::preoccupy::{Held, Preoccupied};
+use super::resident::{evict_all_objects, evict_all_sessions, Residents};
 use super::respond::{loaded_session, updates_sequence};
 use super::tpm_io::{response_code, transmit, Io, Reply};
 use super::wait::Outcome;
@@ -27,6 +30,18 @@ use super::{pos, synth_rm, Config};
 
 /// Sessions one command can touch: its handle area, its authorization area, a new one.
 pub(super) const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAND + 1;
+
+/// Most times the client's command is sent again: after each context-gap repair, after
+/// residents made way for it, after each reload of a context the TPM lost.
+const MAX_RESENDS: usize = MAX_GAP_REPAIRS + 1 + MAX_HANDLES + MAX_SESSIONS_PER_COMMAND;
+
+/// Whether `rc` says the TPM has no room for an object or session in its memory.
+fn is_memory_rc(rc: u32) -> bool {
+    matches!(
+        rc,
+        TPM_RC_OBJECT_MEMORY | TPM_RC_SESSION_MEMORY | TPM_RC_MEMORY
+    )
+}
 
 /// A small fixed-capacity set (no allocation, never panics).
 #[derive(Clone, Copy)]
@@ -54,6 +69,14 @@ impl<T: Copy + PartialEq, const N: usize> List<T, N> {
     pub(super) fn contains(&self, v: T) -> bool {
         self.items.contains(&Some(v))
     }
+    /// Removes `v` if it is there.
+    pub(super) fn remove(&mut self, v: T) {
+        for s in self.items.iter_mut() {
+            if *s == Some(v) {
+                *s = None;
+            }
+        }
+    }
     pub(super) fn iter(&self) -> impl Iterator<Item = T> + '_ {
         self.items.iter().filter_map(|s| *s)
     }
@@ -68,6 +91,9 @@ pub(super) struct LoadedObject {
     pub(super) resave: bool,
     /// Still loaded in the TPM (false once the TPM flushed it itself).
     pub(super) alive: bool,
+    /// Taken from the residents' table (`resident.rs`): loaded before this command, so the
+    /// TPM may have lost it behind tpmrs' back (`lost.rs`).
+    pub(super) resident: bool,
 }
 
 /// What the current command loaded or registered, undone or committed by [`Txn::commit`].
@@ -77,6 +103,8 @@ pub(super) struct Loaded {
     pub(super) sessions: List<u32, MAX_TXN_SESSIONS>,
     /// Numbers held for a StartAuthSession (see `preoccupy`), flushed after it.
     pub(super) held: Held,
+    /// Of `sessions`, those that were resident before this command (see `LoadedObject`).
+    pub(super) resident_sessions: List<u32, MAX_TXN_SESSIONS>,
 }
 
 impl Loaded {
@@ -85,9 +113,10 @@ impl Loaded {
             objects: List::new(),
             sessions: List::new(),
             held: Held::new(),
+            resident_sessions: List::new(),
         }
     }
-    fn phandle_of(&self, vhandle: u32) -> Option<u32> {
+    pub(super) fn phandle_of(&self, vhandle: u32) -> Option<u32> {
         self.objects
             .iter()
             .find(|o| o.vhandle == vhandle)
@@ -107,6 +136,8 @@ pub(super) struct Txn<'a> {
     pub(super) config: Config,
     pub(super) io: &'a mut Io,
     pub(super) st: &'a mut Sessions,
+    /// The resident objects (`resident.rs`).
+    pub(super) res: &'a mut Residents,
     pub(super) space: &'a mut Space,
     pub(super) tpm: &'a mut dyn Tpm,
     pub(super) now: u64,
@@ -117,24 +148,31 @@ pub(super) struct Txn<'a> {
     pub(super) gave_up: bool,
     /// The command is a StartAuthSession that got a session from the TPM.
     pub(super) started: bool,
+    /// Contexts stay loaded after the command (`Config::resident`, not suspended).
+    pub(super) resident: bool,
 }
 
 impl<'a> Txn<'a> {
     /// A command of `space` about to be loaded.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: Config,
         io: &'a mut Io,
         st: &'a mut Sessions,
+        res: &'a mut Residents,
         space: &'a mut Space,
         tpm: &'a mut dyn Tpm,
         now: u64,
         ticket: Option<u64>,
     ) -> Self {
         let gave_up = st.sched.gave_up(ticket);
+        let resident = config.resident && !res.suspended;
+        res.tick = res.tick.wrapping_add(1);
         Txn {
             config,
             io,
             st,
+            res,
             space,
             tpm,
             now,
@@ -142,6 +180,7 @@ impl<'a> Txn<'a> {
             loaded: Loaded::new(),
             gave_up,
             started: false,
+            resident,
         }
     }
 
@@ -156,6 +195,10 @@ impl<'a> Txn<'a> {
         work: &mut [u8],
         rsp: &mut [u8],
     ) -> Result<ControlFlow<Outcome>, RmError> {
+        if self.resident {
+            self.pin_residents(command);
+            self.make_room_for(command, work);
+        }
         if let ControlFlow::Break(o) = self.load_objects(command, work, rsp)? {
             return Ok(ControlFlow::Break(o));
         }
@@ -173,25 +216,41 @@ impl<'a> Txn<'a> {
             if !is_transient_handle(h) {
                 continue;
             }
-            let phandle = match self.loaded.phandle_of(h) {
-                Some(p) => p,
-                None => {
-                    let Some(obj) = self.space.object_mut(h) else {
-                        return Err(RmError::InvalidCommand);
-                    };
-                    if let Some(p) = obj.loaded.take() {
-                        // Still loaded (its last save was refused): this command owns it
-                        // now, and saves it again after.
-                        self.loaded.objects.add(LoadedObject {
-                            vhandle: h,
-                            phandle: p,
-                            resave: true,
-                            alive: true,
-                        });
-                        put_u32(work, Command::handle_offset(i), p)
-                            .map_err(|_| RmError::InvalidCommand)?;
-                        continue;
-                    }
+            if let ControlFlow::Break(o) = self.load_object(i, h, cc, work, rsp)? {
+                return Ok(ControlFlow::Break(o));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Loads the object `h` named at position `i` of a command `cc` (unless it is loaded
+    /// already) and patches its physical handle into `work`.
+    pub(super) fn load_object(
+        &mut self,
+        i: usize,
+        h: u32,
+        cc: u32,
+        work: &mut [u8],
+        rsp: &mut [u8],
+    ) -> Result<ControlFlow<Outcome>, RmError> {
+        let phandle = match self.loaded.phandle_of(h) {
+            Some(p) => p,
+            None => {
+                let Some(obj) = self.space.object_mut(h) else {
+                    return Err(RmError::InvalidCommand);
+                };
+                if let Some(p) = obj.loaded.take() {
+                    // Still loaded (its last save was refused): this command owns it
+                    // now, and saves it again after.
+                    self.loaded.objects.add(LoadedObject {
+                        vhandle: h,
+                        phandle: p,
+                        resave: true,
+                        alive: true,
+                        resident: false,
+                    });
+                    p
+                } else {
                     let sequence = obj.sequence;
                     let Some(blob) = obj.blob.as_ref() else {
                         // Neither saved nor loaded: cannot happen. Gone.
@@ -199,7 +258,16 @@ impl<'a> Txn<'a> {
                         let rc = rc_handle_at_handle(pos(i));
                         return respond(synth_rm(rsp, &mut self.io.stats, rc));
                     };
-                    match self.io.context_load(self.tpm, blob)? {
+                    let mut reply = self.io.context_load(self.tpm, blob)?;
+                    // No room: residents (none in use: they are out of the table) make way,
+                    // once (`resident.rs`).
+                    if reply == Reply::Rc(TPM_RC_OBJECT_MEMORY)
+                        && self.resident
+                        && evict_all_objects(self.io, self.st, self.tpm, self.res) > 0
+                    {
+                        reply = self.io.context_load(self.tpm, blob)?;
+                    }
+                    match reply {
                         Reply::Done(p) => {
                             self.st.handed_out(p);
                             self.loaded.objects.add(LoadedObject {
@@ -207,6 +275,7 @@ impl<'a> Txn<'a> {
                                 phandle: p,
                                 resave: sequence || updates_sequence(cc),
                                 alive: true,
+                                resident: false,
                             });
                             p
                         }
@@ -222,10 +291,9 @@ impl<'a> Txn<'a> {
                         }
                     }
                 }
-            };
-            put_u32(work, Command::handle_offset(i), phandle)
-                .map_err(|_| RmError::InvalidCommand)?;
-        }
+            }
+        };
+        put_u32(work, Command::handle_offset(i), phandle).map_err(|_| RmError::InvalidCommand)?;
         Ok(ControlFlow::Continue(()))
     }
 
@@ -259,7 +327,7 @@ impl<'a> Txn<'a> {
                 continue;
             }
             entry.last_used_ns = self.now;
-            let result = match &entry.state {
+            let mut result = match &entry.state {
                 SessionState::Loaded => {
                     self.loaded.sessions.add(h);
                     continue;
@@ -267,9 +335,27 @@ impl<'a> Txn<'a> {
                 SessionState::SavedByClient | SessionState::FlushPending => continue,
                 SessionState::SavedByRm(blob) => self.io.context_load(self.tpm, blob)?,
             };
+            // No room: resident sessions (none in use: the command's own are no longer
+            // marked) make way, once (`resident.rs`).
+            if result == Reply::Rc(TPM_RC_SESSION_MEMORY)
+                && self.resident
+                && evict_all_sessions(self.io, self.st, self.tpm) > 0
+            {
+                result = match self.st.registry.get(h).map(|e| &e.state) {
+                    Some(SessionState::SavedByRm(blob)) => self.io.context_load(self.tpm, blob)?,
+                    _ => continue, // ours, saved: cannot change
+                };
+            }
+            let Some(entry) = self.st.registry.get_mut(h) else {
+                continue;
+            };
             match result {
                 Reply::Done(p) if p == h => {
-                    entry.state = SessionState::Loaded;
+                    let saved = core::mem::replace(&mut entry.state, SessionState::Loaded);
+                    // Resident, it keeps the allocation of its context for its next save.
+                    if let (true, SessionState::SavedByRm(blob)) = (self.resident, saved) {
+                        entry.spare = Some(blob);
+                    }
                     entry.saved_seq = None;
                     self.loaded.sessions.add(h);
                 }
@@ -312,7 +398,7 @@ impl<'a> Txn<'a> {
     pub(super) fn transmit(
         &mut self,
         command: &Command,
-        work: &[u8],
+        work: &mut [u8],
         rsp: &mut [u8],
     ) -> Result<ControlFlow<Outcome, usize>, RmError> {
         let cc = command.cc();
@@ -321,18 +407,54 @@ impl<'a> Txn<'a> {
             // Numbers the space holds dead are held first: the command is sent once, and
             // gets a clean number. None to be found: it waits, unsent, like one the TPM
             // refused; a waiter that gave up is sent as it is (see `adopt_session`).
-            let held = &mut self.loaded.held;
-            if let Preoccupied::NoClean { rc } =
-                held.preoccupy(self.io, self.st, self.tpm, owner)?
+            let mut found = self
+                .loaded
+                .held
+                .preoccupy(self.io, self.st, self.tpm, owner)?;
+            // No loaded slot for tpmrs' own sessions: resident sessions make way, once.
+            if found
+                == (Preoccupied::NoClean {
+                    rc: Some(TPM_RC_SESSION_MEMORY),
+                })
+                && self.resident
+                && evict_all_sessions(self.io, self.st, self.tpm) > 0
             {
+                found = self
+                    .loaded
+                    .held
+                    .preoccupy(self.io, self.st, self.tpm, owner)?;
+            }
+            if let Preoccupied::NoClean { rc } = found {
                 if !self.gave_up {
                     return Ok(ControlFlow::Break(Outcome::Exhausted { rc }));
                 }
             }
         }
         let mut n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
-        for _ in 0..MAX_GAP_REPAIRS {
-            if response_code(rsp) != TPM_RC_CONTEXT_GAP || !self.st.repair_gap(self.io, self.tpm)? {
+        let (mut repairs, mut memory) = (0, false);
+        // Each round sends the command again after a repair that says so (a warning: the TPM
+        // ran nothing), at most MAX_GAP_REPAIRS context-gap repairs, one round of evictions
+        // of residents, and one reload per context the TPM lost (`lost.rs`).
+        for _ in 0..MAX_RESENDS {
+            let rc = response_code(rsp);
+            if rc == TPM_RC_CONTEXT_GAP && repairs < MAX_GAP_REPAIRS {
+                // PANIC: repairs < MAX_GAP_REPAIRS here.
+                repairs += 1;
+                if !self.st.repair_gap(self.io, self.tpm)? {
+                    break;
+                }
+            } else if self.resident && is_memory_rc(rc) && !memory {
+                memory = true;
+                if !self.make_way(rc) {
+                    break;
+                }
+            } else if self.resident {
+                match self.lost(command, rc, work, rsp)? {
+                    Found::Nothing => break,
+                    Found::Reloaded => {}
+                    Found::Answer(o) => return Ok(ControlFlow::Break(o)),
+                }
+            } else {
                 break;
             }
             n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;

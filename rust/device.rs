@@ -445,6 +445,25 @@ impl Shared {
         self.spaces.closed();
     }
 
+    /// The system is about to suspend or hibernate (the PM notifier, `pm.rs`): every context
+    /// tpmrs keeps loaded between commands is saved or flushed, with the chip held, and none
+    /// is made resident again until [`Self::resume`] ([`Rm::suspend`]). Takes `rm` and the
+    /// chip, as a command's step does. A chip going away: nothing is loaded to save.
+    pub(crate) fn suspend(&self) {
+        let mut rm = self.rm.lock();
+        if let Ok(mut tpm) = self.chip.lock() {
+            rm.suspend(&mut tpm);
+        }
+        self.after_call(&mut rm);
+    }
+
+    /// The system has resumed, or the suspend failed: contexts may be resident again.
+    pub(crate) fn resume(&self) {
+        let mut rm = self.rm.lock();
+        rm.resume();
+        self.after_call(&mut rm);
+    }
+
     /// Creates the space for a newly opened file. Takes no lock: the misc core holds its
     /// global `misc_mtx` across `open`, so an open that waited for TPM work (a CreatePrimary
     /// of seconds) would stall every misc device's open on the machine.

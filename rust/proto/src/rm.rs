@@ -61,6 +61,7 @@ use resident::Residents;
 use tpm_io::Io;
 use txn::Txn;
 
+#[cfg(not(tpmrs_kernel))]
 pub use resident::ResidentObject;
 pub use wait::{Outcome, Request, Step};
 

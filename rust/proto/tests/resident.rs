@@ -240,7 +240,11 @@ fn a_lost_resident_object_is_loaded_again() {
     h.tpm.drop_object(p);
     h.tpm.log.clear();
     a.sign(&mut h);
-    assert_eq!(h.tpm.log, vec![CC_SIGN, CC_CONTEXT_LOAD, CC_SIGN]);
+    // The TPM's answer, the check that the key is gone, its reload, the command again.
+    assert_eq!(
+        h.tpm.log,
+        vec![CC_SIGN, CC_GET_CAPABILITY, CC_CONTEXT_LOAD, CC_SIGN]
+    );
     assert_eq!(h.rm.stats().resident_lost, 1);
     assert_eq!(h.rm.resident_objects().len(), 1);
     a.finish(&mut h);
@@ -379,5 +383,86 @@ fn a_resident_session_holds_no_context_gap_back() {
     h.close(&mut c);
     h.close(&mut b);
     a.finish(&mut h);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn a_number_lost_behind_our_back_is_never_used_for_the_old_object() {
+    let mut h = harness();
+    let mut a = Signer::new(&mut h, false);
+    a.sign(&mut h);
+    let p = h.rm.resident_objects()[0].phandle;
+    h.tpm.drop_object(p);
+    // Another space's new object gets the freed number: the stale entry goes.
+    let mut b = h.space();
+    let kb = rhandle(&h.success(&mut b, &create_primary(&ecc_signing_public(&[]))));
+    assert_eq!(h.rm.stats().resident_lost, 1);
+    let mine = |h: &Harness<FakeTpm>, space: u64| {
+        h.rm.resident_objects()
+            .iter()
+            .filter(|o| o.space == space)
+            .map(|o| o.phandle)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(mine(&h, b.id()), vec![p]);
+    assert_eq!(mine(&h, a.space.id()), vec![]);
+    // a's key loads again from its blob, under another number.
+    h.tpm.log.clear();
+    a.sign(&mut h);
+    assert_eq!(h.tpm.log[..2], [CC_CONTEXT_LOAD, CC_SIGN]);
+    let pa = mine(&h, a.space.id());
+    assert_eq!(pa.len(), 1);
+    assert_ne!(pa[0], p);
+    h.success(&mut b, &flush_context(kb));
+    h.close(&mut b);
+    a.finish(&mut h);
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn a_load_that_gets_a_lost_residents_number_loads_that_one_again() {
+    let mut h = harness();
+    let mut s = h.space();
+    let k1 = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    let k2 = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    // k2 is made not resident (evicted by a third object), k1 stays resident.
+    h.success(&mut s, &sign(k1, Auth::pw(KEY_AUTH)));
+    let k3 = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
+    h.success(&mut s, &sign(k1, Auth::pw(KEY_AUTH)));
+    let resident: Vec<u32> = h.rm.resident_objects().iter().map(|o| o.vhandle).collect();
+    assert!(
+        resident.contains(&k1) && !resident.contains(&k2),
+        "{resident:x?}"
+    );
+    let p1 =
+        h.rm.resident_objects()
+            .iter()
+            .find(|o| o.vhandle == k1)
+            .unwrap()
+            .phandle;
+    let others: Vec<u32> = h.tpm.object_handles();
+    // k1 is lost behind tpmrs' back; the only free number is now k1's.
+    h.tpm.drop_object(p1);
+    assert!(others.len() == 2 && !h.tpm.object_handles().contains(&p1));
+    h.success(&mut s, &flush_context(k3));
+    // A command naming k1 (resident, lost) and k2 (to be loaded): k2's load gets k1's
+    // number, so k1 is loaded again from its blob for this very command.
+    h.tpm.log.clear();
+    let r = h.ok(
+        &mut s,
+        &command(
+            CC_START_AUTH_SESSION,
+            &[k1, k2],
+            &[],
+            &start_auth_session(SE_HMAC, &[1; 16])[18..],
+        ),
+    );
+    assert_eq!(rc(&r), 0, "{:#x}", rc(&r));
+    assert_eq!(
+        h.tpm.log,
+        vec![CC_CONTEXT_LOAD, CC_CONTEXT_LOAD, CC_START_AUTH_SESSION]
+    );
+    assert_eq!(h.rm.stats().resident_lost, 1);
+    h.close(&mut s);
     h.tpm.assert_empty();
 }

@@ -6,10 +6,13 @@
 //! tpmrs learns of it at the context's next use, from the TPM's answer to the client's
 //! command: TPM_RC_REFERENCE_H0 + n or TPM_RC_REFERENCE_S0 + n (what the reference
 //! implementation answers for a handle that is not loaded), or a format-one TPM_RC_HANDLE
-//! at that position, which a TPM also gives for a handle of the wrong kind, so it counts
-//! only if the TPM then no longer lists the handle (one TPM2_GetCapability). Those answers
+//! at that position (which a TPM also gives for a handle of the wrong kind), and then the
+//! TPM no longer lists the handle (one TPM2_GetCapability, two for a session: asked either
+//! way, since a context wrongly forgotten would stay in the TPM for good). Those answers
 //! come before the TPM looks at the authorization area: the command ran nothing, and may be
-//! sent again. The context is forgotten without a flush (its number may be someone else's by
+//! sent again. The TPM also hands out a resident context's number to tpmrs only if it lost
+//! it: an object listed under a handle the TPM gives a new object of ours is forgotten
+//! (`Txn::note_handed_out`), a session's entry is replaced (`adopt_session`). The context is forgotten without a flush (its number may be someone else's by
 //! the next command); an object is loaded again from its blob and the command sent again; a
 //! session cannot be (only the TPM held its state): its space is told at once, as for a
 //! session whose saved context no longer loads (the RM-layer TPM_RC_HANDLE at its position).
@@ -44,11 +47,11 @@ pub(super) enum Found {
 }
 
 /// Where an answer says a handle is wrong: the handle area or the authorization area
-/// (0-based), and whether it says the handle is not loaded (a TPM_RC_REFERENCE_* warning).
+/// (0-based).
 #[derive(Clone, Copy)]
 enum At {
-    Handle(usize, bool),
-    Session(usize, bool),
+    Handle(usize),
+    Session(usize),
 }
 
 /// The position a TPM_RC_REFERENCE_* warning or a format-one TPM_RC_HANDLE of handle or
@@ -56,10 +59,10 @@ enum At {
 fn position(rc: u32) -> Option<At> {
     let index = |base: u32| usize::try_from(rc.checked_sub(base)?).ok();
     if (TPM_RC_REFERENCE_H0..=TPM_RC_REFERENCE_H6).contains(&rc) {
-        return Some(At::Handle(index(TPM_RC_REFERENCE_H0)?, true));
+        return Some(At::Handle(index(TPM_RC_REFERENCE_H0)?));
     }
     if (TPM_RC_REFERENCE_S0..=TPM_RC_REFERENCE_S6).contains(&rc) {
-        return Some(At::Session(index(TPM_RC_REFERENCE_S0)?, true));
+        return Some(At::Session(index(TPM_RC_REFERENCE_S0)?));
     }
     let fmt1_handle =
         rc < 0x1000 && rc & RC_FMT1 != 0 && rc & TPM_RC_P == 0 && rc & 0x3F == TPM_RC_HANDLE & 0x3F;
@@ -69,9 +72,9 @@ fn position(rc: u32) -> Option<At> {
     let n = usize::try_from((rc >> TPM_RC_N_SHIFT) & 0x7).ok()?;
     let i = n.checked_sub(1)?;
     Some(if rc & TPM_RC_S != 0 {
-        At::Session(i, false)
+        At::Session(i)
     } else {
-        At::Handle(i, false)
+        At::Handle(i)
     })
 }
 
@@ -93,14 +96,14 @@ impl Txn<'_> {
             return Ok(Found::Nothing);
         };
         let named = match at {
-            At::Handle(i, _) => command.handles().get(i).copied(),
-            At::Session(i, _) => command.sessions().get(i).map(|s| s.handle),
+            At::Handle(i) => command.handles().get(i).copied(),
+            At::Session(i) => command.sessions().get(i).map(|s| s.handle),
         };
         let Some(h) = named else {
             return Ok(Found::Nothing);
         };
         match at {
-            At::Handle(i, reference) if is_transient_handle(h) => {
+            At::Handle(i) if is_transient_handle(h) => {
                 let Some(o) = self
                     .loaded
                     .objects
@@ -109,7 +112,7 @@ impl Txn<'_> {
                 else {
                     return Ok(Found::Nothing);
                 };
-                if !reference && !self.gone(o.phandle) {
+                if !self.gone(o.phandle) {
                     return Ok(Found::Nothing);
                 }
                 bump(&mut self.io.stats.resident_lost);
@@ -120,11 +123,11 @@ impl Txn<'_> {
                     core::ops::ControlFlow::Break(o) => Found::Answer(o),
                 })
             }
-            At::Handle(i, reference) | At::Session(i, reference) if is_session_handle(h) => {
+            At::Handle(i) | At::Session(i) if is_session_handle(h) => {
                 let Some(s) = self.st.registry.get(h).map(|e| e.handle) else {
                     return Ok(Found::Nothing);
                 };
-                if !self.loaded.resident_sessions.contains(s) || (!reference && !self.gone(s)) {
+                if !self.loaded.resident_sessions.contains(s) || !self.gone(s) {
                     return Ok(Found::Nothing);
                 }
                 bump(&mut self.io.stats.resident_lost);
@@ -155,14 +158,14 @@ mod tests {
 
     #[test]
     fn positions_of_handle_answers() {
-        assert!(matches!(position(0x910), Some(At::Handle(0, true))));
-        assert!(matches!(position(0x916), Some(At::Handle(6, true))));
+        assert!(matches!(position(0x910), Some(At::Handle(0))));
+        assert!(matches!(position(0x916), Some(At::Handle(6))));
         assert!(position(0x917).is_none());
-        assert!(matches!(position(0x918), Some(At::Session(0, true))));
-        assert!(matches!(position(0x91E), Some(At::Session(6, true))));
-        assert!(matches!(position(0x18B), Some(At::Handle(0, false))));
-        assert!(matches!(position(0x28B), Some(At::Handle(1, false))));
-        assert!(matches!(position(0x98B), Some(At::Session(0, false))));
+        assert!(matches!(position(0x918), Some(At::Session(0))));
+        assert!(matches!(position(0x91E), Some(At::Session(6))));
+        assert!(matches!(position(0x18B), Some(At::Handle(0))));
+        assert!(matches!(position(0x28B), Some(At::Handle(1))));
+        assert!(matches!(position(0x98B), Some(At::Session(0))));
         // A parameter, no position, another code, another layer: none.
         assert!(position(0x1CB).is_none());
         assert!(position(0x08B).is_none());

@@ -134,6 +134,17 @@ impl Residents {
         self.objects.try_push(o).is_ok()
     }
 
+    /// The TPM handed out `phandle` for an object of ours: a resident object listed under
+    /// it was lost behind tpmrs' back (the TPM never hands out a loaded handle), and must
+    /// never be used there again. True if there was one (now forgotten, not flushed).
+    pub(crate) fn forget_phandle(&mut self, phandle: u32) -> bool {
+        let Some(i) = self.objects.iter().position(|o| o.phandle == phandle) else {
+            return false;
+        };
+        self.objects.swap_remove(i);
+        true
+    }
+
     /// Takes one resident object of `space` out of the table (at its close).
     pub(crate) fn take_any_of(&mut self, space: u64) -> Option<u32> {
         let i = self.objects.iter().position(|o| o.space == space)?;

@@ -152,7 +152,7 @@ impl Txn<'_> {
         rsp: &mut [u8],
         len: usize,
     ) -> Result<usize, RmError> {
-        self.st.handed_out(phandle);
+        self.note_handed_out(phandle);
         if self.space.objects().len() >= self.config.max_objects {
             let _ = self
                 .io
@@ -245,6 +245,11 @@ impl Txn<'_> {
             bump(&mut self.io.stats.dead_numbers_handed_over);
         }
         let previous = self.st.registry.get(handle);
+        if previous.is_some_and(|e| e.is_resident()) {
+            // The TPM never hands out a loaded session's number: this resident session was
+            // lost behind tpmrs' back (`lost.rs`); its entry is replaced below.
+            bump(&mut self.io.stats.resident_lost);
+        }
         let previous_owner = previous.and_then(|e| e.owner);
         let (id, created_ns, owned_since_ns, continued) = match previous {
             Some(e) if reload && e.owner == Some(owner) => {

@@ -19,6 +19,7 @@ use super::super::error::RmError;
 use super::super::session::registry::SessionState;
 use super::super::session::{End, Grant, Sessions, MAX_GAP_REPAIRS};
 use super::super::space::Space;
+use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::lost::Found;
 use super::preoccupy::{Held, Preoccupied};
@@ -34,6 +35,9 @@ pub(super) const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAN
 /// Most times the client's command is sent again: after each context-gap repair, after
 /// residents made way for it, after each reload of a context the TPM lost.
 const MAX_RESENDS: usize = MAX_GAP_REPAIRS + 1 + MAX_HANDLES + MAX_SESSIONS_PER_COMMAND;
+
+/// Most passes over a command's handles to load its objects (see `Txn::load_objects`).
+const MAX_LOAD_PASSES: usize = MAX_HANDLES + 1;
 
 /// Whether `rc` says the TPM has no room for an object or session in its memory.
 fn is_memory_rc(rc: u32) -> bool {
@@ -150,6 +154,8 @@ pub(super) struct Txn<'a> {
     pub(super) started: bool,
     /// Contexts stay loaded after the command (`Config::resident`, not suspended).
     pub(super) resident: bool,
+    /// A resident object of this command was found lost while loading: load again.
+    repin: bool,
 }
 
 impl<'a> Txn<'a> {
@@ -181,6 +187,7 @@ impl<'a> Txn<'a> {
             gave_up,
             started: false,
             resident,
+            repin: false,
         }
     }
 
@@ -212,15 +219,46 @@ impl<'a> Txn<'a> {
         rsp: &mut [u8],
     ) -> Result<ControlFlow<Outcome>, RmError> {
         let cc = command.cc();
-        for (i, &h) in command.handles().iter().enumerate() {
-            if !is_transient_handle(h) {
-                continue;
+        // A pass loads what is not loaded and patches every handle; a load that got the
+        // number of a resident object of this command (lost behind tpmrs' back) unpins it,
+        // and the next pass loads it again (`Txn::note_handed_out`).
+        for _ in 0..MAX_LOAD_PASSES {
+            self.repin = false;
+            for (i, &h) in command.handles().iter().enumerate() {
+                if !is_transient_handle(h) {
+                    continue;
+                }
+                if let ControlFlow::Break(o) = self.load_object(i, h, cc, work, rsp)? {
+                    return Ok(ControlFlow::Break(o));
+                }
             }
-            if let ControlFlow::Break(o) = self.load_object(i, h, cc, work, rsp)? {
-                return Ok(ControlFlow::Break(o));
+            if !self.repin {
+                break;
             }
         }
         Ok(ControlFlow::Continue(()))
+    }
+
+    /// The TPM handed out object handle `p` to tpmrs: it was free. A resident object listed
+    /// under it was lost behind tpmrs' back: it is forgotten (never flushed nor used there:
+    /// `p` is the new object's now), out of the table or out of this command's objects (to
+    /// be loaded again from its blob). Issue 21: "never use a handle that may be someone
+    /// else's".
+    pub(super) fn note_handed_out(&mut self, p: u32) {
+        self.st.handed_out(p);
+        if self.res.forget_phandle(p) {
+            bump(&mut self.io.stats.resident_lost);
+        }
+        let stale = self
+            .loaded
+            .objects
+            .iter()
+            .find(|o| o.phandle == p && o.resident);
+        if let Some(stale) = stale {
+            self.loaded.objects.remove(stale);
+            bump(&mut self.io.stats.resident_lost);
+            self.repin = true;
+        }
     }
 
     /// Loads the object `h` named at position `i` of a command `cc` (unless it is loaded
@@ -269,7 +307,7 @@ impl<'a> Txn<'a> {
                     }
                     match reply {
                         Reply::Done(p) => {
-                            self.st.handed_out(p);
+                            self.note_handed_out(p);
                             self.loaded.objects.add(LoadedObject {
                                 vhandle: h,
                                 phandle: p,

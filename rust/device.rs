@@ -12,6 +12,9 @@
 //! time, like tpmrm0. Which command's step goes next is decided under `Shared::turns` (the
 //! queue for the TPM, `proto::turns`), which is never held together with `Shared::rm`.
 //!
+//! The PM notifier (`pm.rs`) takes `Shared::rm` and then the chip, as a step does, and never
+//! a turn: it runs before tasks are frozen, while commands may still run.
+//!
 //! `Shared::clients` (the list of open files) is taken under `Shared::rm` or `Shared::turns`
 //! (to wake a file's waiting command, or mark it owed an answer) or alone, never the other
 //! way round: `show_clients`

@@ -461,9 +461,10 @@ impl FuzzTpm {
     }
 }
 
-/// Between commands nothing of the RM's is loaded in the TPM -- but objects and sessions
-/// whose save the TPM refused with a "not executed" warning on every try, which stay
-/// loaded as they were (`ObjectEntry::loaded`, `SessionState::Loaded`) -- and every
+/// Between commands nothing of the RM's is loaded in the TPM -- but its resident objects
+/// and sessions (`Config::resident`), and objects and sessions whose save the TPM refused
+/// with a "not executed" warning on every try, which stay loaded as they were
+/// (`ObjectEntry::loaded`, `SessionState::Loaded`) -- and every
 /// session the TPM holds (apart from external ones) is one the RM tracks. Only meaningful
 /// when no misleading answer was given and no flush is queued.
 pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm, spaces: &[&Space]) {

@@ -212,13 +212,15 @@ class Proxy:
                     rsp = recv_tpm(swtpm)
                     took = time.monotonic() - t0
                     ms = tpm_model.latency(cmd)[0] if self.model == "hw" else 0.0
+                    cc = struct.unpack(">I", cmd[6:10])[0] if len(cmd) >= 10 else 0
+                    rc = struct.unpack(">I", rsp[6:10])[0] if len(rsp) >= 10 else 0
+                    # Logged before the response leaves: a guest that counts commands from
+                    # the log after its last response has them all.
+                    self.log(f"tpm 0x{cc:x} {ms:.1f} {took * 1000:.2f} 0x{rc:x} {tpm_model.CC_NAMES.get(cc, '')}")
                     wait = t0 + ms / 1000 - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
                     qemu.sendall(rsp)
-                cc = struct.unpack(">I", cmd[6:10])[0] if len(cmd) >= 10 else 0
-                rc = struct.unpack(">I", rsp[6:10])[0] if len(rsp) >= 10 else 0
-                self.log(f"tpm 0x{cc:x} {ms:.1f} {took * 1000:.2f} 0x{rc:x} {tpm_model.CC_NAMES.get(cc, '')}")
         except (EOFError, OSError) as e:
             # QEMU went away, or swtpm did: close both ends so each side sees the other gone.
             self.log(f"data channel closed: {e}")

@@ -37,7 +37,7 @@ import swtpm_count  # noqa: E402
 import tpm  # noqa: E402
 import tpm_model  # noqa: E402
 from tpm_proxy import CMD_GET_CAPABILITY, CMD_INIT, CMD_SET_BUFFERSIZE, CMD_SET_DATAFD  # noqa: E402
-from tpm_proxy import CMD_SET_LOCALITY, CMD_GET_TPMESTABLISHED, recv_exact, recv_tpm  # noqa: E402
+from tpm_proxy import CMD_SET_LOCALITY, CMD_GET_TPMESTABLISHED, CMD_SHUTDOWN, recv_exact, recv_tpm  # noqa: E402
 
 TPM_RC_INITIALIZE = 0x100
 TPM_RC_RETRY = 0x922
@@ -107,6 +107,8 @@ class Rig:
         rsp = self.ctrl_cmd(CMD_SET_BUFFERSIZE, struct.pack(">I", 0), 16)
         assert rsp[:4] == b"\0" * 4 and struct.unpack(">I", rsp[4:8])[0] >= 1024, rsp.hex()
         assert self.ctrl_cmd(CMD_INIT, struct.pack(">I", 0)) == b"\0" * 4
+        # QEMU sends whole unions: CMD_SET_LOCALITY with 4 bytes, of which swtpm reads 1.
+        assert self.ctrl_cmd(CMD_SET_LOCALITY, b"\0" * 4) == b"\0" * 4
         assert self.ctrl_cmd(CMD_SET_LOCALITY, b"\0") == b"\0" * 4
         assert self.ctrl_cmd(CMD_GET_TPMESTABLISHED, rsp_len=8)[:4] == b"\0" * 4
         assert tpm.rc_of(self.transact(startup(TPM_SU_CLEAR))) == 0
@@ -311,6 +313,8 @@ def test_lifecycle():
     r = Rig(model="none")
     try:
         r.boot()
+        # What QEMU sends when it exits.
+        assert r.ctrl_cmd(CMD_SHUTDOWN) == b"\0" * 4
         r.ctrl.close()
         r.ctrl = None
         r.proxy.wait(BOUND)

@@ -73,8 +73,12 @@ CMD_SET_BUFFERSIZE = 17
 CMD_GET_INFO = 18
 CMD_NAMES = {v: k for k, v in globals().items() if k.startswith("CMD_")}
 
-# Request bodies after the 4-byte code (tpm_ioctl.h, the 'req' halves of the unions);
-# commands not listed have none. HASH_DATA and SET_STATEBLOB carry a length in their header.
+# The least a request carries after its 4-byte code (the 'req' halves of tpm_ioctl.h's
+# unions, what swtpm's ctrlchannel_recv_cmd() waits for); none if not listed. HASH_DATA and
+# SET_STATEBLOB carry a length in their header. Senders may send more: QEMU sends whole
+# unions (CMD_SET_LOCALITY with 4 bytes, not 1), and swtpm takes whatever came with the
+# request. So does the proxy: the rest of what is already there belongs to the request, as
+# nothing else can be (QEMU waits for each response before the next request).
 REQUEST_SIZE = {CMD_INIT: 4, CMD_SET_LOCALITY: 1, CMD_RESET_TPMESTABLISHED: 1,
                 CMD_GET_STATEBLOB: 12, CMD_SET_BUFFERSIZE: 4, CMD_GET_INFO: 16}
 # Responses on success (the 'resp' halves); 4 (the result alone) if not listed. GET_STATEBLOB
@@ -143,6 +147,11 @@ class Proxy:
             body = hdr + recv_exact(self.qemu_ctrl, struct.unpack(">I", hdr[8:12])[0])
         else:
             body = recv_exact(self.qemu_ctrl, REQUEST_SIZE.get(cmd, 0))
+        while select.select([self.qemu_ctrl], [], [], 0)[0]:
+            more = self.qemu_ctrl.recv(65536, socket.MSG_DONTWAIT)
+            if not more:
+                break  # closed: the next read says so
+            body += more
         return head + body, list(fds)
 
     def read_response(self, cmd):

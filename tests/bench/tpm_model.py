@@ -41,6 +41,14 @@ CC_NAMES = {
     0x176: "StartAuthSession", 0x182: "PCR_Extend", 0x191: "CreateLoaded",
     0x17B: "GetRandom", 0x17A: "GetCapability", 0x173: "ReadPublic", 0x144: "Startup",
     0x145: "Shutdown", 0x143: "SelfTest", 0x180: "PolicyRestart", 0x139: "DictionaryAttackLockReset",
+    0x129: "HierarchyChangeAuth", 0x146: "StirRandom", 0x17E: "PCR_Read", 0x181: "ReadClock",
+    0x121: "HierarchyControl", 0x126: "Clear", 0x120: "EvictControl", 0x12A: "NV_DefineSpace",
+    0x14E: "NV_Read", 0x137: "NV_Write", 0x169: "NV_ReadPublic", 0x155: "HMAC", 0x15E: "Unseal",
+    0x158: "Quote", 0x15B: "HMAC_Start", 0x15C: "SequenceUpdate", 0x13E: "SequenceComplete",
+    0x186: "HashSequenceStart", 0x185: "EventSequenceComplete", 0x17D: "Hash", 0x13C: "PCR_Event",
+    0x16B: "PolicyAuthValue", 0x16C: "PolicyCommandCode", 0x17F: "PolicyPCR", 0x189: "PolicyGetDigest",
+    0x163: "ECDH_KeyGen", 0x154: "ECDH_ZGen", 0x159: "RSA_Decrypt", 0x174: "RSA_Encrypt",
+    0x167: "LoadExternal", 0x177: "VerifySignature", 0x18A: "TestParms", 0x17C: "GetTestResult",
 }
 
 # The cheapest command published for the SLB9670 is PCR_Extend without a session: 6.4 ms

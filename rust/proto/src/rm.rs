@@ -410,6 +410,7 @@ impl Rm {
     /// what is saved. Objects left loaded by a failed save (`ObjectEntry::loaded`) are their
     /// spaces', out of reach here: they stay. Call [`Rm::take_wakeups`] afterwards.
     pub fn suspend(&mut self, tpm: &mut dyn Tpm) {
+        bump(&mut self.io.stats.suspends);
         self.res.suspended = true;
         self.st.retry_pending(&mut self.io, tpm);
         resident::evict_everything(&mut self.io, &mut self.st, tpm, &mut self.res);

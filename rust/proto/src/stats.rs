@@ -77,12 +77,15 @@ pub struct Stats {
     /// Resident objects and sessions the TPM no longer had at their next use (lost behind
     /// tpmrs' back: a TPM Reset or power loss, a flush through /dev/tpm0).
     pub resident_lost: u64,
+    /// System suspends and hibernations prepared for (`Rm::suspend`, from the glue's PM
+    /// notifier): every resident context saved or flushed before the TPM's power goes.
+    pub suspends: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 26] {
+    pub fn rows(&self) -> [(&'static str, u64); 27] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -110,6 +113,7 @@ impl Stats {
             ("resident_sessions", self.resident_sessions),
             ("resident_evictions", self.resident_evictions),
             ("resident_lost", self.resident_lost),
+            ("suspends", self.suspends),
         ]
     }
 }
@@ -189,6 +193,7 @@ mod tests {
             resident_sessions: 24,
             resident_evictions: 25,
             resident_lost: 26,
+            suspends: 27,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

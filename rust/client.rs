@@ -111,12 +111,13 @@ impl_has_work! {
 }
 
 impl Client {
-    /// A new open file, with an empty space.
+    /// A new open file, with an empty space, opened by `uid` (its effective uid in the
+    /// initial user namespace).
     ///
     /// # Errors
     ///
     /// `ENOMEM`.
-    pub(crate) fn new(shared: Arc<Shared>) -> Result<Arc<Self>> {
+    pub(crate) fn new(shared: Arc<Shared>, uid: u32) -> Result<Arc<Self>> {
         // Charged to the opener (the current task), failing with ENOMEM at its memory.max.
         let cmd = ChargedVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL_ACCOUNT)?;
         let rsp = ChargedVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL_ACCOUNT)?;
@@ -156,7 +157,7 @@ impl Client {
         )?;
         // The space last: once it exists, only `release` may end it (it is counted as open
         // until closed). Made without any lock that TPM work holds: see `Shared::new_space`.
-        let space = shared.new_space();
+        let space = shared.new_space(uid);
         stats.info.lock().space_id = space.id();
         client.inner.lock().state = State::Idle {
             exec: Exec { space, cmd, rsp },
@@ -350,6 +351,7 @@ impl Client {
     /// stops at once (see `Shared::execute`).
     pub(crate) fn release(this: Arc<Self>) {
         this.shared.remove_client(&this.stats);
+        this.shared.space_released();
         let mut inner = this.inner.lock();
         let old = core::mem::replace(&mut inner.state, State::Released);
         let exec = match old {

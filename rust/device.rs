@@ -24,75 +24,20 @@
 
 use crate::{
     chip::{Chip, DeadTpm},
-    proto::{Request, Rm, RmError, SessionState, Space, SpaceIds, Stats, Step, Turn, Turns},
+    proto::{Request, Rm, RmError, Space, SpaceIds, Stats, Step, Turn, Turns},
 };
-use core::sync::atomic::{AtomicBool, Ordering};
+
+mod debugfs;
+use core::sync::atomic::Ordering;
+pub(crate) use debugfs::{show_clients, show_stats, ClientInfo, ClientStats};
 use kernel::{
     alloc::KVec,
-    new_condvar, new_mutex, new_spinlock,
+    new_mutex, new_spinlock,
     prelude::*,
-    sync::{Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock},
+    sync::{Arc, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock},
     time::{Instant, Monotonic},
     workqueue::Queue,
 };
-
-/// Who opened a file and what tpmrs did for it: the glue's part of its line in
-/// `/sys/kernel/debug/tpmrs/clients` (see [`show_clients`]).
-#[derive(Clone, Copy)]
-pub(crate) struct ClientInfo {
-    /// Process (thread group) id of the opener.
-    pub(crate) pid: i32,
-    /// Command name of the opener, NUL-padded.
-    pub(crate) comm: [u8; 16],
-    /// The id of the file's space in the resource manager (0: none yet).
-    pub(crate) space_id: u64,
-    /// Transient objects the space holds, as of its last command.
-    pub(crate) objects: u64,
-    /// Commands that waited for a session slot.
-    pub(crate) waits: u64,
-    /// The longest of those waits (ns).
-    pub(crate) longest_wait_ns: u64,
-    /// TPM commands sent for this file's commands.
-    pub(crate) tpm_commands: u64,
-}
-
-/// What of one open file the others see: its counters, and where its command sleeps.
-/// Shared by the file and the list in [`Shared`].
-#[pin_data]
-pub(crate) struct ClientStats {
-    /// Innermost lock (see the lock order above): held only to copy the counters.
-    #[pin]
-    pub(crate) info: SpinLock<ClientInfo>,
-    /// The file's waiting command sleeps here (with `rm` released) until its turn at the TPM
-    /// comes or a session slot is freed or reserved for its space: woken alone, never
-    /// with every waiter ([`Shared::execute`]).
-    #[pin]
-    pub(crate) wake: CondVar,
-    /// The file's space lost a session to an eviction and its client has not used it
-    /// since: its next command may be answered without a turn at the TPM
-    /// ([`Rm::answer_at_once`]). Set and cleared under `rm`; read without it, so that
-    /// other commands never take `rm` before their turn (a stale `false` only sends a
-    /// command through the TPM queue, as any).
-    owed: AtomicBool,
-}
-
-impl ClientStats {
-    /// Counters for a new file.
-    ///
-    /// # Errors
-    ///
-    /// `ENOMEM`.
-    pub(crate) fn new(info: ClientInfo) -> Result<Arc<Self>> {
-        Arc::pin_init(
-            pin_init!(Self {
-                info <- new_spinlock!(info, "tpmrs::ClientStats::info"),
-                wake <- new_condvar!("tpmrs::ClientStats::wake"),
-                owed: AtomicBool::new(false),
-            }),
-            GFP_KERNEL,
-        )
-    }
-}
 
 /// How long a command waiting for its turn at the TPM sleeps at most before it looks again
 /// (ms; it is woken when its turn comes: this only bounds the cost of a lost wake-up).
@@ -467,11 +412,18 @@ impl Shared {
         self.after_call(&mut rm);
     }
 
-    /// Creates the space for a newly opened file. Takes no lock: the misc core holds its
-    /// global `misc_mtx` across `open`, so an open that waited for TPM work (a CreatePrimary
-    /// of seconds) would stall every misc device's open on the machine.
-    pub(crate) fn new_space(&self) -> Space {
-        self.spaces.open()
+    /// Creates the space for a file newly opened by `uid` (see [`Space::uid`]). Takes no
+    /// lock: the misc core holds its global `misc_mtx` across `open`, so an open that waited
+    /// for TPM work (a CreatePrimary of seconds) would stall every misc device's open on the
+    /// machine.
+    pub(crate) fn new_space(&self, uid: u32) -> Space {
+        self.spaces.open(uid)
+    }
+
+    /// Counts a released file's space as closing until [`Shared::close_space`] is done with
+    /// it (the gauge `closing_spaces`).
+    pub(crate) fn space_released(&self) {
+        self.spaces.released();
     }
 
     /// Lists a newly opened file in `/sys/kernel/debug/tpmrs/clients`.
@@ -495,86 +447,6 @@ impl Shared {
             drop(removed);
         }
     }
-}
-
-/// The contents of `/sys/kernel/debug/tpmrs/clients`: one line per open file, with the pid
-/// and command name of the process that opened it, its space id, the objects and sessions it
-/// holds (sessions loaded in the TPM, saved by tpmrs, saved by the client), its waits for a
-/// session slot (count, longest in ms), the sessions evicted from it, and the TPM commands
-/// sent for it.
-pub(crate) fn show_clients(
-    shared: &Arc<Shared>,
-    f: &mut kernel::fmt::Formatter<'_>,
-) -> kernel::fmt::Result {
-    // A copy of the list, so that `clients` is not held while waiting for `rm`.
-    let clients = {
-        let list = shared.clients.lock();
-        let mut copy =
-            KVec::with_capacity(list.len(), GFP_KERNEL).map_err(|_| kernel::fmt::Error)?;
-        for c in list.iter() {
-            copy.push(c.clone(), GFP_KERNEL)
-                .map_err(|_| kernel::fmt::Error)?;
-        }
-        copy
-    };
-    let rm = shared.rm.lock();
-    for c in clients.iter() {
-        let info = *c.info.lock();
-        let (mut loaded, mut saved_rm, mut saved_client) = (0u32, 0u32, 0u32);
-        for e in rm.sessions().entries() {
-            if e.owner != Some(info.space_id) {
-                continue;
-            }
-            match e.state {
-                SessionState::Loaded => loaded += 1,
-                SessionState::SavedByRm(_) => saved_rm += 1,
-                SessionState::SavedByClient => saved_client += 1,
-                SessionState::FlushPending => {}
-            }
-        }
-        let comm_len = info
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(info.comm.len());
-        let comm = info
-            .comm
-            .get(..comm_len)
-            .and_then(|c| core::str::from_utf8(c).ok())
-            .unwrap_or("?");
-        writeln!(
-            f,
-            "pid={} comm={} space={} objects={} sessions_loaded={} sessions_saved_by_tpmrs={} \
-             sessions_saved_by_client={} waits={} longest_wait_ms={} evicted={} tpm_commands={}",
-            info.pid,
-            comm,
-            info.space_id,
-            info.objects,
-            loaded,
-            saved_rm,
-            saved_client,
-            info.waits,
-            info.longest_wait_ns / 1_000_000,
-            rm.evictions_of(info.space_id),
-            info.tpm_commands,
-        )?;
-    }
-    Ok(())
-}
-
-/// The contents of `/sys/kernel/debug/tpmrs/stats`: the resource manager's counters
-/// ([`Stats::rows`]), one `name value` pair per line.
-pub(crate) fn show_stats(
-    shared: &Arc<Shared>,
-    f: &mut kernel::fmt::Formatter<'_>,
-) -> kernel::fmt::Result {
-    // The copy, not `rm`: reading never waits behind a TPM command.
-    let mut s = *shared.stats.lock();
-    s.open_spaces = shared.spaces.open_count();
-    for (name, value) in s.rows() {
-        writeln!(f, "{name} {value}")?;
-    }
-    Ok(())
 }
 
 /// The kernel error for a resource-manager error.

@@ -104,7 +104,13 @@ unsafe extern "C" fn tpmrs_open(_inode: *mut bindings::inode, file: *mut binding
     // while it is registered, i.e. for this whole call (`Opaque` is `repr(transparent)`).
     let reg = unsafe { &*kernel::container_of!(misc, Registration, misc) };
 
-    let client = match Client::new(reg.shared.clone()) {
+    // SAFETY: The VFS passes the file being opened, valid for this call, with no fdget_pos
+    // region of ours on this thread.
+    let opener = unsafe { File::from_raw_file(file) };
+    // The opener's effective uid as the kernel keeps it (`__kuid_val`: the uid in the initial
+    // user namespace): whose saved and abandoned sessions the file may list, flush and load.
+    let uid = opener.cred().euid().into_raw().val;
+    let client = match Client::new(reg.shared.clone(), uid) {
         Ok(client) => client,
         Err(e) => return e.to_errno(),
     };

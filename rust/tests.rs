@@ -75,7 +75,7 @@ mod kunit {
         })
         .map_err(|_| ENOMEM)?;
         rm.init(tpm).map_err(|_| EIO)?;
-        let space = proto::SpaceIds::new().open();
+        let space = proto::SpaceIds::new().open(1000);
         Ok((rm, space, KVec::from_elem(0u8, TPM_BUFSIZE, GFP_KERNEL)?))
     }
 

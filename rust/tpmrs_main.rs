@@ -47,7 +47,8 @@ module! {
         max_abandoned: u32 {
             default: 8,
             description: "Sessions a client saved and left behind at close, kept for another \
-                          open file to ContextLoad (0-32, default 8; 0 disables)",
+                          open file of the same uid to ContextLoad (0-32, default 8; 0 \
+                          disables)",
         },
         chip: i32 {
             default: -1,

@@ -33,7 +33,8 @@ void tpmrs_trace_command(u64 space, u32 cc, u64 tpm_commands, u64 waited_ns, s64
  * @handle: the session's TPM handle
  * @victim: the space it was taken from (0: abandoned)
  * @waiter: the space it was evicted for (0: none)
- * @reason: why (TPMRS_EVICT_WAITER, TPMRS_EVICT_CONTEXT_GAP or TPMRS_EVICT_UNSAVED)
+ * @reason: why (TPMRS_EVICT_WAITER, TPMRS_EVICT_CONTEXT_GAP, TPMRS_EVICT_UNSAVED or
+ *	    TPMRS_EVICT_REFUSED_LOAD)
  */
 void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, int reason)
 {

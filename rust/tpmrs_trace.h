@@ -28,6 +28,7 @@
 #define TPMRS_EVICT_WAITER	0
 #define TPMRS_EVICT_CONTEXT_GAP	1
 #define TPMRS_EVICT_UNSAVED	2
+#define TPMRS_EVICT_REFUSED_LOAD	3
 
 /*
  * One client command, when it ends: its space, command code, the TPM commands sent for it
@@ -85,7 +86,8 @@ TRACE_EVENT(tpmrs_evict,
 		  __print_symbolic(__entry->reason,
 				   { TPMRS_EVICT_WAITER, "waiter" },
 				   { TPMRS_EVICT_CONTEXT_GAP, "context_gap" },
-				   { TPMRS_EVICT_UNSAVED, "unsaved" }))
+				   { TPMRS_EVICT_UNSAVED, "unsaved" },
+				   { TPMRS_EVICT_REFUSED_LOAD, "refused_load" }))
 );
 
 /*

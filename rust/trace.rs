@@ -36,6 +36,7 @@ const WAIT_INTERRUPTED: c_int = 2;
 const EVICT_WAITER: c_int = 0;
 const EVICT_CONTEXT_GAP: c_int = 1;
 const EVICT_UNSAVED: c_int = 2;
+const EVICT_REFUSED_LOAD: c_int = 3;
 
 /// Big-endian u32 at `off`, 0 if short.
 fn be32(b: &[u8], off: usize) -> u32 {
@@ -80,6 +81,7 @@ pub(crate) fn drain_events(rm: &mut Rm) {
                     EvictReason::Waiter => EVICT_WAITER,
                     EvictReason::ContextGap => EVICT_CONTEXT_GAP,
                     EvictReason::Unsaved => EVICT_UNSAVED,
+                    EvictReason::RefusedLoad => EVICT_REFUSED_LOAD,
                 };
                 // SAFETY: Plain values; the function only records them.
                 unsafe { tpmrs_trace_evict(handle, victim, waiter, reason) }

@@ -98,8 +98,8 @@ fn pipeline(data: &[u8]) {
         rsp: vec![0; TPM_BUFSIZE],
     };
     w.rm.init(&mut w.tpm).unwrap();
-    let mut a = w.rm.new_space().unwrap();
-    let mut b = w.rm.new_space().unwrap();
+    let mut a = w.rm.new_space(1000).unwrap();
+    let mut b = w.rm.new_space(1000).unwrap();
     let key = marshal::rhandle(&w.setup_ok(
         &mut a,
         &marshal::create_primary(&marshal::ecc_signing_public(&[])),

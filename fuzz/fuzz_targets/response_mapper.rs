@@ -48,9 +48,11 @@ fn parsers(data: &[u8]) {
     let n = data.len().min(TPM_BUFSIZE);
     buf[..n].copy_from_slice(&data[..n]);
     let keep_odd = |h: u32| (h & 1 == 1).then_some(h ^ 0x10);
-    if let Ok(f) = filter_handles_response(&mut buf, n, keep_odd) {
+    let limit = u32::from(data.first().copied().unwrap_or(0) % 4);
+    if let Ok(f) = filter_handles_response(&mut buf, n, limit, keep_odd) {
         let m = f.len;
         assert!(m <= n, "filtering grew the response {n} -> {m}");
+        assert!(f.kept <= limit, "kept {} of at most {limit}", f.kept);
         if m != n {
             // Rewritten (the RM validates the header first; alone, the size field is not
             // read): the result is well framed.
@@ -58,7 +60,7 @@ fn parsers(data: &[u8]) {
             assert_eq!(h.rc, 0);
         }
     }
-    let _ = filter_handles_response(&mut buf, data.len().saturating_add(7), keep_odd);
+    let _ = filter_handles_response(&mut buf, data.len().saturating_add(7), u32::MAX, keep_odd);
 
     // Synthesized handle lists: from the input's words, distinct.
     let mut handles: Vec<u32> = data
@@ -121,7 +123,7 @@ fn scenario(data: &[u8]) {
         let r = rm.init(&mut tpm);
         if r.is_err() {
             // init must leave the RM unusable but sane.
-            let mut s = rm.new_space().unwrap();
+            let mut s = rm.new_space(1000).unwrap();
             let mut rsp = vec![0u8; TPM_BUFSIZE];
             let r = rm.execute(&mut s, &mut tpm, 1, None, &marshal::get_random(8), &mut rsp);
             assert_eq!(r, Err(tpmrs_proto::RmError::NotInitialized));
@@ -134,7 +136,7 @@ fn scenario(data: &[u8]) {
 
     let mut now = 1_000u64;
     let mut rsp = vec![0u8; TPM_BUFSIZE];
-    let mut spaces = [rm.new_space().unwrap(), rm.new_space().unwrap()];
+    let mut spaces = [rm.new_space(1000).unwrap(), rm.new_space(1000).unwrap()];
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     // Healthy setup: a key, a sequence, an HMAC session, a policy session the client saved,
     // and a session in the other space.

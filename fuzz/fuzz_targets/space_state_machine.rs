@@ -36,6 +36,9 @@ use tpmrs_proto::{
 };
 
 const SPACES: usize = 3;
+/// The uid that opens each space (two files of one user, one of another); reopened, a
+/// space may be root's.
+const UIDS: [u32; SPACES] = [1000, 1000, 1001];
 const MAX_OPS: usize = 200;
 const MAX_TICKETS: usize = 4;
 
@@ -207,7 +210,10 @@ impl Sm {
             // Close a space and open a new one in its place. Its waiters end first (as the
             // glue does), unless the input says to leave them stale.
             18 => {
-                let stale = inp.u8() >= 0xF0;
+                let b = inp.u8();
+                let stale = b >= 0xF0;
+                // Reopened by its usual uid, or by root.
+                let uid = if b & 1 == 1 { 0 } else { UIDS[slot] };
                 if !stale {
                     while let Some(i) = self.tickets.iter().position(|t| t.0 == slot) {
                         self.end_ticket(i);
@@ -217,7 +223,7 @@ impl Sm {
                 self.rm
                     .close_space(&mut self.spaces[slot], &mut self.tpm, self.now);
                 self.rm.take_wakeup();
-                self.spaces[slot] = self.rm.new_space().unwrap();
+                self.spaces[slot] = self.rm.new_space(uid).unwrap();
                 if stale {
                     // Stale tickets: wait_step must not spin, wait_end must be harmless.
                     while let Some(i) = self.tickets.iter().position(|t| t.0 == slot) {
@@ -368,11 +374,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rm = Rm::new(config).unwrap();
     let mut tpm = FuzzTpm::new(fake);
     rm.init(&mut tpm).unwrap();
-    let spaces = [
-        rm.new_space().unwrap(),
-        rm.new_space().unwrap(),
-        rm.new_space().unwrap(),
-    ];
+    let spaces = UIDS.map(|uid| rm.new_space(uid).unwrap());
     let mut sm = Sm {
         rm,
         tpm,
@@ -412,7 +414,7 @@ fuzz_target!(|data: &[u8]| {
         sm.rm.close_space(&mut sm.spaces[i], &mut sm.tpm, sm.now);
         check_rm(&sm.rm, &ids[i + 1..]);
     }
-    let mut extra = sm.rm.new_space().unwrap();
+    let mut extra = sm.rm.new_space(0).unwrap();
     sm.rm.close_space(&mut extra, &mut sm.tpm, sm.now);
     sm.tpm.sync_externals(&sm.rm);
     check_all_closed(&sm.rm, &sm.tpm);

@@ -82,6 +82,7 @@ def test_swtpm_killed_under_clients():
         assert took < BOUND, (cmd_name, took)
     for h in holders:
         h[0].close()
+    tpm.settle()
     stats = tpm.tpmrs_stats()
     print(f"# stats {stats}")
     assert stats["open_spaces"] == base["open_spaces"] == 0, stats

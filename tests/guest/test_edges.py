@@ -107,9 +107,12 @@ def test_open_and_close_never_wait_for_tpm_work():
     # The slow command must be slow for the comparison to mean anything. Before the change
     # an open of tpmrs0 waited for the command under way: 343 ms at the median against 32 ms
     # for tpmrm0's in the same guest (and 315 ms against 1 ms in the issue's measurement).
+    # The commands run back to back, so an open that waits for one waits half of it at the
+    # median: that must be past the bound below. How slow a CreatePrimary is depends on
+    # how busy the host is (70 ms on an idle one, 2 s under load), tpmrm0's open too.
     med = statistics.median(took)
-    assert med > 0.2, took
     rm_med, rm_p90 = statistics.median(t["rm_open"]), pct(t["rm_open"], 0.9)
+    assert med / 2 > 2 * rm_med + 0.010, (took, rm_med)
     for what in ("rs_open", "rs_close"):
         assert statistics.median(t[what]) < 2 * rm_med + 0.010, (what, t[what], rm_med)
         assert pct(t[what], 0.9) < 2 * rm_p90 + 0.050, (what, t[what], rm_p90)

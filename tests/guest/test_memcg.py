@@ -126,6 +126,7 @@ def test_memcg_flood_is_refused_cleanly():
             p.kill()
             p.wait()
     # Nothing leaks: every space closed, no object or session left in tpmrs or in the TPM.
+    tpm.settle()
     stats = tpm.tpmrs_stats()
     for k in ("open_spaces", "sessions", "tombstones", "pending_flushes", "waiting"):
         assert stats[k] == stats0[k], (k, stats0, stats)

@@ -9,6 +9,7 @@ import os
 import select
 import struct
 import subprocess
+import time
 
 TPM_ST_NO_SESSIONS = 0x8001
 TPM_ST_SESSIONS = 0x8002
@@ -295,12 +296,30 @@ def policy_restart(session):
     return command(CC_POLICY_RESTART, struct.pack(">I", session))
 
 
+def settle(timeout=30.0):
+    """Waits until tpmrs has done the closes of the files released so far: release() never
+    waits for TPM work and leaves the flushes of a closed file's contexts to the module's
+    workqueue; the gauge closing_spaces counts the files whose close is not done yet.
+    Returns at once if tpmrs is not loaded."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            closing = tpmrs_stats().get("closing_spaces", 0)
+        except OSError:
+            return
+        if closing == 0 or time.monotonic() > end:
+            return
+        time.sleep(0.02)
+
+
 def census():
     """Every transient object and session in the TPM, asked through /dev/tpm0 (no RM):
     loaded objects (0x80...), loaded sessions (0x02.../0x03...) and saved sessions, which
     the TPM lists under TPM_HT_SAVED_SESSION in their HMAC form (0x02...) whatever their
     type (the reference implementation's SessionCapGetSaved); they are returned here with
-    bit 28 set (0x12.../0x13...) to tell them apart."""
+    bit 28 set (0x12.../0x13...) to tell them apart. Waits first for the closes of files
+    already released (settle)."""
+    settle()
     found = []
     fd = os.open("/dev/tpm0", os.O_RDWR)
     try:

@@ -86,6 +86,8 @@ pub struct Filtered {
     pub kept: u32,
     /// The TPM's moreData: more handles follow the last one it listed.
     pub more_data: bool,
+    /// A handle to keep was left out because `limit` were kept already.
+    pub truncated: bool,
     /// The last handle the TPM listed (kept or not).
     pub last: Option<u32>,
 }
@@ -96,6 +98,7 @@ impl Filtered {
             len,
             kept: 0,
             more_data: false,
+            truncated: false,
             last: None,
         }
     }
@@ -103,14 +106,16 @@ impl Filtered {
 
 /// Rewrites, in place, the successful TPM_CAP_HANDLES response of `len` bytes in `rsp` so that
 /// it lists, for each handle `h` it held, `map(h)` if that is `Some` (the handle as the
-/// client knows it) and nothing otherwise. Other responses are left alone (and reported
-/// with `more_data` false).
+/// client knows it) and nothing otherwise, at most `limit` of them. moreData is set if the
+/// TPM set it or a handle was left out for `limit`. Other responses are left alone (and
+/// reported with `more_data` false).
 ///
 /// # Errors
 /// [`Truncated`] if the response is malformed.
 pub fn filter_handles_response(
     rsp: &mut [u8],
     len: usize,
+    limit: u32,
     map: impl Fn(u32) -> Option<u32>,
 ) -> Result<Filtered, Truncated> {
     let r = rsp.get(..len).ok_or(Truncated)?;
@@ -142,6 +147,7 @@ pub fn filter_handles_response(
     let mut out = list_at;
     let mut pos = list_at;
     let mut last = None;
+    let mut truncated = false;
     for _ in 0..count {
         let h = get_u32(rsp, pos).ok_or(Truncated)?;
         last = Some(h);
@@ -149,10 +155,14 @@ pub fn filter_handles_response(
         if pos > len {
             return Err(Truncated);
         }
-        if let Some(h) = map(h) {
-            put_u32(rsp, out, h)?;
-            out = out.checked_add(4).ok_or(Truncated)?;
-            kept = kept.saturating_add(1);
+        match map(h) {
+            Some(h) if kept < limit => {
+                put_u32(rsp, out, h)?;
+                out = out.checked_add(4).ok_or(Truncated)?;
+                kept = kept.saturating_add(1);
+            }
+            Some(_) => truncated = true,
+            None => {}
         }
     }
     if param_size_at.is_none() && pos != len {
@@ -168,6 +178,7 @@ pub fn filter_handles_response(
         src = src.checked_add(1).ok_or(Truncated)?;
     }
     let new_len = len.checked_sub(removed).ok_or(Truncated)?;
+    *rsp.get_mut(params_start).ok_or(Truncated)? = u8::from(more_data || truncated);
     put_u32(rsp, count_at, kept)?;
     if let Some(at) = param_size_at {
         let params_len = out.checked_sub(params_start).ok_or(Truncated)?;
@@ -178,6 +189,7 @@ pub fn filter_handles_response(
         len: new_len,
         kept,
         more_data,
+        truncated,
         last,
     })
 }
@@ -244,6 +256,29 @@ pub fn set_property(cmd: &mut [u8], params_offset: usize, property: u32) -> Resu
     )
 }
 
+/// Sets the propertyCount (the most entries wanted) of a TPM2_GetCapability command whose
+/// parameters start at `params_offset`.
+///
+/// # Errors
+/// [`Truncated`] if the command is too short.
+pub fn set_property_count(
+    cmd: &mut [u8],
+    params_offset: usize,
+    count: u32,
+) -> Result<(), Truncated> {
+    put_u32(cmd, params_offset.checked_add(8).ok_or(Truncated)?, count)
+}
+
+/// The property to ask a handle list again from, after the TPM listed `last` for a query of
+/// `property`: the next index, in the handle type of `property`. The TPM lists saved sessions
+/// in the HMAC form (0x02...), so `last + 1` would ask for loaded sessions. `None` past the
+/// last index of the type.
+pub fn next_property(property: u32, last: u32) -> Option<u32> {
+    const INDEX: u32 = 0x00FF_FFFF;
+    let next = (last & INDEX).checked_add(1).filter(|i| *i <= INDEX)?;
+    Some((property & !INDEX) | next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,14 +335,14 @@ mod tests {
     fn filtering() {
         let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001, 0x0200_0002]);
         let len = r.len();
-        let n = filter_handles_response(&mut r, len, |h| (h != 0x0200_0001).then_some(h))
+        let n = filter_handles_response(&mut r, len, 9, |h| (h != 0x0200_0001).then_some(h))
             .unwrap()
             .len;
         assert_eq!(list(&r[..n]), (1, vec![0x0200_0000, 0x0200_0002]));
         // Everything filtered out: the caller learns where the TPM's list stopped.
         let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001]);
         let len = r.len();
-        let f = filter_handles_response(&mut r, len, |_| None).unwrap();
+        let f = filter_handles_response(&mut r, len, 9, |_| None).unwrap();
         assert_eq!((f.kept, f.more_data, f.last), (0, true, Some(0x0200_0001)));
         assert_eq!(list(&r[..f.len]), (1, vec![]));
         // Not TPM_CAP_HANDLES: untouched.
@@ -315,15 +350,58 @@ mod tests {
         r[14] = 6;
         let len = r.len();
         assert_eq!(
-            filter_handles_response(&mut r, len, |_| None).map(|f| f.len),
+            filter_handles_response(&mut r, len, 9, |_| None).map(|f| f.len),
             Ok(len)
         );
         // Errors: untouched.
         let mut e = vec![0x80, 1, 0, 0, 0, 10, 0, 0, 1, 0x01];
         assert_eq!(
-            filter_handles_response(&mut e, 10, |_| None).map(|f| f.len),
+            filter_handles_response(&mut e, 10, 9, |_| None).map(|f| f.len),
             Ok(10)
         );
+    }
+
+    #[test]
+    fn filtering_to_a_limit() {
+        // Two of three kept, limit 1: the first, and moreData set for the one left out.
+        let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001, 0x0200_0002]);
+        r[10] = 0;
+        let len = r.len();
+        let f =
+            filter_handles_response(&mut r, len, 1, |h| (h != 0x0200_0001).then_some(h)).unwrap();
+        assert_eq!((f.kept, f.more_data, f.truncated), (1, false, true));
+        assert_eq!(list(&r[..f.len]), (1, vec![0x0200_0000]));
+        // Nothing left out, the TPM's moreData clear: clear.
+        let mut r = cap_rsp(&[0x0200_0000, 0x0200_0001]);
+        r[10] = 0;
+        let len = r.len();
+        let f =
+            filter_handles_response(&mut r, len, 1, |h| (h == 0x0200_0001).then_some(h)).unwrap();
+        assert_eq!((f.kept, f.truncated), (1, false));
+        assert_eq!(list(&r[..f.len]), (0, vec![0x0200_0001]));
+        // Limit 0: nothing listed, moreData set if anything was to be kept.
+        let mut r = cap_rsp(&[0x0200_0000]);
+        r[10] = 0;
+        let len = r.len();
+        let f = filter_handles_response(&mut r, len, 0, Some).unwrap();
+        assert_eq!(list(&r[..f.len]), (1, vec![]));
+    }
+
+    #[test]
+    fn next_property_keeps_the_type() {
+        assert_eq!(next_property(0x0300_0000, 0x0200_0004), Some(0x0300_0005));
+        assert_eq!(next_property(0x0300_0007, 0x0300_0009), Some(0x0300_000A));
+        assert_eq!(next_property(0x0200_0000, 0x0300_0001), Some(0x0200_0002));
+        assert_eq!(next_property(0x8000_0000, 0x8000_0001), Some(0x8000_0002));
+        assert_eq!(next_property(0x0300_0000, 0x02FF_FFFF), None);
+        let mut c = [0u8; 22];
+        assert_eq!(build_request(&mut c, TPM_CAP_HANDLES, 1, 2), Ok(22));
+        set_property_count(&mut c, 10, 254).unwrap();
+        assert_eq!(
+            CapabilityRequest::parse(&c, 10).unwrap().property_count,
+            254
+        );
+        assert_eq!(set_property_count(&mut c[..21], 10, 1), Err(Truncated));
     }
 
     #[test]
@@ -338,7 +416,7 @@ mod tests {
         let n = v.len() as u32;
         v[2..6].copy_from_slice(&n.to_be_bytes());
         let len = v.len();
-        let n = filter_handles_response(&mut v, len, |h| (h == 0x0300_0002).then_some(h))
+        let n = filter_handles_response(&mut v, len, 9, |h| (h == 0x0300_0002).then_some(h))
             .unwrap()
             .len;
         assert_eq!(n, len - 4);
@@ -355,7 +433,7 @@ mod tests {
         for cut in 10..good.len() {
             let mut r = good.clone();
             assert_eq!(
-                filter_handles_response(&mut r, cut, Some),
+                filter_handles_response(&mut r, cut, 9, Some),
                 Err(Truncated),
                 "{cut}"
             );
@@ -363,16 +441,28 @@ mod tests {
         let mut r = good.clone();
         r[18] = 200; // count too large
         let len = r.len();
-        assert_eq!(filter_handles_response(&mut r, len, Some), Err(Truncated));
+        assert_eq!(
+            filter_handles_response(&mut r, len, 9, Some),
+            Err(Truncated)
+        );
         let mut r = good.clone();
         r.push(0); // trailing byte
         let len = r.len();
-        assert_eq!(filter_handles_response(&mut r, len, Some), Err(Truncated));
+        assert_eq!(
+            filter_handles_response(&mut r, len, 9, Some),
+            Err(Truncated)
+        );
         let mut r = good.clone();
-        assert_eq!(filter_handles_response(&mut r, 5000, Some), Err(Truncated));
+        assert_eq!(
+            filter_handles_response(&mut r, 5000, 9, Some),
+            Err(Truncated)
+        );
         let mut r = good;
         r[1] = 0xC4; // bad tag
         let len = r.len();
-        assert_eq!(filter_handles_response(&mut r, len, Some), Err(Truncated));
+        assert_eq!(
+            filter_handles_response(&mut r, len, 9, Some),
+            Err(Truncated)
+        );
     }
 }

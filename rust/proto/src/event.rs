@@ -39,6 +39,9 @@ pub enum EvictReason {
     /// Its context could not be saved after its owner's command (a ContextSave error other
     /// than a warning that says "not executed", or no memory for its blob).
     Unsaved,
+    /// The TPM loaded it for a space that may not have it (a ContextLoad refused after the
+    /// fact): its owner's blob was used up.
+    RefusedLoad,
 }
 
 /// One thing the glue traces.

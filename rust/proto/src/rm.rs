@@ -72,8 +72,9 @@ pub struct Config {
     pub max_objects: usize,
     /// Most sessions one space may own (default 64). Abandoned sessions count for nobody.
     pub max_sessions: usize,
-    /// Most abandoned sessions kept for continuation (default 8, like tpm2-abrmd's 4-8;
-    /// 0 flushes every session at close). Each holds one of the TPM's session slots
+    /// Most abandoned sessions kept for continuation, in all (default 8, like tpm2-abrmd's
+    /// 4-8; 0 flushes every session at close); over it, the oldest of the uid that holds
+    /// the most is flushed. Each holds one of the TPM's session slots
     /// (TPM_PT_ACTIVE_SESSIONS_MAX, typically 64) until it is loaded again, overflows or is
     /// evicted (abandoned sessions are the first victims), so keep it well below that:
     /// 0..=32 is a sensible range for a module parameter.
@@ -293,14 +294,15 @@ impl Rm {
     }
 
     /// A new, empty space with an id unique among the spaces this resource manager made
-    /// (the host tests). The kernel glue makes its spaces with [`SpaceIds`] instead,
-    /// without this lock: an open must never wait for TPM work.
+    /// (the host tests), for a file opened by `uid` (its effective uid in the initial user
+    /// namespace). The kernel glue makes its spaces with [`SpaceIds`] instead, without this
+    /// lock: an open must never wait for TPM work.
     ///
     /// # Errors
     /// None today; reserved for allocation failures.
     #[cfg(not(tpmrs_kernel))]
-    pub fn new_space(&mut self) -> Result<Space, RmError> {
-        Ok(self.ids.open())
+    pub fn new_space(&mut self, uid: u32) -> Result<Space, RmError> {
+        Ok(self.ids.open(uid))
     }
 
     /// One client command for `space`. `cmd` is exactly what the client wrote (the caller

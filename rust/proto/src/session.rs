@@ -17,12 +17,15 @@
 //!   backup (the session is forgotten, and flushed with a tombstone unless the TPM says it
 //!   is gone; a save the TPM does not run leaves it loaded).
 //! * **Continuation.** At close, a session the client saved itself (TPM2_ContextSave) is not
-//!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`,
-//!   oldest flushed first) that any space may TPM2_ContextLoad, which makes the session its
-//!   own. This is what `tpm2 startauthsession -S s.ctx` followed by another process using
-//!   `session:s.ctx` needs. Only the owner (or, for an abandoned session, a loader) may name
-//!   a session. Abandoned sessions are listed to every space and any space may flush them
-//!   (any space may load them): `tpm2 flushcontext -s` cleans up what it is shown.
+//!   flushed: it joins a bounded list of *abandoned* sessions (`Config::max_abandoned`; over
+//!   it, the oldest of the uid that holds the most is flushed) that a space opened by the
+//!   same uid (or by root) may TPM2_ContextLoad, which makes the session its own. This is
+//!   what `tpm2 startauthsession -S s.ctx` followed by another process using
+//!   `session:s.ctx` needs. Only the owner (or, once it loaded it, a loader) may name a
+//!   session. A session its client saved, abandoned or owned by a file still open, is
+//!   listed to the spaces of the same uid (and root), which may flush and load it:
+//!   `tpm2 flushcontext -s` cleans up what it is shown. See
+//!   [`registry::SessionEntry::shared_with`].
 //! * **Global exhaustion.** When the TPM has no session slot (TPM_RC_SESSION_HANDLES or
 //!   TPM_RC_SESSION_MEMORY on StartAuthSession, on a client's ContextLoad of a session or on
 //!   our own load of a session), the command is undone and `Rm::execute` answers

@@ -67,6 +67,7 @@ pub enum Gathering {
 pub struct SpaceIds {
     next: AtomicU64,
     open: AtomicU64,
+    closing: AtomicU64,
 }
 
 impl SpaceIds {
@@ -75,18 +76,26 @@ impl SpaceIds {
         SpaceIds {
             next: AtomicU64::new(1),
             open: AtomicU64::new(0),
+            closing: AtomicU64::new(0),
         }
     }
 
-    /// A new, empty space with an id never used before (64 bits: never reused in practice;
-    /// never 0, which names no space), counted as open until [`SpaceIds::closed`].
-    pub fn open(&self) -> Space {
+    /// A new, empty space for a file opened by `uid`, with an id never used before (64 bits:
+    /// never reused in practice; never 0, which names no space), counted as open until
+    /// [`SpaceIds::closed`].
+    pub fn open(&self, uid: u32) -> Space {
         let mut id = self.next.fetch_add(1, Ordering::Relaxed);
         if id == 0 {
             id = self.next.fetch_add(1, Ordering::Relaxed);
         }
         self.open.fetch_add(1, Ordering::Relaxed);
-        Space::new(id)
+        Space::new(id, uid)
+    }
+
+    /// The file of a space made by [`SpaceIds::open`] was released: its close (the flushes
+    /// of its contexts) is left to later work, and counted until [`SpaceIds::closed`].
+    pub fn released(&self) {
+        self.closing.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A space made by [`SpaceIds::open`] is closed (its contexts flushed).
@@ -95,11 +104,21 @@ impl SpaceIds {
         let _ = self
             .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self
+            .closing
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// Spaces open now (the gauge `open_spaces`).
+    /// Spaces open now (the gauge `open_spaces`), those released and not closed yet
+    /// included.
     pub fn open_count(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Spaces whose file was released and whose close is not done yet (the gauge
+    /// `closing_spaces`).
+    pub fn closing_count(&self) -> u64 {
+        self.closing.load(Ordering::Relaxed)
     }
 }
 
@@ -109,9 +128,16 @@ impl Default for SpaceIds {
     }
 }
 
+/// The uid of root, which may list, flush and load any file's saved or abandoned sessions.
+pub const ROOT_UID: u32 = 0;
+
 /// The resource-manager state of one open file.
 pub struct Space {
     id: u64,
+    /// The opener's effective uid (in the initial user namespace): whose saved and abandoned
+    /// sessions of other files it may list, flush and load (see
+    /// [`super::session::registry::SessionEntry::shared_with`]).
+    uid: u32,
     /// Charged to the client, like the blobs.
     objects: Charged<ObjectEntry>,
     /// Finish tag of its last use of the TPM, in the virtual time of [`super::turns`].
@@ -126,10 +152,11 @@ pub struct Space {
 
 impl Space {
     /// An empty space with identifier `id` (unique among live spaces; the resource manager
-    /// assigns them).
-    pub fn new(id: u64) -> Self {
+    /// assigns them), opened by `uid`.
+    pub fn new(id: u64, uid: u32) -> Self {
         Space {
             id,
+            uid,
             objects: Charged::new(),
             tpm_finish: 0,
             gathering: Gathering::No,
@@ -169,6 +196,11 @@ impl Space {
     /// The space's identifier (owner id in the session registry).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The opener's uid.
+    pub fn uid(&self) -> u32 {
+        self.uid
     }
 
     /// The space's objects.
@@ -260,8 +292,8 @@ mod tests {
 
     #[test]
     fn handles_are_the_lowest_free_from_0x80000000() {
-        let mut s = Space::new(7);
-        assert_eq!(s.id(), 7);
+        let mut s = Space::new(7, 1000);
+        assert_eq!((s.id(), s.uid()), (7, 1000));
         let a = s.insert_object(Some(blob()), None, false, 64).unwrap();
         let b = s.insert_object(Some(blob()), None, true, 64).unwrap();
         assert_eq!((a, b), (0x8000_0000, 0x8000_0001));
@@ -281,20 +313,23 @@ mod tests {
     #[test]
     fn space_ids_are_unique_and_counted() {
         let ids = SpaceIds::new();
-        let a = ids.open();
-        let b = ids.open();
+        let a = ids.open(1000);
+        let b = ids.open(1000);
         assert_eq!((a.id(), b.id()), (1, 2));
         assert_eq!(ids.open_count(), 2);
+        ids.released();
+        assert_eq!((ids.open_count(), ids.closing_count()), (2, 1));
+        ids.closed();
+        assert_eq!((ids.open_count(), ids.closing_count()), (1, 0));
         ids.closed();
         ids.closed();
-        ids.closed();
-        assert_eq!(ids.open_count(), 0);
-        assert_eq!(ids.open().id(), 3);
+        assert_eq!((ids.open_count(), ids.closing_count()), (0, 0));
+        assert_eq!(ids.open(0).id(), 3);
     }
 
     #[test]
     fn full_table() {
-        let mut s = Space::new(1);
+        let mut s = Space::new(1, 1000);
         for _ in 0..3 {
             s.insert_object(Some(blob()), None, false, 3).unwrap();
         }
@@ -308,7 +343,7 @@ mod tests {
 
     #[test]
     fn handles_stay_unique() {
-        let mut s = Space::new(1);
+        let mut s = Space::new(1, 1000);
         for _ in 0..64 {
             s.insert_object(Some(blob()), None, false, 64).unwrap();
         }

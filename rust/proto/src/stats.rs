@@ -4,9 +4,9 @@
 use super::platform::Vec;
 
 /// What the resource manager did since it was created. Every counter only grows (wrapping),
-/// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `tombstones`,
-/// `pending_flushes`, `resident_objects`, `resident_sessions`), which say how things are
-/// now, and
+/// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `closing_spaces`,
+/// `tombstones`, `pending_flushes`, `resident_objects`, `resident_sessions`), which say how
+/// things are now, and
 /// `longest_wait_ns`, a maximum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -29,7 +29,7 @@ pub struct Stats {
     /// Gauge: sessions the resource manager tracks now (owned by a space or abandoned).
     pub sessions: u64,
     /// Gauge: abandoned sessions now (saved by a client whose file was closed; loadable by
-    /// any space).
+    /// the spaces of the same uid, and root's).
     pub abandoned: u64,
     /// Gauge: commands waiting for a session slot now.
     pub waiting: u64,
@@ -52,6 +52,10 @@ pub struct Stats {
     /// Gauge: spaces created and not closed yet (open files). Counted by their maker's
     /// [`super::space::SpaceIds`], not by the resource manager: `Rm::stats` leaves it 0.
     pub open_spaces: u64,
+    /// Gauge: spaces whose file was released and whose close (the flushes of what they
+    /// held) the module's workqueue has not done yet; counted in `open_spaces` too. Counted
+    /// by [`super::space::SpaceIds`], like `open_spaces`.
+    pub closing_spaces: u64,
     /// Gauge: evicted sessions whose owner has not been told yet (see `rm.rs`).
     pub tombstones: u64,
     /// Gauge: FlushContexts of ours not known to be done: the TPM did not run them (sent
@@ -85,7 +89,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 27] {
+    pub fn rows(&self) -> [(&'static str, u64); 28] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -105,6 +109,7 @@ impl Stats {
             ("gap_repairs", self.gap_repairs),
             ("continuation_hits", self.continuation_hits),
             ("open_spaces", self.open_spaces),
+            ("closing_spaces", self.closing_spaces),
             ("tombstones", self.tombstones),
             ("pending_flushes", self.pending_flushes),
             ("flushes_given_up", self.flushes_given_up),
@@ -185,15 +190,16 @@ mod tests {
             gap_repairs: 16,
             continuation_hits: 17,
             open_spaces: 18,
-            tombstones: 19,
-            pending_flushes: 20,
-            flushes_given_up: 21,
-            dead_numbers_handed_over: 22,
-            resident_objects: 23,
-            resident_sessions: 24,
-            resident_evictions: 25,
-            resident_lost: 26,
-            suspends: 27,
+            closing_spaces: 19,
+            tombstones: 20,
+            pending_flushes: 21,
+            flushes_given_up: 22,
+            dead_numbers_handed_over: 23,
+            resident_objects: 24,
+            resident_sessions: 25,
+            resident_evictions: 26,
+            resident_lost: 27,
+            suspends: 28,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

@@ -195,7 +195,7 @@ mod tests {
     const START: [u8; 10] = cmd(TPM_CC_START_AUTH_SESSION);
 
     fn space(id: u64) -> Space {
-        Space::new(id)
+        Space::new(id, 1000)
     }
 
     #[test]

@@ -208,8 +208,9 @@ fn spaces_are_isolated() {
     let (_, la) = handles_of(&h.success(&mut a, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
     let (_, lb) = handles_of(&h.success(&mut b, &get_capability(CAP_HANDLES, 0x8000_0000, 64)));
     assert_eq!((la, lb), (vec![ka], vec![kb]));
-    // a saves its session itself and hands the blob over: b may load it, as on tpmrm0
-    // (multi-process TSS flows pass session files), and the session becomes b's.
+    // a saves its session itself and hands the blob over: b, opened by the same uid, may
+    // load it, as on tpmrm0 (multi-process TSS flows pass session files), and the session
+    // becomes b's.
     let blob = context_save_blob(&h.success(&mut a, &context_save(sa)));
     let r = h.success(&mut b, &context_load(&blob));
     assert_eq!(rhandle(&r), sa);
@@ -217,9 +218,10 @@ fn spaces_are_isolated() {
     h.success(&mut b, &sign(kb, Auth::policy(sa, true, KEY_AUTH)));
     let r = h.ok(&mut a, &policy_password(sa));
     assert_eq!(rc(&r), rm(rc_handle_at_handle(1)), "no longer a's");
-    // The stale blob (b's use renewed the session) loads nowhere.
+    // The stale blob (b's use renewed the session) loads nowhere: the TPM refuses it, as
+    // it refuses a stale blob of a number no one holds (issue 20, item 9).
     let r = h.ok(&mut a, &context_load(&blob));
-    assert_eq!(rc(&r), rm(rc_handle_at_parameter(1)));
+    assert_eq!(rc(&r), rc_handle_at_parameter(1));
     h.close(&mut a);
     assert!(
         h.rm.sessions().get(sa).is_some(),
@@ -379,7 +381,7 @@ fn client_context_save_and_load() {
     let sblob = context_save_blob(&h.success(&mut s, &context_save(sess)));
     assert!(matches!(
         h.rm.sessions().get(sess).map(|e| &e.state),
-        Some(tpmrs_proto::SessionState::SavedByClient)
+        Some(tpmrs_proto::SessionState::SavedByClient(Some(_)))
     ));
     // Used while the client holds it: not loaded, the TPM says so.
     let r = h.ok(&mut s, &policy_password(sess));

@@ -11,9 +11,9 @@ use super::super::capability::{write_handles_response, CapabilityRequest};
 use super::super::codec::get_u32;
 use super::super::command::{Command, CommandHeader, FramingError};
 use super::super::constants::*;
+use super::super::context::parse_context;
 use super::super::error::RmError;
 use super::super::platform::Vec;
-use super::super::session::registry::SessionState;
 use super::super::space::Space;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
@@ -172,15 +172,26 @@ impl Rm {
                 Route::Pipeline
             }
             TPM_CC_CONTEXT_LOAD => {
-                // A session blob the client saved may be loaded by any space (abandoned, or
-                // handed over by another open file, whose session it then becomes, as on
-                // tpmrm0). A session another space holds loaded, or we hold saved, may not
-                // be: that blob is stale, and the handle is the other space's.
+                // A session blob a client saved may be loaded by a space of the same uid, or
+                // by root (abandoned, or handed over by another open file, whose session it
+                // then becomes). Another space's session may not be, nor one we are flushing;
+                // but the answer must not tell which numbers others hold. Only the exact,
+                // latest blob of a session loads (its integrity HMAC covers sequence, handle
+                // and contents; a session's sequence number is replay-protected), and only a
+                // client-saved session has one outside tpmrs: refused here if the blob is
+                // that one (its holder knows the number); anything else goes to the TPM,
+                // which refuses it as it refuses a blob of a number no one holds. What the
+                // TPM loads all the same is not handed over (`Txn::refuse_loaded`).
                 if let Some(h) = loaded_session(&command, cmd) {
+                    let params = cmd.get(command.params_offset()..).unwrap_or(&[]);
+                    let context = parse_context(params)
+                        .ok()
+                        .and_then(|c| params.get(..c.len))
+                        .unwrap_or(&[]);
                     if self.st.registry.get(h).is_some_and(|e| {
-                        !e.is_live()
-                            || (e.owner.is_some_and(|o| o != owner)
-                                && !matches!(e.state, SessionState::SavedByClient))
+                        e.owner != Some(owner)
+                            && !e.shared_with(space.uid())
+                            && e.is_client_blob(context)
                     }) {
                         return answer(synth_rm(
                             rsp,

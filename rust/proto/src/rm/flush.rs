@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 //! TPM2_FlushContext, whose flushHandle is a parameter: an object of the space is forgotten
 //! without any TPM traffic (unless it is loaded between commands, as `ObjectEntry::loaded`
-//! describes, or resident: then it is flushed), a session of the space is flushed in the TPM
-//! and its slot handed on. A flush of a session that fails on the transport is settled as tpmrs'
-//! own flushes are.
+//! describes, or resident: then it is flushed), a session of the space (or one another
+//! file's client saved that the space may load, see `SessionEntry::shared_with`) is flushed
+//! in the TPM and its slot handed on. A flush of a session that fails on the transport is
+//! settled as tpmrs' own flushes are.
 
 use super::super::codec::get_u32;
 use super::super::command::Command;
@@ -46,13 +47,14 @@ impl Rm {
             return transmit(&mut self.io.stats, tpm, &self.work, rsp);
         }
         // Either form names the session (the TPM accepts both); the client's is sent. The
-        // space's own sessions, and abandoned ones, which any space may load and so flush
-        // (`tpm2 flushcontext -s` flushes every saved session it is shown).
+        // space's own sessions, and those another file's client saved that the space may
+        // load and so flush (abandoned or not, of the same uid, or any for root:
+        // `tpm2 flushcontext -s` flushes every saved session it is shown).
         let registry = &self.st.registry;
         let Some(h) = registry.resolve(h, space.id()).or_else(|| {
             registry
                 .get(h)
-                .filter(|e| e.is_abandoned())
+                .filter(|e| e.shared_with(space.uid()))
                 .map(|e| e.handle)
         }) else {
             return synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1));

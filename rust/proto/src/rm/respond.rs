@@ -4,15 +4,18 @@
 //! handles a GetCapability lists, and new objects and sessions, which become the space's
 //! (objects saved and given a virtual handle, sessions registered).
 
-use super::super::capability::{filter_handles_response, set_property};
+use super::super::capability::{
+    filter_handles_response, next_property, set_property, set_property_count,
+    write_handles_response, CapabilityRequest, MAX_CAP_HANDLES,
+};
 use super::super::codec::put_u32;
 use super::super::command::Command;
 use super::super::constants::*;
 use super::super::context::{context_save_blob, parse_context};
 use super::super::error::RmError;
 use super::super::platform::Charged;
-use super::super::session::registry::{SessionEntry, SessionState};
-use super::super::session::{blob_seq, End, Grant};
+use super::super::session::registry::{same_session, SessionEntry, SessionState};
+use super::super::session::{blob_seq, End, Grant, Why};
 use super::super::space::InsertError;
 use super::super::stats::bump;
 use super::synth_rm;
@@ -28,7 +31,8 @@ pub(super) fn updates_sequence(cc: u32) -> bool {
     )
 }
 
-/// A copy of `blob`, charged to the client (the blob is an object of its space).
+/// A copy of `blob`, charged to the client (the blob is an object of its space, or the
+/// context its client saved of one of its sessions).
 fn copy_blob(blob: &[u8]) -> Result<Charged<u8>, RmError> {
     let mut v = Charged::try_with_capacity(blob.len())?;
     v.try_extend_from_slice(blob)?;
@@ -93,14 +97,14 @@ impl Txn<'_> {
         if cc == TPM_CC_CONTEXT_SAVE {
             if let Some(&h) = command.handles().first() {
                 if let Some(e) = self.st.registry.get_mut(h) {
-                    e.state = SessionState::SavedByClient;
+                    let saved = rsp.get(..n).and_then(|r| context_save_blob(r).ok());
+                    e.saved_seq = saved.and_then(blob_seq);
+                    // A copy, charged to the client: the only blob that can load the
+                    // session again (see the admission of TPM2_ContextLoad).
+                    e.state = SessionState::SavedByClient(saved.and_then(|b| copy_blob(b).ok()));
                     // The client holds its context now: nothing of ours to save it into.
                     e.spare = None;
                     e.resident = false;
-                    e.saved_seq = rsp
-                        .get(..n)
-                        .and_then(|r| context_save_blob(r).ok())
-                        .and_then(blob_seq);
                 }
             }
         }
@@ -124,7 +128,7 @@ impl Txn<'_> {
                     .map(Outcome::Response);
             }
             if is_session_handle(h) {
-                return self.adopt_session(cc, h, n).map(Outcome::Response);
+                return self.adopt_session(cc, h, rsp, n).map(Outcome::Response);
             }
         }
         Ok(Outcome::Response(n))
@@ -225,9 +229,10 @@ impl Txn<'_> {
 
     /// A successful command (StartAuthSession, ContextLoad) returned the session `handle`:
     /// register it as this space's. A ContextLoad of a session blob its client saved --
-    /// abandoned at a close, or handed over by another open file -- makes the session this
-    /// space's, protected from eviction for a new SESSION_TIMEOUT (admission checked the
-    /// space's limit before sending).
+    /// abandoned at a close, or handed over by another open file of the same uid (or any,
+    /// for root) -- makes the session this space's, protected from eviction for a new
+    /// SESSION_TIMEOUT (admission checked the space's limit before sending). A session the
+    /// space may not load is not handed over ([`Txn::refuse_loaded`]).
     ///
     /// A new session under a number the space still holds dead (a tombstone): the numbers
     /// were held before the command was sent (`preoccupy`), so only a waiter that gave up
@@ -236,10 +241,21 @@ impl Txn<'_> {
     /// never sent again (the TPM rolled the nonces of the sessions it carries): the number
     /// is handed over, the space's old reference forgotten (it names the new session now),
     /// and counted (`Stats::dead_numbers_handed_over`).
-    fn adopt_session(&mut self, cc: u32, handle: u32, len: usize) -> Result<usize, RmError> {
+    fn adopt_session(
+        &mut self,
+        cc: u32,
+        handle: u32,
+        rsp: &mut [u8],
+        len: usize,
+    ) -> Result<usize, RmError> {
         let owner = self.space.id();
-        self.st.handed_out(handle);
         let reload = cc == TPM_CC_CONTEXT_LOAD;
+        // A session whose flush we queued: the TPM had not run it.
+        let flushing = reload && self.st.pending.handles().any(|p| same_session(p, handle));
+        self.st.handed_out(handle);
+        if reload && (flushing || !self.may_load(handle)) {
+            return self.refuse_loaded(handle, rsp);
+        }
         // Its owner is told: this number is the loaded (or new) session now.
         if self.st.take_tombstone(owner, handle) && !reload {
             bump(&mut self.io.stats.dead_numbers_handed_over);
@@ -258,7 +274,7 @@ impl Txn<'_> {
             Some(e) if reload && e.is_live() => (e.id, e.created_ns, self.now, e.is_abandoned()),
             _ => (self.st.new_session_id(), self.now, self.now, false),
         };
-        let mut entry = SessionEntry::new(handle, id, owner, self.now);
+        let mut entry = SessionEntry::new(handle, id, owner, self.space.uid(), self.now);
         entry.created_ns = created_ns;
         entry.owned_since_ns = owned_since_ns;
         if self.st.registry.insert(entry).is_err() {
@@ -277,10 +293,49 @@ impl Txn<'_> {
         Ok(len)
     }
 
+    /// Whether the space may load session `handle` (as far as the registry knows it): its
+    /// own, one it does not know, or one another file's client saved that it may take
+    /// ([`SessionEntry::shared_with`]); not another space's in use, nor one we flush.
+    fn may_load(&self, handle: u32) -> bool {
+        self.st
+            .registry
+            .get(handle)
+            .is_none_or(|e| e.owner == Some(self.space.id()) || e.shared_with(self.space.uid()))
+    }
+
+    /// The TPM loaded session `handle` for a space that may not have it. Admission sends
+    /// such a load only if the blob is not the session's current client-saved one, and a
+    /// real TPM loads nothing else, so this takes a TPM that checks less, a client-saved
+    /// blob we could not keep a copy of (an allocation failure), or one whose flush we had
+    /// queued. It is not handed over: an owned session is evicted (its owner's blob was
+    /// used up by this load, so its owner is told TPM_RC_EXPIRED at its next use of the
+    /// number, as for any eviction), any other is flushed, and the loader gets the answer
+    /// admission gives for the exact blob (its holder knows the number).
+    fn refuse_loaded(&mut self, handle: u32, rsp: &mut [u8]) -> Result<usize, RmError> {
+        let owned = self
+            .st
+            .registry
+            .get(handle)
+            .is_some_and(|e| e.owner.is_some());
+        if owned {
+            self.st
+                .evict(self.io, self.tpm, handle, Grant::Queue, Why::Refused)?;
+        } else {
+            self.st
+                .end_session(self.io, self.tpm, handle, End::Flush, Grant::Queue)?;
+        }
+        synth_rm(rsp, &mut self.io.stats, rc_handle_at_parameter(1))
+    }
+
     /// A GetCapability response: a list of transient handles or sessions keeps only the
     /// space's own (admission refused it with sessions, and answered transient lists
-    /// itself). A list filtered down to nothing while the TPM has more is asked again from
-    /// where the TPM stopped: never count 0 with moreData set.
+    /// itself). A session list filtered down to nothing while the TPM has more is asked again
+    /// from where the TPM stopped, in the type the client asked for (the TPM lists saved
+    /// sessions in the HMAC form, 0x02..., so `last + 1` would ask for loaded ones) and for
+    /// a full page; the client gets at most the count it asked for, with moreData set if
+    /// more of its own may follow. Never count 0 with moreData set (a client paging from the
+    /// last handle listed could not go on), and never the TPM's unfiltered list: after
+    /// [`MAX_LIST_ROUNDS`] rounds that kept nothing, an empty list with moreData clear.
     fn filter_handle_list(
         &mut self,
         command: &Command,
@@ -288,33 +343,65 @@ impl Txn<'_> {
         rsp: &mut [u8],
         mut n: usize,
     ) -> Result<usize, RmError> {
-        let owner = self.space.id();
-        for _ in 0..MAX_LIST_ROUNDS {
-            let registry = &self.st.registry;
-            let f = filter_handles_response(rsp, n, |h| {
-                if is_transient_handle(h) {
-                    None
-                } else if is_session_handle(h) {
-                    // The space's own, and abandoned ones, which any space may load.
-                    let listed = registry.resolve(h, owner).is_some()
-                        || registry.get(h).is_some_and(|e| e.is_abandoned());
-                    listed.then_some(h)
-                } else {
-                    Some(h)
-                }
-            })
-            .map_err(|_| RmError::BadResponse)?;
-            let next = f.last.and_then(|l| l.checked_add(1));
-            let Some(next) = next.filter(|_| f.kept == 0 && f.more_data) else {
+        let at = command.params_offset();
+        let sessions = CapabilityRequest::parse(work, at).ok().filter(|r| {
+            r.capability == TPM_CAP_HANDLES
+                && matches!(
+                    handle_type(r.property),
+                    TPM_HT_LOADED_SESSION | TPM_HT_SAVED_SESSION
+                )
+        });
+        let limit = sessions.map_or(u32::MAX, |r| r.property_count.min(MAX_CAP_HANDLES));
+        let mut asked = sessions.map_or(0, |r| r.property);
+        for round in 1..=MAX_LIST_ROUNDS {
+            let f = filter_handles_response(rsp, n, limit, |h| self.listed(h))
+                .map_err(|_| RmError::BadResponse)?;
+            let Some(req) = sessions else {
                 return Ok(f.len);
             };
-            set_property(work, command.params_offset(), next).map_err(|_| RmError::BadResponse)?;
+            if f.kept > 0 || f.truncated || !f.more_data {
+                return Ok(f.len);
+            }
+            // From the index after the last one listed; none listed (a count of 0 asked
+            // for): from the same place, for a page.
+            let next = match f.last {
+                Some(l) => next_property(req.property, l),
+                None => Some(asked),
+            };
+            let Some(next) = next.filter(|_| round < MAX_LIST_ROUNDS) else {
+                break;
+            };
+            asked = next;
+            set_property(work, at, next).map_err(|_| RmError::BadResponse)?;
+            set_property_count(work, at, MAX_CAP_HANDLES).map_err(|_| RmError::BadResponse)?;
             n = transmit(&mut self.io.stats, self.tpm, work, rsp)?;
             if response_code(rsp) != TPM_RC_SUCCESS {
                 return Ok(n);
             }
         }
-        Ok(n)
+        // Nothing of the space's in what the TPM listed, and no end in sight.
+        let req = sessions.ok_or(RmError::BadResponse)?;
+        bump(&mut self.io.stats.synthesized_responses);
+        write_handles_response(rsp, &[], req.property, req.property_count)
+            .map_err(|_| RmError::BadResponse)
+    }
+
+    /// How a handle the TPM lists appears in the space's list: transient handles never (the
+    /// space's own are virtual), sessions if the space owns them or may load them (another
+    /// file's client saved them, see [`SessionEntry::shared_with`]), anything else as it is.
+    fn listed(&self, h: u32) -> Option<u32> {
+        if is_transient_handle(h) {
+            return None;
+        }
+        if !is_session_handle(h) {
+            return Some(h);
+        }
+        let registry = &self.st.registry;
+        let listed = registry.resolve(h, self.space.id()).is_some()
+            || registry
+                .get(h)
+                .is_some_and(|e| e.shared_with(self.space.uid()));
+        listed.then_some(h)
     }
 }
 
@@ -324,5 +411,6 @@ fn flushed_handle(cc: u32) -> usize {
     usize::from(cc == TPM_CC_EVENT_SEQUENCE_COMPLETE)
 }
 
-/// Most GetCapability round trips for one filtered handle list.
+/// Most GetCapability round trips for one filtered handle list: with full pages
+/// ([`MAX_CAP_HANDLES`]) after the first, far more sessions than a TPM holds.
 const MAX_LIST_ROUNDS: usize = 16;

@@ -370,7 +370,7 @@ impl<'a> Txn<'a> {
                     self.loaded.sessions.add(h);
                     continue;
                 }
-                SessionState::SavedByClient | SessionState::FlushPending => continue,
+                SessionState::SavedByClient(_) | SessionState::FlushPending => continue,
                 SessionState::SavedByRm(blob) => self.io.context_load(self.tpm, blob)?,
             };
             // No room: resident sessions (none in use: the command's own are no longer

@@ -20,6 +20,8 @@ pub(crate) enum Why {
     Gap,
     /// Its owner's command succeeded, but its context could not be saved after it.
     Unsaved,
+    /// The TPM loaded it for a space that may not have it (see `Txn::refuse_loaded`).
+    Refused,
 }
 
 /// How a session of ours ends.
@@ -84,6 +86,7 @@ impl Sessions {
             Why::Waiter(space) => (space, EvictReason::Waiter),
             Why::Gap => (0, EvictReason::ContextGap),
             Why::Unsaved => (0, EvictReason::Unsaved),
+            Why::Refused => (0, EvictReason::RefusedLoad),
         };
         self.events.record(Event::Evict {
             handle: h,
@@ -195,10 +198,12 @@ impl Sessions {
         }
     }
 
-    /// Flushes the oldest abandoned sessions while there are more than `max`.
+    /// Flushes abandoned sessions while there are more than `max`: each time the oldest of
+    /// the uid that holds the most (see [`super::registry::SessionRegistry::trim_victim`]),
+    /// so that one user abandoning many sessions pushes out its own, not another user's.
     pub(crate) fn trim_abandoned(&mut self, io: &mut Io, tpm: &mut dyn Tpm, max: usize) {
         while self.registry.abandoned_count() > max {
-            let Some(h) = self.registry.oldest_abandoned() else {
+            let Some(h) = self.registry.trim_victim() else {
                 break;
             };
             // A transport failure queues the flush; the entry is gone from the list either way.
@@ -219,10 +224,9 @@ impl Sessions {
         let keep = max_abandoned > 0;
         self.drop_tombstones(owner);
         while let Some(h) = self.registry.find_owned(owner) {
-            let client_saved = self
-                .registry
-                .get(h)
-                .is_some_and(|e| matches!(e.state, super::registry::SessionState::SavedByClient));
+            let client_saved = self.registry.get(h).is_some_and(|e| {
+                matches!(e.state, super::registry::SessionState::SavedByClient(_))
+            });
             if client_saved && keep {
                 self.abandon(h);
             } else {

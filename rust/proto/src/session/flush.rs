@@ -15,6 +15,7 @@
 use super::super::constants::*;
 use super::super::platform::Vec;
 use super::super::rm::tpm_io::{Flushed, Io};
+use super::super::space::ROOT_UID;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::registry::{same_session, SessionEntry, SessionState};
@@ -92,7 +93,7 @@ impl Sessions {
         if self.pending.certain.try_push(h).is_ok() {
             return;
         }
-        let mut e = entry.unwrap_or_else(|| SessionEntry::new(h, 0, 0, 0));
+        let mut e = entry.unwrap_or_else(|| SessionEntry::new(h, 0, 0, ROOT_UID, 0));
         e.owner = None;
         e.state = SessionState::FlushPending;
         // If even this fails the handle leaks: nothing else can be done.

@@ -10,11 +10,17 @@
 //! FlushContext, and so do we.
 //!
 //! A session without an owner is either *abandoned* (saved by a client whose file was
-//! closed: any space may load it again, see `Rm::close_space`) or waiting for a flush that
+//! closed, kept to be loaded again, see `Rm::close_space`) or waiting for a flush that
 //! failed on the transport ([`SessionState::FlushPending`]).
+//!
+//! Who may touch another file's session: only a session its client saved (abandoned, or
+//! owned by a file still open) is ever listed to, flushed by or loaded by another file, and
+//! only by a file opened by the same uid, or by root ([`SessionEntry::shared_with`]). A
+//! session in use (loaded, or saved by tpmrs between commands) is its owner's alone.
 
 use super::super::constants::is_session_handle;
 use super::super::platform::{Charged, OutOfMemory, Vec};
+use super::super::space::ROOT_UID;
 
 /// Where a session's context is.
 pub enum SessionState {
@@ -22,8 +28,10 @@ pub enum SessionState {
     Loaded,
     /// Saved by the resource manager, which holds the blob (a session blob loads once).
     SavedByRm(Charged<u8>),
-    /// Saved by the client (TPM2_ContextSave); the client holds the blob, we hold nothing.
-    SavedByClient,
+    /// Saved by the client (TPM2_ContextSave); the client holds the blob, and we a copy of
+    /// it, charged to the client (`None` if that allocation failed): only this exact blob
+    /// can load the session (see `SessionEntry::is_client_blob`).
+    SavedByClient(Option<Charged<u8>>),
     /// To be flushed (a FlushContext failed on the transport and the pending-flush queue
     /// could not grow); retried with the pending flushes. Never owned.
     FlushPending,
@@ -39,7 +47,7 @@ impl SessionState {
     pub fn is_saved(&self) -> bool {
         matches!(
             self,
-            SessionState::SavedByRm(_) | SessionState::SavedByClient
+            SessionState::SavedByRm(_) | SessionState::SavedByClient(_)
         )
     }
 }
@@ -52,6 +60,8 @@ pub struct SessionEntry {
     pub id: u64,
     /// Id of the space that owns it; `None` if abandoned or flush-pending.
     pub owner: Option<u64>,
+    /// The uid that opened its owner's file (for an abandoned session, its last owner's).
+    pub uid: u32,
     /// Where its context is.
     pub state: SessionState,
     /// When it was created (ns, clock of the caller).
@@ -80,12 +90,13 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
-    /// A new loaded session owned by `owner`, created at `now`.
-    pub fn new(handle: u32, id: u64, owner: u64, now: u64) -> Self {
+    /// A new loaded session owned by `owner`, a file opened by `uid`, created at `now`.
+    pub fn new(handle: u32, id: u64, owner: u64, uid: u32, now: u64) -> Self {
         SessionEntry {
             handle,
             id,
             owner: Some(owner),
+            uid,
             state: SessionState::Loaded,
             created_ns: now,
             owned_since_ns: now,
@@ -100,7 +111,7 @@ impl SessionEntry {
 
     /// Whether the session is abandoned: saved by a client, no owner.
     pub fn is_abandoned(&self) -> bool {
-        self.owner.is_none() && matches!(self.state, SessionState::SavedByClient)
+        self.owner.is_none() && matches!(self.state, SessionState::SavedByClient(_))
     }
 
     /// Whether the session is resident: loaded, not in use, evictable for another space's
@@ -112,6 +123,31 @@ impl SessionEntry {
     /// Whether the session counts as ours (owned or abandoned, not merely awaiting a flush).
     pub fn is_live(&self) -> bool {
         !matches!(self.state, SessionState::FlushPending)
+    }
+
+    /// Whether a file opened by `uid` that does not own the session may list, flush and
+    /// load it: its client saved it (it is abandoned, or owned by another file still open,
+    /// whose client holds the blob), and `uid` opened that file too, or is root.
+    pub fn shared_with(&self, uid: u32) -> bool {
+        matches!(self.state, SessionState::SavedByClient(_)) && (uid == self.uid || uid == ROOT_UID)
+    }
+
+    /// Whether `context` is, byte for byte, the blob the session's client saved last: the
+    /// only one that can load it (the TPM's integrity HMAC covers its sequence, handle and
+    /// contents, and a session loads only from its latest context). Compared in time that
+    /// depends on the lengths only, not on where the bytes differ.
+    pub fn is_client_blob(&self, context: &[u8]) -> bool {
+        let SessionState::SavedByClient(Some(blob)) = &self.state else {
+            return false;
+        };
+        if blob.len() != context.len() {
+            return false;
+        }
+        let diff = blob
+            .iter()
+            .zip(context)
+            .fold(0u8, |d, (x, y)| d | core::hint::black_box(x ^ y));
+        diff == 0
     }
 }
 
@@ -222,13 +258,28 @@ impl SessionRegistry {
             .map(|e| e.handle)
     }
 
-    /// Handle of the session abandoned first.
-    pub fn oldest_abandoned(&self) -> Option<u32> {
+    /// Number of abandoned sessions whose last owner was opened by `uid`.
+    fn abandoned_by(&self, uid: u32) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.is_abandoned() && e.uid == uid)
+            .count()
+    }
+
+    /// Handle of the abandoned session to flush first when there are too many: the one
+    /// abandoned first among those of the uid that holds the most (of the uids that hold
+    /// as many, the one that abandoned one first). So a uid's abandonments never push out
+    /// the sessions of a uid that holds fewer than it.
+    pub fn trim_victim(&self) -> Option<u32> {
         self.entries
             .iter()
             .filter(|e| e.is_abandoned())
-            .min_by_key(|e| (e.abandoned_at, e.id))
-            .map(|e| e.handle)
+            .map(|e| (self.abandoned_by(e.uid), e))
+            .max_by(|(na, a), (nb, b)| {
+                na.cmp(nb)
+                    .then_with(|| (b.abandoned_at, b.id).cmp(&(a.abandoned_at, a.id)))
+            })
+            .map(|(_, e)| e.handle)
     }
 
     /// Handle of the live saved session with the oldest known saved context (smallest
@@ -279,7 +330,7 @@ mod tests {
     use super::*;
 
     fn entry(handle: u32, owner: u64) -> SessionEntry {
-        let mut e = SessionEntry::new(handle, u64::from(handle), owner, 1);
+        let mut e = SessionEntry::new(handle, u64::from(handle), owner, 1000, 1);
         e.last_used_ns = 2;
         e
     }
@@ -306,7 +357,7 @@ mod tests {
         assert_eq!(r.get(0x0200_0001).map(|e| e.handle), Some(0x0300_0001));
         assert_eq!(r.count_owned(1), 2);
         assert!(r.get(0x0300_0001).unwrap().state.is_loaded());
-        r.get_mut(0x0300_0001).unwrap().state = SessionState::SavedByClient;
+        r.get_mut(0x0300_0001).unwrap().state = SessionState::SavedByClient(None);
         assert!(!r.get(0x0300_0001).unwrap().state.is_loaded());
         // A reissued handle replaces the stale entry of its slot.
         r.insert(entry(0x0200_0001, 1)).unwrap();
@@ -331,7 +382,7 @@ mod tests {
             .enumerate()
         {
             let mut e = entry(*h, 1);
-            e.state = SessionState::SavedByClient;
+            e.state = SessionState::SavedByClient(None);
             e.saved_seq = Some(10 - i as u64);
             r.insert(e).unwrap();
         }
@@ -344,7 +395,7 @@ mod tests {
         }
         assert_eq!(r.abandoned_count(), 2);
         assert_eq!(r.live_count(), 3);
-        assert_eq!(r.oldest_abandoned(), Some(0x0300_0001));
+        assert_eq!(r.trim_victim(), Some(0x0300_0001));
         r.get_mut(0x0300_0002).unwrap().state = SessionState::FlushPending;
         r.get_mut(0x0300_0002).unwrap().owner = None;
         assert_eq!(r.live_count(), 2);
@@ -352,5 +403,46 @@ mod tests {
         assert_eq!(r.find_flush_pending(), Some(0x0300_0002));
         assert!(r.get(0x0300_0000).unwrap().is_abandoned());
         assert!(!r.get(0x0300_0002).unwrap().is_abandoned());
+    }
+
+    #[test]
+    fn trimming_takes_from_the_uid_that_holds_the_most() {
+        let mut r = SessionRegistry::new();
+        // (handle, uid, abandoned_at): uid 1 holds one, uid 2 holds three, uid 3 two.
+        let abandoned = [
+            (0x0300_0000u32, 1u32, 1u64),
+            (0x0300_0001, 2, 2),
+            (0x0300_0002, 3, 3),
+            (0x0300_0003, 2, 4),
+            (0x0300_0004, 3, 5),
+            (0x0300_0005, 2, 6),
+        ];
+        for (h, uid, at) in abandoned {
+            let mut e = SessionEntry::new(h, u64::from(h), 9, uid, 1);
+            e.state = SessionState::SavedByClient(None);
+            e.owner = None;
+            e.abandoned_at = at;
+            r.insert(e).unwrap();
+        }
+        let mut order = vec![];
+        while let Some(h) = r.trim_victim() {
+            order.push(h & 0xF);
+            r.remove(h);
+        }
+        // uid 2's first; then uids 2 and 3 hold two each: 3's first one is older; ...
+        assert_eq!(order, vec![1, 2, 3, 0, 4, 5]);
+    }
+
+    #[test]
+    fn sharing_is_for_client_saved_sessions_of_the_same_uid_or_root() {
+        let mut e = SessionEntry::new(0x0300_0000, 1, 1, 1000, 1);
+        assert!(!e.shared_with(1000) && !e.shared_with(ROOT_UID), "in use");
+        e.state = SessionState::SavedByClient(None);
+        assert!(e.shared_with(1000) && e.shared_with(ROOT_UID));
+        assert!(!e.shared_with(1001));
+        e.owner = None;
+        assert!(e.shared_with(1000) && !e.shared_with(1001));
+        e.state = SessionState::FlushPending;
+        assert!(!e.shared_with(ROOT_UID));
     }
 }

@@ -60,6 +60,9 @@ pub struct FakeTpm {
     pub down: bool,
     /// TPM_CAP_COMMANDS entries per response (exercises moreData).
     pub page: usize,
+    /// Most handles per TPM_CAP_HANDLES response, whatever propertyCount asks (a TPM may
+    /// list fewer and set moreData).
+    pub handle_page: usize,
     /// Most sessions (loaded + saved): TPM_RC_SESSION_HANDLES beyond.
     pub max_sessions: usize,
     /// Most loaded sessions: TPM_RC_SESSION_MEMORY beyond.
@@ -114,6 +117,7 @@ impl FakeTpm {
             starts: (0, 0),
             down: false,
             page: 5,
+            handle_page: usize::MAX,
             max_sessions: 64,
             max_loaded_sessions: 3,
             max_loaded_objects: 3,
@@ -456,11 +460,13 @@ impl FakeTpm {
                             .filter(|s| s.1.loaded)
                             .map(|s| *s.0)
                             .collect(),
+                        // Saved sessions in the HMAC form, whatever their type, as the
+                        // reference implementation lists them (SessionCapGetSaved).
                         0x03 => self
                             .sessions
                             .iter()
                             .filter(|s| !s.1.loaded)
-                            .map(|s| *s.0)
+                            .map(|s| 0x0200_0000 | (*s.0 & 0xFF_FFFF))
                             .collect(),
                         _ => vec![],
                     };
@@ -471,6 +477,7 @@ impl FakeTpm {
                         .filter(|h| *h & 0xFF_FFFF >= prop & 0xFF_FFFF)
                         .collect();
                     list.sort_by_key(|h| *h & 0xFF_FFFF);
+                    let count = count.min(self.handle_page);
                     let more = list.len() > count;
                     let list: Vec<u32> = list.into_iter().take(count).collect();
                     let mut b = Buf::new().u8(u8::from(more)).u32(1).u32(list.len() as u32);

@@ -12,6 +12,9 @@ pub mod workload;
 
 use tpmrs_proto::{Config, Outcome, Request, Rm, RmError, Space, Step, Ticket, Tpm, TPM_BUFSIZE};
 
+/// The uid that opens the spaces of [`Harness::space`] (a user, not root).
+pub const UID: u32 = 1000;
+
 /// A resource manager, a TPM and helpers to run client commands.
 pub struct Harness<T: Tpm> {
     pub rm: Rm,
@@ -38,8 +41,14 @@ impl<T: Tpm> Harness<T> {
         }
     }
 
+    /// A space opened by [`UID`].
     pub fn space(&mut self) -> Space {
-        let s = self.rm.new_space().expect("new_space");
+        self.space_as(UID)
+    }
+
+    /// A space opened by `uid`.
+    pub fn space_as(&mut self, uid: u32) -> Space {
+        let s = self.rm.new_space(uid).expect("new_space");
         self.open.push(s.id());
         s
     }

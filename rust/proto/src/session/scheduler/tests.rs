@@ -146,10 +146,10 @@ fn no_eviction_for_session_memory() {
 }
 
 fn e(handle: u32, id: u64, owner: Option<u64>, created: u64, owned: u64) -> SessionEntry {
-    let mut e = SessionEntry::new(handle, id, 1, created);
+    let mut e = SessionEntry::new(handle, id, 1, 1000, created);
     e.owner = owner;
     e.owned_since_ns = owned;
-    e.state = SessionState::SavedByClient;
+    e.state = SessionState::SavedByClient(None);
     e
 }
 

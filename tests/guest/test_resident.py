@@ -125,6 +125,8 @@ def test_resident_contexts_stay_loaded_within_the_reserve():
     finally:
         for c in clients:
             c.close()
+    # Closes are done on tpmrs' workqueue: wait for them before looking.
+    tpm.settle()
     s = stats()
     assert (s["resident_objects"], s["resident_sessions"]) == (0, 0), s
 
@@ -172,6 +174,7 @@ def test_a_power_cycle_after_the_notifier_keeps_clients_working():
     finally:
         for c in clients:
             c.close()
+    tpm.settle()
     assert stats()["resident_objects"] == 0
 
 

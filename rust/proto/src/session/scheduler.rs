@@ -93,11 +93,14 @@
 use super::super::constants::TPM_RC_SESSION_MEMORY;
 use super::super::platform::{OutOfMemory, Vec};
 
+mod step;
 #[cfg(test)]
 mod tests;
 mod turn;
 mod victim;
+mod wake;
 
+pub use step::Action;
 use turn::Turn;
 pub use victim::{choose_early_victim, choose_victim, early_supply, jammed, Victim, SET_MAX};
 
@@ -125,17 +128,6 @@ pub enum WaitStep {
         /// When to ask again at the latest.
         until_ns: u64,
     },
-}
-
-/// What the scheduler says a waiter should do (before any TPM traffic).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Retry the command.
-    Retry,
-    /// Try to evict a session for this waiter (then ask again).
-    Evict,
-    /// Sleep until woken or until this time.
-    Sleep(u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -375,19 +367,6 @@ impl Scheduler {
         self.first_unreserved() == Some(id)
     }
 
-    /// Whether waiter `id` may try to evict at `now` before it has waited SESSION_TIMEOUT
-    /// (see [`choose_early_victim`]): it is the first without a reservation, was not
-    /// refused for loaded-session memory, and has not tried to evict in the last
-    /// `interval`.
-    pub fn may_evict_early(&self, id: u64, now: u64, interval: u64) -> bool {
-        self.is_first_unreserved(id)
-            && self.waiter(id).is_some_and(|w| {
-                !w.memory
-                    && w.last_evict_ns
-                        .is_none_or(|t| now >= t.saturating_add(interval))
-            })
-    }
-
     /// Whether a command of waiter `id` (`None`: not waiting) may try to take a new session
     /// slot now: nobody waits, or it holds a reservation, or it is the head.
     /// A space holding gang reservations (`space`) may, too.
@@ -490,94 +469,5 @@ impl Scheduler {
             }
         }
         queued
-    }
-
-    /// Waiter `id` (if any) tried at `now` and found no slot: its reservation is gone.
-    /// `rc` is the TPM's answer (`None` if the command was refused before reaching the TPM).
-    pub fn exhausted(&mut self, id: Option<u64>, now: u64, rc: Option<u32>) {
-        if let Some(w) = id.and_then(|id| self.waiter_mut(id)) {
-            w.reserved = false;
-            w.last_try_ns = now;
-            if let Some(rc) = rc {
-                w.memory = rc == TPM_RC_SESSION_MEMORY;
-            }
-        }
-    }
-
-    /// Waiter `id` attempted an eviction at `now` (successful or not).
-    pub fn eviction_attempted(&mut self, id: u64, now: u64) {
-        if let Some(w) = self.waiter_mut(id) {
-            w.last_evict_ns = Some(now);
-        }
-    }
-
-    /// Whether waiter `id` has waited at least `timeout` at `now`.
-    pub fn waited(&self, id: u64, now: u64, timeout: u64) -> bool {
-        self.waiter(id)
-            .is_some_and(|w| now.saturating_sub(w.since_ns) >= timeout)
-    }
-
-    /// What waiter `id` should do at `now`.
-    pub fn step(&self, id: u64, now: u64, timeout: u64, interval: u64) -> Action {
-        let Some(w) = self.waiter(id) else {
-            return Action::Retry; // not waiting: just run it
-        };
-        if w.reserved {
-            return Action::Retry;
-        }
-        let mut until = u64::MAX;
-        if self.is_first_unreserved(id) && !w.memory {
-            let due = w
-                .since_ns
-                .saturating_add(timeout)
-                .max(w.last_evict_ns.map_or(0, |t| t.saturating_add(interval)));
-            if now >= due {
-                return Action::Evict;
-            }
-            until = until.min(due);
-        }
-        if self.is_head(id) {
-            let due = w.last_try_ns.saturating_add(interval);
-            if now >= due {
-                return Action::Retry;
-            }
-            until = until.min(due);
-        }
-        if until == u64::MAX {
-            // Woken by a reservation or a new head; poll anyway (a lost wake-up costs one
-            // interval, never a hang).
-            until = now.saturating_add(interval);
-        }
-        Action::Sleep(until.max(now.saturating_add(1)))
-    }
-
-    /// The waiters of `space` must be woken: something was freed or reserved for them.
-    pub(crate) fn wake_space(&mut self, space: u64) {
-        if !self.wake.contains(&space) && self.wake.try_push(space).is_err() {
-            self.wake_all = true;
-        }
-    }
-
-    /// Whether waiters must be woken (a reservation was granted or the head changed) since
-    /// the last call; forgets which.
-    #[cfg(not(tpmrs_kernel))]
-    pub fn take_wakeup(&mut self) -> bool {
-        let any = self.wake_all || !self.wake.is_empty();
-        self.wake.clear();
-        self.wake_all = false;
-        any
-    }
-
-    /// Calls `wake` for every space whose waiters must be woken since the last call: with
-    /// `Some(space)`, or once with `None` meaning every waiter (the list ran out of memory).
-    pub fn take_wakeups(&mut self, wake: &mut dyn FnMut(Option<u64>)) {
-        if core::mem::take(&mut self.wake_all) {
-            wake(None);
-        } else {
-            for &s in self.wake.iter() {
-                wake(Some(s));
-            }
-        }
-        self.wake.clear();
     }
 }

@@ -22,12 +22,15 @@ use super::super::space::Space;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::lost::Found;
-use super::preoccupy::{Held, Preoccupied};
+use super::preoccupy::Preoccupied;
 use super::resident::{evict_all_objects, evict_all_sessions, Residents};
 use super::respond::{loaded_session, updates_sequence};
 use super::tpm_io::{response_code, transmit, Io, Reply};
 use super::wait::Outcome;
 use super::{pos, synth_rm, Config};
+
+mod loaded;
+pub(super) use loaded::{List, Loaded, LoadedObject};
 
 /// Sessions one command can touch: its handle area, its authorization area, a new one.
 pub(super) const MAX_TXN_SESSIONS: usize = MAX_HANDLES + MAX_SESSIONS_PER_COMMAND + 1;
@@ -45,94 +48,6 @@ fn is_memory_rc(rc: u32) -> bool {
         rc,
         TPM_RC_OBJECT_MEMORY | TPM_RC_SESSION_MEMORY | TPM_RC_MEMORY
     )
-}
-
-/// A small fixed-capacity set (no allocation, never panics).
-#[derive(Clone, Copy)]
-pub(super) struct List<T: Copy, const N: usize> {
-    items: [Option<T>; N],
-}
-
-impl<T: Copy + PartialEq, const N: usize> List<T, N> {
-    pub(super) fn new() -> Self {
-        List { items: [None; N] }
-    }
-    /// Adds `v` unless it is already there; false if full.
-    pub(super) fn add(&mut self, v: T) -> bool {
-        if self.contains(v) {
-            return true;
-        }
-        match self.items.iter_mut().find(|s| s.is_none()) {
-            Some(slot) => {
-                *slot = Some(v);
-                true
-            }
-            None => false,
-        }
-    }
-    pub(super) fn contains(&self, v: T) -> bool {
-        self.items.contains(&Some(v))
-    }
-    /// Removes `v` if it is there.
-    pub(super) fn remove(&mut self, v: T) {
-        for s in self.items.iter_mut() {
-            if *s == Some(v) {
-                *s = None;
-            }
-        }
-    }
-    pub(super) fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.items.iter().filter_map(|s| *s)
-    }
-}
-
-/// An object loaded for the current command.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct LoadedObject {
-    pub(super) vhandle: u32,
-    pub(super) phandle: u32,
-    /// Save it again before flushing (its state changed).
-    pub(super) resave: bool,
-    /// Still loaded in the TPM (false once the TPM flushed it itself).
-    pub(super) alive: bool,
-    /// Taken from the residents' table (`resident.rs`): loaded before this command, so the
-    /// TPM may have lost it behind tpmrs' back (`lost.rs`).
-    pub(super) resident: bool,
-}
-
-/// What the current command loaded or registered, undone or committed by [`Txn::commit`].
-pub(super) struct Loaded {
-    pub(super) objects: List<LoadedObject, MAX_HANDLES>,
-    /// Sessions to save after the command (if still registered and loaded).
-    pub(super) sessions: List<u32, MAX_TXN_SESSIONS>,
-    /// Numbers held for a StartAuthSession (see `preoccupy`), flushed after it.
-    pub(super) held: Held,
-    /// Of `sessions`, those that were resident before this command (see `LoadedObject`).
-    pub(super) resident_sessions: List<u32, MAX_TXN_SESSIONS>,
-}
-
-impl Loaded {
-    pub(super) fn new() -> Self {
-        Loaded {
-            objects: List::new(),
-            sessions: List::new(),
-            held: Held::new(),
-            resident_sessions: List::new(),
-        }
-    }
-    pub(super) fn phandle_of(&self, vhandle: u32) -> Option<u32> {
-        self.objects
-            .iter()
-            .find(|o| o.vhandle == vhandle)
-            .map(|o| o.phandle)
-    }
-    pub(super) fn mark_flushed(&mut self, vhandle: u32) {
-        for o in self.objects.items.iter_mut().flatten() {
-            if o.vhandle == vhandle {
-                o.alive = false;
-            }
-        }
-    }
 }
 
 /// One command in flight: disjoint borrows of the resource manager's state.

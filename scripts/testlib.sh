@@ -43,6 +43,8 @@ host_checks() {
 	check "host: cargo clippy -D warnings" "$out/cargo-clippy.log" \
 		cargo clippy --workspace --all-targets --color never -- -D warnings
 	check "host: cargo fmt --check" "$out/cargo-fmt.log" cargo fmt --all --check
+	check "host: core files under 500 lines, no import circle in the core" "$out/core-shape.log" \
+		python3 "$TPMRS_ROOT/scripts/core_shape.py" "$TPMRS_ROOT/rust/proto/src" "$TPMRS_ROOT/rust"
 
 	# The modeled hardware TPM of make bench (tests/bench/tpm_proxy.py) against swtpm, with
 	# this script as QEMU: one result per test.

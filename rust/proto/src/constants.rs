@@ -178,6 +178,16 @@ pub const fn is_session_handle(handle: u32) -> bool {
     )
 }
 
+/// Index bits of a session handle, shared by its HMAC and policy forms.
+const SESSION_INDEX_MASK: u32 = 0x00FF_FFFF;
+
+/// Whether `a` and `b` are session handles of the same slot (they differ at most in the
+/// handle type, HMAC or policy). Never true for other handles: an object 0x80000000 is not
+/// session 0x02000000.
+pub const fn same_session(a: u32, b: u32) -> bool {
+    is_session_handle(a) && is_session_handle(b) && a & SESSION_INDEX_MASK == b & SESSION_INDEX_MASK
+}
+
 /// Whether `handle` names a transient object.
 pub const fn is_transient_handle(handle: u32) -> bool {
     handle_type(handle) == TPM_HT_TRANSIENT

@@ -31,6 +31,7 @@ mod admit;
 mod commit;
 mod flush;
 mod init;
+mod kind;
 mod lost;
 mod preoccupy;
 mod resident;

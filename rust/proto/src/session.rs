@@ -68,8 +68,8 @@ use registry::SessionRegistry;
 use scheduler::Scheduler;
 use tombstone::Tombstone;
 
+pub(crate) use super::rm::tpm_io::FlushQueue;
 pub(crate) use end::{End, Why};
-pub(crate) use flush::FlushQueue;
 pub(crate) use gap::MAX_GAP_REPAIRS;
 
 /// Where a freed session slot goes.

@@ -17,7 +17,7 @@ use super::super::platform::Vec;
 use super::super::space::Space;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
-use super::respond::loaded_session;
+use super::kind::loaded_session;
 use super::wait::Outcome;
 use super::{pos, synth, synth_rm, Rm};
 

@@ -40,7 +40,7 @@ use super::super::session::Sessions;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::commit::{save_after_gap, save_session};
-use super::respond::{loaded_session, updates_sequence};
+use super::kind::{loaded_session, updates_sequence};
 use super::tpm_io::Io;
 use super::txn::{List, LoadedObject, Txn, MAX_TXN_SESSIONS};
 use super::Config;

@@ -23,14 +23,6 @@ use super::tpm_io::{response_code, transmit, Saved};
 use super::txn::{LoadedObject, Txn};
 use super::wait::Outcome;
 
-/// Whether `cc` changes the state of the sequence object it uses.
-pub(super) fn updates_sequence(cc: u32) -> bool {
-    matches!(
-        cc,
-        TPM_CC_SEQUENCE_UPDATE | TPM_CC_SEQUENCE_COMPLETE | TPM_CC_EVENT_SEQUENCE_COMPLETE
-    )
-}
-
 /// A copy of `blob`, charged to the client (the blob is an object of its space, or the
 /// context its client saved of one of its sessions).
 fn copy_blob(blob: &[u8]) -> Result<Charged<u8>, RmError> {
@@ -47,15 +39,6 @@ fn is_sequence_blob(blob: &[u8]) -> bool {
 /// Whether `cc` creates a sequence object.
 fn starts_sequence(cc: u32) -> bool {
     matches!(cc, TPM_CC_HASH_SEQUENCE_START | TPM_CC_HMAC_START)
-}
-
-/// The session handle saved in the context a TPM2_ContextLoad command loads, if it is one.
-pub(super) fn loaded_session(command: &Command, cmd: &[u8]) -> Option<u32> {
-    if command.cc() != TPM_CC_CONTEXT_LOAD {
-        return None;
-    }
-    let ctx = parse_context(cmd.get(command.params_offset()..)?).ok()?;
-    is_session_handle(ctx.saved_handle).then_some(ctx.saved_handle)
 }
 
 impl Txn<'_> {

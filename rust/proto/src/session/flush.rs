@@ -21,49 +21,6 @@ use super::super::tpm::Tpm;
 use super::registry::{same_session, SessionEntry, SessionState};
 use super::{Grant, Sessions};
 
-/// FlushContexts of ours not known to be done.
-pub(crate) struct FlushQueue {
-    /// Refused by the TPM ("not executed"): still ours, flushed again.
-    pub(crate) certain: Vec<u32>,
-    /// The transport failed and the TPM could not be asked: never flushed again.
-    pub(crate) unverified: Vec<u32>,
-}
-
-impl FlushQueue {
-    /// An empty queue.
-    pub(crate) const fn new() -> Self {
-        FlushQueue {
-            certain: Vec::new(),
-            unverified: Vec::new(),
-        }
-    }
-
-    /// Queues `handle` by how its flush went. If the queue cannot grow the handle leaks:
-    /// nothing else can be done.
-    pub(crate) fn add(&mut self, verdict: Flushed, handle: u32) {
-        let _ = match verdict {
-            Flushed::Done => Ok(()),
-            Flushed::NotExecuted => self.certain.try_push(handle),
-            Flushed::Unknown => self.unverified.try_push(handle),
-        };
-    }
-
-    /// Queued flushes of either kind.
-    pub(crate) fn len(&self) -> usize {
-        self.certain.len().saturating_add(self.unverified.len())
-    }
-
-    /// Whether nothing is queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.certain.is_empty() && self.unverified.is_empty()
-    }
-
-    /// Every queued handle, of either kind.
-    pub(crate) fn handles(&self) -> impl Iterator<Item = u32> + '_ {
-        self.certain.iter().chain(self.unverified.iter()).copied()
-    }
-}
-
 /// Removes every entry of `list` that names the slot of `h`.
 fn forget(list: &mut Vec<u32>, h: u32) {
     let session = is_session_handle(h);

@@ -18,7 +18,6 @@
 //! only by a file opened by the same uid, or by root ([`SessionEntry::shared_with`]). A
 //! session in use (loaded, or saved by tpmrs between commands) is its owner's alone.
 
-use super::super::constants::is_session_handle;
 use super::super::platform::{Charged, OutOfMemory, Vec};
 use super::super::space::ROOT_UID;
 
@@ -151,15 +150,7 @@ impl SessionEntry {
     }
 }
 
-/// Index bits of a session handle, shared by its HMAC and policy forms.
-const SESSION_INDEX_MASK: u32 = 0x00FF_FFFF;
-
-/// Whether `a` and `b` are session handles of the same slot (they differ at most in the
-/// handle type, HMAC or policy). Never true for other handles: an object 0x80000000 is not
-/// session 0x02000000.
-pub fn same_session(a: u32, b: u32) -> bool {
-    is_session_handle(a) && is_session_handle(b) && a & SESSION_INDEX_MASK == b & SESSION_INDEX_MASK
-}
+pub use super::super::constants::same_session;
 
 /// All sessions known to the resource manager.
 #[derive(Default)]

@@ -36,6 +36,7 @@ mod lost;
 mod preoccupy;
 mod resident;
 mod respond;
+mod save;
 pub(crate) mod tpm_io;
 mod txn;
 mod wait;

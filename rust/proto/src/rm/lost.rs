@@ -12,10 +12,11 @@
 //! come before the TPM looks at the authorization area: the command ran nothing, and may be
 //! sent again. The TPM also hands out a resident context's number to tpmrs only if it lost
 //! it: an object listed under a handle the TPM gives a new object of ours is forgotten
-//! (`Txn::note_handed_out`), a session's entry is replaced (`adopt_session`). The context is forgotten without a flush (its number may be someone else's by
-//! the next command); an object is loaded again from its blob and the command sent again; a
-//! session cannot be (only the TPM held its state): its space is told at once, as for a
-//! session whose saved context no longer loads (the RM-layer TPM_RC_HANDLE at its position).
+//! (`Txn::note_handed_out`), a session's entry is replaced (`adopt_session`). The context is
+//! forgotten without a flush (its number may be someone else's by the next command); an
+//! object is loaded again from its blob and the command sent again; a session cannot be
+//! (only the TPM held its state): its space is told at once, as for a session whose saved
+//! context no longer loads (the RM-layer TPM_RC_HANDLE at its position).
 //!
 //! What cannot be detected: a number freed behind tpmrs' back and handed to someone else
 //! before the context's next use (a /dev/tpm0 user that flushes a resident object and loads
@@ -31,20 +32,9 @@ use super::super::constants::*;
 use super::super::error::RmError;
 use super::super::session::{End, Grant};
 use super::super::stats::bump;
-use super::txn::Txn;
+use super::txn::{Found, Txn};
 use super::wait::Outcome;
 use super::{pos, synth_rm};
-
-/// What [`Txn::lost`] found.
-pub(super) enum Found {
-    /// No resident context lost: the answer stands.
-    Nothing,
-    /// A resident object was lost and is loaded again: send the command again.
-    Reloaded,
-    /// The answer for the client (a resident session lost, or the object could not be
-    /// loaded again).
-    Answer(Outcome),
-}
 
 /// Where an answer says a handle is wrong: the handle area or the authorization area
 /// (0-based).

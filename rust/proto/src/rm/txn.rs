@@ -22,7 +22,6 @@ use super::super::space::Space;
 use super::super::stats::bump;
 use super::super::tpm::Tpm;
 use super::kind::{loaded_session, updates_sequence};
-use super::lost::Found;
 use super::preoccupy::Preoccupied;
 use super::resident::{evict_all_objects, evict_all_sessions, Residents};
 use super::tpm_io::{response_code, transmit, Io, Reply};
@@ -30,6 +29,7 @@ use super::wait::Outcome;
 use super::{pos, synth_rm, Config};
 
 mod loaded;
+mod room;
 pub(super) use loaded::{List, Loaded, LoadedObject};
 
 /// Sessions one command can touch: its handle area, its authorization area, a new one.
@@ -48,6 +48,17 @@ fn is_memory_rc(rc: u32) -> bool {
         rc,
         TPM_RC_OBJECT_MEMORY | TPM_RC_SESSION_MEMORY | TPM_RC_MEMORY
     )
+}
+
+/// What [`Txn::lost`] found (`lost.rs`).
+pub(super) enum Found {
+    /// No resident context lost: the answer stands.
+    Nothing,
+    /// A resident object was lost and is loaded again: send the command again.
+    Reloaded,
+    /// The answer for the client (a resident session lost, or the object could not be
+    /// loaded again).
+    Answer(Outcome),
 }
 
 /// One command in flight: disjoint borrows of the resource manager's state.

@@ -18,7 +18,8 @@
 #   make uninstall       remove what install installed
 #   make dkms-source     copy the module sources and dkms.conf to /usr/src/tpmrs-<version>
 #   make install-tcti    make /dev/tpmrs0 every TSS client's TPM: environment.d, profile.d,
-#                        systemd DefaultEnvironment, FAPI's fapi-config.json (uninstall-tcti)
+#                        systemd DefaultEnvironment, FAPI's fapi-config.json, and resident
+#                        contexts (modprobe.d: resident=1) (uninstall-tcti)
 #   make install-close-tpmrm   opt-in udev rule: /dev/tpmrm0 root-only (uninstall-close-tpmrm)
 #   make rustdoc         rustdoc of the protocol core (cargo) and of the module (kernel flags)
 #   make doc-check       lint Documentation/*.rst (docutils) and the C kernel-doc comments
@@ -126,6 +127,9 @@ uninstall:
 # TPM"). FAPI's config is edited in place (its "tcti" only), keeping the original once as
 # fapi-config.json.tpmrs-orig; with DESTDIR the system's copy is staged first.
 FAPICONF ?= /etc/tpm2-tss/fapi-config.json
+# The module's options: resident=1 (kept beside an existing file's own options, whose original
+# is kept as tpmrs.conf.tpmrs-orig).
+MODPROBECONF ?= /etc/modprobe.d/tpmrs.conf
 install-tcti:
 	@set -e; install -D -m 0644 tcti/tpmrs.env $(DESTDIR)/etc/environment.d/60-tpmrs.conf; \
 	install -D -m 0644 tcti/profile.sh $(DESTDIR)/etc/profile.d/tpmrs.sh; \
@@ -135,11 +139,19 @@ install-tcti:
 	if [ -e "$$f" ]; then [ -e "$$f.tpmrs-orig" ] || cp "$$f" "$$f.tpmrs-orig"; \
 		sed -i 's#"tcti": *"[^"]*"#"tcti": "device:/dev/tpmrs0"#' "$$f"; \
 	else echo "tpmrs: no $(FAPICONF) (FAPI not installed): skipped"; fi; \
-	echo "tpmrs: TSS clients now default to /dev/tpmrs0 (new logins; services after systemctl daemon-reexec)"
+	m=$(DESTDIR)$(MODPROBECONF); \
+	if [ ! -e "$$m" ]; then install -D -m 0644 tcti/modprobe.conf "$$m"; \
+	elif ! grep -q '^options tpmrs resident=1' "$$m"; then \
+		[ -e "$$m.tpmrs-orig" ] || cp "$$m" "$$m.tpmrs-orig"; cat tcti/modprobe.conf >>"$$m"; fi; \
+	echo "tpmrs: TSS clients now default to /dev/tpmrs0 (new logins; services after systemctl daemon-reexec)"; \
+	echo "tpmrs: resident contexts on from the next load of the module ($(MODPROBECONF))"
 uninstall-tcti:
 	@rm -f $(DESTDIR)/etc/environment.d/60-tpmrs.conf $(DESTDIR)/etc/profile.d/tpmrs.sh \
 		$(DESTDIR)/etc/systemd/system.conf.d/60-tpmrs.conf
 	@f=$(DESTDIR)$(FAPICONF); [ ! -e "$$f.tpmrs-orig" ] || mv "$$f.tpmrs-orig" "$$f"
+	@m=$(DESTDIR)$(MODPROBECONF); \
+	if [ -e "$$m.tpmrs-orig" ]; then mv "$$m.tpmrs-orig" "$$m"; \
+	elif [ -e "$$m" ] && cmp -s tcti/modprobe.conf "$$m"; then rm -f "$$m"; fi
 install-close-tpmrm:
 	@install -D -m 0644 udev/90-tpmrs-close-tpmrm.rules $(DESTDIR)$(UDEVRULESDIR)/90-tpmrs-close-tpmrm.rules
 	@if [ -z "$(DESTDIR)" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then \

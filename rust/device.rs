@@ -12,6 +12,9 @@
 //! time, like tpmrm0. Which command's step goes next is decided under `Shared::turns` (the
 //! queue for the TPM, `proto::turns`), which is never held together with `Shared::rm`.
 //!
+//! The PM notifier (`pm.rs`) takes `Shared::rm` and then the chip, as a step does, and never
+//! a turn: it runs before tasks are frozen, while commands may still run.
+//!
 //! `Shared::clients` (the list of open files) is taken alone, or under `Shared::rm` to wake
 //! every waiter (only when the resource manager could not keep the list of whom to wake),
 //! never the other way round: `show_clients` copies the list and releases it before it takes
@@ -404,6 +407,25 @@ impl Shared {
         self.after_call(&mut rm);
         drop(rm);
         self.spaces.closed();
+    }
+
+    /// The system is about to suspend or hibernate (the PM notifier, `pm.rs`): every context
+    /// tpmrs keeps loaded between commands is saved or flushed, with the chip held, and none
+    /// is made resident again until [`Self::resume`] ([`Rm::suspend`]). Takes `rm` and the
+    /// chip, as a command's step does. A chip going away: nothing is loaded to save.
+    pub(crate) fn suspend(&self) {
+        let mut rm = self.rm.lock();
+        if let Ok(mut tpm) = self.chip.lock() {
+            rm.suspend(&mut tpm);
+        }
+        self.after_call(&mut rm);
+    }
+
+    /// The system has resumed, or the suspend failed: contexts may be resident again.
+    pub(crate) fn resume(&self) {
+        let mut rm = self.rm.lock();
+        rm.resume();
+        self.after_call(&mut rm);
     }
 
     /// Creates the space for a file newly opened by `uid` (see [`Space::uid`]). Takes no

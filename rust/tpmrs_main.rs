@@ -11,6 +11,7 @@
 //! - [`fops`]: the misc device and its file operations;
 //! - [`client`]: what one open file owns and the tpmrm0 write/read/poll protocol;
 //! - [`memcg`]: memory a client causes, charged to its opener's memory cgroup;
+//! - [`pm`]: the PM notifier (resident contexts are saved before a suspend);
 //! - [`trace`]: the trace events (`tpmrs:*`, defined in `tpmrs_trace.h`).
 
 use kernel::{debugfs, prelude::*, sync::Arc};
@@ -20,6 +21,7 @@ mod client;
 mod device;
 mod fops;
 mod memcg;
+mod pm;
 // The core is a library shared with the host crate `tpmrs-proto`: its `pub` is the API its
 // host tests and fuzzers use, unreachable from this crate's root by design.
 #[path = "proto/src/lib.rs"]
@@ -64,18 +66,37 @@ module! {
                           /dev/tpmrm0: it holds at most TPM_PT_ACTIVE_SESSIONS_MAX minus this \
                           (0-32, default 2)",
         },
+        resident: bool {
+            default: false,
+            description: "Resident contexts: keep objects and sessions loaded in the TPM \
+                          between commands while it has loaded slots to spare beyond the \
+                          reserves, evicted only when needed (default 0; make install-tcti \
+                          sets 1)",
+        },
+        reserve_objects: u32 {
+            default: 1,
+            description: "With resident=1, loaded object slots kept free between commands \
+                          for the kernel, /dev/tpm0 and /dev/tpmrm0 (0-64, default 1)",
+        },
+        reserve_sessions: u32 {
+            default: 1,
+            description: "With resident=1, loaded session slots kept free between commands \
+                          for the kernel, /dev/tpm0 and /dev/tpmrm0 (0-64, default 1)",
+        },
     },
 }
 
 /// The module's state. Fields are dropped in declaration order, which is the teardown order.
 struct TpmrsModule {
-    /// `/sys/kernel/debug/tpmrs/stats`. Dropped first: removing it waits for its readers.
+    /// The PM notifier. Dropped first: unregistering it waits for a running call.
+    _pm: pm::PmNotifier,
+    /// `/sys/kernel/debug/tpmrs/stats`. Dropped second: removing it waits for its readers.
     _stats: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
-    /// `/sys/kernel/debug/tpmrs/clients`. Dropped second, likewise.
+    /// `/sys/kernel/debug/tpmrs/clients`. Dropped third, likewise.
     _clients: Pin<KBox<debugfs::File<Arc<device::Shared>>>>,
-    /// `/sys/kernel/debug/tpmrs/`. Dropped third, once the files in it are gone.
+    /// `/sys/kernel/debug/tpmrs/`. Dropped fourth, once the files in it are gone.
     _debugfs: debugfs::Dir,
-    /// `/dev/tpmrs0`. Dropped fourth: no new file can be opened after it (open files keep
+    /// `/dev/tpmrs0`. Dropped fifth: no new file can be opened after it (open files keep
     /// the module, and so this struct, alive until they are closed).
     _dev: Pin<KBox<fops::Registration>>,
     /// Dropped last: draining it runs (or drops) every queued O_NONBLOCK command.
@@ -94,6 +115,9 @@ impl kernel::Module for TpmrsModule {
                     .clamp(100, 600_000),
             ) * 1_000_000,
             session_headroom: module_parameters::session_headroom.value().clamp(0, 32) as usize,
+            resident: module_parameters::resident.value(),
+            reserve_objects: module_parameters::reserve_objects.value().clamp(0, 64) as usize,
+            reserve_sessions: module_parameters::reserve_sessions.value().clamp(0, 64) as usize,
             ..Default::default()
         };
         let num = module_parameters::chip.value();
@@ -117,6 +141,13 @@ impl kernel::Module for TpmrsModule {
         }
         let wq = chip::WorkQueue::new()?;
         pr_info!("/dev/tpmrs0 on {}\n", chip.name());
+        if config.resident {
+            let ((objects, sessions), (keep_objects, keep_sessions)) = rm.loaded_slots();
+            pr_info!(
+                "resident contexts: up to {keep_objects} of {objects} loaded object slots and \
+                 {keep_sessions} of {sessions} loaded session slots between commands\n"
+            );
+        }
         // SAFETY: Work is only enqueued by the files of `/dev/tpmrs0` and by the work items
         // themselves. The module drops `_wq` (destroying, after draining, the queue) only after
         // `_dev`, when no file is open (each holds a reference on the module) and no new one
@@ -132,8 +163,10 @@ impl kernel::Module for TpmrsModule {
             dir.read_callback_file(c"clients", shared.clone(), &device::show_clients),
             GFP_KERNEL,
         )?;
+        let pm = pm::PmNotifier::register(shared.clone())?;
         let dev = fops::Registration::register(shared)?;
         Ok(Self {
+            _pm: pm,
             _stats: stats,
             _clients: clients,
             _debugfs: dir,

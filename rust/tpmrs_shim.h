@@ -34,6 +34,10 @@ struct mem_cgroup *tpmrs_memcg_enter(struct mem_cgroup *memcg);
 void tpmrs_memcg_leave(struct mem_cgroup *old);
 void *tpmrs_krealloc_charged(void *p, size_t size, unsigned long align);
 
+/* The PM notifier (tpmrs_pm.c, tpmrs.ko only; rust/pm.rs). */
+int tpmrs_pm_register(void (*handler)(void *data, int prepare), void *data);
+void tpmrs_pm_unregister(void);
+
 /* Trace events (tpmrs_trace.c, tpmrs.ko only; rust/trace.rs). */
 void tpmrs_trace_command(u64 space, u32 cc, u64 tpm_commands, u64 waited_ns, s64 result, u32 rc);
 void tpmrs_trace_evict(u32 handle, u64 victim, u64 waiter, int reason);

@@ -14,7 +14,12 @@
 # Environment: TPMRS_SWTPM_LOG=1 makes swtpm log every command (for counting TPM traffic);
 #              TPMRS_TPM_VERSION=1.2 gives the machine a TPM 1.2 instead of a TPM 2.0;
 #              TPMRS_INTERACTIVE=1 gives a shell on the console after the script;
-#              TPMRS_SHOW_CONSOLE=1 shows the console while it runs (and logs it).
+#              TPMRS_SHOW_CONSOLE=1 shows the console while it runs (and logs it);
+#              TPMRS_TPM_MODEL=hw puts the modeled hardware TPM between QEMU and swtpm
+#              (tests/bench/tpm_proxy.py: each response held for a discrete TPM's time,
+#              tests/bench/tpm_model.py), TPMRS_TPM_PROXY=1 the same proxy without delays;
+#              with either, the guest can ask for TPM power cycles (ctl/ below) and OUTDIR
+#              gets swtpm/proxy.log, a line per TPM command.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
@@ -35,7 +40,11 @@ fi
 swtpm "${swtpm_args[@]}"
 # The guest may ask for swtpm to die under it (tests/guest/swtpm_gone.py): it creates
 # ctl/kill-swtpm on the results share, and the host answers with ctl/swtpm-killed.
+# Through the proxy it may also ask for a TPM power cycle: ctl/tpm-power-cycle (or
+# ctl/tpm-power-cycle.TAG), answered with ctl/tpm-power-cycled(.TAG) holding CMD_INIT's
+# result (tests/bench/tpm_proxy.py).
 rm -rf "$out/ctl" && mkdir -p "$out/ctl"
+chardev=$tpmdir/ctrl.sock proxy=
 (
 	while sleep 0.2; do
 		# Once, and the request stays: removed at once, it made the guest's open() of
@@ -49,9 +58,26 @@ rm -rf "$out/ctl" && mkdir -p "$out/ctl"
 watcher=$!
 cleanup() {
 	kill "$watcher" 2>/dev/null || true
+	[ -z "$proxy" ] || kill "$proxy" 2>/dev/null || true
 	[ -f "$tpmdir/pid" ] && kill "$(cat "$tpmdir/pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
+model=${TPMRS_TPM_MODEL:-}
+[ -n "$model" ] || [ "${TPMRS_TPM_PROXY:-0}" != 1 ] || model=none
+if [ -n "$model" ]; then
+	chardev=$tpmdir/proxy.sock
+	/usr/bin/python3 "$TPMRS_ROOT/tests/bench/tpm_proxy.py" --listen "$chardev" \
+		--swtpm "$tpmdir/ctrl.sock" --model "$model" --ctl-dir "$out/ctl" \
+		--log "$tpmdir/proxy.log" 2>"$tpmdir/proxy.err" &
+	proxy=$!
+	# QEMU connects at start: the socket must be there (the proxy renames it into place
+	# once it listens).
+	for _ in $(seq 100); do
+		[ ! -S "$chardev" ] && kill -0 "$proxy" 2>/dev/null || break
+		sleep 0.1
+	done
+	[ -S "$chardev" ] || { echo "[guest] the TPM proxy did not start:" >&2; cat "$tpmdir/proxy.err" >&2; exit 1; }
+fi
 
 append="console=ttyS0 printk.time=1 panic=-1 root=/dev/root rootfstype=9p"
 append+=" rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144 ro"
@@ -71,7 +97,7 @@ qemu=(qemu-system-x86_64 -M q35 -accel tcg -cpu "${TPMRS_QEMU_CPU:-max}" -m 2G -
       -device virtio-9p-pci,fsdev=hostroot,mount_tag=/dev/root
       -fsdev "local,id=out,path=$out,security_model=none,multidevs=remap"
       -device virtio-9p-pci,fsdev=out,mount_tag=tpmrs_out
-      -chardev "socket,id=chrtpm,path=$tpmdir/ctrl.sock"
+      -chardev "socket,id=chrtpm,path=$chardev"
       -tpmdev emulator,id=tpm0,chardev=chrtpm -device "${TPMRS_TPM_DEVICE:-tpm-tis}",tpmdev=tpm0)
 
 if [ "${TPMRS_INTERACTIVE:-0}" = 1 ]; then

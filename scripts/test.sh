@@ -9,9 +9,15 @@
 #      cargo-fuzz target, TPMRS_FUZZ_SECONDS each, default 15 here);
 #   4. the guest: QEMU + swtpm, insmod, the KUnit suite (tpmrs_kunit.ko), user-space tests and the
 #      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
-#   5. meanwhile, one guest per suite: the third-party TSS suites (tss-esapi, tpm2-pytss) on
-#      /dev/tpmrs0, compared with their /dev/tpmrm0 baseline in tests/thirdparty/ (a test
-#      that fails on tpmrs0 but passes on tpmrm0 fails the run). TPMRS_THIRDPARTY=0 skips it.
+#      That guest runs alone, with tpmrs' default resident=0 and every test, the time-bound
+#      ones included.
+#   5. then, side by side: one guest per suite for the third-party TSS suites (tss-esapi,
+#      tpm2-pytss) on /dev/tpmrs0 with resident=1 (resident contexts, as make install-tcti
+#      sets), compared with their /dev/tpmrm0 baseline in tests/thirdparty/ (a test that
+#      fails on tpmrs0 but passes on tpmrm0 fails the run; TPMRS_THIRDPARTY=0 skips them);
+#      and the guest suite once more with resident=1, swtpm behind the TPM proxy (for
+#      tests/guest/test_resident.py's power cycles), without the tests that assert a time
+#      bound, which a guest sharing the cores misses (TPMRS_RESIDENT_GUEST=0 skips it).
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
 # kmemleak report in the guest's kernel log fails the run, whatever the tests said.
 # Exit status: 0 only if nothing failed.
@@ -41,10 +47,10 @@ if [ ! -f tpmrs.ko ]; then
 	fail "module: tpmrs.ko built"; summary; exit 1
 fi
 # The third-party suites: one guest per suite (tss-esapi takes 5-20 minutes), on
-# /dev/tpmrs0, both started when the main guest is done, so that two guests share the 2
-# cores. The main guest runs alone: its fair-share tests assert a bound on every client's
-# longest gap between two signs (4 x SESSION_TIMEOUT), which a KASAN guest sharing the
-# cores with another TCG guest ran three times slower and missed (6.4-6.9 s).
+# /dev/tpmrs0 with resident=1, both started when the main guest is done, so that the guests
+# after it share the 2 cores. The main guest runs alone: its fair-share tests assert a bound
+# on every client's longest gap between two signs (3 x SESSION_TIMEOUT), which a KASAN guest
+# sharing the cores with another TCG guest ran three times slower and missed (6.4-6.9 s).
 tp_suites=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}
 [ "${TPMRS_THIRDPARTY:-1}" = 0 ] && tp_suites=
 declare -A tp_pid
@@ -53,10 +59,27 @@ start_thirdparty() { # start_thirdparty SUITE: its guest in the background, out 
 	log "third-party TSS suite $1 on /dev/tpmrs0 (own guest, in the background)"
 	# Its own copy of the module: later steps (rustdoc) may rebuild tpmrs.ko while it boots.
 	mkdir -p "$d" && cp tpmrs.ko "$d/tpmrs.ko"
-	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=$1" \
+	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=$1 TPMRS_RESIDENT=1" \
 		"$here/guest.sh" "$kdir" tests/thirdparty/guest.sh "$d" "${TPMRS_THIRDPARTY_TIMEOUT:-2700}" \
 		>"$d.guest.log" 2>&1 &
 	tp_pid[$1]=$!
+}
+# The guest suite with resident contexts (resident=1), beside the third-party guests, swtpm
+# behind the TPM proxy (tests/guest/test_resident.py power-cycles the TPM through it). It
+# leaves out the tests that assert a time bound (the fair-share bounds, the jam, open/close
+# during TPM work), which a guest sharing the cores misses; the main guest runs them alone.
+rout=$out/guest-resident
+timing_tests=test_exhaustion.test_fair_share_bounds_and_fresh_open_probe,test_exhaustion.test_fair_share_bounds_mixed
+timing_tests+=,test_exhaustion.test_fair_share_bounds_hog,test_exhaustion.test_a_jam_of_part_sets_is_broken_early
+timing_tests+=,test_edges.test_open_and_close_never_wait_for_tpm_work
+start_resident() {
+	log "guest suite with resident=1 (own guest, TPM proxy, no time-bound tests, in the background)"
+	# Its own copy of the modules, as the third-party guests have.
+	mkdir -p "$rout" && cp tpmrs.ko tpmrs_kunit.ko "$rout/"
+	TPMRS_SWTPM_LOG=1 TPMRS_TPM_PROXY=1 TPMRS_EXTRA_ENV="TPMRS_RESIDENT=1 TPMRS_GUEST_EXCLUDE=$timing_tests" \
+		"$here/guest.sh" "$kdir" tests/guest/suite.sh "$rout" "${TPMRS_GUEST_TIMEOUT:-2700}" \
+		>"$rout.guest.log" 2>&1 &
+	r_pid=$!
 }
 check "docs: rustdoc of the core and the module (-D warnings)" "$out/rustdoc.log" make -s rustdoc
 
@@ -76,6 +99,7 @@ fi
 for s in ${tp_suites//,/ }; do
 	start_thirdparty "$s"
 done
+[ "${TPMRS_RESIDENT_GUEST:-1}" = 0 ] || start_resident
 # Chip selection, in a guest of its own whose TPM (tpm0) is a TPM 1.2, with a TPM 2.0 added
 # as tpm1 by the vTPM proxy: a short boot, beside the third-party guests.
 csout=$out/chip-select
@@ -85,54 +109,67 @@ TPMRS_TPM_VERSION=1.2 "$here/guest.sh" "$kdir" tests/guest/chip_select.sh "$csou
 	>"$csout.guest.log" 2>&1 &
 cs_pid=$!
 
-# KUnit: the suite's results as tpmrs_kunit.ko left them in debugfs
-# (/sys/kernel/debug/kunit/tpmrs/results, copied by the guest), parsed by the kernel's tool.
-# The kernel log saved by the guest, or the console if the guest never got that far.
-klog=$gout/dmesg.txt
-[ -s "$klog" ] || klog=$gout/console.log
-if [ -s "$gout/kunit-tpmrs.ktap" ]; then
-	python3 "$KSRC/tools/testing/kunit/kunit.py" parse "$gout/kunit-tpmrs.ktap" >"$out/kunit.txt" 2>&1
-	sed 's/^/    kunit| /' "$out/kunit.txt" | grep -vE '^\s*kunit\| *$' | tail -n 20
-	summary=$(grep -E 'Ran [0-9]+ tests' "$out/kunit.txt" | tail -n1)
-	kp=$(sed -nE 's/.*passed: ([0-9]+).*/\1/p' <<<"$summary"); kp=${kp:-0}
-	kf=0
-	for k in failed crashed errors; do
-		v=$(sed -nE "s/.*$k: ([0-9]+).*/\\1/p" <<<"$summary"); kf=$((kf + ${v:-0}))
-	done
-	passed=$((passed + kp)); failed=$((failed + kf))
-	[ "$kp" -gt 0 ] || fail "kunit: the tpmrs suite ran"
-else
-	fail "kunit: the tpmrs suite's results were read from debugfs"
-fi
-
-# User-space TAP files written by the guest.
-for tap in "$gout"/*.tap; do
-	[ -e "$tap" ] || { fail "guest: TAP results written"; break; }
-	tp=$(grep -cE '^ok [0-9]+' "$tap"); tf=$(grep -cE '^not ok [0-9]+' "$tap")
-	planned=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' "$tap" | head -n1)
-	passed=$((passed + tp)); failed=$((failed + tf))
-	grep -E '^not ok' -A 12 "$tap" | sed "s#^#    $(basename "$tap")| #" | head -n 60
-	echo "guest: $(basename "$tap"): $tp passed, $tf failed"
-	if [ -z "$planned" ] || [ "$((tp + tf))" != "$planned" ]; then
-		fail "guest: $(basename "$tap") ran its whole plan (${planned:-no plan}, saw $((tp + tf)))"
-	fi
-done
-
-# The kernel log must be clean whatever the tests said.
+# The results of a guest of the suite: KUnit (the suite's results as tpmrs_kunit.ko left
+# them in debugfs, /sys/kernel/debug/kunit/tpmrs/results, copied by the guest, parsed by the
+# kernel's tool), every TAP file the guest wrote (each must have run its whole plan), the
+# kernel log (saved by the guest, or the console if the guest never got that far), which
+# must be clean whatever the tests said, and kmemleak.
 bad='(BUG:|WARNING:|Oops|general protection fault|Kernel panic|KASAN|UBSAN|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|sleeping function called from invalid context|rust_panic|panicked at|kmemleak: .*suspected memory leak|Call Trace:)'
-if [ ! -s "$klog" ] || grep -qE "$bad" "$klog" "$gout/console.log"; then
-	fail "guest: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
-	grep -nE "$bad" "$klog" "$gout/console.log" | head -n 20 | sed 's/^/    | /'
-else
-	pass "guest: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
-fi
-if [ -s "$gout/kmemleak.txt" ]; then
-	fail "guest: kmemleak reports no leak"
-	head -n 40 "$gout/kmemleak.txt" | sed 's/^/    | /'
-elif [ -e "$gout/kmemleak.txt" ]; then
-	pass "guest: kmemleak reports no leak"
-else
-	fail "guest: kmemleak scan ran"
+guest_results() { # guest_results NAME DIR
+	local name=$1 gout=$2 klog tap tp tf planned summary kp kf k v
+	klog=$gout/dmesg.txt
+	[ -s "$klog" ] || klog=$gout/console.log
+	if [ -s "$gout/kunit-tpmrs.ktap" ]; then
+		python3 "$KSRC/tools/testing/kunit/kunit.py" parse "$gout/kunit-tpmrs.ktap" >"$gout.kunit.txt" 2>&1
+		sed "s/^/    kunit| /" "$gout.kunit.txt" | grep -vE '^\s*kunit\| *$' | tail -n 20
+		summary=$(grep -E 'Ran [0-9]+ tests' "$gout.kunit.txt" | tail -n1)
+		kp=$(sed -nE 's/.*passed: ([0-9]+).*/\1/p' <<<"$summary"); kp=${kp:-0}
+		kf=0
+		for k in failed crashed errors; do
+			v=$(sed -nE "s/.*$k: ([0-9]+).*/\\1/p" <<<"$summary"); kf=$((kf + ${v:-0}))
+		done
+		passed=$((passed + kp)); failed=$((failed + kf))
+		[ "$kp" -gt 0 ] || fail "$name: kunit: the tpmrs suite ran"
+	else
+		fail "$name: kunit: the tpmrs suite's results were read from debugfs"
+	fi
+	for tap in "$gout"/*.tap; do
+		[ -e "$tap" ] || { fail "$name: TAP results written"; break; }
+		tp=$(grep -cE '^ok [0-9]+' "$tap"); tf=$(grep -cE '^not ok [0-9]+' "$tap")
+		planned=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' "$tap" | head -n1)
+		passed=$((passed + tp)); failed=$((failed + tf))
+		grep -E '^not ok' -A 12 "$tap" | sed "s#^#    $name/$(basename "$tap")| #" | head -n 60
+		echo "$name: $(basename "$tap"): $tp passed, $tf failed"
+		if [ -z "$planned" ] || [ "$((tp + tf))" != "$planned" ]; then
+			fail "$name: $(basename "$tap") ran its whole plan (${planned:-no plan}, saw $((tp + tf)))"
+		fi
+	done
+	if [ ! -s "$klog" ] || grep -qE "$bad" "$klog" "$gout/console.log"; then
+		fail "$name: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+		grep -nE "$bad" "$klog" "$gout/console.log" | head -n 20 | sed 's/^/    | /'
+	else
+		pass "$name: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"
+	fi
+	if [ -s "$gout/kmemleak.txt" ]; then
+		fail "$name: kmemleak reports no leak"
+		head -n 40 "$gout/kmemleak.txt" | sed 's/^/    | /'
+	elif [ -e "$gout/kmemleak.txt" ]; then
+		pass "$name: kmemleak reports no leak"
+	else
+		fail "$name: kmemleak scan ran"
+	fi
+}
+guest_results guest "$gout"
+
+if [ -n "${r_pid:-}" ]; then
+	log "guest suite with resident=1 (waiting for its guest)"
+	if wait "$r_pid"; then
+		pass "guest resident=1: booted, ran the suite and powered off"
+	else
+		fail "guest resident=1: booted, ran the suite and powered off (console: $rout/console.log)"
+		tail -n 30 "$rout/console.log" | sed 's/^/    | /'
+	fi
+	guest_results "guest resident=1" "$rout"
 fi
 
 for s in ${tp_suites//,/ }; do

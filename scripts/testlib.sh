@@ -17,7 +17,8 @@ check() {
 summary() { echo "$passed passed, $failed failed"; }
 
 # host_checks: rustfmt of every Rust source, the docs lint, the kernel/toolchain check, cargo test (the core's unit, mock
-# and swtpm tests), cargo clippy -D warnings, cargo fmt, cargo doc -D warnings and a short
+# and swtpm tests), cargo clippy -D warnings, cargo fmt, cargo doc -D warnings, the tests of
+# make bench's modeled hardware TPM (tests/bench/test_tpm_proxy.py, with swtpm) and a short
 # fuzz run of every target (TPMRS_FUZZ_SECONDS per target).
 host_checks() {
 	log "host: formatting and docs"
@@ -44,6 +45,21 @@ host_checks() {
 	check "host: cargo fmt --check" "$out/cargo-fmt.log" cargo fmt --all --check
 	check "host: core files under 500 lines, no import circle in the core" "$out/core-shape.log" \
 		python3 "$TPMRS_ROOT/scripts/core_shape.py" "$TPMRS_ROOT/rust/proto/src" "$TPMRS_ROOT/rust"
+
+	# The modeled hardware TPM of make bench (tests/bench/tpm_proxy.py) against swtpm, with
+	# this script as QEMU: one result per test.
+	log "host tests (the modeled hardware TPM's proxy)"
+	/usr/bin/python3 tests/bench/test_tpm_proxy.py >"$out/tpm-proxy.log" 2>&1
+	local proxy_rc=$? psum
+	grep -E '^(ok|FAIL) ' "$out/tpm-proxy.log"
+	psum=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out/tpm-proxy.log" | tail -n1)
+	if [ -n "$psum" ]; then
+		passed=$((passed + $(cut -d' ' -f1 <<<"$psum"))); failed=$((failed + $(cut -d' ' -f3 <<<"$psum")))
+	fi
+	if [ "$proxy_rc" != 0 ] || [ -z "$psum" ]; then
+		[ -n "$psum" ] || fail "host: tests/bench/test_tpm_proxy.py ran (see $out/tpm-proxy.log)"
+		grep -E '^    \| ' "$out/tpm-proxy.log" | head -n 40
+	fi
 
 	log "host fuzzing (${TPMRS_FUZZ_SECONDS}s per target; fuzz/README.md for longer runs)"
 	fuzz/run.sh "$TPMRS_FUZZ_SECONDS" >"$out/fuzz.log" 2>&1

@@ -10,12 +10,17 @@
 //! ContextLoad of known or unknown handles, GetCapability, PolicyPassword / Sign / GetRandom
 //! with sessions and continueSession 0 or 1, sequences, raw commands), a StartAuthSession
 //! that queues on exhaustion (`wait_begin`), `wait_step` (and the retry it allows),
-//! `wait_end`, `evict_for`, closing a space and opening a new one, time passing, faults.
+//! `wait_end`, `evict_for`, closing a space and opening a new one, time passing, faults,
+//! and, with resident contexts on (a bit of the configuration), a suspend (`Rm::suspend`,
+//! then a TPM Resume, `Rm::resume`) and contexts lost behind the RM's back (a resident
+//! object or session flushed, or a TPM Resume without the suspend).
 //!
 //! After every step: nothing panicked, responses are well framed, the stats gauges match
-//! the registry, no session belongs to a closed space, and, unless an answer contradicted
-//! the fake's state (see `tpmrs_fuzz::rc_misleads`) or a flush is queued, nothing of the RM
-//! is loaded in the TPM between commands and every session the TPM holds is tracked.
+//! the registry, no session belongs to a closed space, residents stay within the loaded
+//! slots less the reserves, and, unless an answer contradicted the fake's state (see
+//! `tpmrs_fuzz::rc_misleads`), a context was lost behind the RM's back, or a flush is
+//! queued, nothing of the RM is loaded in the TPM between commands but its residents (and
+//! what a failed save left loaded) and every session the TPM holds is tracked.
 //! At the end (faults cleared, every waiter ended, every space closed) the TPM holds no
 //! object and exactly the RM's abandoned sessions.
 #![no_main]
@@ -301,6 +306,31 @@ impl Sm {
                 self.rm.end_request(req, self.now);
                 self.rm.take_wakeup();
             }
+            // Suspend and resume: everything resident is saved first, so a TPM Resume
+            // (TPM2_Shutdown(STATE), power cycle, TPM2_Startup(STATE)) loses nothing of ours.
+            // Or contexts lost behind the RM's back: a resident object or session flushed
+            // (through /dev/tpm0), or a TPM Resume without the suspend path.
+            24 => match inp.u8() {
+                0..=0x3F => {
+                    self.rm.suspend(&mut self.tpm);
+                    self.rm.take_wakeup();
+                    if !self.tpm.misled && !tpmrs_fuzz::rm_has_pending(&self.rm) {
+                        assert!(self.rm.resident_objects().is_empty());
+                        assert_eq!(self.rm.stats().resident_sessions, 0);
+                    }
+                    if inp.bool() {
+                        self.tpm.resume_behind_rm(&self.rm);
+                    }
+                    self.rm.resume();
+                }
+                0x40..=0x5F => {
+                    let k = inp.u8();
+                    self.tpm.lose(&self.rm, k);
+                }
+                _ => {
+                    self.rm.take_wakeup();
+                }
+            },
             // The glue's wake-up poll.
             _ => {
                 self.rm.take_wakeup();
@@ -328,15 +358,19 @@ fuzz_target!(|data: &[u8]| {
         session_timeout_ns: [2_000_000_000, 1_000_000, 1][usize::from(c0 >> 6) % 3],
         retry_interval_ns: [100_000_000, 1_000][usize::from(c1 & 1)],
         session_headroom: usize::from((c2 >> 3) & 3),
+        resident: c1 & 0x40 != 0,
+        reserve_objects: usize::from(c1 >> 7),
+        reserve_sessions: usize::from(c1 >> 7),
     };
     let mut fake = FakeTpm::new();
+    fake.max_loaded_objects = 2 + usize::from(c2 >> 7);
     fake.max_sessions = 2 + usize::from((c1 >> 1) & 7);
     fake.max_loaded_sessions = 1 + usize::from((c1 >> 4) & 3);
     fake.gap_max = match c2 & 7 {
         0..=3 => None,
         g => Some(u64::from(g)),
     };
-    fake.page = 1 + usize::from(c2 >> 5);
+    fake.page = 1 + usize::from((c2 >> 5) & 3);
     let mut rm = Rm::new(config).unwrap();
     let mut tpm = FuzzTpm::new(fake);
     rm.init(&mut tpm).unwrap();
@@ -357,6 +391,13 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         sm.step(&mut inp);
+        trace!(
+            "  registry {:x?} residents {:x?} fake loaded sessions {} objects {}",
+            sm.rm.sessions().entries().iter().map(|e| (e.handle, e.owner, e.state.is_loaded(), e.resident)).collect::<Vec<_>>(),
+            sm.rm.resident_objects().iter().map(|o| (o.space, o.phandle)).collect::<Vec<_>>(),
+            sm.tpm.fake.loaded_sessions(),
+            sm.tpm.fake.loaded_objects()
+        );
         sm.tpm.sync_externals(&sm.rm);
         sm.check();
     }

@@ -461,9 +461,10 @@ impl FuzzTpm {
     }
 }
 
-/// Between commands nothing of the RM's is loaded in the TPM -- but objects and sessions
-/// whose save the TPM refused with a "not executed" warning on every try, which stay
-/// loaded as they were (`ObjectEntry::loaded`, `SessionState::Loaded`) -- and every
+/// Between commands nothing of the RM's is loaded in the TPM -- but its resident objects
+/// and sessions (`Config::resident`), and objects and sessions whose save the TPM refused
+/// with a "not executed" warning on every try, which stay loaded as they were
+/// (`ObjectEntry::loaded`, `SessionState::Loaded`) -- and every
 /// session the TPM holds (apart from external ones) is one the RM tracks. Only meaningful
 /// when no misleading answer was given and no flush is queued.
 pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm, spaces: &[&Space]) {
@@ -471,12 +472,22 @@ pub fn check_tpm_matches_rm(rm: &Rm, tpm: &FuzzTpm, spaces: &[&Space]) {
     if tpm.misled || rm_has_pending(rm) || rm.stats().flushes_given_up > 0 {
         return;
     }
-    let kept_objects: usize = spaces.iter().map(|s| s.loaded_handles().count()).sum();
+    // Left loaded by a failed save (the spaces'), or resident (the resource manager's).
+    let kept_objects: usize = spaces.iter().map(|s| s.loaded_handles().count()).sum::<usize>()
+        + rm.resident_objects().len();
     assert_eq!(
         tpm.fake.loaded_objects(),
         kept_objects,
         "objects left loaded between commands"
     );
+    let mut resident: Vec<u32> = rm.resident_objects().iter().map(|o| o.phandle).collect();
+    resident.sort_unstable();
+    for p in resident {
+        assert!(
+            tpm.fake.object_handles().contains(&p),
+            "resident object {p:#x} not in the TPM"
+        );
+    }
     let kept_sessions = rm
         .sessions()
         .entries()
@@ -582,6 +593,49 @@ impl FuzzTpm {
         let keep = |h: &u32| held.contains(h) && rm.sessions().get(*h).is_none();
         self.externals.retain(keep);
         self.ext_loaded.retain(keep);
+    }
+
+    /// A TPM Resume (TPM2_Shutdown(STATE), power cycle, TPM2_Startup(STATE)) behind the
+    /// RM's back: loaded objects and sessions are gone, saved ones stay. If anything of the
+    /// RM's was loaded (a resident, or what a failed save left), the fake now contradicts
+    /// the RM until it finds out: the checks between commands stop.
+    pub fn resume_behind_rm(&mut self, rm: &Rm) {
+        let ours_loaded = self.fake.loaded_objects() > 0
+            || rm.sessions().entries().iter().any(|e| e.state.is_loaded());
+        self.fake.resume();
+        let held = self.fake.sessions();
+        self.ext_loaded.retain(|h| held.contains(h));
+        self.externals.retain(|h| held.contains(h));
+        if ours_loaded {
+            self.misled = true;
+        }
+    }
+
+    /// Loses a context of the RM behind its back, as a /dev/tpm0 user's FlushContext or a
+    /// power cycle would (`k` picks which): a resident object, a resident session, or
+    /// everything loaded (a TPM Resume without the suspend path).
+    pub fn lose(&mut self, rm: &Rm, k: u8) {
+        let objects: Vec<u32> = rm.resident_objects().iter().map(|o| o.phandle).collect();
+        let sessions: Vec<u32> = rm
+            .sessions()
+            .entries()
+            .iter()
+            .filter(|e| e.is_resident())
+            .map(|e| e.handle)
+            .collect();
+        match k % 3 {
+            0 if !objects.is_empty() => {
+                self.fake.drop_object(objects[usize::from(k / 3) % objects.len()]);
+                self.misled = true;
+            }
+            1 if !sessions.is_empty() => {
+                self.fake
+                    .drop_session(sessions[usize::from(k / 3) % sessions.len()]);
+                self.misled = true;
+            }
+            2 => self.resume_behind_rm(rm),
+            _ => {}
+        }
     }
 
     /// Flushes the `i`-th external session behind the RM's back (frees a slot), unless

@@ -47,9 +47,9 @@ pub(crate) struct ClientStats {
     pub(crate) wake: CondVar,
     /// The file's space lost a session to an eviction and its client has not used it
     /// since: its next command may be answered without a turn at the TPM
-    /// ([`Rm::answer_at_once`]). Set and cleared under `rm`; read without it, so that
-    /// other commands never take `rm` before their turn (a stale `false` only sends a
-    /// command through the TPM queue, as any).
+    /// ([`Rm::answer_at_once`](crate::proto::Rm::answer_at_once)). Set and cleared under
+    /// `rm`; read without it, so that other commands never take `rm` before their turn (a
+    /// stale `false` only sends a command through the TPM queue, as any).
     pub(super) owed: AtomicBool,
 }
 

@@ -6,7 +6,9 @@ the host turns it into bench.md and bench.png (scripts/bench.sh).
 
 Sections: 1. TPM traffic per client command (counted on the swtpm side, from its command
 log), 2. latency p50/p99, 3. throughput with 1..32 processes, 4. exhaustion, 5. context gap,
-6. fair share (fairshare.py: three workloads, 20 s and 60 s, with the fresh-open probe)."""
+6. fair share (fairshare.py: three workloads, 20 s and 60 s, with the fresh-open probe),
+7. `modeled`: issue 21's workloads on the modeled hardware TPM (modeled.py; its own boot,
+with tests/bench/tpm_proxy.py between QEMU and swtpm)."""
 
 import json
 import os
@@ -22,6 +24,7 @@ import swtpm_count  # noqa: E402
 import tpm  # noqa: E402
 import test_exhaustion  # noqa: E402
 import fairshare  # noqa: E402
+import modeled  # noqa: E402
 from tpm import Node  # noqa: E402
 
 OUT = os.environ.get("TPMRS_OUT", "/tmp")
@@ -254,6 +257,11 @@ def context_gap():
                      "busy_failures": failures,
                      "first_failure": first_failure, "idle_client_after": idle_rc if isinstance(idle_rc, str) else hex(idle_rc)})
     results["context_gap"] = rows
+
+
+def modeled_tpm():
+    """Section 7: only in the boot with the modeled hardware TPM (scripts/bench.sh)."""
+    modeled.run(results, progress)
 
 
 T0 = time.monotonic()

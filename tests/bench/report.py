@@ -14,12 +14,45 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def modeled_section(r):
+    """Section 7: issue 21's workloads on the modeled hardware TPM, each configuration
+    beside tpmrm0 (signs/s ratio: higher is better; p50 ratio: lower is better)."""
+    rows = r["modeled"]
+    base = {x["workload"]: x for x in rows if x["config"] == "tpmrm0" and "error" not in x}
+    out = []
+    for x in rows:
+        if "error" in x:
+            out.append([x["workload"], x["config"], f"fails ({x['error'][:60]})"] + ["-"] * 8)
+            continue
+        b = base.get(x["workload"])
+        ratio = f"{x['signs_per_s'] / b['signs_per_s']:.2f}x" if b and b["signs_per_s"] else "-"
+        p50 = f"{x['p50_ms'] / b['p50_ms']:.2f}x" if b and b["p50_ms"] else "-"
+        out.append([x["workload"], x["config"], x["signs"], x["signs_per_s"], x["p50_ms"], x["p99_ms"],
+                    x["tpm_per_sign"], x["tpm_ms_per_sign"], ratio, p50, x["errors"]])
+    text = ("## 7. The modeled hardware TPM (issue 21: one key and one HMAC session per client)\n\n"
+            "A third boot with tests/bench/tpm_proxy.py between QEMU and swtpm: every TPM command "
+            "takes a discrete TPM's time (tests/bench/tpm_model.py, sources in "
+            "Documentation/bench/README.md). Each client signs with its own key and session; "
+            "\"in turns\": the clients' open files sign one after the other. TPM commands and "
+            "the TPM's modeled time per sign are counted by the proxy.\n\n" + table(
+                ["workload", "config", "signs", "signs/s", "p50 ms", "p99 ms", "TPM cmds/sign",
+                 "TPM ms/sign", "signs/s vs tpmrm0", "p50 vs tpmrm0", "errors"], out) + "\n")
+    skipped = r.get("modeled_skipped") or {}
+    if skipped:
+        text += "\nNot run: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".\n"
+    model = r.get("modeled_model")
+    if model:
+        text += "\nThe model: " + "; ".join(f"{what} {ms:g} ms" for what, ms, _ in model) + ".\n"
+    return text
+
+
 def main(src, md, png):
     r = json.load(open(src))
     nodes = ("/dev/tpmrm0", "/dev/tpmrs0")
     parts = ["# tpmrs benchmark: /dev/tpmrs0 vs /dev/tpmrm0 (one make bench run, both nodes in each guest)\n",
-             "Section 1 from a boot with swtpm's command log (it counts from it); sections 2-5 "
-             "from a second boot without it.\n"]
+             "Section 1 from a boot with swtpm's command log (it counts from it); sections 2-6 "
+             "from a second boot without it; section 7 from a third, on the modeled hardware "
+             "TPM.\n"]
     errors = [f"- {k}: {v}" for k, v in r.items() if k.endswith("_error")]
     if errors:
         parts.append("Sections that failed:\n" + "\n".join(errors) + "\n")
@@ -71,6 +104,8 @@ def main(src, md, png):
             pk = ["workload", "seconds", "node", "probe_n", "probe_failed", "probe_p99_ms", "probe_max_ms"]
             parts.append("Fresh open + GetRandom(8) every 100 ms during the 32 x 3 runs:\n\n"
                          + table(pk, [[x[k] for k in pk] for x in probes]) + "\n")
+    if "modeled" in r:
+        parts.append(modeled_section(r))
     if "context_gap" not in r and "context_gap_error" not in r:
         parts.append("## 5. Context gap\n\nNot run (`TPMRS_BENCH_GAP=0`).\n")
     text = "\n".join(parts)

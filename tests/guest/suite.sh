@@ -5,7 +5,9 @@
 # runs the KUnit suite (tpmrs_kunit.ko, results from debugfs), runs the user-space tests against /dev/tpmrs0 and, side
 # by side, /dev/tpmrm0, unloads the module and asks kmemleak for leaks. Every result goes to
 # $TPMRS_OUT as TAP (*.tap); the host (scripts/test.sh) parses them with the KTAP in the
-# kernel log.
+# kernel log. From the kernel command line (scripts/guest.sh's TPMRS_EXTRA_ENV):
+# TPMRS_RESIDENT=1 loads tpmrs with resident=1 (resident contexts) and adds
+# tests/guest/test_resident.py; TPMRS_GUEST_EXCLUDE leaves tests out (tests/guest/tap.py).
 set -u
 out=$TPMRS_OUT
 ksrc=${TPMRS_KSRC:-$TPMRS_CACHE/linux-source-7.3}
@@ -30,7 +32,8 @@ reset_da() { # clear dictionary-attack failures the tests cause on purpose
 # Chip selection (module parameter chip): a missing chip fails cleanly, tpm0 by number works.
 step insmod_missing_chip_fails bash -c '! insmod "$TPMRS_KO" chip=7 && dmesg | grep -q "no TPM 2.0 chip tpm7" && test ! -e /dev/tpmrs0'
 step insmod_chip_by_number bash -c 'insmod "$TPMRS_KO" chip=0 && dmesg | tail -n 3 | grep -q "/dev/tpmrs0 on tpm0" && test -c /dev/tpmrs0 && rmmod tpmrs'
-step insmod insmod "$TPMRS_KO"
+resident=${TPMRS_RESIDENT:-0}
+step insmod insmod "$TPMRS_KO" "resident=$resident"
 step node_is_char_device test -c /dev/tpmrs0
 # KUnit is opt-in: loading tpmrs.ko ran no suite. tpmrs_kunit.ko runs it; its results stay in
 # debugfs while it is loaded, and the host parses them with kunit.py (scripts/test.sh).
@@ -41,7 +44,13 @@ step kunit_rmmod rmmod tpmrs_kunit
 
 reset_da
 echo "[suite] user-space tests"
-timeout -k 5 1200 python3 "$here/tap.py" "$here"/test_*.py >"$out/guest.tap" 2>&1
+tests=()
+for t in "$here"/test_*.py; do
+	# Resident contexts have their own tests, in the guest that turns them on.
+	[ "${t##*/}" = test_resident.py ] && [ "$resident" != 1 ] && continue
+	tests+=("$t")
+done
+timeout -k 5 1200 python3 "$here/tap.py" "${tests[@]}" >"$out/guest.tap" 2>&1
 
 for node in /dev/tpmrm0 /dev/tpmrs0; do
 	reset_da

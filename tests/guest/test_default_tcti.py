@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
 """The machine-wide TCTI settings (`make install-tcti`, tcti/): installed into a staging root,
 they route tpm2-tools given no TCTI to /dev/tpmrs0 (without them the tools use their default,
-/dev/tpmrm0), and they point FAPI's fapi-config.json at /dev/tpmrs0."""
+/dev/tpmrm0), they point FAPI's fapi-config.json at /dev/tpmrs0, and they turn resident
+contexts on (/etc/modprobe.d/tpmrs.conf: resident=1, beside the file's own options)."""
 
 import json
 import os
@@ -10,11 +11,18 @@ import subprocess
 import tpm
 
 
-def install(root):
+def install(root, target="install-tcti"):
     subprocess.run(
-        ["make", "-s", "-C", os.environ["TPMRS_ROOT"], "install-tcti", f"DESTDIR={root}"],
+        ["make", "-s", "-C", os.environ["TPMRS_ROOT"], target, f"DESTDIR={root}"],
         check=True, capture_output=True, text=True, timeout=120,
     )
+
+
+def modprobe_options(root):
+    """The tpmrs options modprobe reads from the staged modprobe.d (modprobe -C DIR -c)."""
+    p = subprocess.run(["modprobe", "-C", f"{root}/etc/modprobe.d", "-c"],
+                       capture_output=True, text=True, timeout=60)
+    return [line for line in p.stdout.splitlines() if line.startswith("options tpmrs ")]
 
 
 def env_from(path):
@@ -58,3 +66,21 @@ def test_tools_without_tcti_reach_tpmrs0_once_installed():
     # FAPI: fapi-config.json names tpmrs0.
     with open(f"{root}/etc/tpm2-tss/fapi-config.json") as f:
         assert json.load(f)["tcti"] == "device:/dev/tpmrs0"
+
+
+def test_install_tcti_turns_resident_contexts_on():
+    root = "/tmp/tcti-root-modprobe"
+    install(root)
+    assert modprobe_options(root) == ["options tpmrs resident=1"], modprobe_options(root)
+    install(root, "uninstall-tcti")
+    assert not os.path.exists(f"{root}/etc/modprobe.d/tpmrs.conf")
+    # A machine's own options stay, beside resident=1, and come back alone at uninstall.
+    os.makedirs(f"{root}/etc/modprobe.d", exist_ok=True)
+    with open(f"{root}/etc/modprobe.d/tpmrs.conf", "w") as f:
+        f.write("options tpmrs max_sessions=16\n")
+    install(root)
+    install(root)
+    opts = modprobe_options(root)
+    assert sorted(opts) == ["options tpmrs max_sessions=16", "options tpmrs resident=1"], opts
+    install(root, "uninstall-tcti")
+    assert modprobe_options(root) == ["options tpmrs max_sessions=16"]

@@ -14,7 +14,8 @@ here=$TPMRS_ROOT/tests/thirdparty
 # The host may hand over its own copy of the module (scripts/test.sh does).
 ko=$TPMRS_KO
 [ -f "$out/tpmrs.ko" ] && ko=$out/tpmrs.ko
-insmod "$ko" || { echo "[thirdparty] insmod failed"; exit 1; }
+# TPMRS_RESIDENT=1 (kernel command line): resident contexts, as make install-tcti sets.
+insmod "$ko" "resident=${TPMRS_RESIDENT:-0}" || { echo "[thirdparty] insmod failed"; exit 1; }
 test -c /dev/tpmrs0 || { echo "[thirdparty] no /dev/tpmrs0"; exit 1; }
 rc=0
 TPM2TOOLS_TCTI=device:/dev/tpm0 tpm2 dictionarylockout -c >/dev/null 2>&1

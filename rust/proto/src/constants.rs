@@ -149,6 +149,17 @@ pub const TPM_CAP_TPM_PROPERTIES: u32 = 0x0000_0006;
 /// TPM_PT_ACTIVE_SESSIONS_MAX (PT_FIXED + 17): the most sessions, loaded or saved, the TPM
 /// holds at once.
 pub const TPM_PT_ACTIVE_SESSIONS_MAX: u32 = 0x0000_0111;
+/// TPM_PT_HR_TRANSIENT_MIN (PT_FIXED + 14): the fewest transient objects the TPM can hold
+/// loaded at once (3 or more).
+pub const TPM_PT_HR_TRANSIENT_MIN: u32 = 0x0000_010E;
+/// TPM_PT_HR_LOADED_MIN (PT_FIXED + 16): the fewest sessions the TPM can hold loaded at
+/// once (3 or more).
+pub const TPM_PT_HR_LOADED_MIN: u32 = 0x0000_0110;
+/// The seventh handle in the handle area references a transient object or session not
+/// loaded (the last TPM_RC_REFERENCE_H* code).
+pub const TPM_RC_REFERENCE_H6: u32 = RC_WARN + 0x016;
+/// The first session in the authorization area references a session that is not loaded.
+pub const TPM_RC_REFERENCE_S0: u32 = RC_WARN + 0x018;
 
 /// TPMA_SESSION continueSession.
 pub const TPMA_SESSION_CONTINUESESSION: u8 = 0x01;

@@ -61,6 +61,11 @@ impl<T, const CHARGED: bool> Vec<T, CHARGED> {
     pub fn clear(&mut self) {
         self.0.clear();
     }
+
+    /// How many elements it holds without allocating.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
 }
 
 impl<T: Copy, const CHARGED: bool> Vec<T, CHARGED> {

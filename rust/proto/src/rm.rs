@@ -20,8 +20,10 @@
 //!
 //! A space's objects and sessions are saved between commands, so any number of spaces and
 //! objects fit; one whose save fails on the TPM's side stays loaded until its next use
-//! (`ObjectEntry::loaded`, `SessionState::Loaded`). TPM2_FlushContext takes its own route
-//! after admission (`flush.rs`).
+//! (`ObjectEntry::loaded`, `SessionState::Loaded`). With `Config::resident` they stay loaded
+//! while the TPM has room, and are evicted only when someone needs the slot (`resident.rs`;
+//! lost behind tpmrs' back: `lost.rs`). TPM2_FlushContext takes its own route after
+//! admission (`flush.rs`).
 //! Sessions are shared bookkeeping: see [`super::session`]. Waiting for a session slot is
 //! `wait.rs`.
 
@@ -30,8 +32,11 @@ mod commit;
 mod flush;
 mod init;
 mod kind;
+mod lost;
 mod preoccupy;
+mod resident;
 mod respond;
+mod save;
 pub(crate) mod tpm_io;
 mod txn;
 mod wait;
@@ -54,9 +59,12 @@ use super::space::SpaceIds;
 use super::stats::{bump, Stats};
 use super::tpm::Tpm;
 use admit::Route;
+use resident::Residents;
 use tpm_io::Io;
 use txn::Txn;
 
+#[cfg(not(tpmrs_kernel))]
+pub use resident::ResidentObject;
 pub use wait::{Outcome, Request, Step};
 
 /// Limits of the resource manager.
@@ -86,6 +94,21 @@ pub struct Config {
     /// (TCG_TPM2_HMAC, trusted keys), /dev/tpm0 and /dev/tpmrm0 can always start one. Its
     /// own clients wait and rotate inside that budget.
     pub session_headroom: usize,
+    /// Resident contexts (default off): after a command, a space's objects and sessions stay
+    /// loaded in the TPM while it has loaded slots to spare beyond the reserves below, and are
+    /// evicted (sessions saved, objects flushed; least recently used first) only when another
+    /// space's command needs the slot, the space is closed, the system suspends
+    /// ([`Rm::suspend`]) or a reserve must be restored. Off, every command loads what it names
+    /// and saves or flushes it after (the eager context switch of /dev/tpmrm0). See
+    /// `rm/resident.rs`.
+    pub resident: bool,
+    /// Loaded object slots (of TPM_PT_HR_TRANSIENT_MIN) left free between commands for
+    /// everyone else with `resident` (default 1): the kernel's own users and /dev/tpm0 and
+    /// /dev/tpmrm0 clients, which cannot ask tpmrs for a slot.
+    pub reserve_objects: usize,
+    /// Loaded session slots (of TPM_PT_HR_LOADED_MIN) left free between commands with
+    /// `resident` (default 1): the kernel's HMAC session (TCG_TPM2_HMAC) needs one.
+    pub reserve_sessions: usize,
 }
 
 impl Default for Config {
@@ -97,6 +120,9 @@ impl Default for Config {
             session_timeout_ns: 2_000_000_000,
             retry_interval_ns: 100_000_000,
             session_headroom: 2,
+            resident: false,
+            reserve_objects: 1,
+            reserve_sessions: 1,
         }
     }
 }
@@ -115,6 +141,8 @@ pub struct Rm {
     ids: SpaceIds,
     /// The TPM's TPM_PT_ACTIVE_SESSIONS_MAX, if it told us (read by [`Rm::init`]).
     active_sessions_max: Option<usize>,
+    /// Resident objects, and the TPM's loaded slots (`Config::resident`).
+    res: Residents,
 }
 
 /// Writes a synthesized response code into `rsp`.
@@ -166,6 +194,7 @@ impl Rm {
             #[cfg(not(tpmrs_kernel))]
             ids: SpaceIds::new(),
             active_sessions_max: None,
+            res: Residents::new(),
         })
     }
 
@@ -223,8 +252,23 @@ impl Rm {
             longest_wait_ns: self.st.sched.longest_wait_ns,
             tombstones: n(self.st.tombstone_count()),
             pending_flushes: n(self.st.pending.len()),
+            resident_objects: n(self.res.objects().len()),
+            resident_sessions: n(self.st.registry.resident_count()),
             ..self.io.stats
         }
+    }
+
+    /// The objects left loaded between commands (`Config::resident`), of every space.
+    #[cfg(not(tpmrs_kernel))]
+    pub fn resident_objects(&self) -> &[ResidentObject] {
+        self.res.objects()
+    }
+
+    /// The TPM's loaded object and session slots (TPM_PT_HR_TRANSIENT_MIN and
+    /// TPM_PT_HR_LOADED_MIN, read by [`Rm::init`] with `Config::resident`), and of them
+    /// what resident contexts may keep between commands (less the reserves).
+    pub fn loaded_slots(&self) -> ((usize, usize), (usize, usize)) {
+        (self.res.slots(), self.res.budgets(&self.config))
     }
 
     /// What happened since the last [`Rm::clear_events`] (evictions, context-gap repairs,
@@ -319,9 +363,10 @@ impl Rm {
             st,
             io,
             work,
+            res,
             ..
         } = self;
-        let mut txn = Txn::new(*config, io, st, space, tpm, now, ticket);
+        let mut txn = Txn::new(*config, io, st, res, space, tpm, now, ticket);
         let answer = (|| {
             // 2. Map and load: objects from their blobs, sessions we hold saved.
             stage!(txn.load(&command, work, rsp));
@@ -354,6 +399,29 @@ impl Rm {
             // A transport failure queues the flush.
             let _ = self.io.flush_or_queue(tpm, &mut self.st.pending, p);
         }
+        while let Some(p) = self.res.take_any_of(owner) {
+            let _ = self.io.flush_or_queue(tpm, &mut self.st.pending, p);
+        }
         space.clear();
+    }
+
+    /// The system is about to suspend or hibernate (the glue's PM notifier, before the TPM
+    /// driver's suspend, which sends TPM2_Shutdown(STATE)): every context of ours still
+    /// loaded is saved or flushed, as it would be between commands without residency
+    /// (resident objects flushed, their spaces keep their blobs; resident sessions, and
+    /// sessions left loaded by a save the TPM did not run, saved), and no context is made
+    /// resident again until [`Rm::resume`]. A TPM power cycle loses what is loaded and keeps
+    /// what is saved. Objects left loaded by a failed save (`ObjectEntry::loaded`) are their
+    /// spaces', out of reach here: they stay. Call [`Rm::take_wakeups`] afterwards.
+    pub fn suspend(&mut self, tpm: &mut dyn Tpm) {
+        bump(&mut self.io.stats.suspends);
+        self.res.suspended = true;
+        self.st.retry_pending(&mut self.io, tpm);
+        resident::evict_everything(&mut self.io, &mut self.st, tpm, &mut self.res);
+    }
+
+    /// The system has resumed (or the suspend failed): contexts may be resident again.
+    pub fn resume(&mut self) {
+        self.res.suspended = false;
     }
 }

@@ -106,6 +106,9 @@ pub(crate) struct Sessions {
     pub(crate) last_freed_ns: u64,
     /// What happened since the glue last drained it, for its trace events.
     pub(crate) events: EventLog,
+    /// The longest session context tpmrs has saved (0: none yet): the size of a resident
+    /// session's spare allocation (`SessionEntry::spare`).
+    pub(crate) blob_len: usize,
 }
 
 impl Sessions {
@@ -126,6 +129,7 @@ impl Sessions {
             now: 0,
             last_freed_ns: 0,
             events: EventLog::new()?,
+            blob_len: 0,
         })
     }
 

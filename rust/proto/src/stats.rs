@@ -4,8 +4,9 @@
 use super::platform::Vec;
 
 /// What the resource manager did since it was created. Every counter only grows (wrapping),
-/// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `closing_spaces`, `tombstones`,
-/// `pending_flushes`), which say how things are now, and
+/// except the gauges (`sessions`, `abandoned`, `waiting`, `open_spaces`, `closing_spaces`,
+/// `tombstones`, `pending_flushes`, `resident_objects`, `resident_sessions`), which say how
+/// things are now, and
 /// `longest_wait_ns`, a maximum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -70,12 +71,25 @@ pub struct Stats {
     /// than it holds at once, or a TPM that does not hand out its lowest free number, gets
     /// one.
     pub dead_numbers_handed_over: u64,
+    /// Gauge: objects of every space left loaded between commands (`Config::resident`).
+    pub resident_objects: u64,
+    /// Gauge: sessions of every space left loaded between commands (`Config::resident`).
+    pub resident_sessions: u64,
+    /// Resident objects flushed and resident sessions saved to make room for another
+    /// command, to keep the reserve, or for a suspend.
+    pub resident_evictions: u64,
+    /// Resident objects and sessions the TPM no longer had at their next use (lost behind
+    /// tpmrs' back: a TPM Reset or power loss, a flush through /dev/tpm0).
+    pub resident_lost: u64,
+    /// System suspends and hibernations prepared for (`Rm::suspend`, from the glue's PM
+    /// notifier): every resident context saved or flushed before the TPM's power goes.
+    pub suspends: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in declaration order: what `/sys/kernel/debug/tpmrs/stats`
     /// prints, one `name value` line each.
-    pub fn rows(&self) -> [(&'static str, u64); 23] {
+    pub fn rows(&self) -> [(&'static str, u64); 28] {
         [
             ("client_commands", self.client_commands),
             ("tpm_commands", self.tpm_commands),
@@ -100,6 +114,11 @@ impl Stats {
             ("pending_flushes", self.pending_flushes),
             ("flushes_given_up", self.flushes_given_up),
             ("dead_numbers_handed_over", self.dead_numbers_handed_over),
+            ("resident_objects", self.resident_objects),
+            ("resident_sessions", self.resident_sessions),
+            ("resident_evictions", self.resident_evictions),
+            ("resident_lost", self.resident_lost),
+            ("suspends", self.suspends),
         ]
     }
 }
@@ -176,6 +195,11 @@ mod tests {
             pending_flushes: 21,
             flushes_given_up: 22,
             dead_numbers_handed_over: 23,
+            resident_objects: 24,
+            resident_sessions: 25,
+            resident_evictions: 26,
+            resident_lost: 27,
+            suspends: 28,
         };
         let rows = s.rows();
         let values: std::vec::Vec<u64> = rows.iter().map(|r| r.1).collect();

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Stage 5, commit: after the command, on every path, the sessions it used are saved and the
-//! objects it loaded are saved again if their state changed, then flushed.
+//! objects it loaded are saved again if their state changed, then flushed; with
+//! `Config::resident`, they stay loaded instead (objects whose blob stays valid, and
+//! sessions), and residents are evicted until the reserve is restored (`resident.rs`).
 //!
 //! The TPM has run the command (or it never got that far): nothing here changes its answer.
 //! What cannot be committed is settled or queued (flushes), left loaded (a session or object
@@ -9,17 +11,17 @@
 
 use super::super::constants::is_handle_rc;
 use super::super::error::RmError;
-use super::super::session::registry::SessionState;
-use super::super::session::{blob_seq, End, Grant, Why, MAX_GAP_REPAIRS};
+use super::resident::{evict_lru_object, evict_lru_session, keep_session, ResidentObject};
+use super::save::{save_after_gap, save_session};
 use super::tpm_io::Saved;
 use super::txn::{List, Loaded, LoadedObject, Txn, MAX_TXN_SESSIONS};
 use super::wait::Outcome;
 
 impl Txn<'_> {
-    /// Stage 5: saves the sessions used and flushes the objects loaded, then gives `answer`
-    /// unchanged: a failure of the commit is settled, queued or left loaded (see the module
-    /// documentation), never put in the place of what the TPM answered. Never leaves
-    /// anything of ours in the TPM that we do not track.
+    /// Stage 5: saves the sessions used and flushes the objects loaded (or keeps them
+    /// resident), then gives `answer` unchanged: a failure of the commit is settled, queued
+    /// or left loaded (see the module documentation), never put in the place of what the
+    /// TPM answered. Never leaves anything of ours in the TPM that we do not track.
     ///
     /// # Errors
     /// `answer`'s error.
@@ -39,82 +41,68 @@ impl Txn<'_> {
         let used = self.loaded.sessions;
         for h in used.iter() {
             let loaded = self.st.registry.get(h).is_some_and(|e| e.state.is_loaded());
-            if loaded && !self.save_session(h) {
+            if !loaded || (self.resident && keep_session(self.st, self.res.tick, h)) {
+                continue;
+            }
+            if !save_session(self.io, self.st, self.tpm, h) {
                 gap.add(h);
             }
         }
         // Context gap: renew (or evict) the oldest saved sessions, with fewer of ours
         // loaded now, and try again.
         for h in gap.iter() {
-            self.save_after_gap(h);
+            save_after_gap(self.io, self.st, self.tpm, h);
         }
         let objects = self.loaded.objects;
         for o in objects.iter() {
             self.put_back_object(o);
         }
         self.loaded = Loaded::new();
+        if self.resident {
+            self.restore_reserve();
+        }
     }
 
-    /// Saves session `h` (loaded for this command) and records its blob. False if the save
-    /// failed with TPM_RC_CONTEXT_GAP (the session is still loaded). A save the TPM does not
-    /// run (TPM_RC_RETRY, ..., or never sent) on every try leaves the session as it was:
-    /// loaded, and saved after its next use. Any other failure ends it: gone from the TPM
-    /// (a handle error), or flushed with a tombstone in its owner's name.
-    fn save_session(&mut self, h: u32) -> bool {
-        let io = &mut *self.io;
-        let unsaved = match io.save(self.tpm, h) {
-            Ok(Saved::NotRun) => return true,
-            Ok(Saved::Gap) => return false,
-            Ok(Saved::Done) => match (io.saved_blob(), self.st.registry.get_mut(h)) {
-                (Ok(blob), Some(entry)) => {
-                    entry.saved_seq = blob_seq(&blob);
-                    entry.state = SessionState::SavedByRm(blob);
-                    return true;
-                }
-                // No memory for its blob (the client's memory cgroup refused it).
-                _ => true,
-            },
-            // Gone from the TPM (lazy backup of strict accounting): forget it.
-            Ok(Saved::Rc(rc)) if is_handle_rc(rc) => false,
-            // Another error, or the transport failed after the save may have run.
-            Ok(Saved::Rc(_)) | Err(_) => true,
-        };
-        // A flush that does not go through is settled or queued.
-        let _ = if unsaved {
-            self.st
-                .evict(self.io, self.tpm, h, Grant::Queue, Why::Unsaved)
-        } else {
-            self.st
-                .end_session(self.io, self.tpm, h, End::Gone, Grant::Queue)
-        };
-        true
-    }
-
-    /// Saves session `h` whose save met TPM_RC_CONTEXT_GAP: repairs the gap and tries
-    /// again, up to [`MAX_GAP_REPAIRS`] times; a session that still cannot be saved is
-    /// evicted (flushed, with a tombstone in its owner's name). A repair that never reached
-    /// the TPM changed nothing: the session stays loaded, saved after its next use.
-    fn save_after_gap(&mut self, h: u32) {
-        for _ in 0..MAX_GAP_REPAIRS {
-            match self.st.repair_gap(self.io, self.tpm) {
-                Ok(true) => {}
-                Err(RmError::NotSent(_)) => return,
-                Ok(false) | Err(_) => break,
-            }
-            if self.save_session(h) {
-                return;
+    /// Evicts residents, least recently used first, until they fit within the TPM's loaded
+    /// slots less the reserves again.
+    fn restore_reserve(&mut self) {
+        let (objects, sessions) = self.res.budgets(&self.config);
+        while self.res.objects().len() > objects {
+            if !evict_lru_object(self.io, self.st, self.tpm, self.res) {
+                break;
             }
         }
-        // A flush that does not go through is settled or queued.
-        let _ = self.st.evict(self.io, self.tpm, h, Grant::Queue, Why::Gap);
+        while self.st.registry.loaded_count() > sessions {
+            if !evict_lru_session(self.io, self.st, self.tpm) {
+                break;
+            }
+        }
     }
 
-    /// Saves object `o` again if its state changed, then flushes it. A save that fails on
-    /// the TPM's side (a warning on every try, another error, the transport) keeps it
-    /// loaded, as it is, rather than lose its state (see `ObjectEntry::loaded`); one that
-    /// says it is gone forgets it; no memory for its blob drops it.
+    /// Puts object `o` back: resident (with `Config::resident`, an object whose blob stays
+    /// valid), or saved again if its state changed, then flushed. A save that fails on the
+    /// TPM's side (a warning on every try, another error, the transport) keeps it loaded,
+    /// as it is, rather than lose its state (see `ObjectEntry::loaded`); one that says it is
+    /// gone forgets it; no memory for its blob drops it.
     fn put_back_object(&mut self, o: LoadedObject) {
         if !o.alive {
+            return;
+        }
+        let space = self.space.id();
+        let clean = !o.resave
+            && self
+                .space
+                .object(o.vhandle)
+                .is_some_and(|obj| obj.blob.is_some() && !obj.sequence && obj.loaded.is_none());
+        if self.resident
+            && clean
+            && self.res.put(ResidentObject {
+                space,
+                vhandle: o.vhandle,
+                phandle: o.phandle,
+                lru: self.res.tick,
+            })
+        {
             return;
         }
         if o.resave && self.space.object(o.vhandle).is_some() {

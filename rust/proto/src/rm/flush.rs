@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 //! TPM2_FlushContext, whose flushHandle is a parameter: an object of the space is forgotten
 //! without any TPM traffic (unless it is loaded between commands, as `ObjectEntry::loaded`
-//! describes: then it is flushed), a session of the space (or one another file's client
-//! saved that the space may load, see `SessionEntry::shared_with`) is flushed in the TPM and
-//! its slot handed on. A flush of a session that fails on the transport is settled as
-//! tpmrs' own flushes are.
+//! describes, or resident: then it is flushed), a session of the space (or one another
+//! file's client saved that the space may load, see `SessionEntry::shared_with`) is flushed
+//! in the TPM and its slot handed on. A flush of a session that fails on the transport is
+//! settled as tpmrs' own flushes are.
 
 use super::super::codec::get_u32;
 use super::super::command::Command;
@@ -36,9 +36,9 @@ impl Rm {
             let Some(obj) = space.remove_object(h) else {
                 return Err(RmError::InvalidCommand);
             };
-            if let Some(p) = obj.loaded {
-                // The object is the space's no more: a flush that does not go through is
-                // settled or queued.
+            // Loaded between commands (its save failed, or it is resident): the object is
+            // the space's no more, and a flush that does not go through is settled or queued.
+            for p in obj.loaded.into_iter().chain(self.res.take(space.id(), h)) {
                 let _ = self.io.flush_or_queue(tpm, &mut self.st.pending, p);
             }
             return synth(rsp, &mut self.io.stats, TPM_RC_SUCCESS);

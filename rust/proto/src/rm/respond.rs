@@ -20,7 +20,7 @@ use super::super::space::InsertError;
 use super::super::stats::bump;
 use super::synth_rm;
 use super::tpm_io::{response_code, transmit, Saved};
-use super::txn::Txn;
+use super::txn::{LoadedObject, Txn};
 use super::wait::Outcome;
 
 /// A copy of `blob`, charged to the client (the blob is an object of its space, or the
@@ -85,6 +85,9 @@ impl Txn<'_> {
                     // A copy, charged to the client: the only blob that can load the
                     // session again (see the admission of TPM2_ContextLoad).
                     e.state = SessionState::SavedByClient(saved.and_then(|b| copy_blob(b).ok()));
+                    // The client holds its context now: nothing of ours to save it into.
+                    e.spare = None;
+                    e.resident = false;
                 }
             }
         }
@@ -116,7 +119,9 @@ impl Txn<'_> {
 
     /// A successful command returned the transient object `phandle`: save it as a new object
     /// of the space and patch its virtual handle into the response. `client_blob` is the
-    /// context the client loaded (TPM2_ContextLoad), which can be kept as it is.
+    /// context the client loaded (TPM2_ContextLoad), which can be kept as it is. With
+    /// `Config::resident`, an object that is not a sequence stays loaded after the save
+    /// (the commit makes it resident).
     ///
     /// The TPM has run the command: its answer stands whatever happens to the save. A save
     /// that fails on the TPM's side (warnings on every try, another error, the transport)
@@ -134,7 +139,7 @@ impl Txn<'_> {
         rsp: &mut [u8],
         len: usize,
     ) -> Result<usize, RmError> {
-        self.st.handed_out(phandle);
+        self.note_handed_out(phandle);
         if self.space.objects().len() >= self.config.max_objects {
             let _ = self
                 .io
@@ -153,12 +158,16 @@ impl Txn<'_> {
                 Ok(_) | Err(_) => (None, starts_sequence(cc)),
             },
         };
+        // Resident (`resident.rs`): it stays loaded, put in the table by the commit.
+        let keep = self.resident && !sequence;
         let (blob, loaded) = match blob {
             Some(Ok(b)) => {
-                // A flush that fails is settled or queued: the object is saved.
-                let _ = self
-                    .io
-                    .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                if !keep {
+                    // A flush that fails is settled or queued: the object is saved.
+                    let _ = self
+                        .io
+                        .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                }
                 (Some(b), None)
             }
             // No memory for the blob: the client's memory cgroup refused it, nothing is kept.
@@ -170,16 +179,29 @@ impl Txn<'_> {
             }
             None => (None, Some(phandle)),
         };
+        let kept = keep && loaded.is_none();
         let inserted = self
             .space
             .insert_object(blob, loaded, sequence, self.config.max_objects);
-        if inserted.is_err() && loaded.is_some() {
+        if inserted.is_err() && (loaded.is_some() || kept) {
             let _ = self
                 .io
                 .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
         }
         match inserted {
             Ok(vhandle) => {
+                let o = LoadedObject {
+                    vhandle,
+                    phandle,
+                    resave: false,
+                    alive: true,
+                    resident: false,
+                };
+                if kept && !self.loaded.objects.add(o) {
+                    let _ = self
+                        .io
+                        .flush_or_queue(self.tpm, &mut self.st.pending, phandle);
+                }
                 put_u32(rsp, TPM_HEADER_SIZE, vhandle).map_err(|_| RmError::BadResponse)?;
                 Ok(len)
             }
@@ -222,6 +244,11 @@ impl Txn<'_> {
             bump(&mut self.io.stats.dead_numbers_handed_over);
         }
         let previous = self.st.registry.get(handle);
+        if previous.is_some_and(|e| e.is_resident()) {
+            // The TPM never hands out a loaded session's number: this resident session was
+            // lost behind tpmrs' back (`lost.rs`); its entry is replaced below.
+            bump(&mut self.io.stats.resident_lost);
+        }
         let previous_owner = previous.and_then(|e| e.owner);
         let (id, created_ns, owned_since_ns, continued) = match previous {
             Some(e) if reload && e.owner == Some(owner) => {

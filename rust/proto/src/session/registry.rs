@@ -75,6 +75,17 @@ pub struct SessionEntry {
     pub saved_seq: Option<u64>,
     /// Order of abandonment (larger is more recent); 0 if never abandoned.
     pub abandoned_at: u64,
+    /// *Resident*: loaded between commands (`Config::resident`), and not in use by the
+    /// command that runs now, so that another space's command may evict it (save it) when it
+    /// needs its loaded-session slot (see `rm/resident.rs`).
+    pub resident: bool,
+    /// When it was last used, in the resource manager's command count: whom to evict first
+    /// (least recently used).
+    pub lru: u64,
+    /// An allocation for its context, made while its own space's command ran (so charged to
+    /// its client, in the kernel): an eviction saves it here, whoever's command evicts it.
+    /// Kept while it is loaded with `Config::resident`; `None` otherwise.
+    pub spare: Option<Charged<u8>>,
 }
 
 impl SessionEntry {
@@ -91,12 +102,21 @@ impl SessionEntry {
             last_used_ns: now,
             saved_seq: None,
             abandoned_at: 0,
+            resident: false,
+            lru: 0,
+            spare: None,
         }
     }
 
     /// Whether the session is abandoned: saved by a client, no owner.
     pub fn is_abandoned(&self) -> bool {
         self.owner.is_none() && matches!(self.state, SessionState::SavedByClient(_))
+    }
+
+    /// Whether the session is resident: loaded, not in use, evictable for another space's
+    /// command.
+    pub fn is_resident(&self) -> bool {
+        self.resident && self.state.is_loaded()
     }
 
     /// Whether the session counts as ours (owned or abandoned, not merely awaiting a flush).
@@ -165,6 +185,26 @@ impl SessionRegistry {
     /// Number of live sessions (owned or abandoned).
     pub fn live_count(&self) -> usize {
         self.entries.iter().filter(|e| e.is_live()).count()
+    }
+
+    /// Number of sessions loaded in the TPM (resident, in use, or left loaded after a save
+    /// the TPM did not run).
+    pub fn loaded_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.state.is_loaded()).count()
+    }
+
+    /// Number of resident sessions (see [`SessionEntry::resident`]).
+    pub fn resident_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_resident()).count()
+    }
+
+    /// Handle of the resident session used least recently.
+    pub fn lru_resident(&self) -> Option<u32> {
+        self.entries
+            .iter()
+            .filter(|e| e.is_resident())
+            .min_by_key(|e| (e.lru, e.id))
+            .map(|e| e.handle)
     }
 
     /// Number of abandoned sessions.

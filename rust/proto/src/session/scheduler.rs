@@ -54,7 +54,9 @@
 //!   the waiter anyway, and they keep their queue places and wait clocks. A space that
 //!   works, or holds a whole set, keeps its protection. Not for a waiter whose last answer from the TPM was
 //!   TPM_RC_SESSION_MEMORY: that is loaded-session memory, which evicting a saved session
-//!   does not free (between commands tpmrs keeps no session loaded); such a waiter polls.
+//!   does not free (resident sessions, which tpmrs does keep loaded between commands with
+//!   `Config::resident`, were evicted before that answer counted: `rm/resident.rs`); such a
+//!   waiter polls.
 //! * **Giving up.** A waiter that has waited `session_timeout_ns` while nothing tpmrs
 //!   could do would give it a slot -- tpmrs holds no session of another space (every slot
 //!   is held outside tpmrs, or by the waiter's own space: no self-eviction), or the
@@ -137,8 +139,8 @@ struct Waiter {
     last_try_ns: u64,
     last_evict_ns: Option<u64>,
     /// The TPM's last answer was TPM_RC_SESSION_MEMORY (no room to *load* a session, which
-    /// only holders outside tpmrs keep between commands): evicting a saved session of ours
-    /// would not help, so this waiter only polls.
+    /// only holders outside tpmrs keep between commands once tpmrs' resident sessions made
+    /// way): evicting a saved session of ours would not help, so this waiter only polls.
     memory: bool,
     /// Gave up waiting (see [`Scheduler::give_up`]): its next try goes to the TPM whatever
     /// the queue, and the TPM's answer goes to the client.

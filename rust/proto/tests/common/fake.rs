@@ -67,6 +67,10 @@ pub struct FakeTpm {
     pub max_sessions: usize,
     /// Most loaded sessions: TPM_RC_SESSION_MEMORY beyond.
     pub max_loaded_sessions: usize,
+    /// Most loaded objects: TPM_RC_OBJECT_MEMORY beyond (TPM_PT_HR_TRANSIENT_MIN).
+    pub max_loaded_objects: usize,
+    /// TPM Resets so far: an object context saved before one no longer loads.
+    epoch: u64,
     /// Context gap: a session ContextSave fails with TPM_RC_CONTEXT_GAP when the oldest saved
     /// session's sequence is this far behind the next one (None: no limit).
     pub gap_max: Option<u64>,
@@ -116,6 +120,8 @@ impl FakeTpm {
             handle_page: usize::MAX,
             max_sessions: 64,
             max_loaded_sessions: 3,
+            max_loaded_objects: 3,
+            epoch: 0,
             gap_max: None,
         }
     }
@@ -127,6 +133,32 @@ impl FakeTpm {
 
     pub fn loaded_objects(&self) -> usize {
         self.objects.len()
+    }
+
+    /// Flushes a loaded object behind the resource manager's back (a /dev/tpm0 user's
+    /// FlushContext).
+    pub fn drop_object(&mut self, h: u32) {
+        self.objects.remove(&h);
+    }
+
+    /// Loaded objects: their handles.
+    pub fn object_handles(&self) -> Vec<u32> {
+        self.objects.keys().copied().collect()
+    }
+
+    /// A power loss without TPM2_Shutdown (a TPM Reset): every loaded object and session is
+    /// gone, and every saved context no longer loads.
+    pub fn reset(&mut self) {
+        self.objects.clear();
+        self.sessions.clear();
+        self.epoch += 1;
+    }
+
+    /// TPM2_Shutdown(STATE), a power cycle and TPM2_Startup(STATE) (a TPM Resume): loaded
+    /// objects and sessions are gone, saved sessions stay and load again.
+    pub fn resume(&mut self) {
+        self.objects.clear();
+        self.sessions.retain(|_, s| !s.loaded);
     }
 
     /// Sessions the TPM holds (loaded or saved).
@@ -257,6 +289,9 @@ impl FakeTpm {
         }
         let params = &cmd[r.1..];
         let out = match cc {
+            0x131 | 0x186 if self.objects.len() >= self.max_loaded_objects => {
+                return Self::rsp(0x902, &[]);
+            }
             0x131 | 0x186 => {
                 let h = self.new_phandle();
                 let id = self.next_id;
@@ -297,7 +332,7 @@ impl FakeTpm {
                 if let Some(o) = self.objects.get(&h) {
                     let saved = if o.sequence { 0x8000_0001 } else { 0x8000_0000 };
                     let data = Buf::new().u32(o.id).u32(o.state).done();
-                    Self::rsp(0, &Self::blob(0, saved, &data))
+                    Self::rsp(0, &Self::blob(self.epoch, saved, &data))
                 } else {
                     if !self.sessions.contains_key(&h) {
                         return Self::rsp(0x18B, &[]);
@@ -323,6 +358,13 @@ impl FakeTpm {
                 let data = p.b2();
                 if p.overrun() {
                     return Self::rsp(0x095, &[]);
+                }
+                if saved >> 24 == 0x80 && seq != self.epoch {
+                    // TPM_RC_INTEGRITY, parameter 1: saved before a TPM Reset.
+                    return Self::rsp(0x1DF, &[]);
+                }
+                if saved >> 24 == 0x80 && self.objects.len() >= self.max_loaded_objects {
+                    return Self::rsp(0x902, &[]);
                 }
                 if saved >> 24 == 0x80 {
                     let mut d = Rd(&data, 0);
@@ -390,10 +432,25 @@ impl FakeTpm {
                         b = b.u32(*a);
                     }
                     Self::rsp(0, &b.done())
-                } else if cap == 6 && prop == 0x111 {
-                    // TPM_PT_ACTIVE_SESSIONS_MAX: the slots this fake models.
-                    let b = Buf::new().u8(0).u32(6).u32(1).u32(0x111);
-                    Self::rsp(0, &b.u32(self.max_sessions as u32).done())
+                } else if cap == 6 && (0x10E..=0x111).contains(&prop) {
+                    // TPM_PT_HR_TRANSIENT_MIN, TPM_PT_HR_LOADED_MIN and
+                    // TPM_PT_ACTIVE_SESSIONS_MAX: the slots this fake models (PT_FIXED
+                    // properties it does not know are left out).
+                    let all = [
+                        (0x10E, self.max_loaded_objects),
+                        (0x110, self.max_loaded_sessions),
+                        (0x111, self.max_sessions),
+                    ];
+                    let list: Vec<(u32, usize)> = all
+                        .into_iter()
+                        .filter(|(p, _)| *p >= prop)
+                        .take(count)
+                        .collect();
+                    let mut b = Buf::new().u8(0).u32(6).u32(list.len() as u32);
+                    for (p, v) in list {
+                        b = b.u32(p).u32(v as u32);
+                    }
+                    Self::rsp(0, &b.done())
                 } else if cap == 1 {
                     let list: Vec<u32> = match prop >> 24 {
                         0x80 => self.objects.keys().copied().collect(),

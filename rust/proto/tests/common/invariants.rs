@@ -41,7 +41,54 @@ pub fn check_rm(rm: &Rm, open: &[u64]) {
         reg.abandoned_count(),
         rm.config().max_abandoned
     );
+    // Residents (`Config::resident`): of open spaces, within the loaded slots less the
+    // reserves once a command is over (or none left to evict), sessions with a spare.
+    let (_, (objects, sessions)) = rm.loaded_slots();
+    let residents = rm.resident_objects();
+    assert_eq!(
+        s.resident_objects,
+        residents.len() as u64,
+        "resident_objects gauge"
+    );
+    assert!(
+        residents.len() <= objects,
+        "{} resident objects, budget {objects}",
+        residents.len()
+    );
+    for (i, o) in residents.iter().enumerate() {
+        assert!(
+            open.contains(&o.space),
+            "resident object of closed space {}",
+            o.space
+        );
+        for p in &residents[i + 1..] {
+            assert_ne!(o.phandle, p.phandle, "two residents under one TPM handle");
+            assert!(
+                o.space != p.space || o.vhandle != p.vhandle,
+                "resident twice"
+            );
+        }
+    }
+    assert!(
+        reg.resident_count() == 0 || reg.loaded_count() <= sessions,
+        "{} sessions loaded ({} resident), budget {sessions}",
+        reg.loaded_count(),
+        reg.resident_count()
+    );
+    assert_eq!(s.resident_sessions, reg.resident_count() as u64);
     let entries = reg.entries();
+    for e in entries.iter().filter(|e| e.is_resident()) {
+        assert!(
+            e.owner.is_some(),
+            "resident session {:#x} has no owner",
+            e.handle
+        );
+        assert!(
+            e.spare.is_some(),
+            "resident session {:#x} has no spare",
+            e.handle
+        );
+    }
     for (i, e) in entries.iter().enumerate() {
         assert!(
             is_session_handle(e.handle),

@@ -8,6 +8,7 @@ pub mod invariants;
 pub mod marshal;
 pub mod rc;
 pub mod swtpm;
+pub mod workload;
 
 use tpmrs_proto::{Config, Outcome, Request, Rm, RmError, Space, Step, Ticket, Tpm, TPM_BUFSIZE};
 

@@ -111,6 +111,23 @@ impl SwTpm {
         assert_eq!(&r[6..10], &[0; 4], "TPM2_Startup(CLEAR) failed");
     }
 
+    /// A suspend to RAM as the TPM sees it: TPM2_Shutdown(TPM_SU_STATE), a power cycle
+    /// (CMD_INIT: _TPM_Init) and TPM2_Startup(TPM_SU_STATE), a TPM Resume. Loaded objects
+    /// and sessions are gone; saved contexts load again.
+    pub fn suspend_resume(&mut self) {
+        let shutdown = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x45, 0, 1];
+        let r = self.raw(&shutdown);
+        assert_eq!(&r[6..10], &[0; 4], "TPM2_Shutdown(STATE) failed");
+        let mut c = UnixStream::connect(&self.ctrl).expect("swtpm control channel");
+        c.write_all(&[0, 0, 0, 2, 0, 0, 0, 0]).expect("CMD_INIT");
+        let mut res = [0u8; 4];
+        c.read_exact(&mut res).expect("CMD_INIT answer");
+        assert_eq!(res, [0; 4], "CMD_INIT failed");
+        let startup = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 1];
+        let r = self.raw(&startup);
+        assert_eq!(&r[6..10], &[0; 4], "TPM2_Startup(STATE) failed");
+    }
+
     /// Sends a command straight to the TPM (not through the resource manager).
     pub fn raw(&mut self, cmd: &[u8]) -> Vec<u8> {
         let mut rsp = vec![0u8; 4096];
@@ -148,7 +165,22 @@ impl SwTpm {
 }
 
 impl Tpm for SwTpm {
+    /// One command; TPM_RC_RETRY is sent again, as the kernel's `tpm_transmit()` does
+    /// (libtpms answers it to the first ECDSA signature after a start-up).
     fn transmit(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
+        for _ in 0..5 {
+            let n = self.transmit_once(cmd, rsp)?;
+            if rsp[6..10] != [0, 0, 0x09, 0x22] {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.transmit_once(cmd, rsp)
+    }
+}
+
+impl SwTpm {
+    fn transmit_once(&mut self, cmd: &[u8], rsp: &mut [u8]) -> Result<usize, TransportError> {
         let io = |_| TransportError::maybe_sent(-5);
         self.stream.write_all(cmd).map_err(io)?;
         let mut hdr = [0u8; 10];

@@ -296,6 +296,35 @@ def policy_restart(session):
     return command(CC_POLICY_RESTART, struct.pack(">I", session))
 
 
+class KernelQuiet:
+    """While in effect, the kernel's own TPM traffic stays out of swtpm's command log: the
+    hwrng thread, which reads the TPM (with CONFIG_TCG_TPM2_HMAC, in an HMAC session of the
+    kernel's, which tpmrs ends when it takes the chip), is stopped by setting the hwrng's
+    quality to 0, and the kernel's session left from before is ended first by one command
+    through /dev/tpmrs0. The quality is set back afterwards."""
+
+    PATH = "/sys/class/misc/hw_random/rng_quality"
+
+    def __enter__(self):
+        self.quality = None
+        try:
+            with open(self.PATH) as f:
+                self.quality = f.read().strip()
+            with open(self.PATH, "w") as f:
+                f.write("0")
+        except OSError:
+            self.quality = None
+        time.sleep(0.2)  # a read under way ends
+        with Node("/dev/tpmrs0") as n:
+            assert rc_of(n.transact(get_random(8))) == 0
+        return self
+
+    def __exit__(self, *exc):
+        if self.quality is not None:
+            with open(self.PATH, "w") as f:
+                f.write(self.quality)
+
+
 def settle(timeout=30.0):
     """Waits until tpmrs has done the closes of the files released so far: release() never
     waits for TPM work and leaves the flushes of a closed file's contexts to the module's

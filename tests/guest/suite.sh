@@ -50,7 +50,13 @@ for t in "$here"/test_*.py; do
 	[ "${t##*/}" = test_resident.py ] && [ "$resident" != 1 ] && continue
 	tests+=("$t")
 done
-timeout -k 5 1200 python3 "$here/tap.py" "${tests[@]}" >"$out/guest.tap" 2>&1
+if [ "$resident" = 1 ]; then
+	# The tests of /dev/tpmrm0 alone (the baseline beside each tpmrs0 test) do not depend on
+	# tpmrs' setting: the guest with resident=0 runs them. This guest shares the cores with
+	# the third-party guests, so it also gets longer.
+	export TPMRS_GUEST_EXCLUDE="${TPMRS_GUEST_EXCLUDE:+$TPMRS_GUEST_EXCLUDE,}*_tpmrm0"
+fi
+timeout -k 5 2400 python3 "$here/tap.py" "${tests[@]}" >"$out/guest.tap" 2>&1
 
 for node in /dev/tpmrm0 /dev/tpmrs0; do
 	reset_da

@@ -3,9 +3,10 @@
 """A minimal TAP runner for the guest tests (standard library only: it runs on the host's
 python3 inside the guest). Every function named test_* in the given modules is a test; a test
 passes when it returns without raising. Output: TAP version 13 on stdout. TPMRS_GUEST_EXCLUDE
-(comma-separated `module.test` names) leaves tests out of the plan: they are not run, and not
-counted."""
+(comma-separated `module.test` names or shell patterns, `*_tpmrm0`) leaves tests out of the
+plan: they are not run, and not counted."""
 
+import fnmatch
 import importlib.util
 import os
 import sys
@@ -30,7 +31,9 @@ def main(paths):
     for path in paths:
         mod = load(path)
         for name, fn in vars(mod).items():
-            if name.startswith("test_") and callable(fn) and f"{mod.__name__}.{name}" not in excluded:
+            full = f"{mod.__name__}.{name}"
+            if name.startswith("test_") and callable(fn) and not any(
+                    fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x) for x in excluded):
                 tests.append((f"{mod.__name__}.{name}", fn, getattr(mod, "setup_each", None)))
     print("TAP version 13", flush=True)
     print(f"1..{len(tests)}", flush=True)

@@ -5,19 +5,19 @@
 #   1. set-up (scripts/setup.sh) and the debug dev kernel (lockdep, KASAN, kmemleak; cached);
 #   2. the module build, clippy (CLIPPY=1, warnings fail) and the module's rustdoc;
 #   3. the host-only checks of `make check` (scripts/testlib.sh: rustfmt, docs, cargo test,
-#      clippy, fmt and doc of the protocol core crate, and a short fuzz run of every
-#      cargo-fuzz target, TPMRS_FUZZ_SECONDS each, default 15 here);
+#      clippy, fmt and doc of the protocol core crate, the shape of the code, and a short fuzz
+#      run of every cargo-fuzz target, TPMRS_FUZZ_SECONDS each, default 15 here); beside
+#      them, two short guests: resident contexts (tests/guest/resident.sh: resident=1, as make
+#      install-tcti sets, swtpm behind the TPM proxy; TPMRS_RESIDENT_GUEST=0 skips it) and
+#      chip selection (tests/guest/chip_select.sh: a TPM 1.2 as tpm0);
 #   4. the guest: QEMU + swtpm, insmod, the KUnit suite (tpmrs_kunit.ko), user-space tests and the
 #      kernel's tpm2 selftests on /dev/tpmrs0 and /dev/tpmrm0, rmmod, kmemleak.
 #      That guest runs alone, with tpmrs' default resident=0 and every test, the time-bound
 #      ones included.
 #   5. then, side by side: one guest per suite for the third-party TSS suites (tss-esapi,
-#      tpm2-pytss) on /dev/tpmrs0 with resident=1 (resident contexts, as make install-tcti
-#      sets), compared with their /dev/tpmrm0 baseline in tests/thirdparty/ (a test that
-#      fails on tpmrs0 but passes on tpmrm0 fails the run; TPMRS_THIRDPARTY=0 skips them);
-#      and the guest suite once more with resident=1, swtpm behind the TPM proxy (for
-#      tests/guest/test_resident.py's power cycles), without the tests that assert a time
-#      bound, which a guest sharing the cores misses (TPMRS_RESIDENT_GUEST=0 skips it).
+#      tpm2-pytss) on /dev/tpmrs0, compared with their /dev/tpmrm0 baseline in
+#      tests/thirdparty/ (a test that fails on tpmrs0 but passes on tpmrm0 fails the run;
+#      TPMRS_THIRDPARTY=0 skips them).
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
 # kmemleak report in the guest's kernel log fails the run, whatever the tests said.
 # Exit status: 0 only if nothing failed.

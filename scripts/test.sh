@@ -50,7 +50,7 @@ fi
 # /dev/tpmrs0, both started when the main guest is done, so that two guests share the 2
 # cores (four guests at once ran four times slower, and the chip-selection guest ran out of
 # its 900 s). The main guest runs alone: its fair-share tests assert a bound
-# on every client's longest gap between two signs (3 x SESSION_TIMEOUT), which a KASAN guest
+# on every client's longest gap between two signs (4 x SESSION_TIMEOUT), which a KASAN guest
 # sharing the cores with another TCG guest ran three times slower and missed (6.4-6.9 s).
 tp_suites=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}
 [ "${TPMRS_THIRDPARTY:-1}" = 0 ] && tp_suites=

@@ -31,12 +31,7 @@ ctl = os.path.join(os.environ["TPMRS_OUT"], "ctl")
 
 def raw(cmd):
     # /dev/tpm0 directly: the kernel adds nothing, and a command it fails (-errno) shows.
-    fd = os.open("/dev/tpm0", os.O_RDWR)
-    try:
-        os.write(fd, cmd)
-        return tpm.rc_of(os.read(fd, 4096))
-    finally:
-        os.close(fd)
+    return tpm.rc_of(tpm.direct(cmd))
 
 
 took = []

@@ -67,12 +67,7 @@ def read_hwrng(n=512):
 
 def loaded_sessions_avail():
     """TPM_PT_HR_LOADED_AVAIL, asked through /dev/tpm0 (no RM)."""
-    fd = os.open("/dev/tpm0", os.O_RDWR)
-    try:
-        os.write(fd, tpm.get_capability(6, 0x204, 1))  # TPM_PT_HR_LOADED_AVAIL
-        rsp = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+    rsp = tpm.direct(tpm.get_capability(6, 0x204, 1))  # TPM_PT_HR_LOADED_AVAIL
     assert tpm.rc_of(rsp) == 0, hex(tpm.rc_of(rsp))
     return struct.unpack(">I", rsp[23:27])[0]
 

@@ -79,12 +79,7 @@ def suspend_freezer():
 
 def raw(cmd):
     """One command through /dev/tpm0, no resource manager; its response code."""
-    fd = os.open("/dev/tpm0", os.O_RDWR)
-    try:
-        os.write(fd, cmd)
-        return tpm.rc_of(os.read(fd, 4096))
-    finally:
-        os.close(fd)
+    return tpm.rc_of(tpm.direct(cmd))
 
 
 def power_cycle(tag):

@@ -296,6 +296,17 @@ def policy_restart(session):
     return command(CC_POLICY_RESTART, struct.pack(">I", session))
 
 
+def direct(cmd):
+    """One command through /dev/tpm0, no resource manager (the kernel adds nothing, and a
+    command it fails shows as OSError); its response."""
+    fd = os.open("/dev/tpm0", os.O_RDWR)
+    try:
+        os.write(fd, cmd)
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
 class KernelQuiet:
     """While in effect, the kernel's own TPM traffic stays out of swtpm's command log: the
     hwrng thread, which reads the TPM (with CONFIG_TCG_TPM2_HMAC, in an HMAC session of the
@@ -350,16 +361,11 @@ def census():
     already released (settle)."""
     settle()
     found = []
-    fd = os.open("/dev/tpm0", os.O_RDWR)
-    try:
-        for first, kinds, mark in ((0x80000000, (0x80,), 0), (0x02000000, (0x02, 0x03), 0),
-                                   (0x03000000, (0x02, 0x03), 0x10000000)):
-            os.write(fd, get_capability(TPM_CAP_HANDLES, first, 256))
-            rsp = os.read(fd, 4096)
-            assert rc_of(rsp) == 0, hex(rc_of(rsp))
-            found += [h | mark for h in handles_in(rsp) if h >> 24 in kinds]
-    finally:
-        os.close(fd)
+    for first, kinds, mark in ((0x80000000, (0x80,), 0), (0x02000000, (0x02, 0x03), 0),
+                               (0x03000000, (0x02, 0x03), 0x10000000)):
+        rsp = direct(get_capability(TPM_CAP_HANDLES, first, 256))
+        assert rc_of(rsp) == 0, hex(rc_of(rsp))
+        found += [h | mark for h in handles_in(rsp) if h >> 24 in kinds]
     return found
 
 

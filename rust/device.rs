@@ -99,11 +99,12 @@ impl Shared {
     ///
     /// `ENOMEM`.
     pub(crate) fn new(chip: Chip, rm: Rm, queue: &'static Queue) -> Result<Arc<Self>> {
+        let by_uid = rm.config().fair_share_by_uid;
         Arc::pin_init(
             pin_init!(Self {
                 chip,
                 rm <- new_mutex!(rm, "tpmrs::Shared::rm"),
-                turns <- new_mutex!(Turns::new(), "tpmrs::Shared::turns"),
+                turns <- new_mutex!(Turns::new(by_uid), "tpmrs::Shared::turns"),
                 queue,
                 epoch: Instant::now(),
                 stats <- new_spinlock!(Stats::default(), "tpmrs::Shared::stats"),
@@ -193,7 +194,7 @@ impl Shared {
                     continue;
                 }
             }
-            let turn = match self.take_turn(me, space, cmd, closed) {
+            let turn = match self.take_turn(me, space, cmd, req.ticket().is_some(), closed) {
                 Ok(turn) => turn,
                 Err(e) => break Err(e),
             };
@@ -291,7 +292,8 @@ impl Shared {
     }
 
     /// Waits for a turn at the TPM for the command of `me` (see [`Turns`]): the command whose
-    /// turn ends wakes the next.
+    /// turn ends wakes the next. `queued`: the command holds a place in the wait queue for a
+    /// session slot (it goes first within its uid's share).
     ///
     /// # Errors
     ///
@@ -301,10 +303,11 @@ impl Shared {
         me: &ClientStats,
         space: &Space,
         cmd: &[u8],
+        queued: bool,
         closed: &dyn Fn() -> bool,
     ) -> Result<Turn> {
         let mut turns = self.turns.lock();
-        let turn = turns.enter(space, cmd).map_err(|_| ENOMEM)?;
+        let turn = turns.enter(space, cmd, queued).map_err(|_| ENOMEM)?;
         loop {
             if turns.try_take(&turn) {
                 return Ok(turn);

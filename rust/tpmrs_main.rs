@@ -83,6 +83,12 @@ module! {
             description: "With resident=1, loaded session slots kept free between commands \
                           for the kernel, /dev/tpm0 and /dev/tpmrm0 (0-64, default 1)",
         },
+        fair_share_by_uid: bool {
+            default: true,
+            description: "Fair share between users first: session slots and TPM turns go \
+                          round the openers' uids, then round each uid's open files \
+                          (default 1; 0: every open file gets an equal share)",
+        },
     },
 }
 
@@ -118,6 +124,7 @@ impl kernel::Module for TpmrsModule {
             resident: module_parameters::resident.value(),
             reserve_objects: module_parameters::reserve_objects.value().clamp(0, 64) as usize,
             reserve_sessions: module_parameters::reserve_sessions.value().clamp(0, 64) as usize,
+            fair_share_by_uid: module_parameters::fair_share_by_uid.value(),
             ..Default::default()
         };
         let num = module_parameters::chip.value();

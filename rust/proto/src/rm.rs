@@ -109,6 +109,11 @@ pub struct Config {
     /// Loaded session slots (of TPM_PT_HR_LOADED_MIN) left free between commands with
     /// `resident` (default 1): the kernel's HMAC session (TCG_TPM2_HMAC) needs one.
     pub reserve_sessions: usize,
+    /// Fair share between users first (default on): the wait queue for session slots and
+    /// the turns at the TPM go round the openers' uids, then round each uid's files, so one
+    /// user who opens forty files gets one user's share. Off, every open file gets a share
+    /// of its own (module parameter `fair_share_by_uid`).
+    pub fair_share_by_uid: bool,
 }
 
 impl Default for Config {
@@ -123,6 +128,7 @@ impl Default for Config {
             resident: false,
             reserve_objects: 1,
             reserve_sessions: 1,
+            fair_share_by_uid: true,
         }
     }
 }

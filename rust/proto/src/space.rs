@@ -142,6 +142,9 @@ pub struct Space {
     objects: Charged<ObjectEntry>,
     /// Finish tag of its last use of the TPM, in the virtual time of [`super::turns`].
     tpm_finish: u64,
+    /// Finish tag of its uid's last turn taken by this space, in group time (see
+    /// [`super::turns`]): the group's tag when the turns forgot the group.
+    tpm_group_finish: u64,
     /// Whether it is gathering its sessions after a wait (see [`super::Rm::note_gathering`]):
     /// which of its turns at the TPM go first.
     gathering: Gathering,
@@ -159,6 +162,7 @@ impl Space {
             uid,
             objects: Charged::new(),
             tpm_finish: 0,
+            tpm_group_finish: 0,
             gathering: Gathering::No,
             slot_taken: false,
         }
@@ -191,6 +195,14 @@ impl Space {
 
     pub(crate) fn set_tpm_finish(&mut self, tag: u64) {
         self.tpm_finish = tag;
+    }
+
+    pub(crate) fn tpm_group_finish(&self) -> u64 {
+        self.tpm_group_finish
+    }
+
+    pub(crate) fn set_tpm_group_finish(&mut self, tag: u64) {
+        self.tpm_group_finish = tag;
     }
 
     /// The space's identifier (owner id in the session registry).

@@ -21,6 +21,17 @@
 //! gains no credit: its start is never below `vclock` (start-time fair queuing, Goyal et
 //! al., 1996).
 //!
+//! **Users first** (with `by_uid`, the default: module parameter `fair_share_by_uid`). The
+//! turns are shared in two levels, as CFS group scheduling shares a CPU: first between the
+//! uids whose commands wait -- each uid (a *group*) carries a finish tag of its own, in a
+//! virtual time of its own (`gvclock`), by the same rules -- then between that uid's
+//! spaces as above. One user who keeps forty files busy gets one user's share of the TPM,
+//! not forty, and each of its files a fortieth of it. With one uid, with one file per uid,
+//! or with `by_uid` off (every file in one group) the order is exactly the one of the files
+//! alone. A command that goes first (below) goes first within its uid's share, and before
+//! other uids only while its uid is not ahead of them: one user's forty files, each given
+//! a slot in turn, would otherwise take a turn each ahead of everyone.
+//!
 //! One turn is used at a time: [`Turns::try_take`] succeeds only while no turn is held, and
 //! the holder gives it back with [`Turns::done`]. The queue is kept apart from the resource
 //! manager (the glue has it under a lock of its own, held only to queue, take and give
@@ -49,6 +60,28 @@ struct Waiting {
     /// recently.
     prev: u64,
     space: u64,
+    /// Its group (the opener's uid with `by_uid`, else 0 for all), the group's start and
+    /// finish tags when it asked (as `start` and `prev`, in group time), and the group's
+    /// finish tag then (`gprev` is 0 for a command that goes first).
+    group: u64,
+    gstart: u64,
+    gprev: u64,
+    gfinish: u64,
+}
+
+/// A group of spaces (one uid's) with commands waiting, or a finish tag ahead of `gvclock`.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    key: u64,
+    /// Finish tag of the group's last turn, in group time.
+    finish: u64,
+    /// Its commands waiting.
+    waiting: u32,
+    /// The cost of its last turn: how far ahead of `gvclock` its finish tag may be for its
+    /// commands that go first to go before other groups. A group that takes no more than
+    /// its share is never further ahead, so with one space per group the order is the one
+    /// of the spaces; a group that is, took more than its share.
+    lead: u64,
 }
 
 /// The commands waiting for the TPM, in start-tag order.
@@ -59,18 +92,29 @@ pub struct Turns {
     /// Start tag of the command that used the TPM last.
     vclock: u64,
     next_seq: u64,
-    /// A turn is taken and not given back yet.
-    busy: bool,
+    /// A turn is taken and not given back yet: its group and the group's start tag.
+    busy: Option<(u64, u64)>,
+    /// Share between uids first (see the module documentation).
+    by_uid: bool,
+    /// Groups that wait, hold the turn, or were served ahead of `gvclock`; unordered (a
+    /// few: one per uid at work).
+    groups: Vec<Group>,
+    /// Start tag of the group that used the TPM last.
+    gvclock: u64,
 }
 
 impl Turns {
-    /// An empty queue.
-    pub const fn new() -> Self {
+    /// An empty queue; `by_uid`: share between the openers' uids first, then between each
+    /// uid's files (else between files).
+    pub const fn new(by_uid: bool) -> Self {
         Turns {
             queue: Vec::new(),
             vclock: 0,
             next_seq: 0,
-            busy: false,
+            busy: None,
+            by_uid,
+            groups: Vec::new(),
+            gvclock: 0,
         }
     }
 
@@ -86,11 +130,67 @@ impl Turns {
         self.queue.is_empty()
     }
 
-    fn next(&self) -> Option<Waiting> {
+    fn group(&self, key: u64) -> Option<&Group> {
+        self.groups.iter().find(|g| g.key == key)
+    }
+
+    fn group_mut(&mut self, key: u64) -> Option<&mut Group> {
+        self.groups.iter_mut().find(|g| g.key == key)
+    }
+
+    /// The group tags of `w` now: those it got when it asked, unless its group took a turn
+    /// since (another of its spaces did): then the group's new finish tag.
+    fn group_tags(&self, w: &Waiting) -> (u64, u64) {
+        let finish = self.group(w.group).map_or(w.gfinish, |g| g.finish);
+        if finish == w.gfinish {
+            (w.gstart, w.gprev)
+        } else {
+            (w.gstart.max(finish), finish)
+        }
+    }
+
+    /// The group whose command goes next: the smallest `(gstart, gprev, seq)` of the waiting
+    /// commands' group tags now.
+    fn next_group(&self) -> Option<u64> {
         self.queue
             .iter()
+            .map(|w| {
+                let (gstart, gprev) = self.group_tags(w);
+                ((gstart, gprev, w.seq), w.group)
+            })
+            .min_by_key(|(key, _)| *key)
+            .map(|(_, g)| g)
+    }
+
+    /// The next command: of the next group, the smallest `(start, prev, seq)`.
+    fn next(&self) -> Option<Waiting> {
+        let group = self.next_group()?;
+        self.queue
+            .iter()
+            .filter(|w| w.group == group)
             .copied()
             .min_by_key(|w| (w.start, w.prev, w.seq))
+    }
+
+    /// Forgets the groups that neither wait, nor hold the turn, nor have a finish tag ahead
+    /// of `gvclock` (a new group starts at `gvclock` anyway).
+    fn prune(&mut self) {
+        let (gv, busy) = (self.gvclock, self.busy.map(|b| b.0));
+        let mut i = 0;
+        while let Some(g) = self.groups.get(i) {
+            if g.waiting > 0 || g.finish > gv || Some(g.key) == busy {
+                i += 1;
+            } else {
+                self.groups.swap_remove(i);
+            }
+        }
+    }
+
+    /// `w` left the queue (taken or cancelled).
+    fn left(&mut self, w: &Waiting) {
+        if let Some(g) = self.group_mut(w.group) {
+            g.waiting = g.waiting.saturating_sub(1);
+        }
     }
 
     /// A command `cmd` of `space` asks for the TPM. Its start tag is `max(vclock, finish)`.
@@ -104,23 +204,56 @@ impl Turns {
     /// and the waiters they had to wake could neither retry nor evict (one eviction per
     /// SESSION_TIMEOUT / 4; gaps of 8-11 s in the 32 x 3 run).
     ///
+    /// A command that holds a place in the wait queue for a session slot (`queued`: it asks
+    /// for the TPM only when the queue says it may retry or must evict) goes first too: the
+    /// queue has its own order, and everyone behind the waiter that must evict waits for
+    /// its turn here. (Sharing by uid without it, a head of the queue whose uid had forty
+    /// files waited for a fortieth of its uid's turns, and the queue stood still for
+    /// seconds.)
+    ///
     /// # Errors
     /// [`OutOfMemory`] if the queue cannot grow (fail the command).
-    pub fn enter(&mut self, space: &Space, cmd: &[u8]) -> Result<Turn, OutOfMemory> {
-        let first = match space.gathering() {
-            Gathering::No => false,
-            Gathering::Slots => takes_slot(cmd),
-            Gathering::All => true,
-        };
+    pub fn enter(&mut self, space: &Space, cmd: &[u8], queued: bool) -> Result<Turn, OutOfMemory> {
+        let first = queued
+            || match space.gathering() {
+                Gathering::No => false,
+                Gathering::Slots => takes_slot(cmd),
+                Gathering::All => true,
+            };
         let prev = if first { 0 } else { space.tpm_finish() };
         let start = self.vclock.max(prev);
         let seq = self.next_seq;
+        let group = if self.by_uid { u64::from(space.uid()) } else { 0 };
+        let (gfinish, lead) = match self.group(group) {
+            Some(g) => (g.finish, g.lead),
+            None => {
+                // Forgotten (or new): the group's tag as this space last saw it, which for
+                // a uid of one file is the tag it had.
+                let finish = space.tpm_group_finish();
+                self.groups.try_push(Group {
+                    key: group,
+                    finish,
+                    waiting: 0,
+                    lead: 1,
+                })?;
+                (finish, 1)
+            }
+        };
+        let gfirst = first && gfinish <= self.gvclock.saturating_add(lead);
+        let gprev = if gfirst { 0 } else { gfinish };
         self.queue.try_push(Waiting {
             seq,
             start,
             prev,
             space: space.id(),
+            group,
+            gstart: self.gvclock.max(gprev),
+            gprev,
+            gfinish,
         })?;
+        if let Some(g) = self.group_mut(group) {
+            g.waiting = g.waiting.saturating_add(1);
+        }
         self.next_seq = self.next_seq.wrapping_add(1);
         Ok(Turn {
             seq,
@@ -132,13 +265,21 @@ impl Turns {
     /// Whether `turn` goes now: no turn is held and it has the smallest start tag of every
     /// waiting command. If so, it leaves the queue and holds the TPM until [`Turns::done`].
     pub fn try_take(&mut self, turn: &Turn) -> bool {
-        if self.busy || self.next().map(|w| w.seq) != Some(turn.seq) {
+        if self.busy.is_some() || self.next().map(|w| w.seq) != Some(turn.seq) {
             return false;
         }
-        self.busy = true;
-        if let Some(i) = self.queue.iter().position(|w| w.seq == turn.seq) {
-            self.queue.swap_remove(i);
-        }
+        let Some(w) = self
+            .queue
+            .iter()
+            .position(|w| w.seq == turn.seq)
+            .and_then(|i| self.queue.swap_remove(i))
+        else {
+            return false;
+        };
+        self.left(&w);
+        let (gstart, _) = self.group_tags(&w);
+        self.gvclock = self.gvclock.max(gstart);
+        self.busy = Some((w.group, gstart));
         self.vclock = self.vclock.max(turn.start);
         true
     }
@@ -147,8 +288,17 @@ impl Turns {
     /// unit, as long as it is the same for everyone). Returns the space whose command goes next (to wake).
     pub fn done(&mut self, turn: Turn, space: &mut Space, cost: u64) -> Option<u64> {
         debug_assert_eq!(turn.space, space.id());
-        self.busy = false;
-        space.set_tpm_finish(turn.start.saturating_add(cost.max(1)));
+        let cost = cost.max(1);
+        if let Some((group, gstart)) = self.busy.take() {
+            let finish = gstart.saturating_add(cost);
+            if let Some(g) = self.group_mut(group) {
+                g.finish = finish;
+                g.lead = cost;
+            }
+            space.set_tpm_group_finish(finish);
+        }
+        space.set_tpm_finish(turn.start.saturating_add(cost));
+        self.prune();
         self.next().map(|w| w.space)
     }
 
@@ -156,10 +306,16 @@ impl Turns {
     /// out not to need the TPM). Returns the space to wake if the next command changed and
     /// no turn is held.
     pub fn cancel(&mut self, turn: Turn) -> Option<u64> {
-        let was_next = !self.busy && self.next().map(|w| w.seq) == Some(turn.seq);
-        if let Some(i) = self.queue.iter().position(|w| w.seq == turn.seq) {
-            self.queue.swap_remove(i);
+        let was_next = self.busy.is_none() && self.next().map(|w| w.seq) == Some(turn.seq);
+        if let Some(w) = self
+            .queue
+            .iter()
+            .position(|w| w.seq == turn.seq)
+            .and_then(|i| self.queue.swap_remove(i))
+        {
+            self.left(&w);
         }
+        self.prune();
         if was_next {
             self.next().map(|w| w.space)
         } else {
@@ -181,257 +337,4 @@ fn takes_slot(cmd: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A command header of code `cc`.
-    const fn cmd(cc: u32) -> [u8; 10] {
-        let c = cc.to_be_bytes();
-        [0x80, 0x01, 0, 0, 0, 10, c[0], c[1], c[2], c[3]]
-    }
-
-    /// TPM2_Sign and TPM2_StartAuthSession (only the header matters here).
-    const SIGN: [u8; 10] = cmd(0x15D);
-    const START: [u8; 10] = cmd(TPM_CC_START_AUTH_SESSION);
-
-    fn space(id: u64) -> Space {
-        Space::new(id, 1000)
-    }
-
-    #[test]
-    fn alone_goes_at_once() {
-        let mut t = Turns::new();
-        let mut a = space(1);
-        let ta = t.enter(&a, &SIGN).unwrap();
-        assert!(t.try_take(&ta));
-        assert!(t.is_empty());
-        assert_eq!(t.done(ta, &mut a, 10), None);
-        assert_eq!(a.tpm_finish(), 10);
-    }
-
-    #[test]
-    fn an_idle_space_goes_before_busy_ones() {
-        // Three busy spaces each used the TPM; a new one (finish 0) arrives last and goes
-        // first after the command that runs now.
-        let mut t = Turns::new();
-        let mut busy: std::vec::Vec<Space> = (1..=3).map(space).collect();
-        for s in busy.iter_mut() {
-            let turn = t.enter(s, &SIGN).unwrap();
-            assert!(t.try_take(&turn));
-            t.done(turn, s, 100);
-        }
-        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
-        let mut fresh = space(9);
-        let tf = t.enter(&fresh, &SIGN).unwrap();
-        assert_eq!(t.next_space(), Some(9));
-        assert!(!t.try_take(&turns[0]));
-        assert!(t.try_take(&tf));
-        // Then the busy ones, in arrival order (equal tags).
-        assert_eq!(t.done(tf, &mut fresh, 100), Some(1));
-        for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
-            assert!(t.try_take(&turn));
-            t.done(turn, s, 100);
-        }
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn a_newcomer_goes_before_busy_spaces_of_the_same_round() {
-        // Unit costs: ten busy spaces all start the round at the same tag; a new space
-        // arriving after them goes next, not after the ten.
-        let mut t = Turns::new();
-        let mut busy: std::vec::Vec<Space> = (1..=10).map(space).collect();
-        for _ in 0..3 {
-            let turns: std::vec::Vec<Turn> =
-                busy.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
-            for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
-                assert!(t.try_take(&turn));
-                t.done(turn, s, 1);
-            }
-        }
-        let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
-        let mut fresh = space(99);
-        let tf = t.enter(&fresh, &SIGN).unwrap();
-        assert_eq!(t.next_space(), Some(99));
-        assert!(t.try_take(&tf));
-        t.done(tf, &mut fresh, 1);
-        // Then the round goes on, in arrival order; the newcomer's next command waits for it.
-        let tf = t.enter(&fresh, &SIGN).unwrap();
-        for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
-            assert!(t.try_take(&turn), "{}", s.id());
-            t.done(turn, s, 1);
-        }
-        assert!(t.try_take(&tf));
-    }
-
-    /// A busy space waits for its turn while a space in state `g` sends `cmds`: each goes
-    /// first; then the busy one.
-    fn goes_first(g: Gathering, cmds: &[[u8; 10]]) {
-        let mut t = Turns::new();
-        let mut b = space(2);
-        for _ in 0..3 {
-            let turn = t.enter(&b, &SIGN).unwrap();
-            assert!(t.try_take(&turn));
-            t.done(turn, &mut b, 1);
-        }
-        let tb = t.enter(&b, &SIGN).unwrap();
-        let mut s = space(3);
-        s.set_gathering(g);
-        for cmd in cmds {
-            let ts = t.enter(&s, cmd).unwrap();
-            assert_eq!(t.next_space(), Some(3));
-            assert!(t.try_take(&ts));
-            t.done(ts, &mut s, 1);
-        }
-        assert!(t.try_take(&tb));
-        t.done(tb, &mut b, 1);
-    }
-
-    #[test]
-    fn a_gathering_space_goes_first() {
-        goes_first(Gathering::Slots, &[START; 3]);
-    }
-
-    #[test]
-    fn a_gathering_space_signs_in_turn() {
-        // Two gathering spaces that sign in a loop, and a waiter woken for a freed slot (its
-        // StartAuthSession): the waiter goes at the next turn, not after the gathering
-        // spaces' kept places lapse. And the busy spaces' signs alternate with theirs.
-        let mut t = Turns::new();
-        let mut g: std::vec::Vec<Space> = (1..=2).map(space).collect();
-        let mut busy = space(3);
-        for s in g.iter_mut().chain([&mut busy]) {
-            s.set_gathering(if s.id() == 3 {
-                Gathering::No
-            } else {
-                Gathering::Slots
-            });
-            for _ in 0..3 {
-                let turn = t.enter(s, &SIGN).unwrap();
-                assert!(t.try_take(&turn));
-                t.done(turn, s, 1);
-            }
-        }
-        let mut w = space(4);
-        let mut served = std::vec::Vec::new();
-        let mut queued: std::vec::Vec<Turn> =
-            g.iter().map(|s| t.enter(s, &SIGN).unwrap()).collect();
-        queued.push(t.enter(&busy, &SIGN).unwrap());
-        queued.push(t.enter(&w, &START).unwrap());
-        while !queued.is_empty() {
-            let i = queued.iter().position(|q| t.try_take(q)).unwrap();
-            let turn = queued.swap_remove(i);
-            let id = turn.space;
-            served.push(id);
-            let s = match id {
-                1 | 2 => &mut g[usize::try_from(id - 1).unwrap()],
-                3 => &mut busy,
-                _ => &mut w,
-            };
-            t.done(turn, s, 1);
-            // The signers come straight back, for six rounds.
-            if id != 4 && served.len() < 18 {
-                queued.push(t.enter(s, &SIGN).unwrap());
-            }
-        }
-        assert_eq!(served.first(), Some(&4), "{served:?}");
-        for id in 1..=3 {
-            let n = served.iter().filter(|s| **s == id).count();
-            assert!((5..=7).contains(&n), "space {id}: {n} turns of {served:?}");
-        }
-    }
-
-    #[test]
-    fn a_space_short_of_its_set_goes_first_with_every_command() {
-        // Its client finds its evicted sessions one command at a time (a sign answered
-        // TPM_RC_EXPIRED, then a StartAuthSession): both kinds go first.
-        goes_first(Gathering::All, &[SIGN, START, SIGN, START]);
-    }
-
-    #[test]
-    fn time_is_shared_by_space_not_by_command_count() {
-        // A space whose commands cost 10x more gets about a tenth of the turns.
-        let mut t = Turns::new();
-        let (mut cheap, mut dear) = (space(1), space(2));
-        let (mut n_cheap, mut n_dear) = (0u32, 0u32);
-        let mut tc = t.enter(&cheap, &SIGN).unwrap();
-        let mut td = t.enter(&dear, &SIGN).unwrap();
-        for _ in 0..1100 {
-            if t.try_take(&tc) {
-                t.done(tc, &mut cheap, 1);
-                n_cheap += 1;
-                tc = t.enter(&cheap, &SIGN).unwrap();
-            } else {
-                assert!(t.try_take(&td));
-                t.done(td, &mut dear, 10);
-                n_dear += 1;
-                td = t.enter(&dear, &SIGN).unwrap();
-            }
-        }
-        assert!((900..=1010).contains(&n_cheap), "{n_cheap} {n_dear}");
-        assert!((90..=110).contains(&n_dear), "{n_cheap} {n_dear}");
-    }
-
-    #[test]
-    fn an_idle_space_gains_no_credit() {
-        let mut t = Turns::new();
-        let (mut a, mut b) = (space(1), space(2));
-        // a runs alone for a long time.
-        for _ in 0..100 {
-            let ta = t.enter(&a, &SIGN).unwrap();
-            assert!(t.try_take(&ta));
-            t.done(ta, &mut a, 10);
-        }
-        // b arrives: it goes next, but only once before a gets a turn again.
-        let ta = t.enter(&a, &SIGN).unwrap();
-        let tb = t.enter(&b, &SIGN).unwrap();
-        assert!(t.try_take(&tb));
-        assert_eq!(t.done(tb, &mut b, 10), Some(1));
-        let tb = t.enter(&b, &SIGN).unwrap();
-        assert!(t.try_take(&ta));
-        assert_eq!(t.done(ta, &mut a, 10), Some(2));
-        assert!(t.try_take(&tb));
-    }
-
-    #[test]
-    fn cancel_names_the_next_only_when_it_changes() {
-        let mut t = Turns::new();
-        let (a, b, c) = (space(1), space(2), space(3));
-        let ta = t.enter(&a, &SIGN).unwrap();
-        let tb = t.enter(&b, &SIGN).unwrap();
-        let tc = t.enter(&c, &SIGN).unwrap();
-        assert_eq!(t.cancel(tb), None, "b was not next");
-        assert_eq!(t.cancel(ta), Some(3), "a was next: c is now");
-        assert!(t.try_take(&tc));
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn one_turn_at_a_time() {
-        let mut t = Turns::new();
-        let (mut a, b) = (space(1), space(2));
-        let ta = t.enter(&a, &SIGN).unwrap();
-        assert!(t.try_take(&ta));
-        // b is first in the queue but a holds the TPM.
-        let tb = t.enter(&b, &SIGN).unwrap();
-        assert!(!t.try_take(&tb));
-        assert_eq!(t.done(ta, &mut a, 5), Some(2));
-        assert!(t.try_take(&tb));
-        // Cancelling while a turn is held names nobody: the holder wakes the next.
-        let ta = t.enter(&a, &SIGN).unwrap();
-        assert_eq!(t.cancel(ta), None);
-    }
-
-    #[test]
-    fn tags_saturate() {
-        let mut t = Turns::new();
-        let mut a = space(1);
-        a.set_tpm_finish(u64::MAX - 1);
-        let ta = t.enter(&a, &SIGN).unwrap();
-        assert!(t.try_take(&ta));
-        t.done(ta, &mut a, u64::MAX);
-        assert_eq!(a.tpm_finish(), u64::MAX);
-        let ta = t.enter(&a, &SIGN).unwrap();
-        assert!(t.try_take(&ta));
-    }
-}
+mod tests;

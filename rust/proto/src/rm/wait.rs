@@ -339,7 +339,20 @@ impl Rm {
         now_ns: u64,
         rc: Option<u32>,
     ) -> Result<Ticket, RmError> {
-        Ok(self.st.sched.begin(space.id(), now_ns, rc)?)
+        let (group, held_by_others) = if self.config.fair_share_by_uid {
+            let uid = space.uid();
+            let r = &self.st.registry;
+            let others = r
+                .count_held_by_uid(uid)
+                .saturating_sub(r.count_owned(space.id()));
+            (u64::from(uid), others)
+        } else {
+            (0, 0)
+        };
+        Ok(self
+            .st
+            .sched
+            .begin(space.id(), group, held_by_others, now_ns, rc)?)
     }
 
     /// The command of `ticket` stops waiting. An unused reservation passes to the next

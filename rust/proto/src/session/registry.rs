@@ -241,6 +241,14 @@ impl SessionRegistry {
             .count()
     }
 
+    /// Number of sessions owned by open files of `uid` (abandoned ones count for nobody).
+    pub fn count_held_by_uid(&self, uid: u32) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.owner.is_some() && e.uid == uid)
+            .count()
+    }
+
     /// Handle of one session owned by `owner`.
     pub fn find_owned(&self, owner: u64) -> Option<u32> {
         self.entries

@@ -93,6 +93,7 @@
 use super::super::constants::TPM_RC_SESSION_MEMORY;
 use super::super::platform::{OutOfMemory, Vec};
 
+mod place;
 mod step;
 #[cfg(test)]
 mod tests;
@@ -100,6 +101,7 @@ mod turn;
 mod victim;
 mod wake;
 
+use place::{round_of, GroupQueue, Places};
 pub use step::Action;
 use turn::Turn;
 pub use victim::{choose_early_victim, choose_victim, early_supply, jammed, Victim, SET_MAX};
@@ -134,6 +136,8 @@ pub enum WaitStep {
 struct Waiter {
     id: u64,
     space: u64,
+    /// Its fair-share group (see [`Places`]).
+    group: u64,
     since_ns: u64,
     reserved: bool,
     last_try_ns: u64,
@@ -162,7 +166,8 @@ pub struct Scheduler {
     pub timeout_ns: u64,
     /// How long slots reserved for a space beyond what it held at once last unused (ns).
     pub spare_ns: u64,
-    next_id: u64,
+    /// Where new waiters queue: by rounds per uid (see [`Places`]).
+    places: Places,
     /// Spaces whose waiters must be woken (a reservation or gang grant for them, or they head
     /// the queue now); `wake_all` if the list could not grow.
     wake: Vec<u64>,
@@ -184,7 +189,7 @@ impl Scheduler {
             keep_ns: 500_000_000,
             timeout_ns: 2_000_000_000,
             spare_ns: 100_000_000,
-            next_id: 1,
+            places: Places::new(),
             wake: Vec::new(),
             wake_all: false,
             returned: 0,
@@ -230,12 +235,22 @@ impl Scheduler {
             .min()
     }
 
-    /// Queues a waiter of space `space` at the tail. `rc` is the TPM's answer that made it
+    /// Queues a waiter of space `space`, whose fair-share group is `group` (its opener's
+    /// uid, or 0 for every space when files share alike) and whose group's other spaces
+    /// hold `held_by_others` sessions, at the tail of its group's next round (see
+    /// [`Places`]). `rc` is the TPM's answer that made it
     /// wait, if it got one.
     ///
     /// # Errors
     /// [`OutOfMemory`] if the queue cannot grow.
-    pub fn begin(&mut self, space: u64, now: u64, rc: Option<u32>) -> Result<Ticket, OutOfMemory> {
+    pub fn begin(
+        &mut self,
+        space: u64,
+        group: u64,
+        held_by_others: usize,
+        now: u64,
+        rc: Option<u32>,
+    ) -> Result<Ticket, OutOfMemory> {
         // A space that waited earlier in this turn gets its place and wait clock back.
         let kept = self
             .turn_mut(space)
@@ -254,10 +269,30 @@ impl Scheduler {
             .turn_mut(space)
             .and_then(|t| t.evicted_ns.take())
             .filter(|e| now < e.saturating_add(timeout));
-        let (id, since) = kept.unwrap_or((self.next_id, evicted.unwrap_or(now).min(now)));
+        let (id, since) = match kept {
+            Some(k) => k,
+            None => {
+                let head = self.head();
+                let waiters = &self.waiters;
+                let mut q = GroupQueue {
+                    waiting: 0,
+                    last_round: 0,
+                    held_by_others,
+                };
+                for w in waiters.iter().filter(|w| w.group == group) {
+                    q.waiting += 1;
+                    q.last_round = q.last_round.max(round_of(w.id));
+                }
+                let id = self
+                    .places
+                    .next(q, head, |id| waiters.iter().any(|w| w.id == id));
+                (id, evicted.unwrap_or(now).min(now))
+            }
+        };
         self.waiters.try_push(Waiter {
             id,
             space,
+            group,
             since_ns: since,
             reserved: false,
             last_try_ns: now,
@@ -267,7 +302,6 @@ impl Scheduler {
             again: kept.is_some(),
         })?;
         if kept.is_none() {
-            self.next_id = self.next_id.wrapping_add(1);
             self.waits = self.waits.wrapping_add(1);
         }
         Ok(Ticket { id })

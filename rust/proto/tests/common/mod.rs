@@ -7,6 +7,7 @@ pub mod fake;
 pub mod invariants;
 pub mod marshal;
 pub mod rc;
+pub mod sim;
 pub mod swtpm;
 pub mod workload;
 

@@ -6,14 +6,16 @@ use super::*;
 
 const T: u64 = 2_000;
 const P: u64 = 100;
+/// The fair-share group of the spaces of these tests (one uid).
+const G: u64 = 1000;
 
 #[test]
 fn fifo_gate_and_reservations() {
     let mut s = Scheduler::new();
     assert!(s.may_take_slot(None, 99));
-    let a = s.begin(1, 0, None).unwrap();
-    let b = s.begin(2, 10, None).unwrap();
-    let c = s.begin(3, 20, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
+    let b = s.begin(2, G, 0, 10, None).unwrap();
+    let c = s.begin(3, G, 0, 20, None).unwrap();
     assert_eq!(s.len(), 3);
     // Only the head may try; a newcomer may not.
     assert!(s.may_take_slot(Some(a.id()), 99));
@@ -49,8 +51,8 @@ fn fifo_gate_and_reservations() {
 #[test]
 fn leaving_passes_reservation_on() {
     let mut s = Scheduler::new();
-    let a = s.begin(1, 0, None).unwrap();
-    let b = s.begin(2, 0, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
+    let b = s.begin(2, G, 0, 0, None).unwrap();
     s.slot_freed();
     assert!(s.take_wakeup());
     // a is interrupted by a signal before retrying: its slot is given back, once.
@@ -71,8 +73,8 @@ fn leaving_passes_reservation_on() {
 #[test]
 fn head_leaving_wakes_the_next() {
     let mut s = Scheduler::new();
-    let a = s.begin(1, 0, None).unwrap();
-    let _b = s.begin(1, 0, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
+    let _b = s.begin(1, G, 0, 0, None).unwrap();
     s.end(a, 1);
     assert!(s.take_wakeup());
 }
@@ -86,9 +88,9 @@ fn woken(s: &mut Scheduler) -> std::vec::Vec<Option<u64>> {
 #[test]
 fn only_the_waiters_that_can_use_a_slot_are_woken() {
     let mut s = Scheduler::new();
-    let a = s.begin(1, 0, None).unwrap();
-    let _b = s.begin(2, 0, None).unwrap();
-    let _c = s.begin(3, 0, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
+    let _b = s.begin(2, G, 0, 0, None).unwrap();
+    let _c = s.begin(3, G, 0, 0, None).unwrap();
     assert!(woken(&mut s).is_empty(), "queueing wakes nobody");
     // A freed slot wakes its reservation holder only (a, the oldest), once.
     s.slot_freed();
@@ -109,8 +111,8 @@ fn only_the_waiters_that_can_use_a_slot_are_woken() {
 #[test]
 fn steps() {
     let mut s = Scheduler::new();
-    let a = s.begin(1, 0, None).unwrap();
-    let b = s.begin(2, 0, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
+    let b = s.begin(2, G, 0, 0, None).unwrap();
     // Head polls every P; b sleeps until it could evict.
     assert_eq!(s.step(a.id(), 0, T, P), Action::Sleep(P));
     assert_eq!(s.step(a.id(), P, T, P), Action::Retry);
@@ -136,7 +138,7 @@ fn steps() {
 #[test]
 fn no_eviction_for_session_memory() {
     let mut s = Scheduler::new();
-    let a = s.begin(1, 0, Some(0x903)).unwrap();
+    let a = s.begin(1, G, 0, 0, Some(0x903)).unwrap();
     // Head: polls, never evicts.
     assert_eq!(s.step(a.id(), T, T, P), Action::Retry);
     s.exhausted(Some(a.id()), T, None);
@@ -158,7 +160,7 @@ fn victim_choice_whole_spaces() {
     let now = 10 * T;
     let mut s = Scheduler::new();
     // Waiter 1 of space 9.
-    let w = s.begin(9, now, None).unwrap();
+    let w = s.begin(9, G, 0, now, None).unwrap();
     // Spaces 1 and 2 hold sessions; 2's turn began earlier.
     let mut v = std::vec![
         e(0x0200_0000, 1, Some(1), 0, 0),
@@ -188,9 +190,9 @@ fn victim_choice_whole_spaces() {
     // A space that waits ahead of the waiter is never a victim; one waiting behind it
     // only after every space that does not wait.
     let mut s2 = Scheduler::new();
-    let a = s2.begin(2, now, None).unwrap();
-    let w2 = s2.begin(9, now, None).unwrap();
-    let b = s2.begin(1, now, None).unwrap();
+    let a = s2.begin(2, G, 0, now, None).unwrap();
+    let w2 = s2.begin(9, G, 0, now, None).unwrap();
+    let b = s2.begin(1, G, 0, now, None).unwrap();
     s2.session_added(1, 4 * T, 1);
     s2.session_added(2, 3 * T, 1);
     s2.session_added(3, 5 * T, 1);
@@ -211,11 +213,11 @@ fn victim_choice_whole_spaces() {
 fn an_evicted_space_waits_from_its_eviction_at_the_tail() {
     let mut s = Scheduler::new();
     s.timeout_ns = T;
-    let a = s.begin(1, 0, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
     // Space 2's sessions are evicted at 100; its client finds out and asks at 700: its
     // wait counts from 100, but it queues behind a, who asked before it.
     s.evicted(2, 100);
-    let b = s.begin(2, 700, None).unwrap();
+    let b = s.begin(2, G, 0, 700, None).unwrap();
     assert!(b.id() > a.id());
     assert!(!s.waited(b.id(), 100 + T - 1, T));
     assert!(s.waited(b.id(), 100 + T, T));
@@ -223,24 +225,24 @@ fn an_evicted_space_waits_from_its_eviction_at_the_tail() {
     // Once: its next wait, even within T, counts from its own start.
     s.end(b, 800);
     s.expire(800 + s.keep_ns);
-    let b2 = s.begin(2, 1_500, None).unwrap();
+    let b2 = s.begin(2, G, 0, 1_500, None).unwrap();
     assert!(!s.waited(b2.id(), 1_500 + T - 1, T));
     s.end(b2, 1_600);
     // Asking SESSION_TIMEOUT or more after the eviction, it waits from its request.
     s.evicted(3, 2_000);
-    let c = s.begin(3, 2_000 + T, None).unwrap();
+    let c = s.begin(3, G, 0, 2_000 + T, None).unwrap();
     assert!(!s.waited(c.id(), 2_000 + 2 * T - 1, T));
     // The eviction of a space that waits already changes nothing: it keeps its clock.
     s.evicted(1, 3_000);
     assert!(s.waited(a.id(), T, T));
     s.end(a, 3_000);
     // An eviction ends a kept queue place: the space's turn is over.
-    let d = s.begin(4, 3_000, None).unwrap();
+    let d = s.begin(4, G, 0, 3_000, None).unwrap();
     s.end(d, 3_100);
     assert!(s.position(4, 3_200).is_some());
     s.evicted(4, 3_200);
     assert_eq!(s.position(4, 3_200), None);
-    let d2 = s.begin(4, 3_300, None).unwrap();
+    let d2 = s.begin(4, G, 0, 3_300, None).unwrap();
     assert!(!s.is_again(d2.id()));
     assert!(s.waited(d2.id(), 3_200 + T, T) && !s.waited(d2.id(), 3_200 + T - 1, T));
 }
@@ -249,8 +251,8 @@ fn an_evicted_space_waits_from_its_eviction_at_the_tail() {
 fn kept_place_and_gang_expiry() {
     let mut s = Scheduler::new();
     s.keep_ns = 500;
-    let a = s.begin(1, 0, None).unwrap();
-    let b = s.begin(2, 10, None).unwrap();
+    let a = s.begin(1, G, 0, 0, None).unwrap();
+    let b = s.begin(2, G, 0, 10, None).unwrap();
     let a_id = a.id();
     s.reserve(a_id);
     s.took_slot(Some(a_id), 1, 100);
@@ -258,7 +260,7 @@ fn kept_place_and_gang_expiry() {
     s.end(a, 100);
     // Space 1 asks again within keep_ns: its old place and wait clock come back.
     assert_eq!(s.position(1, 200), Some(a_id));
-    let a2 = s.begin(1, 200, None).unwrap();
+    let a2 = s.begin(1, G, 0, 200, None).unwrap();
     assert_eq!(a2.id(), a_id);
     assert!(s.is_head(a2.id()));
     assert!(s.waited(a2.id(), 2_000, 2_000));
@@ -267,7 +269,7 @@ fn kept_place_and_gang_expiry() {
     // After keep_ns the place lapses: a new request goes to the tail.
     assert_eq!(s.expire(801), 0);
     assert_eq!(s.position(1, 801), None);
-    let a3 = s.begin(1, 801, None).unwrap();
+    let a3 = s.begin(1, G, 0, 801, None).unwrap();
     assert!(a3.id() > b.id());
     // Gang reservations: the space may take slots, and they lapse to the queue.
     assert!(!s.may_take_slot(None, 3));
@@ -314,11 +316,11 @@ fn early_victims_are_part_sets_waiting_behind() {
     let mut s = Scheduler::new();
     s.keep_ns = 500;
     // In queue order: space 1, the waiter (space 9), then spaces 2, 3 and 4.
-    let ahead = s.begin(1, 0, None).unwrap();
-    let w = s.begin(9, 0, None).unwrap();
-    let _b2 = s.begin(2, 0, None).unwrap();
-    let _b3 = s.begin(3, 0, None).unwrap();
-    let last = s.begin(4, 0, None).unwrap();
+    let ahead = s.begin(1, G, 0, 0, None).unwrap();
+    let w = s.begin(9, G, 0, 0, None).unwrap();
+    let _b2 = s.begin(2, G, 0, 0, None).unwrap();
+    let _b3 = s.begin(3, G, 0, 0, None).unwrap();
+    let last = s.begin(4, G, 0, 0, None).unwrap();
     let mut v = std::vec![
         e(0x0200_0000, 1, Some(1), 0, 0),
         e(0x0200_0001, 2, Some(2), 0, 0),
@@ -367,4 +369,67 @@ fn early_victims_are_part_sets_waiting_behind() {
     assert_eq!(early(&v, &s, &w, 9), Some(Victim::Space(2)));
     assert_eq!(early(&[], &s, &w, 9), None);
     assert!(!jammed(&[], &s));
+}
+
+/// The order in which the queue serves its waiters: the spaces of the tickets, in id order.
+fn queue_order(s: &Scheduler) -> std::vec::Vec<u64> {
+    let mut w: std::vec::Vec<(u64, u64)> = s.waiters.iter().map(|w| (w.id, w.space)).collect();
+    w.sort();
+    w.into_iter().map(|(_, space)| space).collect()
+}
+
+#[test]
+fn the_queue_goes_round_the_uids() {
+    // uid 1 queues forty files at once, then uids 2..=4 one each: the queue serves one of
+    // uid 1's, then each other uid, then uid 1's next, not all forty first.
+    let mut s = Scheduler::new();
+    let mut t = std::vec::Vec::new();
+    for space in 1..=40 {
+        t.push(s.begin(space, 1, 0, 0, None).unwrap());
+    }
+    for space in 41..=43 {
+        t.push(s.begin(space, space - 39, 0, 1, None).unwrap());
+    }
+    let order = queue_order(&s);
+    assert_eq!(&order[..6], &[1, 41, 42, 43, 2, 3], "{order:?}");
+    // The head leaves; uid 2 asks again, with nothing else queued: it joins the round
+    // being served, behind the uids that asked before it and ahead of uid 1's next file.
+    let head = t.remove(0);
+    assert!(s.is_head(head.id()));
+    s.end(head, 2);
+    let tb = t.remove(39);
+    s.end(tb, 2);
+    s.begin(41, 2, 0, 3 + s.keep_ns, None).unwrap();
+    let order = queue_order(&s);
+    assert_eq!(&order[..5], &[42, 43, 41, 2, 3], "{order:?}");
+}
+
+#[test]
+fn with_one_group_the_queue_is_fifo() {
+    // Every file in one group (one uid, or `fair_share_by_uid` off): tickets in the order
+    // of asking, as a plain FIFO.
+    let mut s = Scheduler::new();
+    let mut ids = std::vec::Vec::new();
+    for i in 0..50u64 {
+        // Further apart than a kept place lasts: each is a new place.
+        let now = i * (s.keep_ns + 1);
+        let t = s.begin(i % 7, G, 0, now, None).unwrap();
+        ids.push(t.id());
+        if i % 3 == 0 {
+            s.end(t, now);
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[test]
+fn a_uid_whose_files_hold_sets_waits_behind() {
+    // uid 1's other files hold six sessions (two sets): its new waiter queues two rounds
+    // back, behind uids that hold none, even ones that ask later.
+    let mut s = Scheduler::new();
+    let head = s.begin(9, 9, 0, 0, None).unwrap();
+    let a = s.begin(1, 1, 6, 1, None).unwrap();
+    let b = s.begin(2, 2, 0, 2, None).unwrap();
+    let c = s.begin(3, 3, 2, 3, None).unwrap();
+    assert!(head.id() < b.id() && b.id() < c.id() && c.id() < a.id());
 }

@@ -65,8 +65,8 @@ start_thirdparty() { # start_thirdparty SUITE: its guest in the background, out 
 		>"$d.guest.log" 2>&1 &
 	tp_pid[$1]=$!
 }
-# Two short guests beside the host checks (which assert no time), both waited for before the
-# main guest, which runs alone:
+# Two short guests, both waited for before the main guest, which runs alone (the first beside
+# the host checks, which assert no time; the second after them):
 # - resident contexts (resident=1, as make install-tcti sets it): tests/guest/resident.sh,
 #   swtpm behind the TPM proxy (test_resident.py power-cycles the TPM through it) with its
 #   command log (test_traffic.py's resident=1 limits);
@@ -83,15 +83,19 @@ if [ "${TPMRS_RESIDENT_GUEST:-1}" != 0 ]; then
 fi
 csout=$out/chip-select
 mkdir -p "$csout" && cp tpmrs.ko "$csout/tpmrs.ko"
-log "chip selection (own guest with a TPM 1.2 as tpm0, in the background)"
-TPMRS_TPM_VERSION=1.2 "$here/guest.sh" "$kdir" tests/guest/chip_select.sh "$csout" 900 \
-	>"$csout.guest.log" 2>&1 &
-cs_pid=$!
 check "docs: rustdoc of the core and the module (-D warnings)" "$out/rustdoc.log" make -s rustdoc
 
 # The host-only part, the same as `make check` (scripts/check.sh).
 TPMRS_FUZZ_SECONDS=${TPMRS_FUZZ_SECONDS:-15}
 host_checks
+
+# The chip-selection guest starts once the host checks are over: beside two guests, cargo's
+# builds and the fuzzers starved its in-guest swtpm until the kernel's first commands to the
+# vTPM timed out.
+log "chip selection (own guest with a TPM 1.2 as tpm0, in the background)"
+TPMRS_TPM_VERSION=1.2 "$here/guest.sh" "$kdir" tests/guest/chip_select.sh "$csout" 1500 \
+	>"$csout.guest.log" 2>&1 &
+cs_pid=$!
 
 # The short guests first: the main guest runs alone.
 [ -z "${r_pid:-}" ] || { log "resident contexts (waiting for its guest)"; wait "$r_pid"; r_rc=$?; }
@@ -181,8 +185,11 @@ if [ "$cs_rc" = 0 ] && [ "$(cat "$csout/script.rc" 2>/dev/null)" = 0 ] && [ -s "
 	grep -E '^not ok' -A 8 "$csout/chip-select.tap" | sed 's/^/    chip-select| /'
 	echo "guest: chip-select.tap: $cp passed, $cf failed"
 else
-	fail "chip selection: guest booted, ran the script and powered off (console: $csout/console.log)"
-	tail -n 30 "$csout/console.log" | sed 's/^/    | /'
+	fail "chip selection: guest booted, ran the script and powered off (rc $cs_rc, script rc $(cat "$csout/script.rc" 2>/dev/null); console: $csout/console.log)"
+	grep -E '^\[guest\]' "$csout.guest.log" | tail -n 5 | sed 's/^/    guest| /'
+	sed 's/^/    chip-select| /' "$csout/chip-select.tap" 2>/dev/null | tail -n 20
+	grep -E 'chip_select:|tpmrs|tpm_vtpm|tpm1' "$csout/console.log" | tail -n 15 | sed 's/^/    | /'
+	tail -n 12 "$csout/console.log" | sed 's/^/    | /'
 fi
 if grep -qE "$bad" "$csout/dmesg.txt" "$csout/console.log" 2>/dev/null; then
 	fail "chip selection: kernel log free of oops/WARN/BUG/lockdep/KASAN reports"

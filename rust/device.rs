@@ -194,7 +194,7 @@ impl Shared {
                     continue;
                 }
             }
-            let turn = match self.take_turn(me, space, cmd, req.ticket().is_some(), closed) {
+            let turn = match self.take_turn(me, space, cmd, req.queued(), closed) {
                 Ok(turn) => turn,
                 Err(e) => break Err(e),
             };

@@ -6,7 +6,8 @@ the host turns it into bench.md and bench.png (scripts/bench.sh).
 
 Sections: 1. TPM traffic per client command (counted on the swtpm side, from its command
 log), 2. latency p50/p99, 3. throughput with 1..32 processes, 4. exhaustion, 5. context gap,
-6. fair share (fairshare.py: three workloads, 20 s and 60 s, with the fresh-open probe),
+6. fair share (fairshare.py: four workloads, the last of 21 uids, 20 s and 60 s, with the
+fresh-open probe),
 7. `modeled`: issue 21's workloads on the modeled hardware TPM (modeled.py; its own boot,
 with tests/bench/tpm_proxy.py between QEMU and swtpm)."""
 

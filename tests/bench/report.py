@@ -99,6 +99,15 @@ def main(src, md, png):
         keys = [k for k in rows[0] if not k.startswith("probe") and k != "clients"]
         parts.append("## 6. Fair share under exhaustion (issue 10; the clock starts at the go on "
                      "every node)\n\n" + table(keys, [[x[k] for k in keys] for x in rows]) + "\n")
+        users = [x for x in rows if "users" in x]
+        if users:
+            uk = ["workload", "seconds", "node", "uids", "jain over uids", "first uid's share",
+                  "longest uid gap s"]
+            parts.append("Between users (issue 22): the first uid opens forty files, each of "
+                         "twenty others one:\n\n" + table(uk, [[
+                             x["workload"], x["seconds"], x["node"], x["users"]["uids"],
+                             x["users"]["jain"], x["users"]["first_uid_share"],
+                             x["users"]["longest_gap_s"]] for x in users]) + "\n")
         probes = [x for x in rows if "probe_n" in x]
         if probes:
             pk = ["workload", "seconds", "node", "probe_n", "probe_failed", "probe_p99_ms", "probe_max_ms"]

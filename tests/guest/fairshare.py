@@ -34,18 +34,30 @@ WORKLOADS = {
     "32x3": [3] * 32,
     "mixed 16x1+16x5": [1, 5] * 16,
     "hog 60 + 20x3": [60] + [3] * 20,
+    # Issue 22: one uid opens forty files and wants a session in each; twenty other uids
+    # each run one client that wants three.
+    "many files 40x1 + 20 uids x3": [1] * 40 + [3] * 20,
 }
 HOG = {"hog 60 + 20x3": 0}
+# The uid of each client, for workloads of several uids (the others run as the caller).
+MANY_FILES_UID = 2000
+UIDS = {
+    "many files 40x1 + 20 uids x3": [MANY_FILES_UID] * 40 + [3001 + i for i in range(20)],
+}
 
 
 HARD_LIMIT = 240.0
 
 
-def _client(node, want, idle, seconds, wfd, ready_w, go_r, must_progress=False):
+def _client(node, want, idle, seconds, wfd, ready_w, go_r, must_progress=False, uid=None):
     """Writes "ops refusals errors evicted blocked_s longest_gap_s gap_began_s between_s
-    wait_ms..." to wfd. With
+    wait_ms... | op_s..." to wfd (op_s: the time of each op from the go). With
     `must_progress` a client with no sign yet goes on past `seconds` until it has one
-    (bounded by HARD_LIMIT)."""
+    (bounded by HARD_LIMIT). With `uid` it runs as that uid."""
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
     ops = refusals = errors = evicted = 0
     blocked = 0.0
     waits = []
@@ -115,6 +127,7 @@ def _client(node, want, idle, seconds, wfd, ready_w, go_r, must_progress=False):
     fields = [ops, refusals, errors, evicted, f"{blocked:.3f}", f"{gap:.3f}", f"{gap_at:.3f}",
               f"{between:.3f}"]
     fields += [f"{w:.1f}" for w in waits]
+    fields += ["|"] + [f"{t - start:.3f}" for t in op_times]
     os.write(wfd, (" ".join(map(str, fields)) + "\n").encode())
     os.close(wfd)
 
@@ -148,23 +161,35 @@ def _probe(node, seconds, wfd, go_r):
 
 
 def run(node, workload, seconds, probe=False, must_progress=False):
-    """Runs `workload` on `node` for `seconds`; returns the summary row."""
+    """Runs `workload` on `node` for `seconds`; returns the summary row. A workload of
+    several uids runs with `node` world-accessible (its mode is restored after), and its row
+    has per-uid figures too (`users`)."""
     wants = WORKLOADS[workload]
     hog = HOG.get(workload)
-    children = [
-        tpm.fork_child(lambda w, ready_w, go_r, i=i, want=want: _client(
-            node, want, i == hog, seconds, w, ready_w, go_r, must_progress))
-        for i, want in enumerate(wants)
-    ]
-    prober = None
-    if probe:
-        prober = tpm.fork_child(lambda w, _ready_w, go_r: _probe(node, seconds, w, go_r), ready=False)
-    tpm.start_together(children + ([prober] if prober else []))
-    rows = []
-    for c in children:
-        f = tpm.collect(c).split()
-        rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]), float(f[5]),
-                     [float(x) for x in f[8:]], float(f[6]), float(f[7])))
+    uids = UIDS.get(workload, [None] * len(wants))
+    mode = os.stat(node).st_mode & 0o7777
+    if any(u is not None for u in uids):
+        os.chmod(node, 0o666)
+    try:
+        children = [
+            tpm.fork_child(lambda w, ready_w, go_r, i=i, want=want: _client(
+                node, want, i == hog, seconds, w, ready_w, go_r, must_progress, uids[i]))
+            for i, want in enumerate(wants)
+        ]
+        prober = None
+        if probe:
+            prober = tpm.fork_child(lambda w, _ready_w, go_r: _probe(node, seconds, w, go_r), ready=False)
+        tpm.start_together(children + ([prober] if prober else []))
+        rows = []
+        op_times = []
+        for c in children:
+            f, _, t = tpm.collect(c).partition("|")
+            f = f.split()
+            op_times.append([float(x) for x in t.split()])
+            rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]), float(f[5]),
+                         [float(x) for x in f[8:]], float(f[6]), float(f[7])))
+    finally:
+        os.chmod(node, mode)
     signers = [row for i, row in enumerate(rows) if i != hog]
     ops = [row[0] for row in signers]
     waits = sorted(w for row in rows for w in row[6])
@@ -190,6 +215,8 @@ def run(node, workload, seconds, probe=False, must_progress=False):
         "clients": [[row[0], row[3], round(row[5], 2), round(row[7], 2), len(row[6]), round(row[4], 1)]
                     for row in rows],
     }
+    if workload in UIDS:
+        out["users"] = per_user(uids, op_times, seconds)
     if prober:
         probes = [[float(v) for v in x.split(",")] for x in tpm.collect(prober).split()]
         lat = [p[0] for p in probes]
@@ -203,3 +230,30 @@ def run(node, workload, seconds, probe=False, must_progress=False):
             worst = max(probes, key=lambda p: abs(p[0]))
             out["probe_max_split_ms"] = [round(v, 1) for v in worst[1:]]
     return out
+
+
+def per_user(uids, op_times, seconds):
+    """Per uid, over all its clients: ops, and the longest gap between two of its ops (from
+    the go to its first and from its last to the end count too); Jain's index over the uids'
+    ops, and over all but the first; the share of all ops that the first uid (the many-file
+    one) did."""
+    users = list(dict.fromkeys(uids))
+    ops, gaps = [], []
+    for u in users:
+        times = sorted(t for uid, ts in zip(uids, op_times) if uid == u for t in ts)
+        end = max([seconds] + times)
+        marks = [0.0] + times + [end]
+        ops.append(len(times))
+        gaps.append(max(b - a for a, b in zip(marks, marks[1:])))
+    def jain(x):
+        return sum(x) ** 2 / (len(x) * sum(o * o for o in x)) if any(x) else 0.0
+    total = sum(ops)
+    return {
+        "uids": len(users),
+        "ops": ops,
+        "jain": round(jain(ops), 3),
+        "jain_others": round(jain(ops[1:]), 3),
+        "gaps_s": [round(g, 2) for g in gaps],
+        "first_uid_share": round(ops[0] / total, 3) if total else 0.0,
+        "longest_gap_s": round(max(gaps), 2),
+    }

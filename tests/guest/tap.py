@@ -27,13 +27,17 @@ def main(paths):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import tpm  # noqa: PLC0415 - from this directory, on the path set just above
     excluded = {n for n in os.environ.get("TPMRS_GUEST_EXCLUDE", "").split(",") if n}
+    # Only these (fnmatch patterns, comma-separated), when set: for a developer's run.
+    only = {n for n in os.environ.get("TPMRS_GUEST_ONLY", "").split(",") if n}
     tests = []
     for path in paths:
         mod = load(path)
         for name, fn in vars(mod).items():
             full = f"{mod.__name__}.{name}"
-            if name.startswith("test_") and callable(fn) and not any(
-                    fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x) for x in excluded):
+            def matches(patterns, full=full, name=name):
+                return any(fnmatch.fnmatchcase(full, x) or fnmatch.fnmatchcase(name, x) for x in patterns)
+            if name.startswith("test_") and callable(fn) and not matches(excluded) and (
+                    not only or matches(only)):
                 tests.append((f"{mod.__name__}.{name}", fn, getattr(mod, "setup_each", None)))
     print("TAP version 13", flush=True)
     print(f"1..{len(tests)}", flush=True)

@@ -242,7 +242,6 @@ impl Rm {
     }
 
     /// The configuration.
-    #[cfg(not(tpmrs_kernel))]
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -223,7 +223,11 @@ impl Turns {
         let prev = if first { 0 } else { space.tpm_finish() };
         let start = self.vclock.max(prev);
         let seq = self.next_seq;
-        let group = if self.by_uid { u64::from(space.uid()) } else { 0 };
+        let group = if self.by_uid {
+            u64::from(space.uid())
+        } else {
+            0
+        };
         let (gfinish, lead) = match self.group(group) {
             Some(g) => (g.finish, g.lead),
             None => {

@@ -66,7 +66,10 @@ fn a_user_of_forty_files_gets_one_users_share() {
             assert_eq!(r.users.len(), 21);
             assert_eq!(r.refusals, 0, "seed {seed}");
             assert_eq!(r.dups, 0, "seed {seed}");
-            assert!(j >= 0.95, "seed {seed} {secs} s: Jain {j:.3} over uids {ops:?}");
+            assert!(
+                j >= 0.95,
+                "seed {seed} {secs} s: Jain {j:.3} over uids {ops:?}"
+            );
             assert!(gap <= 2 * T + SEC, "seed {seed} {secs} s: {:?}", r.users);
             // About 1/21 each: the forty-file uid gets one user's share, not most.
             assert!(share_of_many(&r) < 0.10, "seed {seed}: {ops:?}");
@@ -92,19 +95,64 @@ fn by_file_a_user_of_forty_files_gets_forty_shares() {
     }
 }
 
+/// 128 and 256 clients x 3 sessions, one uid and a uid each (issue 22): 384 and 768
+/// sessions wanted, 62 in the budget (20 sets of 3). No refusal, every client progresses,
+/// Jain >= 0.95, and a uid of one file each is served exactly as files of one uid. The
+/// longest gap (from the start) is asserted within one generation more than issue 22's
+/// bound, ceil(demand / budget) x T + 1 s: at 128 x 3 it is within that bound itself
+/// (14.9 s against 15 s), at 256 x 3 it is not (28.3-28.6 s against 27 s). Each generation
+/// of 20 sets takes T plus about 0.13 s -- a set is protected from when it is complete,
+/// and gathering it and the chain of evictions before it take that long -- and 12
+/// generations add more than the bound's 1 s (Documentation/tpmrs.rst, "At scale").
 #[test]
-#[ignore]
-fn explore() {
+fn fair_share_at_scale() {
     for n in [128usize, 256] {
+        let wants = vec![3; n];
+        let uids: Vec<u32> = (0..n as u32).map(|i| 5000 + i).collect();
+        let rounds = (3 * n as u64).div_ceil(62);
         for seed in [1u64, 2] {
-            let wants = vec![3; n];
-            let uids: Vec<u32> = (0..n as u32).map(|i| 5000 + i).collect();
-            for (label, u) in [("one uid", &[][..]), ("a uid each", &uids[..])] {
-                let r = run(seed, &Workload { slots: 64, wants: &wants, uids: u, hog: None, secs: 60, speed: BENCH, by_uid: true });
-                let gap = r.gaps.iter().max().unwrap();
-                println!("X {n}x3 {label} seed {seed}: Jain {:.3} ops {} fewest {} gap {} ms refusals {} longest wait {} ms",
-                    jain(&r.ops), r.ops.iter().sum::<u64>(), r.ops.iter().min().unwrap(), gap / (SEC / 1000), r.refusals, r.longest_wait / (SEC/1000));
-            }
+            let one = |uids: &[u32]| {
+                run(
+                    seed,
+                    &Workload {
+                        slots: 64,
+                        wants: &wants,
+                        uids,
+                        hog: None,
+                        secs: 60,
+                        speed: BENCH,
+                        by_uid: true,
+                    },
+                )
+            };
+            let (r, each) = (one(&[]), one(&uids));
+            let gap = *r.gaps.iter().max().unwrap();
+            let j = jain(&r.ops);
+            println!(
+                "{n}x3 seed {seed}: Jain {j:.3} ops {} (fewest {}) longest gap {} ms (bound {} s) \
+                 longest wait {} ms refusals {} evictions {}",
+                r.ops.iter().sum::<u64>(),
+                r.ops.iter().min().unwrap(),
+                gap / (SEC / 1000),
+                rounds * (T / SEC) + 1,
+                r.longest_wait / (SEC / 1000),
+                r.refusals,
+                r.evictions
+            );
+            assert_eq!(r.refusals, 0);
+            assert_eq!(r.dups, 0);
+            assert!(
+                r.ops.iter().all(|o| *o > 0),
+                "{n}x3 seed {seed}: {:?}",
+                r.ops
+            );
+            assert!(j >= 0.95, "{n}x3 seed {seed}: Jain {j:.3}");
+            assert!(
+                gap <= (rounds + 1) * T + SEC,
+                "{n}x3 seed {seed}: {} ms",
+                gap / (SEC / 1000)
+            );
+            assert_eq!(r.ops, each.ops, "a uid each is served as one uid's files");
         }
     }
 }

@@ -39,6 +39,9 @@ use super::super::space::{Gathering, Space};
 use super::super::tpm::Tpm;
 use super::Rm;
 
+mod request;
+pub use request::Request;
+
 /// What [`Rm::execute`] did with a client command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -66,40 +69,6 @@ impl Outcome {
             Outcome::Response(n) => Ok(n),
             Outcome::Exhausted { .. } => Err(RmError::SessionsExhausted),
         }
-    }
-}
-
-/// One client command on its way through the wait protocol: its place in the queue, once
-/// it has one. Ended with [`Rm::end_request`].
-#[derive(Debug, Default)]
-pub struct Request {
-    ticket: Option<Ticket>,
-    /// The scheduler said Retry: run the command at the next step.
-    run: bool,
-    /// When this command began to wait (its ticket was taken) and its space, for its trace
-    /// events.
-    wait_began_ns: u64,
-    space: u64,
-    /// How the command ended, once [`Rm::step`] said [`Step::Done`].
-    end: Option<WaitEnd>,
-}
-
-impl Request {
-    /// A command that has not run yet.
-    pub fn new() -> Self {
-        Request {
-            ticket: None,
-            run: true,
-            wait_began_ns: 0,
-            space: 0,
-            end: None,
-        }
-    }
-
-    /// Its place in the wait queue, if it waits.
-    #[cfg(not(tpmrs_kernel))]
-    pub fn ticket(&self) -> Option<&Ticket> {
-        self.ticket.as_ref()
     }
 }
 

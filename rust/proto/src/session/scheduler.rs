@@ -341,23 +341,6 @@ impl Scheduler {
         r
     }
 
-    /// Every session of `space` was evicted at `now`. Unless a command of it waits already
-    /// (it keeps that ticket and clock), its next wait, if it begins within `timeout_ns`,
-    /// counts from `now`: its client lost its set now, and finds out only at its next use
-    /// of a session. It still queues at the tail when it asks, behind those who asked
-    /// before. On the debug kernel the client found out up to a second later (32 clients'
-    /// Python on two slow CPUs), and its gap paid that on top of its wait.
-    pub fn evicted(&mut self, space: u64, now: u64) {
-        if self.waiting_place(space).is_some() {
-            return;
-        }
-        if let Some(t) = self.turn_or_new(space, now) {
-            // Its turn is over: a place kept from it goes too.
-            t.place = None;
-            t.evicted_ns = Some(now);
-        }
-    }
-
     /// Every waiter of space `space` leaves (the file is being closed), and its turn is
     /// forgotten. Returns the gang reservations it held (slots to hand to the queue).
     pub fn remove_space(&mut self, space: u64, now: u64) -> usize {
@@ -471,37 +454,5 @@ impl Scheduler {
     /// The space of waiter `id`.
     pub fn space_of(&self, id: u64) -> Option<u64> {
         self.waiter(id).map(|w| w.space)
-    }
-
-    /// Waiter `id` (if any) of `space` took a session slot: its reservation is used up, or
-    /// else one of its space's gang reservations. Returns whether the slot came from the
-    /// queue (the command waited, or a gang reservation was used).
-    /// A wait that ends this way moves the start of the space's turn to `now` (by at most
-    /// `timeout_ns` past its first session): a space that had to wait for the rest of its
-    /// set is protected from when it has it, not from when it began to gather it.
-    pub fn took_slot(&mut self, id: Option<u64>, space: u64, now: u64) -> bool {
-        let timeout = self.timeout_ns;
-        let waited = id.is_some_and(|id| self.contains(id));
-        let mut gang = true;
-        let mut queued = waited;
-        if let Some(w) = id.and_then(|id| self.waiter_mut(id)) {
-            gang = !core::mem::replace(&mut w.reserved, false);
-        }
-        if let Some(t) = self.turn_mut(space) {
-            if gang && t.gang > 0 {
-                queued = true;
-                t.gang -= 1;
-                // The rest lapses its lifetime after its last use, not after the grant: a
-                // space that gathers five sessions, finding each evicted one by one, on a
-                // slow kernel takes longer than that for all five.
-                t.gang_until_ns = t.gang_until_ns.max(now.saturating_add(t.gang_keep_ns));
-            }
-            if waited {
-                t.began_ns = t
-                    .began_ns
-                    .max(now.min(t.first_ns.saturating_add(timeout / 2)));
-            }
-        }
-        queued
     }
 }

@@ -43,7 +43,10 @@ fn an_idle_space_goes_before_busy_ones() {
         assert!(t.try_take(&turn));
         t.done(turn, s, 100);
     }
-    let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s, &SIGN, false).unwrap()).collect();
+    let turns: std::vec::Vec<Turn> = busy
+        .iter()
+        .map(|s| t.enter(s, &SIGN, false).unwrap())
+        .collect();
     let mut fresh = space(9);
     let tf = t.enter(&fresh, &SIGN, false).unwrap();
     assert_eq!(t.next_space(), Some(9));
@@ -65,14 +68,19 @@ fn a_newcomer_goes_before_busy_spaces_of_the_same_round() {
     let mut t = Turns::new(true);
     let mut busy: std::vec::Vec<Space> = (1..=10).map(space).collect();
     for _ in 0..3 {
-        let turns: std::vec::Vec<Turn> =
-            busy.iter().map(|s| t.enter(s, &SIGN, false).unwrap()).collect();
+        let turns: std::vec::Vec<Turn> = busy
+            .iter()
+            .map(|s| t.enter(s, &SIGN, false).unwrap())
+            .collect();
         for (turn, s) in turns.into_iter().zip(busy.iter_mut()) {
             assert!(t.try_take(&turn));
             t.done(turn, s, 1);
         }
     }
-    let turns: std::vec::Vec<Turn> = busy.iter().map(|s| t.enter(s, &SIGN, false).unwrap()).collect();
+    let turns: std::vec::Vec<Turn> = busy
+        .iter()
+        .map(|s| t.enter(s, &SIGN, false).unwrap())
+        .collect();
     let mut fresh = space(99);
     let tf = t.enter(&fresh, &SIGN, false).unwrap();
     assert_eq!(t.next_space(), Some(99));
@@ -137,8 +145,10 @@ fn a_gathering_space_signs_in_turn() {
     }
     let mut w = space(4);
     let mut served = std::vec::Vec::new();
-    let mut queued: std::vec::Vec<Turn> =
-        g.iter().map(|s| t.enter(s, &SIGN, false).unwrap()).collect();
+    let mut queued: std::vec::Vec<Turn> = g
+        .iter()
+        .map(|s| t.enter(s, &SIGN, false).unwrap())
+        .collect();
     queued.push(t.enter(&busy, &SIGN, false).unwrap());
     queued.push(t.enter(&w, &START, false).unwrap());
     while !queued.is_empty() {
@@ -262,8 +272,10 @@ fn tags_saturate() {
 /// cost 1 (a closed loop: a space asks again as soon as its turn is over). Returns the
 /// order in which the spaces went.
 fn closed_loop(t: &mut Turns, spaces: &mut [Space], rounds: usize) -> std::vec::Vec<u64> {
-    let mut queued: std::vec::Vec<Option<Turn>> =
-        spaces.iter().map(|s| Some(t.enter(s, &SIGN, false).unwrap())).collect();
+    let mut queued: std::vec::Vec<Option<Turn>> = spaces
+        .iter()
+        .map(|s| Some(t.enter(s, &SIGN, false).unwrap()))
+        .collect();
     let mut order = std::vec::Vec::new();
     for _ in 0..rounds {
         let i = (0..spaces.len())
@@ -290,13 +302,23 @@ fn a_user_of_many_files_gets_one_users_share() {
     spaces.push(user(42, 3));
     let order = closed_loop(&mut t, &mut spaces, 1200);
     let turns_of = |f: &dyn Fn(u64) -> bool| order.iter().filter(|s| f(**s)).count();
-    let (u1, u2, u3) = (turns_of(&|s| s <= 40), turns_of(&|s| s == 41), turns_of(&|s| s == 42));
+    let (u1, u2, u3) = (
+        turns_of(&|s| s <= 40),
+        turns_of(&|s| s == 41),
+        turns_of(&|s| s == 42),
+    );
     for n in [u1, u2, u3] {
-        assert!((395..=405).contains(&n), "uids got {u1}, {u2}, {u3} of 1200 turns");
+        assert!(
+            (395..=405).contains(&n),
+            "uids got {u1}, {u2}, {u3} of 1200 turns"
+        );
     }
     for id in 1..=40 {
         let n = turns_of(&|s| s == id);
-        assert!((9..=11).contains(&n), "file {id} of uid 1 got {n} of uid 1's {u1} turns");
+        assert!(
+            (9..=11).contains(&n),
+            "file {id} of uid 1 got {n} of uid 1's {u1} turns"
+        );
     }
 }
 
@@ -328,7 +350,12 @@ fn one_uid_is_served_as_files_alone() {
         let mut queued: std::vec::Vec<Option<Turn>> = spaces
             .iter()
             .enumerate()
-            .map(|(i, s)| Some(t.enter(s, if i == 2 { &START } else { &SIGN }, false).unwrap()))
+            .map(|(i, s)| {
+                Some(
+                    t.enter(s, if i == 2 { &START } else { &SIGN }, false)
+                        .unwrap(),
+                )
+            })
             .collect();
         for _ in 0..40 {
             let i = (0..spaces.len())
@@ -382,8 +409,10 @@ fn a_waiter_of_the_session_queue_goes_first() {
         assert!(t.try_take(&turn));
         t.done(turn, s, 1);
     }
-    let queued: std::vec::Vec<Turn> =
-        files.iter().map(|s| t.enter(s, &SIGN, false).unwrap()).collect();
+    let queued: std::vec::Vec<Turn> = files
+        .iter()
+        .map(|s| t.enter(s, &SIGN, false).unwrap())
+        .collect();
     let tw = t.enter(&w, &START, true).unwrap();
     assert_eq!(t.next_space(), Some(6));
     assert!(t.try_take(&tw));
@@ -429,7 +458,9 @@ fn one_file_per_uid_is_served_as_files_alone() {
                     t.cancel(queued[i].take().unwrap());
                 }
             }
-            if let Some(i) = (0..spaces.len()).find(|i| queued[*i].as_ref().is_some_and(|q| t.try_take(q))) {
+            if let Some(i) =
+                (0..spaces.len()).find(|i| queued[*i].as_ref().is_some_and(|q| t.try_take(q)))
+            {
                 let turn = queued[i].take().unwrap();
                 order.push(turn.space);
                 t.done(turn, &mut spaces[i], 1 + rnd(3));
@@ -439,5 +470,11 @@ fn one_file_per_uid_is_served_as_files_alone() {
     };
     let (a, b) = (run(true), run(false));
     let first = a.iter().zip(b.iter()).position(|(x, y)| x != y);
-    assert_eq!(first, None, "by uid {:?}\nby file {:?}", &a[..a.len().min(60)], &b[..b.len().min(60)]);
+    assert_eq!(
+        first,
+        None,
+        "by uid {:?}\nby file {:?}",
+        &a[..a.len().min(60)],
+        &b[..b.len().min(60)]
+    );
 }

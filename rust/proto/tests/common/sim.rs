@@ -319,7 +319,7 @@ pub fn run(seed: u64, w: &Workload) -> Report {
                 continue;
             }
             let (req, cmd) = c.req.as_ref().unwrap();
-            c.turn = Some(turns.enter(&c.space, cmd, req.ticket().is_some()).unwrap());
+            c.turn = Some(turns.enter(&c.space, cmd, req.queued()).unwrap());
         }
         wake(&mut clients, &woken, h.now);
         // The TPM goes to the command whose turn it is; if none waits, time passes.
@@ -455,4 +455,3 @@ fn wake(clients: &mut [Client], woken: &[Option<u64>], now: u64) {
         }
     }
 }
-

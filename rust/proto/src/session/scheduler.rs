@@ -238,7 +238,7 @@ impl Scheduler {
     /// Queues a waiter of space `space`, whose fair-share group is `group` (its opener's
     /// uid, or 0 for every space when files share alike) and whose group's other spaces
     /// hold `held_by_others` sessions, at the tail of its group's next round (see
-    /// [`Places`]). `rc` is the TPM's answer that made it
+    /// `place.rs`). `rc` is the TPM's answer that made it
     /// wait, if it got one.
     ///
     /// # Errors

@@ -361,6 +361,8 @@ fuzz_target!(|data: &[u8]| {
         resident: c1 & 0x40 != 0,
         reserve_objects: usize::from(c1 >> 7),
         reserve_sessions: usize::from(c1 >> 7),
+        // Every bit of the three is taken: a parity of them, nearly independent of each.
+        fair_share_by_uid: (c0 ^ c1 ^ c2) & 1 == 0,
     };
     let mut fake = FakeTpm::new();
     fake.max_loaded_objects = 2 + usize::from(c2 >> 7);

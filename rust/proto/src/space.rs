@@ -215,6 +215,17 @@ impl Space {
         self.uid
     }
 
+    /// Its fair-share group: the opener's uid when sharing between users first
+    /// (`Config::fair_share_by_uid`), else 0, one group for every file. The wait queue for
+    /// session slots and the turns at the TPM both group spaces by it.
+    pub fn share_group(&self, by_uid: bool) -> u64 {
+        if by_uid {
+            u64::from(self.uid)
+        } else {
+            0
+        }
+    }
+
     /// The space's objects.
     pub fn objects(&self) -> &[ObjectEntry] {
         &self.objects

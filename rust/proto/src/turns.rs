@@ -223,11 +223,7 @@ impl Turns {
         let prev = if first { 0 } else { space.tpm_finish() };
         let start = self.vclock.max(prev);
         let seq = self.next_seq;
-        let group = if self.by_uid {
-            u64::from(space.uid())
-        } else {
-            0
-        };
+        let group = space.share_group(self.by_uid);
         let (gfinish, lead) = match self.group(group) {
             Some(g) => (g.finish, g.lead),
             None => {

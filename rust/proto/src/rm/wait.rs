@@ -308,16 +308,15 @@ impl Rm {
         now_ns: u64,
         rc: Option<u32>,
     ) -> Result<Ticket, RmError> {
-        let (group, held_by_others) = if self.config.fair_share_by_uid {
-            let uid = space.uid();
-            let r = &self.st.registry;
-            let others = r
-                .count_held_by_uid(uid)
-                .saturating_sub(r.count_owned(space.id()));
-            (u64::from(uid), others)
+        let by_uid = self.config.fair_share_by_uid;
+        let r = &self.st.registry;
+        let held_by_others = if by_uid {
+            r.count_held_by_uid(space.uid())
+                .saturating_sub(r.count_owned(space.id()))
         } else {
-            (0, 0)
+            0
         };
+        let group = space.share_group(by_uid);
         Ok(self
             .st
             .sched

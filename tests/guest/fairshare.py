@@ -194,7 +194,6 @@ def run(node, workload, seconds, probe=False, must_progress=False):
     ops = [row[0] for row in signers]
     waits = sorted(w for row in rows for w in row[6])
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else 0.0
-    jain = (sum(ops) ** 2) / (len(ops) * sum(o * o for o in ops)) if any(ops) else 0.0
     out = {
         "workload": workload,
         "seconds": seconds,
@@ -203,7 +202,7 @@ def run(node, workload, seconds, probe=False, must_progress=False):
         "refusals": sum(row[1] for row in rows),
         "errors": sum(row[2] for row in rows),
         "evicted_seen": sum(row[3] for row in rows),
-        "jain": round(jain, 3),
+        "jain": round(jain(ops), 3),
         "fewest_ops": min(ops),
         "longest_gap_s": round(max(row[5] for row in signers), 2),
         "longest_gap_between_ops_s": round(max(row[8] for row in signers), 2),
@@ -232,6 +231,11 @@ def run(node, workload, seconds, probe=False, must_progress=False):
     return out
 
 
+def jain(x):
+    """Jain's fairness index of `x` (0 if all are 0)."""
+    return sum(x) ** 2 / (len(x) * sum(o * o for o in x)) if any(x) else 0.0
+
+
 def per_user(uids, op_times, seconds):
     """Per uid, over all its clients: ops, and the longest gap between two of its ops (from
     the go to its first and from its last to the end count too); Jain's index over the uids'
@@ -245,8 +249,6 @@ def per_user(uids, op_times, seconds):
         marks = [0.0] + times + [end]
         ops.append(len(times))
         gaps.append(max(b - a for a, b in zip(marks, marks[1:])))
-    def jain(x):
-        return sum(x) ** 2 / (len(x) * sum(o * o for o in x)) if any(x) else 0.0
     total = sum(ops)
     return {
         "uids": len(users),

@@ -415,11 +415,13 @@ impl Shared {
     /// The system is about to suspend or hibernate (the PM notifier, `pm.rs`): every context
     /// tpmrs keeps loaded between commands is saved or flushed, with the chip held, and none
     /// is made resident again until [`Self::resume`] ([`Rm::suspend`]). Takes `rm` and the
-    /// chip, as a command's step does. A chip going away: nothing is loaded to save.
+    /// chip, as a command's step does. A chip going away: nothing can be saved
+    /// ([`Rm::suspend_unreachable`]).
     pub(crate) fn suspend(&self) {
         let mut rm = self.rm.lock();
-        if let Ok(mut tpm) = self.chip.lock() {
-            rm.suspend(&mut tpm);
+        match self.chip.lock() {
+            Ok(mut tpm) => rm.suspend(&mut tpm),
+            Err(_) => rm.suspend_unreachable(),
         }
         self.after_call(&mut rm);
     }

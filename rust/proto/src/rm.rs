@@ -425,6 +425,14 @@ impl Rm {
         resident::evict_everything(&mut self.io, &mut self.st, tpm, &mut self.res);
     }
 
+    /// [`Rm::suspend`] when the TPM cannot be reached (its chip is going away): nothing is
+    /// saved, and no context is made resident until [`Rm::resume`]. What was loaded is found
+    /// lost at its next use (`rm/lost.rs`).
+    pub fn suspend_unreachable(&mut self) {
+        bump(&mut self.io.stats.suspends);
+        self.res.suspended = true;
+    }
+
     /// The system has resumed (or the suspend failed): contexts may be resident again.
     pub fn resume(&mut self) {
         self.res.suspended = false;

@@ -270,6 +270,36 @@ fn a_lost_resident_session_is_forgotten_and_its_owner_told() {
 }
 
 #[test]
+fn a_lost_resident_session_whose_number_another_space_gets_is_told_to_its_owner() {
+    let mut h = harness();
+    let mut a = Signer::new(&mut h, false);
+    a.sign(&mut h);
+    let lost = a.session;
+    // Flushed through /dev/tpm0 behind tpmrs' back: the TPM's lowest free number is free.
+    h.tpm.drop_session(lost);
+    let mut b = h.space();
+    let sb = rhandle(&h.success(&mut b, &start_auth_session(SE_HMAC, &[2; 16])));
+    assert_eq!(sb, lost, "the TPM hands the lost number out again");
+    assert_eq!(h.rm.stats().resident_lost, 1);
+    // a's next reference to its old number never reaches b's session (a stale nonce there
+    // is an HMAC failure the TPM may count against the dictionary-attack lockout): a gets
+    // what a lost session gets, TPM_RC_HANDLE at session 1 in the RM layer.
+    h.tpm.log.clear();
+    let cmd = a.sign_command();
+    let r = h.ok(&mut a.space, &cmd);
+    assert_eq!(rc(&r), LAYER | 0x98B);
+    assert!(h.tpm.log.is_empty(), "answered without the TPM: {:?}", h.tpm.log);
+    assert_eq!(h.rm.sessions().get(sb).and_then(|e| e.owner), Some(b.id()));
+    // b's session is b's, and works.
+    h.success(&mut b, &policy_password(sb));
+    a.restart_session(&mut h);
+    a.sign(&mut h);
+    a.finish(&mut h);
+    h.close(&mut b);
+    h.tpm.assert_empty();
+}
+
+#[test]
 fn a_tpm_reset_with_residents_is_handled_as_without() {
     let mut h = harness();
     let mut a = Signer::new(&mut h, false);
@@ -317,6 +347,27 @@ fn suspend_saves_everything_and_resume_keeps_it_working() {
     for c in clients {
         c.finish(&mut h);
     }
+    h.tpm.assert_empty();
+}
+
+#[test]
+fn a_suspend_without_the_tpm_makes_nothing_resident_until_resume() {
+    let mut h = harness();
+    let mut a = Signer::new(&mut h, false);
+    a.sign(&mut h);
+    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 1));
+    // The chip could not be taken: nothing was saved, and nothing used becomes resident
+    // (the session is saved after the sign, the key loaded from its blob and flushed, as
+    // without residency). The resident copy of the key stays where it was, out of reach:
+    // a power cycle would lose it, and `rm/lost.rs` finds out.
+    h.rm.suspend_unreachable();
+    a.sign(&mut h);
+    assert_eq!(h.rm.stats().resident_sessions, 0);
+    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 0));
+    h.rm.resume();
+    a.sign(&mut h);
+    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 1));
+    a.finish(&mut h);
     h.tpm.assert_empty();
 }
 

@@ -15,9 +15,10 @@
 #      That guest runs alone, with tpmrs' default resident=0 and every test, the time-bound
 #      ones included.
 #   5. then, side by side: one guest per suite for the third-party TSS suites (tss-esapi,
-#      tpm2-pytss) on /dev/tpmrs0, compared with their /dev/tpmrm0 baseline in
-#      tests/thirdparty/ (a test that fails on tpmrs0 but passes on tpmrm0 fails the run;
-#      TPMRS_THIRDPARTY=0 skips them).
+#      tpm2-pytss) on /dev/tpmrs0 with resident=1 (as make install-tcti sets it; the main
+#      guest covers resident=0; TPMRS_THIRDPARTY_RESIDENT=0 runs them with it off),
+#      compared with their /dev/tpmrm0 baseline in tests/thirdparty/ (a test that fails on
+#      tpmrs0 but passes on tpmrm0 fails the run; TPMRS_THIRDPARTY=0 skips them).
 # Any oops, WARN, BUG (KASAN, sleeping in atomic context, ...), lockdep report, Rust panic or
 # kmemleak report in the guest's kernel log fails the run, whatever the tests said.
 # Exit status: 0 only if nothing failed.
@@ -57,10 +58,11 @@ tp_suites=${TPMRS_THIRDPARTY_SUITES:-tss-esapi,tpm2-pytss}
 declare -A tp_pid
 start_thirdparty() { # start_thirdparty SUITE: its guest in the background, out in $out/thirdparty-SUITE
 	local d=$out/thirdparty-$1
-	log "third-party TSS suite $1 on /dev/tpmrs0 (own guest, in the background)"
+	local resident=${TPMRS_THIRDPARTY_RESIDENT:-1}
+	log "third-party TSS suite $1 on /dev/tpmrs0, resident=$resident (own guest, in the background)"
 	# Its own copy of the module: later steps (rustdoc) may rebuild tpmrs.ko while it boots.
 	mkdir -p "$d" && cp tpmrs.ko "$d/tpmrs.ko"
-	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=$1" \
+	TPMRS_EXTRA_ENV="TPMRS_THIRDPARTY_NODES=tpmrs0 TPMRS_THIRDPARTY_SUITES=$1 TPMRS_RESIDENT=$resident" \
 		"$here/guest.sh" "$kdir" tests/thirdparty/guest.sh "$d" "${TPMRS_THIRDPARTY_TIMEOUT:-2700}" \
 		>"$d.guest.log" 2>&1 &
 	tp_pid[$1]=$!

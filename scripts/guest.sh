@@ -14,6 +14,7 @@
 # Environment: TPMRS_SWTPM_LOG=1 makes swtpm log every command (for counting TPM traffic);
 #              TPMRS_TPM_VERSION=1.2 gives the machine a TPM 1.2 instead of a TPM 2.0;
 #              TPMRS_INTERACTIVE=1 gives a shell on the console after the script;
+#              TPMRS_GUEST_MEM: the guest's memory (default 2G);
 #              TPMRS_SHOW_CONSOLE=1 shows the console while it runs (and logs it);
 #              TPMRS_TPM_MODEL=hw puts the modeled hardware TPM between QEMU and swtpm
 #              (tests/bench/tpm_proxy.py: each response held for a discrete TPM's time,
@@ -91,7 +92,7 @@ append+=" TPMRS_ROOT=$TPMRS_ROOT TPMRS_CACHE=$TPMRS_CACHE TPMRS_SCRIPT=$script T
 # 4-level paging has no such window.
 append+=" kmemleak=on no5lvl ${TPMRS_EXTRA_ENV:-}"
 
-qemu=(qemu-system-x86_64 -M q35 -accel tcg -cpu "${TPMRS_QEMU_CPU:-max}" -m 2G -smp 2 -nographic -no-reboot
+qemu=(qemu-system-x86_64 -M q35 -accel tcg -cpu "${TPMRS_QEMU_CPU:-max}" -m "${TPMRS_GUEST_MEM:-2G}" -smp 2 -nographic -no-reboot
       -kernel "$kdir/arch/x86/boot/bzImage" -append "$append"
       -fsdev "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap"
       -device virtio-9p-pci,fsdev=hostroot,mount_tag=/dev/root

@@ -7,7 +7,7 @@ the host turns it into bench.md and bench.png (scripts/bench.sh).
 Sections: 1. TPM traffic per client command (counted on the swtpm side, from its command
 log), 2. latency p50/p99, 3. throughput with 1..32 processes, 4. exhaustion, 5. context gap,
 6. fair share (fairshare.py: four workloads, the last of 21 uids, 20 s and 60 s, with the
-fresh-open probe),
+fresh-open probe; the first three again with resident=1), 8. `scale`: 128 x 3 and 256 x 3,
 7. `modeled`: issue 21's workloads on the modeled hardware TPM (modeled.py; its own boot,
 with tests/bench/tpm_proxy.py between QEMU and swtpm)."""
 
@@ -205,16 +205,77 @@ def exhaustion():
     results["exhaustion"] = rows
 
 
+def tagged(row, config):
+    """`row` with its module configuration next to its node ("-": the module's defaults)."""
+    out = {}
+    for k, v in row.items():
+        out[k] = v
+        if k == "node":
+            out["config"] = config
+    return out
+
+
+def with_module(params, fn):
+    """Runs fn() with tpmrs.ko reloaded with `params`, then reloads it with its defaults.
+    Returns fn()'s result, or raises why the module could not be loaded so."""
+    why = modeled.load_tpmrs(params)
+    try:
+        if why:
+            raise RuntimeError(why)
+        return fn()
+    finally:
+        modeled.load_tpmrs({})
+
+
 def fairshare_runs():
-    """Issue 10: the three workloads, 20 s and 60 s, on both nodes with the same clock rule;
-    the fresh-open GetRandom probe during the 32 x 3 runs."""
+    """Issue 10: the workloads, 20 s and 60 s, on both nodes with the same clock rule; the
+    fresh-open GetRandom probe during the 32 x 3 runs. Issue 21: the three exhaustion
+    workloads of 20 s again on tpmrs0 with resident=1."""
     rows = []
-    for seconds in ((10,) if QUICK else (20, 60)):
-        for workload in fairshare.WORKLOADS:
+    base = [w for w in fairshare.WORKLOADS if w not in fairshare.SCALE]
+    lengths = os.environ.get("TPMRS_BENCH_FAIR_SECONDS", "20,60")
+    for seconds in ((10,) if QUICK else tuple(int(x) for x in lengths.split(",") if x)):
+        for workload in base:
             for node in NODES:
                 progress(f"fair share: {workload}, {seconds} s on {node}")
-                rows.append(fairshare.run(node, workload, seconds, probe=workload == "32x3"))
+                rows.append(tagged(fairshare.run(node, workload, seconds, probe=workload == "32x3"), "-"))
                 results["fairshare"] = rows
+
+    def resident():
+        seconds = 10 if QUICK else 20
+        for workload in base[:3]:
+            progress(f"fair share: {workload}, {seconds} s on /dev/tpmrs0 with resident=1")
+            rows.append(tagged(fairshare.run("/dev/tpmrs0", workload, seconds, probe=workload == "32x3"),
+                               "resident=1"))
+            results["fairshare"] = rows
+
+    with_module({"resident": "1"}, resident)
+
+
+def scale():
+    """Issue 22: 128 x 3 and 256 x 3 on both nodes with the fresh-open probe. Each row has the
+    bound on a client's longest gap: ceil(demand / budget) x SESSION_TIMEOUT + 1 s."""
+    import resource
+
+    # Three pipes per client stay open in the parent, and each child inherits the earlier
+    # ones: 256 clients need more than the default 1024 descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 8192 if hard == resource.RLIM_INFINITY else min(8192, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    timeout_s = 2.0  # the module's default session_timeout_ms
+    with Node("/dev/tpm0") as n:
+        budget = tpm.tpm_property(n, 0x206) - 2  # TPM_PT_HR_ACTIVE_AVAIL - session_headroom
+    rows = []
+    for workload, seconds in (("128x3", 40), ("256x3", 60)):
+        demand = sum(fairshare.WORKLOADS[workload])
+        bound = -(-demand // budget) * timeout_s + 1
+        for node in NODES:
+            progress(f"scale: {workload}, {seconds} s on {node}")
+            row = tagged(fairshare.run(node, workload, 15 if QUICK else seconds, probe=True), "-")
+            row["demand"], row["budget"], row["gap_bound_s"] = demand, budget, bound
+            rows.append(row)
+            results["scale"] = rows
 
 
 def context_gap():
@@ -269,7 +330,7 @@ T0 = time.monotonic()
 if __name__ == "__main__":
     # The context gap needs TPM_PT_CONTEXT_GAP_MAX (65535) session saves: about 9 of the
     # 20 minutes of a run on TCG. TPMRS_BENCH_GAP=0 leaves it out.
-    default = ["traffic", "latency", "throughput", "exhaustion", "fairshare_runs"]
+    default = ["traffic", "latency", "throughput", "exhaustion", "fairshare_runs", "scale"]
     if os.environ.get("TPMRS_BENCH_GAP", "1") != "0":
         default.append("context_gap")
     sections = sys.argv[1:] or default

@@ -38,6 +38,9 @@ CONFIGS = {
     "tpmrm0": ("/dev/tpmrm0", None),
     "tpmrs0": ("/dev/tpmrs0", {}),
     "tpmrs0-resident": ("/dev/tpmrs0", {"resident": "1"}),
+    # What the reserve costs: resident contexts with no slot kept for the kernel and tpmrm0.
+    "tpmrs0-resident-noreserve": ("/dev/tpmrs0", {"resident": "1", "reserve_objects": "0",
+                                                  "reserve_sessions": "0"}),
 }
 WORKLOADS = (("steady", 1), ("2 in turns", 2), ("4 in turns", 4))
 QUICK = os.environ.get("TPMRS_BENCH_QUICK") == "1"

@@ -51,7 +51,7 @@ def main(src, md, png):
     nodes = ("/dev/tpmrm0", "/dev/tpmrs0")
     parts = ["# tpmrs benchmark: /dev/tpmrs0 vs /dev/tpmrm0 (one make bench run, both nodes in each guest)\n",
              "Section 1 from a boot with swtpm's command log (it counts from it); sections 2-6 "
-             "from a second boot without it; section 7 from a third, on the modeled hardware "
+             "from a second boot without it (and section 8); section 7 from a third, on the modeled hardware "
              "TPM.\n"]
     errors = [f"- {k}: {v}" for k, v in r.items() if k.endswith("_error")]
     if errors:
@@ -98,21 +98,32 @@ def main(src, md, png):
         rows = r["fairshare"]
         keys = [k for k in rows[0] if not k.startswith("probe") and k != "clients"]
         parts.append("## 6. Fair share under exhaustion (issue 10; the clock starts at the go on "
-                     "every node)\n\n" + table(keys, [[x[k] for k in keys] for x in rows]) + "\n")
+                     "every node; config resident=1: tpmrs.ko reloaded with resident contexts)\n\n"
+                     + table(keys, [[x.get(k, "-") for k in keys] for x in rows]) + "\n")
         users = [x for x in rows if "users" in x]
         if users:
-            uk = ["workload", "seconds", "node", "uids", "jain over uids", "first uid's share",
+            uk = ["workload", "seconds", "node", "config", "uids", "jain over uids", "first uid's share",
                   "longest uid gap s"]
             parts.append("Between users (issue 22): the first uid opens forty files, each of "
                          "twenty others one:\n\n" + table(uk, [[
-                             x["workload"], x["seconds"], x["node"], x["users"]["uids"],
+                             x["workload"], x["seconds"], x["node"], x.get("config", "-"),
+                             x["users"]["uids"],
                              x["users"]["jain"], x["users"]["first_uid_share"],
                              x["users"]["longest_gap_s"]] for x in users]) + "\n")
         probes = [x for x in rows if "probe_n" in x]
         if probes:
-            pk = ["workload", "seconds", "node", "probe_n", "probe_failed", "probe_p99_ms", "probe_max_ms"]
+            pk = ["workload", "seconds", "node", "config", "probe_n", "probe_failed", "probe_p99_ms", "probe_max_ms"]
             parts.append("Fresh open + GetRandom(8) every 100 ms during the 32 x 3 runs:\n\n"
-                         + table(pk, [[x[k] for k in pk] for x in probes]) + "\n")
+                         + table(pk, [[x.get(k, "-") for k in pk] for x in probes]) + "\n")
+    if "scale" in r:
+        sk = ["workload", "seconds", "node", "demand", "budget", "ops", "refusals", "jain",
+              "fewest_ops", "longest_gap_s", "gap_bound_s", "wait_max_ms", "probe_p99_ms",
+              "probe_max_ms"]
+        parts.append("## 8. At scale (issue 22): 128 and 256 clients, each wanting 3 sessions\n\n"
+                     "The bound on a client's longest gap is ceil(demand / budget) x "
+                     "SESSION_TIMEOUT + 1 s (Documentation/tpmrs.rst, \"At scale\"); the probe is "
+                     "a fresh open + GetRandom(8) every 100 ms.\n\n"
+                     + table(sk, [[x.get(k, "-") for k in sk] for x in r["scale"]]) + "\n")
     if "modeled" in r:
         parts.append(modeled_section(r))
     if "context_gap" not in r and "context_gap_error" not in r:

@@ -27,10 +27,7 @@
 
 use crate::{
     chip::{Chip, DeadTpm},
-    proto::{
-        turns::{IDLE_TURN_COST, TURN_COST},
-        Request, Rm, RmError, Space, SpaceIds, Stats, Step, Turn, Turns,
-    },
+    proto::{Request, Rm, RmError, Space, SpaceIds, Stats, Step, Turn, Turns},
 };
 
 mod debugfs;
@@ -207,7 +204,7 @@ impl Shared {
             // that is already closed.
             if closed() {
                 drop(rm);
-                self.give_turn(turn, space, false);
+                self.give_turn(turn, space);
                 break Err(EPIPE);
             }
             let sent = rm.stats().tpm_commands;
@@ -215,8 +212,7 @@ impl Shared {
                 Ok(mut tpm) => Ok(rm.step(&mut req, space, &mut tpm, self.now_ns(), cmd, rsp)),
                 Err(e) => Err(e),
             };
-            let used = rm.stats().tpm_commands.wrapping_sub(sent);
-            cost.tpm_commands += used;
+            cost.tpm_commands += rm.stats().tpm_commands.wrapping_sub(sent);
             let ret = match step {
                 Ok(Step::Done(r)) => Some(r.map_err(to_error)),
                 // Sleeps at the top of the loop, after asking again under `rm`: what
@@ -227,14 +223,14 @@ impl Shared {
             let Some(ret) = ret else {
                 self.after_call(&mut rm);
                 drop(rm);
-                self.give_turn(turn, space, used > 0);
+                self.give_turn(turn, space);
                 continue;
             };
             // The command ends under the hold of its last step, before the turn passes on:
             // taking `rm` again afterwards would wait for the next command's TPM work.
             self.end_command(&mut rm, req, space, cost);
             drop(rm);
-            self.give_turn(turn, space, used > 0);
+            self.give_turn(turn, space);
             return self.traced(ret, space, cmd, rsp, cost);
         };
         let mut rm = self.rm.lock();
@@ -334,16 +330,13 @@ impl Shared {
     /// Gives back the turn taken by [`Self::take_turn`] and wakes the command whose turn it
     /// is now.
     ///
-    /// Every turn that sent the TPM a command (`used_tpm`) costs the same, [`TURN_COST`],
-    /// whatever TPM time it took: spaces are served turn about. One that sent nothing (a
-    /// command that only learnt that it waits) costs [`IDLE_TURN_COST`], a sixteenth.
+    /// Every turn costs one unit, whatever TPM time it took: spaces are served turn about.
     /// Charged in TPM time, a client that evicted for itself paid for the eviction's flushes
     /// with fewer turns afterwards, and the clients' shares of operations came out less
     /// even (Jain 0.67 to 0.95 against 0.97 in the 32 x 3 runs on the bench kernel).
-    fn give_turn(&self, turn: Turn, space: &mut Space, used_tpm: bool) {
+    fn give_turn(&self, turn: Turn, space: &mut Space) {
         let mut turns = self.turns.lock();
-        let cost = if used_tpm { TURN_COST } else { IDLE_TURN_COST };
-        let next = turns.done(turn, space, cost);
+        let next = turns.done(turn, space, 1);
         self.wake(next);
     }
 

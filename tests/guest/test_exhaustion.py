@@ -303,12 +303,11 @@ def test_fair_share_between_users():
 
     Asserted, with margin: no refusal or error, every uid signs, the forty-file uid does
     under 35% of the signs (17.5% measured on 5 Dec 2026), the twenty single-client uids
-    share evenly among themselves (Jain >= 0.8; 0.99 measured). Printed, not asserted yet:
-    the forty-file uid's longest gap (`gaps_s`, first), 19-31 s on this guest before a turn
-    that sends the TPM nothing cost a sixteenth of a turn (`turns::IDLE_TURN_COST`): the
-    forty files, each told in a turn that it waits, spent their uid's share. The host
-    simulation at the debug kernel's speed now gives 1.6-1.9 s (Documentation/tpmrs.rst,
-    "Fair share between users"); a bound is asserted here once this guest has measured it."""
+    share evenly among themselves (Jain >= 0.8; 0.99 measured). Printed, not asserted: the
+    forty-file uid's longest gap (`gaps_s`, first), 19-31 s on this guest. Its files each
+    take a turn of their uid's share to learn that they wait for a slot, and its files that
+    hold a session sign behind them (Documentation/tpmrs.rst, "Fair share between users":
+    what was tried, and what is missing)."""
     import fairshare
 
     row = fairshare.run("/dev/tpmrs0", "many files 40x1 + 20 uids x3", 20.0, must_progress=True)

@@ -10,9 +10,8 @@
 //! Here each command asks for a *turn* ([`Turns::enter`]) and the TPM goes to the waiting
 //! command whose space has used the least lately. Every space carries a finish tag
 //! ([`Space`]): the virtual time at which its last turn was paid for, at the cost the caller
-//! charges per turn (the kernel glue charges [`TURN_COST`] per turn that sent the TPM a
-//! command -- spaces are served turn about, whatever their commands cost -- and
-//! [`IDLE_TURN_COST`] for one that did not). A command starts at `max(vclock, finish)`, where `vclock`
+//! charges per turn (the kernel glue charges one per turn: spaces are served turn about,
+//! whatever their commands cost). A command starts at `max(vclock, finish)`, where `vclock`
 //! is the start of the command that ran last, and the smallest start goes first; of equal
 //! starts, the space served least recently (smallest finish tag), then arrival order. A
 //! space that was idle -- a new open file, a client that slept waiting for a session slot --
@@ -43,18 +42,6 @@ use super::command::CommandHeader;
 use super::constants::{TPM_CC_CONTEXT_LOAD, TPM_CC_START_AUTH_SESSION};
 use super::platform::{OutOfMemory, Vec};
 use super::space::{Gathering, Space};
-
-/// What the kernel glue charges for a turn in which the TPM ran a command of ours ([`Turns::done`]).
-pub const TURN_COST: u64 = 16;
-
-/// What the kernel glue charges for a turn that sent the TPM nothing: a command that only
-/// learnt that it waits for a session slot, or was answered without the TPM. It takes
-/// microseconds, not a TPM command's milliseconds. Charged a full turn, one user's forty
-/// files, each told in its turn that it waits, spent forty turns of that user's share on
-/// it, and its files that held a session waited behind to sign (15 s without an operation
-/// of that user in the host simulation). Not free either: a file could then take such
-/// turns ahead of everyone for as long as it liked.
-pub const IDLE_TURN_COST: u64 = 1;
 
 /// A command's place in the queue for the TPM. Deliberately not `Clone`: one per command
 /// that asked for a turn; give it back with [`Turns::done`] or [`Turns::cancel`].

@@ -8,7 +8,6 @@
 use super::fake::FakeTpm;
 use super::marshal::*;
 use super::Harness;
-use tpmrs_proto::turns::{IDLE_TURN_COST, TURN_COST};
 use tpmrs_proto::{Config, Request, RmError, Space, Step, Turn, Turns, TPM_BUFSIZE};
 
 pub const LAYER: u32 = 0xB_0000;
@@ -344,9 +343,7 @@ pub fn run(seed: u64, w: &Workload) -> Report {
         let step =
             h.rm.step(&mut req, &mut c.space, &mut h.tpm, h.now, &cmd, &mut rsp);
         // The TPM's time.
-        let sent = h.tpm_commands() - before;
-        // A step without TPM traffic takes the kernel microseconds.
-        h.now += if sent == 0 { 20_000 } else { sent * speed.cmd };
+        h.now += (h.tpm_commands() - before).max(1) * speed.cmd;
         let mut woken = vec![];
         h.rm.take_wakeups(&mut |s| woken.push(s));
         let done = match step {
@@ -364,7 +361,7 @@ pub fn run(seed: u64, w: &Workload) -> Report {
             }
         };
         // Its turn passes on; the next is woken (it queued already, nothing to do here).
-        turns.done(turn, &mut c.space, if sent == 0 { IDLE_TURN_COST } else { TURN_COST });
+        turns.done(turn, &mut c.space, 1);
         if let Some(r) = done {
             if let Some(b) = c.blocked_since.take() {
                 c.blocked_ns += h.now - b;

@@ -12,7 +12,7 @@
 # is not reached). Section 7, issue 21's workloads on the modeled hardware TPM, is a third
 # boot of a few minutes; TPMRS_BENCH_HW_CONFIGS picks its node configurations
 # (tests/bench/modeled.py). TPMRS_BENCH_FAIR_SECONDS (default 20,60): the lengths of section
-# 6's runs. Section 8 (128 x 3 and 256 x 3, both nodes) adds about 5 minutes to the second
+# 6's runs. Section 8 adds 128 x 3 for 40 s and 256 x 3 for 60 s on each node to the second
 # boot. TPMRS_BENCH_BOOTS=traffic,timed,modeled (the default) names the
 # boots to run: TPMRS_BENCH_BOOTS=modeled runs section 7 alone.
 set -euo pipefail

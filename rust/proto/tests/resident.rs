@@ -288,7 +288,11 @@ fn a_lost_resident_session_whose_number_another_space_gets_is_told_to_its_owner(
     let cmd = a.sign_command();
     let r = h.ok(&mut a.space, &cmd);
     assert_eq!(rc(&r), LAYER | 0x98B);
-    assert!(h.tpm.log.is_empty(), "answered without the TPM: {:?}", h.tpm.log);
+    assert!(
+        h.tpm.log.is_empty(),
+        "answered without the TPM: {:?}",
+        h.tpm.log
+    );
     assert_eq!(h.rm.sessions().get(sb).and_then(|e| e.owner), Some(b.id()));
     // b's session is b's, and works.
     h.success(&mut b, &policy_password(sb));

@@ -28,6 +28,19 @@ fn eager() -> Harness<FakeTpm> {
     Harness::new(FakeTpm::new(), config(false))
 }
 
+/// What the TPM holds loaded: (objects, sessions).
+fn loaded(h: &Harness<FakeTpm>) -> (usize, usize) {
+    (h.tpm.loaded_objects(), h.tpm.loaded_sessions())
+}
+
+/// A signer that signed once: its key and session stay loaded.
+fn resident_signer(h: &mut Harness<FakeTpm>) -> Signer {
+    let mut a = Signer::new(h, false);
+    a.sign(h);
+    assert_eq!(loaded(h), (1, 1));
+    a
+}
+
 fn per_command((client, tpm): (u64, u64)) -> f64 {
     tpm as f64 / client as f64
 }
@@ -138,9 +151,7 @@ fn residency_off_sends_the_eager_traffic() {
 #[test]
 fn outsiders_holding_slots_make_residents_give_way() {
     let mut h = harness();
-    let mut a = Signer::new(&mut h, false);
-    a.sign(&mut h);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 1));
+    let mut a = resident_signer(&mut h);
     // A /dev/tpm0 user holds two sessions loaded: with a's resident session the TPM is full.
     h.tpm.external_loaded_session();
     h.tpm.external_loaded_session();
@@ -169,7 +180,7 @@ fn flush_and_close_of_residents() {
     let mut s = h.space();
     let key = rhandle(&h.success(&mut s, &create_primary(&ecc_signing_public(&[]))));
     let sess = rhandle(&h.success(&mut s, &start_auth_session(SE_POLICY, &[1; 16])));
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 1));
+    assert_eq!(loaded(&h), (1, 1));
     let before = h.tpm_commands();
     h.success(&mut s, &flush_context(key));
     assert_eq!(h.tpm_commands() - before, 1, "the resident key is flushed");
@@ -333,13 +344,13 @@ fn suspend_saves_everything_and_resume_keeps_it_working() {
     for c in clients.iter_mut() {
         c.sign(&mut h);
     }
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (2, 2));
+    assert_eq!(loaded(&h), (2, 2));
     h.rm.suspend(&mut h.tpm);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (0, 0));
+    assert_eq!(loaded(&h), (0, 0));
     assert_eq!(h.rm.stats().resident_sessions, 0);
     // Until resume, commands run without residency.
     clients[0].sign(&mut h);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (0, 0));
+    assert_eq!(loaded(&h), (0, 0));
     // TPM2_Shutdown(STATE), power cycle, TPM2_Startup(STATE): what was saved comes back.
     h.tpm.resume();
     h.rm.resume();
@@ -347,7 +358,7 @@ fn suspend_saves_everything_and_resume_keeps_it_working() {
         c.sign(&mut h);
     }
     assert_eq!(h.rm.stats().resident_lost, 0);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (2, 2));
+    assert_eq!(loaded(&h), (2, 2));
     for c in clients {
         c.finish(&mut h);
     }
@@ -357,9 +368,7 @@ fn suspend_saves_everything_and_resume_keeps_it_working() {
 #[test]
 fn a_suspend_without_the_tpm_makes_nothing_resident_until_resume() {
     let mut h = harness();
-    let mut a = Signer::new(&mut h, false);
-    a.sign(&mut h);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 1));
+    let mut a = resident_signer(&mut h);
     // The chip could not be taken: nothing was saved, and nothing used becomes resident
     // (the session is saved after the sign, the key loaded from its blob and flushed, as
     // without residency). The resident copy of the key stays where it was, out of reach:
@@ -367,10 +376,10 @@ fn a_suspend_without_the_tpm_makes_nothing_resident_until_resume() {
     h.rm.suspend_unreachable();
     a.sign(&mut h);
     assert_eq!(h.rm.stats().resident_sessions, 0);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 0));
+    assert_eq!(loaded(&h), (1, 0));
     h.rm.resume();
     a.sign(&mut h);
-    assert_eq!((h.tpm.loaded_objects(), h.tpm.loaded_sessions()), (1, 1));
+    assert_eq!(loaded(&h), (1, 1));
     a.finish(&mut h);
     h.tpm.assert_empty();
 }

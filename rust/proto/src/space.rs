@@ -145,6 +145,9 @@ pub struct Space {
     /// Finish tag of its uid's last turn taken by this space, in group time (see
     /// [`super::turns`]): the group's tag when the turns forgot the group.
     tpm_group_finish: u64,
+    /// The slot its uid's group had in the turns when this space last took a turn: where
+    /// [`super::turns::Turns::enter`] looks for the group first.
+    tpm_group_slot: usize,
     /// Whether it is gathering its sessions after a wait (see [`super::Rm::note_gathering`]):
     /// which of its turns at the TPM go first.
     gathering: Gathering,
@@ -163,6 +166,7 @@ impl Space {
             objects: Charged::new(),
             tpm_finish: 0,
             tpm_group_finish: 0,
+            tpm_group_slot: 0,
             gathering: Gathering::No,
             slot_taken: false,
         }
@@ -203,6 +207,14 @@ impl Space {
 
     pub(crate) fn set_tpm_group_finish(&mut self, tag: u64) {
         self.tpm_group_finish = tag;
+    }
+
+    pub(crate) fn tpm_group_slot(&self) -> usize {
+        self.tpm_group_slot
+    }
+
+    pub(crate) fn set_tpm_group_slot(&mut self, slot: usize) {
+        self.tpm_group_slot = slot;
     }
 
     /// The space's identifier (owner id in the session registry).

@@ -37,6 +37,11 @@
 //! manager (the glue has it under a lock of its own, held only to queue, take and give
 //! back), so waiting for a turn never waits on the lock the TPM work holds. [`Turns::done`]
 //! and [`Turns::cancel`] name the space to wake next, so only that waiter is woken.
+//!
+//! **Cost.** Choosing the next command reads each waiting command once, and its group's
+//! tags by index ([`Waiting::slot`]): a handoff costs O(waiting + groups), a constant per
+//! waiter however many wait. A command finds its group by the slot its space used last
+//! ([`Space`] keeps it), so asking costs O(1) while the group stays known.
 
 use super::command::CommandHeader;
 use super::constants::{TPM_CC_CONTEXT_LOAD, TPM_CC_START_AUTH_SESSION};
@@ -60,10 +65,12 @@ struct Waiting {
     /// recently.
     prev: u64,
     space: u64,
-    /// Its group (the opener's uid with `by_uid`, else 0 for all), the group's start and
-    /// finish tags when it asked (as `start` and `prev`, in group time), and the group's
-    /// finish tag then (`gprev` is 0 for a command that goes first).
+    /// Its group's slot in [`Turns::groups`] (the group is the opener's uid with `by_uid`,
+    /// else 0 for all; a slot is not reused while a command of its group waits), the
+    /// group's start and finish tags when it asked (as `start` and `prev`, in group time),
+    /// and the group's finish tag then (`gprev` is 0 for a command that goes first).
     group: u64,
+    slot: usize,
     gstart: u64,
     gprev: u64,
     gfinish: u64,
@@ -72,7 +79,8 @@ struct Waiting {
 /// A group of spaces (one uid's) with commands waiting, or a finish tag ahead of `gvclock`.
 #[derive(Debug, Clone, Copy)]
 struct Group {
-    key: u64,
+    /// `None`: a free slot.
+    key: Option<u64>,
     /// Finish tag of the group's last turn, in group time.
     finish: u64,
     /// Its commands waiting.
@@ -92,12 +100,13 @@ pub struct Turns {
     /// Start tag of the command that used the TPM last.
     vclock: u64,
     next_seq: u64,
-    /// A turn is taken and not given back yet: its group and the group's start tag.
-    busy: Option<(u64, u64)>,
+    /// A turn is taken and not given back yet: its group's slot and the group's start tag.
+    busy: Option<(usize, u64)>,
     /// Share between uids first (see the module documentation).
     by_uid: bool,
-    /// Groups that wait, hold the turn, or were served ahead of `gvclock`; unordered (a
-    /// few: one per uid at work).
+    /// Groups that wait, hold the turn, or were served ahead of `gvclock`, in slots that
+    /// stay put while the group is kept (waiting commands name theirs); a forgotten group
+    /// frees its slot for the next new one. Never more slots than groups kept at once.
     groups: Vec<Group>,
     /// Start tag of the group that used the TPM last.
     gvclock: u64,
@@ -130,18 +139,37 @@ impl Turns {
         self.queue.is_empty()
     }
 
-    fn group(&self, key: u64) -> Option<&Group> {
-        self.groups.iter().find(|g| g.key == key)
+    /// The slot of group `key`: `hint` (the one its space used last) if it still holds it,
+    /// else found by a walk of the slots.
+    fn find_group(&self, key: u64, hint: usize) -> Option<usize> {
+        if self.groups.get(hint).is_some_and(|g| g.key == Some(key)) {
+            return Some(hint);
+        }
+        self.groups.iter().position(|g| g.key == Some(key))
     }
 
-    fn group_mut(&mut self, key: u64) -> Option<&mut Group> {
-        self.groups.iter_mut().find(|g| g.key == key)
+    /// Keeps a new group `g` in a free slot, or a new one.
+    fn add_group(&mut self, g: Group) -> Result<usize, OutOfMemory> {
+        if let Some(i) = self.groups.iter().position(|g| g.key.is_none()) {
+            if let Some(s) = self.groups.get_mut(i) {
+                *s = g;
+            }
+            return Ok(i);
+        }
+        self.groups.try_push(g)?;
+        Ok(self.groups.len() - 1)
     }
 
     /// The group tags of `w` now: those it got when it asked, unless its group took a turn
     /// since (another of its spaces did): then the group's new finish tag.
     fn group_tags(&self, w: &Waiting) -> (u64, u64) {
-        let finish = self.group(w.group).map_or(w.gfinish, |g| g.finish);
+        let g = self.groups.get(w.slot);
+        debug_assert_eq!(
+            g.and_then(|g| g.key),
+            Some(w.group),
+            "a waiting command's group slot"
+        );
+        let finish = g.map_or(w.gfinish, |g| g.finish);
         if finish == w.gfinish {
             (w.gstart, w.gprev)
         } else {
@@ -149,46 +177,48 @@ impl Turns {
         }
     }
 
-    /// The group whose command goes next: the smallest `(gstart, gprev, seq)` of the waiting
-    /// commands' group tags now.
-    fn next_group(&self) -> Option<u64> {
+    /// The group whose command goes next (its slot): the smallest `(gstart, gprev, seq)` of
+    /// the waiting commands' group tags now.
+    fn next_group(&self) -> Option<usize> {
         self.queue
             .iter()
             .map(|w| {
                 let (gstart, gprev) = self.group_tags(w);
-                ((gstart, gprev, w.seq), w.group)
+                ((gstart, gprev, w.seq), w.slot)
             })
             .min_by_key(|(key, _)| *key)
             .map(|(_, g)| g)
     }
 
-    /// The next command: of the next group, the smallest `(start, prev, seq)`.
+    /// The next command: of the next group, the smallest `(start, prev, seq)`. Two reads
+    /// of the queue.
     fn next(&self) -> Option<Waiting> {
-        let group = self.next_group()?;
+        let slot = self.next_group()?;
         self.queue
             .iter()
-            .filter(|w| w.group == group)
+            .filter(|w| w.slot == slot)
             .copied()
             .min_by_key(|w| (w.start, w.prev, w.seq))
     }
 
     /// Forgets the groups that neither wait, nor hold the turn, nor have a finish tag ahead
     /// of `gvclock` (a new group starts at `gvclock` anyway).
+    /// Frees their slots, and the free slots at the end.
     fn prune(&mut self) {
         let (gv, busy) = (self.gvclock, self.busy.map(|b| b.0));
-        let mut i = 0;
-        while let Some(g) = self.groups.get(i) {
-            if g.waiting > 0 || g.finish > gv || Some(g.key) == busy {
-                i += 1;
-            } else {
-                self.groups.swap_remove(i);
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            if g.waiting == 0 && g.finish <= gv && Some(i) != busy {
+                g.key = None;
             }
+        }
+        while self.groups.last().is_some_and(|g| g.key.is_none()) {
+            self.groups.pop();
         }
     }
 
     /// `w` left the queue (taken or cancelled).
     fn left(&mut self, w: &Waiting) {
-        if let Some(g) = self.group_mut(w.group) {
+        if let Some(g) = self.groups.get_mut(w.slot) {
             g.waiting = g.waiting.saturating_sub(1);
         }
     }
@@ -224,34 +254,40 @@ impl Turns {
         let start = self.vclock.max(prev);
         let seq = self.next_seq;
         let group = space.share_group(self.by_uid);
-        let (gfinish, lead) = match self.group(group) {
-            Some(g) => (g.finish, g.lead),
+        let found = self
+            .find_group(group, space.tpm_group_slot())
+            .and_then(|i| Some((i, self.groups.get(i)?)));
+        let (slot, gfinish, lead) = match found {
+            Some((i, g)) => (i, g.finish, g.lead),
             None => {
                 // Forgotten (or new): the group's tag as this space last saw it, which for
                 // a uid of one file is the tag it had.
                 let finish = space.tpm_group_finish();
-                self.groups.try_push(Group {
-                    key: group,
+                let i = self.add_group(Group {
+                    key: Some(group),
                     finish,
                     waiting: 0,
                     lead: 1,
                 })?;
-                (finish, 1)
+                (i, finish, 1)
             }
         };
         let gfirst = first && gfinish <= self.gvclock.saturating_add(lead);
         let gprev = if gfirst { 0 } else { gfinish };
-        self.queue.try_push(Waiting {
-            seq,
-            start,
-            prev,
-            space: space.id(),
-            group,
-            gstart: self.gvclock.max(gprev),
-            gprev,
-            gfinish,
-        })?;
-        if let Some(g) = self.group_mut(group) {
+        self.queue
+            .try_push(Waiting {
+                seq,
+                start,
+                prev,
+                space: space.id(),
+                group,
+                slot,
+                gstart: self.gvclock.max(gprev),
+                gprev,
+                gfinish,
+            })
+            .inspect_err(|_| self.prune())?;
+        if let Some(g) = self.groups.get_mut(slot) {
             g.waiting = g.waiting.saturating_add(1);
         }
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -279,7 +315,7 @@ impl Turns {
         self.left(&w);
         let (gstart, _) = self.group_tags(&w);
         self.gvclock = self.gvclock.max(gstart);
-        self.busy = Some((w.group, gstart));
+        self.busy = Some((w.slot, gstart));
         self.vclock = self.vclock.max(turn.start);
         true
     }
@@ -289,13 +325,14 @@ impl Turns {
     pub fn done(&mut self, turn: Turn, space: &mut Space, cost: u64) -> Option<u64> {
         debug_assert_eq!(turn.space, space.id());
         let cost = cost.max(1);
-        if let Some((group, gstart)) = self.busy.take() {
+        if let Some((slot, gstart)) = self.busy.take() {
             let finish = gstart.saturating_add(cost);
-            if let Some(g) = self.group_mut(group) {
+            if let Some(g) = self.groups.get_mut(slot) {
                 g.finish = finish;
                 g.lead = cost;
             }
             space.set_tpm_group_finish(finish);
+            space.set_tpm_group_slot(slot);
         }
         space.set_tpm_finish(turn.start.saturating_add(cost));
         self.prune();

@@ -478,3 +478,25 @@ fn one_file_per_uid_is_served_as_files_alone() {
         &b[..b.len().min(60)]
     );
 }
+
+#[test]
+fn a_uids_slot_is_freed_and_reused() {
+    // Three waves of five busy uids each, one after the other: a wave's uids are forgotten
+    // once the next wave's turns have passed their tags, and the third wave takes the
+    // slots the first freed. One slot per uid still needed, not one per uid ever seen.
+    let mut t = Turns::new(true);
+    for wave in 0..3u32 {
+        let mut five: std::vec::Vec<Space> = (0..5u32)
+            .map(|u| user(u64::from(10 * wave + u), 10 * wave + u))
+            .collect();
+        let order = closed_loop(&mut t, &mut five, 50);
+        for s in &five {
+            assert_eq!(order.iter().filter(|id| **id == s.id()).count(), 10);
+        }
+        assert!(
+            t.groups.len() <= 10,
+            "{} slots after wave {wave}",
+            t.groups.len()
+        );
+    }
+}

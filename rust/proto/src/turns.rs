@@ -39,7 +39,7 @@
 //! and [`Turns::cancel`] name the space to wake next, so only that waiter is woken.
 //!
 //! **Cost.** Choosing the next command reads each waiting command once, and its group's
-//! tags by index ([`Waiting::slot`]): a handoff costs O(waiting + groups), a constant per
+//! tags by index (`Waiting::slot`): a handoff costs O(waiting + groups), a constant per
 //! waiter however many wait. A command finds its group by the slot its space used last
 //! ([`Space`] keeps it), so asking costs O(1) while the group stays known.
 

@@ -5,9 +5,9 @@
 # guest and swtpm, in the same run, on the bench kernel (the debug config without lockdep,
 # KASAN and kmemleak, which distort timings). Prints progress, then writes and prints
 # target/bench/bench.md and plots target/bench/bench.png, from three guest boots (see below).
-# About 20 minutes on these machines (8 of them section 6, fair share),
-# 9 of them section 5, the context gap (TPM_PT_CONTEXT_GAP_MAX + 1000 session saves on
-# tpmrs0; tpmrm0 fails halfway); TPMRS_BENCH_GAP=0 leaves it out. TPMRS_BENCH_QUICK=1: a short run
+# About 36 minutes on these machines (5 Dec 2026): 12 of them section 6, fair share, 4
+# section 8, and 12 section 5, the context gap (TPM_PT_CONTEXT_GAP_MAX + 1000 session saves
+# on each node; tpmrm0 fails halfway); TPMRS_BENCH_GAP=0 leaves it out. TPMRS_BENCH_QUICK=1: a short run
 # (fewer samples, 2000 context-gap cycles instead of TPM_PT_CONTEXT_GAP_MAX + 1000: the gap
 # is not reached). Section 7, issue 21's workloads on the modeled hardware TPM, is a third
 # boot of a few minutes; TPMRS_BENCH_HW_CONFIGS picks its node configurations

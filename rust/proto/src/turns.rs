@@ -65,11 +65,12 @@ struct Waiting {
     /// recently.
     prev: u64,
     space: u64,
-    /// Its group's slot in [`Turns::groups`] (the group is the opener's uid with `by_uid`,
-    /// else 0 for all; a slot is not reused while a command of its group waits), the
-    /// group's start and finish tags when it asked (as `start` and `prev`, in group time),
-    /// and the group's finish tag then (`gprev` is 0 for a command that goes first).
+    /// Its group (the opener's uid with `by_uid`, else 0 for all), the group's start and
+    /// finish tags when it asked (as `start` and `prev`, in group time), and the group's
+    /// finish tag then (`gprev` is 0 for a command that goes first).
     group: u64,
+    /// Its group's slot in [`Turns::groups`], which is not reused while a command of the
+    /// group waits (`group` is kept to check that).
     slot: usize,
     gstart: u64,
     gprev: u64,
@@ -150,10 +151,13 @@ impl Turns {
 
     /// Keeps a new group `g` in a free slot, or a new one.
     fn add_group(&mut self, g: Group) -> Result<usize, OutOfMemory> {
-        if let Some(i) = self.groups.iter().position(|g| g.key.is_none()) {
-            if let Some(s) = self.groups.get_mut(i) {
-                *s = g;
-            }
+        let free = self
+            .groups
+            .iter_mut()
+            .enumerate()
+            .find(|(_, s)| s.key.is_none());
+        if let Some((i, s)) = free {
+            *s = g;
             return Ok(i);
         }
         self.groups.try_push(g)?;
@@ -202,8 +206,8 @@ impl Turns {
     }
 
     /// Forgets the groups that neither wait, nor hold the turn, nor have a finish tag ahead
-    /// of `gvclock` (a new group starts at `gvclock` anyway).
-    /// Frees their slots, and the free slots at the end.
+    /// of `gvclock` (a new group starts at `gvclock` anyway): frees their slots, and drops
+    /// the free slots at the end.
     fn prune(&mut self) {
         let (gv, busy) = (self.gvclock, self.busy.map(|b| b.0));
         for (i, g) in self.groups.iter_mut().enumerate() {
@@ -256,9 +260,9 @@ impl Turns {
         let group = space.share_group(self.by_uid);
         let found = self
             .find_group(group, space.tpm_group_slot())
-            .and_then(|i| Some((i, self.groups.get(i)?)));
+            .and_then(|i| self.groups.get(i).map(|g| (i, g.finish, g.lead)));
         let (slot, gfinish, lead) = match found {
-            Some((i, g)) => (i, g.finish, g.lead),
+            Some(kept) => kept,
             None => {
                 // Forgotten (or new): the group's tag as this space last saw it, which for
                 // a uid of one file is the tag it had.
@@ -274,19 +278,17 @@ impl Turns {
         };
         let gfirst = first && gfinish <= self.gvclock.saturating_add(lead);
         let gprev = if gfirst { 0 } else { gfinish };
-        self.queue
-            .try_push(Waiting {
-                seq,
-                start,
-                prev,
-                space: space.id(),
-                group,
-                slot,
-                gstart: self.gvclock.max(gprev),
-                gprev,
-                gfinish,
-            })
-            .inspect_err(|_| self.prune())?;
+        self.queue.try_push(Waiting {
+            seq,
+            start,
+            prev,
+            space: space.id(),
+            group,
+            slot,
+            gstart: self.gvclock.max(gprev),
+            gprev,
+            gfinish,
+        })?;
         if let Some(g) = self.groups.get_mut(slot) {
             g.waiting = g.waiting.saturating_add(1);
         }

@@ -31,8 +31,8 @@
 use super::super::error::RmError;
 use super::super::event::{Event, WaitEnd};
 use super::super::session::scheduler::{
-    choose_early_victim, choose_victim, early_supply, jammed, Action, Ticket, Victim, WaitStep,
-    SET_MAX,
+    choose_early_victim, choose_victim, early_supply, jammed, next_victim_ns, Action, Ticket,
+    Victim, WaitStep, SET_MAX,
 };
 use super::super::session::Why;
 use super::super::space::{Gathering, Space};
@@ -225,7 +225,7 @@ impl Rm {
     ///   P (nothing else moves the queue);
     /// - it may evict at all ([`Scheduler::may_evict_early`]: first without a reservation,
     ///   not a loaded-memory waiter, no eviction round in the last P);
-    /// - it holds part of a set itself (1 to [`SET_MAX`] - 1 sessions): it holds and waits;
+    /// - it holds less than a whole set ([`SET_MAX`]): a hog gathering more keeps waiting;
     /// - the TPM is jammed ([`jammed`]): spaces that wait hold at least half of our sessions;
     /// - the part-sets waiting behind it cover what it needs: its request and the rest of its
     ///   peak.
@@ -245,7 +245,7 @@ impl Rm {
             return false;
         };
         let held = self.st.registry.count_owned(space);
-        if held == 0 || held >= SET_MAX {
+        if held >= SET_MAX {
             return false;
         }
         let entries = self.st.registry.entries();
@@ -465,6 +465,14 @@ impl Rm {
             };
             r?;
             got = true;
+        }
+        if !got && !early {
+            // Nothing eligible yet: try again when the first protection ends, not a whole
+            // retry interval later (each generation of sets at scale paid that).
+            let entries = self.st.registry.entries();
+            let next = next_victim_ns(entries, &self.st.sched, now, timeout, id, space);
+            let p = self.config.retry_interval_ns;
+            self.st.sched.eviction_found_none(id, now, next, p);
         }
         Ok(got)
     }

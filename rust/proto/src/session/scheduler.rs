@@ -46,8 +46,8 @@
 //! * **Breaking a hold-and-wait.** When spaces that wait hold at least half of our sessions
 //!   (the TPM is *jammed*: typically many clients started at once, and each got part of
 //!   its set before the slots ran out), the first waiter without a reservation may evict
-//!   after one retry interval instead of SESSION_TIMEOUT, if it holds part of a set itself
-//!   (one or two sessions: a command takes at most three), no slot was freed for the queue
+//!   after one retry interval instead of SESSION_TIMEOUT, if it holds less than a whole set
+//!   (three sessions: a command takes at most three), no slot was freed for the queue
 //!   in the last interval, and the part-sets held by spaces waiting *behind* it cover its
 //!   need. Only those go ([`choose_early_victim`]), the latest queue place first, however
 //!   young: their clients cannot use them while they wait, they would not be served before
@@ -104,7 +104,9 @@ mod wake;
 use place::{round_of, GroupQueue, Places};
 pub use step::Action;
 use turn::Turn;
-pub use victim::{choose_early_victim, choose_victim, early_supply, jammed, Victim, SET_MAX};
+pub use victim::{
+    choose_early_victim, choose_victim, early_supply, jammed, next_victim_ns, Victim, SET_MAX,
+};
 
 /// A place in the wait queue, from `Rm::wait_begin` to `Rm::wait_end`. Deliberately not
 /// `Clone`: one per waiting command.
@@ -142,6 +144,9 @@ struct Waiter {
     reserved: bool,
     last_try_ns: u64,
     last_evict_ns: Option<u64>,
+    /// Its last eviction attempt found no victim: when to try again (the earliest end of a
+    /// protection then, within a retry interval), instead of a retry interval after it.
+    evict_due_ns: Option<u64>,
     /// The TPM's last answer was TPM_RC_SESSION_MEMORY (no room to *load* a session, which
     /// only holders outside tpmrs keep between commands once tpmrs' resident sessions made
     /// way): evicting a saved session of ours would not help, so this waiter only polls.
@@ -297,6 +302,7 @@ impl Scheduler {
             reserved: false,
             last_try_ns: now,
             last_evict_ns: None,
+            evict_due_ns: None,
             memory: rc == Some(TPM_RC_SESSION_MEMORY),
             gave_up: false,
             again: kept.is_some(),

@@ -46,6 +46,21 @@ impl Scheduler {
     pub fn eviction_attempted(&mut self, id: u64, now: u64) {
         if let Some(w) = self.waiter_mut(id) {
             w.last_evict_ns = Some(now);
+            w.evict_due_ns = None;
+        }
+    }
+
+    /// Waiter `id`'s eviction attempt at `now` found no victim; the first may be eligible
+    /// at `next` (see [`super::next_victim_ns`]). It tries again then, or a retry interval
+    /// after `now` if that is sooner (what it found may change meanwhile), never before
+    /// `now + 1`: a protection that ends between two polls costs no poll's wait.
+    pub fn eviction_found_none(&mut self, id: u64, now: u64, next: Option<u64>, interval: u64) {
+        if let Some(w) = self.waiter_mut(id) {
+            let poll = now.saturating_add(interval);
+            w.evict_due_ns = Some(
+                next.map_or(poll, |t| t.min(poll))
+                    .max(now.saturating_add(1)),
+            );
         }
     }
 
@@ -65,10 +80,11 @@ impl Scheduler {
         }
         let mut until = u64::MAX;
         if self.is_first_unreserved(id) && !w.memory {
-            let due = w
-                .since_ns
-                .saturating_add(timeout)
-                .max(w.last_evict_ns.map_or(0, |t| t.saturating_add(interval)));
+            let again = match w.evict_due_ns {
+                Some(t) => t,
+                None => w.last_evict_ns.map_or(0, |t| t.saturating_add(interval)),
+            };
+            let due = w.since_ns.saturating_add(timeout).max(again);
             if now >= due {
                 return Action::Evict;
             }

@@ -83,6 +83,36 @@ pub fn choose_victim(
     best.map(|(_, s)| Victim::Space(s))
 }
 
+/// When the first victim of [`choose_victim`] for `waiter` (of `waiter_space`) may become
+/// eligible, if none is at `now`: the earliest end of a protection, by the same rules (an
+/// abandoned session `timeout` after its last owner got it; a space `timeout` after its turn
+/// began, or twice that if it waits ahead of the waiter). `None` if nothing of ours could
+/// be.
+pub fn next_victim_ns(
+    entries: &[SessionEntry],
+    sched: &Scheduler,
+    now: u64,
+    timeout: u64,
+    waiter: u64,
+    waiter_space: Option<u64>,
+) -> Option<u64> {
+    entries
+        .iter()
+        .filter(|e| e.is_live())
+        .filter_map(|e| {
+            if e.is_abandoned() {
+                return Some(e.owned_since_ns.saturating_add(timeout));
+            }
+            let space = e.owner.filter(|s| Some(*s) != waiter_space)?;
+            let began = sched.turn_began(space).unwrap_or(e.owned_since_ns);
+            Some(match sched.position(space, now) {
+                Some(p) if p < waiter => began.saturating_add(timeout.saturating_mul(2)),
+                _ => began.saturating_add(timeout),
+            })
+        })
+        .min()
+}
+
 /// The most sessions one TPM command uses (TPM 2.0 Part 1, 18.2: up to three authorization
 /// sessions): the set a client gathers to run a command.
 pub const SET_MAX: usize = 3;
@@ -151,9 +181,11 @@ pub fn early_supply(
 /// set before the slots run out and then wait for the rest, holding what they got; a few
 /// got a whole set and work alone. Without this, nobody could take the part-sets for
 /// SESSION_TIMEOUT, and those few did up to four times the others' work in a 20 s run.
-/// The caller only asks when the TPM is [`jammed`], for a waiter that holds part of a set
-/// itself, when the part-sets behind it cover what it needs (see `Rm::wait_step`). A
-/// victim is left holding nothing, so it never evicts early in turn. A space that holds a
+/// The caller only asks when the TPM is [`jammed`], for a waiter that holds less than a
+/// whole set (at 128 x 3 the first waiter holds nothing: 62 others got one session each),
+/// when the part-sets behind it cover what it needs (see `Rm::wait_step`). A victim waits
+/// behind its evictor, so early evictions only go backwards along the queue: none comes
+/// back to the evictor. A space that holds a
 /// whole set or more (a hog gathering sixty sessions) keeps its protection: taking it
 /// early cost the others their fairness in the simulation.
 pub fn choose_early_victim(

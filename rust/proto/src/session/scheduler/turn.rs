@@ -186,9 +186,10 @@ impl Scheduler {
     /// Waiter `id` (if any) of `space` took a session slot: its reservation is used up, or
     /// else one of its space's gang reservations. Returns whether the slot came from the
     /// queue (the command waited, or a gang reservation was used).
-    /// A wait that ends this way moves the start of the space's turn to `now` (by at most
-    /// `timeout_ns` past its first session): a space that had to wait for the rest of its
-    /// set is protected from when it has it, not from when it began to gather it.
+    /// A wait that ends this way, other than with a gang reservation, moves the start of the
+    /// space's turn to `now` (by at most `timeout_ns` / 2 past its first session): a space
+    /// that had to wait for the rest of its set is protected from when it has it, not from
+    /// when it began to gather it.
     pub fn took_slot(&mut self, id: Option<u64>, space: u64, now: u64) -> bool {
         let timeout = self.timeout_ns;
         let waited = id.is_some_and(|id| self.contains(id));
@@ -198,7 +199,8 @@ impl Scheduler {
             gang = !core::mem::replace(&mut w.reserved, false);
         }
         if let Some(t) = self.turn_mut(space) {
-            if gang && t.gang > 0 {
+            let from_gang = gang && t.gang > 0;
+            if from_gang {
                 queued = true;
                 t.gang -= 1;
                 // The rest lapses its lifetime after its last use, not after the grant: a
@@ -206,7 +208,10 @@ impl Scheduler {
                 // slow kernel takes longer than that for all five.
                 t.gang_until_ns = t.gang_until_ns.max(now.saturating_add(t.gang_keep_ns));
             }
-            if waited {
+            // A slot reserved for the space at its turn (a gang grant) was its own already:
+            // taking it is gathering, not waiting, and moves nothing (at 256 x 3 each of 12
+            // generations paid its gathering on top of T).
+            if waited && !from_gang {
                 t.began_ns = t
                     .began_ns
                     .max(now.min(t.first_ns.saturating_add(timeout / 2)));

@@ -52,25 +52,15 @@ pub fn choose_victim(
         if Some(space) == waiter_space {
             continue;
         }
-        let began = match sched.turn_began(space) {
-            Some(b) => b,
-            None => entries
-                .iter()
-                .filter(|x| x.owner == Some(space))
-                .map(|x| x.owned_since_ns)
-                .min()
-                .unwrap_or(now),
-        };
-        if !old(began) {
+        let began = turn_began(entries, sched, space, now);
+        let place = sched.position(space, now);
+        if now.saturating_sub(began) < protection(place, waiter, timeout) {
             continue;
         }
-        let key = match sched.position(space, now) {
+        let key = match place {
             None => (0, began, space),
             Some(p) if p > waiter => (1, u64::MAX - p, space),
-            // Gathering ahead of the waiter for over twice the protection: it has had its
-            // turn (a hog must not stay immune by always asking for one more).
-            Some(_) if now.saturating_sub(began) >= timeout.saturating_mul(2) => (2, began, space),
-            Some(_) => continue,
+            Some(_) => (2, began, space),
         };
         let better = match best {
             Some((k, _)) => key < k,
@@ -104,13 +94,35 @@ pub fn next_victim_ns(
                 return Some(e.owned_since_ns.saturating_add(timeout));
             }
             let space = e.owner.filter(|s| Some(*s) != waiter_space)?;
-            let began = sched.turn_began(space).unwrap_or(e.owned_since_ns);
-            Some(match sched.position(space, now) {
-                Some(p) if p < waiter => began.saturating_add(timeout.saturating_mul(2)),
-                _ => began.saturating_add(timeout),
-            })
+            let began = turn_began(entries, sched, space, now);
+            Some(began.saturating_add(protection(sched.position(space, now), waiter, timeout)))
         })
         .min()
+}
+
+/// When the turn of `space` began: the scheduler's record, else when it got the oldest
+/// session it holds (`now` if none).
+fn turn_began(entries: &[SessionEntry], sched: &Scheduler, space: u64, now: u64) -> u64 {
+    sched.turn_began(space).unwrap_or_else(|| {
+        entries
+            .iter()
+            .filter(|x| x.owner == Some(space))
+            .map(|x| x.owned_since_ns)
+            .min()
+            .unwrap_or(now)
+    })
+}
+
+/// How long a space at queue place `place` is protected from `waiter` after its turn began
+/// ([`choose_victim`]'s rules 2 to 4): `timeout` if it does not wait or waits behind the
+/// waiter; twice that if it waits ahead (gathering ahead of the waiter for over twice the
+/// protection, it has had its turn: a hog must not stay immune by always asking for one
+/// more).
+fn protection(place: Option<u64>, waiter: u64, timeout: u64) -> u64 {
+    match place {
+        Some(p) if p <= waiter => timeout.saturating_mul(2),
+        _ => timeout,
+    }
 }
 
 /// The most sessions one TPM command uses (TPM 2.0 Part 1, 18.2: up to three authorization

@@ -27,14 +27,20 @@ fn closed_loop(t: &mut Turns, spaces: &mut [Space], rounds: usize) -> std::vec::
     order
 }
 
+/// Spaces 1 to 40 of uid 1, space 41 of uid 2 and space 42 of uid 3.
+fn forty_files_and_two_users() -> std::vec::Vec<Space> {
+    let mut spaces: std::vec::Vec<Space> = (1..=40).map(|id| user(id, 1)).collect();
+    spaces.push(user(41, 2));
+    spaces.push(user(42, 3));
+    spaces
+}
+
 #[test]
 fn a_user_of_many_files_gets_one_users_share() {
     // uid 1 has forty busy files, uids 2 and 3 one each: each uid gets a third of the
     // turns, and uid 1's turns are shared evenly between its files.
     let mut t = Turns::new(true);
-    let mut spaces: std::vec::Vec<Space> = (1..=40).map(|id| user(id, 1)).collect();
-    spaces.push(user(41, 2));
-    spaces.push(user(42, 3));
+    let mut spaces = forty_files_and_two_users();
     let order = closed_loop(&mut t, &mut spaces, 1200);
     let turns_of = |f: &dyn Fn(u64) -> bool| order.iter().filter(|s| f(**s)).count();
     let (u1, u2, u3) = (
@@ -61,9 +67,7 @@ fn a_user_of_many_files_gets_one_users_share() {
 fn by_file_each_file_gets_a_share() {
     // The same files with `by_uid` off: each file gets a share, so uid 1 gets 40 of 42.
     let mut t = Turns::new(false);
-    let mut spaces: std::vec::Vec<Space> = (1..=40).map(|id| user(id, 1)).collect();
-    spaces.push(user(41, 2));
-    spaces.push(user(42, 3));
+    let mut spaces = forty_files_and_two_users();
     let order = closed_loop(&mut t, &mut spaces, 1260);
     for id in 1..=42 {
         let n = order.iter().filter(|s| **s == id).count();

@@ -11,8 +11,10 @@ use super::Scheduler;
 pub(super) struct Turn {
     pub(super) space: u64,
     /// When its current turn began: when it got a session while it held none, moved on
-    /// (by at most `timeout_ns` in all) each time a wait of the turn ends with a session
-    /// granted. Its sessions are protected from eviction for `timeout_ns` from here.
+    /// (to at most `timeout_ns` / 2 past `first_ns`) each time a wait of the turn ends with
+    /// a session granted other than from its gang reservations (see
+    /// [`Scheduler::took_slot`]). Its sessions are protected from eviction for
+    /// `timeout_ns` from here.
     pub(super) began_ns: u64,
     /// When it got its first session of the turn.
     pub(super) first_ns: u64,
